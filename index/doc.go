@@ -1,0 +1,42 @@
+// Package index is bulkstream's Pebble store: the current version of every
+// FHIR resource, ordered by resource type and commit time, so that a `_type`
+// plus `_since` export is one bounded range scan per type.
+//
+// # Key layout
+//
+// All integers are big-endian, so byte order is numeric order.
+//
+//	c/<type>\x00<commitTs u64>/<id>  stored resource JSON, or an empty value for a tombstone
+//	r/<type>\x00<id>                 commitTs u64, versionId u64, deleted byte: where the c/ entry is
+//	m/applied_seq                    u64: last JetStream stream sequence applied
+//	m/clock                          u64: last commit time handed out (µs since the epoch)
+//	m/types                          JSON [{type, resources, tombstones}]: counts by type
+//	j/<jobID>                        export job record (opaque to this package)
+//
+// # Invariants
+//
+//   - Apply is the single writer. One call is one Pebble batch committed with
+//     Sync: the resources, their r/ records, the counts, m/clock and
+//     m/applied_seq land together or not at all. A change whose stream
+//     sequence is not above m/applied_seq is skipped, so redelivery after a
+//     crash between commit and ack applies nothing twice.
+//   - Every resource has exactly one c/ entry, at its current version's
+//     commit time: an update deletes the old entry in the same batch, a
+//     delete replaces it with a tombstone at the delete's commit time
+//     (written even for a resource the index never saw, so that replaying a
+//     compacted stream gives the same index).
+//   - The commit clock is clock(seq) = max(timestamp(seq), clock(seq-1)+1µs),
+//     starting at the origin given to SetOrigin (the stream's creation time).
+//     It depends on nothing but the stream, so a rebuild from the same
+//     stream yields the same keys and bytes.
+//   - meta.versionId counts every applied change of the resource (deletes
+//     included), starting at 1; meta.lastUpdated is the commit time as a UTC
+//     instant with six fractional digits. Every other byte of the published
+//     resource is kept, numbers included.
+//   - Snapshot takes a Pebble snapshot and reads the clock under the commit
+//     lock, so every entry in it has CommitTime <= TransactionTime and every
+//     later change has a greater one.
+//
+// Export scans must close their Snapshot as soon as they finish: an open
+// snapshot pins old versions of keys.
+package index

@@ -1,0 +1,571 @@
+package index
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound is returned for a job record that does not exist.
+	ErrNotFound = errors.New("index: not found")
+	// ErrClosed is returned by calls on a closed Index.
+	ErrClosed = errors.New("index: closed")
+)
+
+// formatVersion pins Pebble's on-disk format so that a dependency upgrade
+// never changes it silently.
+const formatVersion = pebble.FormatValueSeparation
+
+// Index is the Pebble store of current resources ordered by type and commit
+// time. Apply is the single writer; Snapshot, job records and the read
+// accessors may be used concurrently with it.
+type Index struct {
+	db     *pebble.DB
+	cache  interface{ Unref() }
+	opts   *Options
+	log    *slog.Logger
+	syncWO *pebble.WriteOptions
+
+	// mu is the commit lock: Apply holds it while it commits a batch and
+	// publishes the new state; Snapshot holds it to pair a Pebble snapshot
+	// with the clock, so transactionTime and snapshot contents agree.
+	mu         sync.Mutex
+	appliedSeq uint64
+	clock      uint64
+	types      map[string]TypeCount
+	applied    chan struct{} // closed and replaced after each commit
+	closed     bool
+}
+
+// TypeCount is how many current resources and tombstones a type has.
+type TypeCount struct {
+	Type       string `json:"type"`
+	Resources  int64  `json:"resources"`
+	Tombstones int64  `json:"tombstones"`
+}
+
+// Open opens (creating it if needed) the index in dir.
+func Open(dir string, opts *Options) (*Index, error) {
+	opts = opts.clone()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	db, err := pebble.Open(dir, &pebble.Options{
+		FS:                 opts.FS,
+		Cache:              cache,
+		FormatMajorVersion: formatVersion,
+		Logger:             pebbleLogger{opts.Logger.With("component", "pebble")},
+	})
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("open index %q: %w", dir, err)
+	}
+	x := &Index{
+		db:      db,
+		cache:   cache,
+		opts:    opts,
+		log:     opts.Logger.With("component", "index"),
+		syncWO:  pebble.Sync,
+		types:   map[string]TypeCount{},
+		applied: make(chan struct{}),
+	}
+	if opts.NoSync {
+		x.syncWO = pebble.NoSync
+	}
+	if err := x.load(); err != nil {
+		db.Close()
+		cache.Unref()
+		return nil, fmt.Errorf("open index %q: %w", dir, err)
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(newCollector(x)); err != nil {
+			db.Close()
+			cache.Unref()
+			return nil, fmt.Errorf("register index metrics: %w", err)
+		}
+	}
+	return x, nil
+}
+
+// load reads the meta keys into memory.
+func (x *Index) load() error {
+	var err error
+	if x.appliedSeq, err = x.getUint64(keyAppliedSeq); err != nil {
+		return err
+	}
+	if x.clock, err = x.getUint64(keyClock); err != nil {
+		return err
+	}
+	v, closer, err := x.db.Get(keyTypes)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	var counts []TypeCount
+	if err := json.Unmarshal(v, &counts); err != nil {
+		return fmt.Errorf("decode %s: %w", keyTypes, err)
+	}
+	for _, c := range counts {
+		x.types[c.Type] = c
+	}
+	return nil
+}
+
+func (x *Index) getUint64(k []byte) (uint64, error) {
+	v, closer, err := x.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	n, err := decodeUint64(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", k, err)
+	}
+	return n, nil
+}
+
+// Close closes the store. It is safe to call more than once.
+func (x *Index) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil
+	}
+	x.closed = true
+	err := x.db.Close()
+	x.cache.Unref()
+	return err
+}
+
+// AppliedSeq returns the last stream sequence whose batch is committed.
+func (x *Index) AppliedSeq() uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.appliedSeq
+}
+
+// Clock returns the last commit time handed out (µs since the epoch), or the
+// origin set by SetOrigin when nothing has been applied.
+func (x *Index) Clock() uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.clock
+}
+
+// Counts returns the current resource and tombstone counts by type, sorted
+// by type.
+func (x *Index) Counts() []TypeCount {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return sortedCounts(x.types)
+}
+
+func sortedCounts(m map[string]TypeCount) []TypeCount {
+	out := make([]TypeCount, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+// SetOrigin starts the commit clock at origin (the stream's creation time)
+// if nothing has been applied yet. The first commit time is then at least
+// origin+1µs, and a snapshot of the empty store has transactionTime origin.
+func (x *Index) SetOrigin(origin time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return ErrClosed
+	}
+	if x.clock != 0 || x.appliedSeq != 0 {
+		return nil
+	}
+	us := Micros(origin)
+	if err := x.db.Set(keyClock, encodeUint64(us), x.syncWO); err != nil {
+		return fmt.Errorf("index: set origin: %w", err)
+	}
+	x.clock = us
+	return nil
+}
+
+// WaitApplied blocks until a batch covering stream sequence seq is committed
+// or ctx is done.
+func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
+	for {
+		x.mu.Lock()
+		done, ch := x.appliedSeq >= seq, x.applied
+		x.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Change is one event to apply: an upsert or a delete of one resource,
+// at a position in the stream.
+type Change struct {
+	Seq    uint64    // JetStream stream sequence
+	Time   time.Time // JetStream timestamp of the message (the stream leader's receive time)
+	Type   string    // resourceType; must not contain a NUL byte
+	ID     string    // resource id; must not be empty
+	Delete bool
+	// Body is the resource as published: a compact JSON object (no
+	// whitespace between tokens) whose resourceType and id match Type and
+	// ID. Ignored for deletes.
+	Body []byte
+}
+
+// Result reports what Apply did with one Change.
+type Result struct {
+	Change     *Change
+	Skipped    bool   // Seq was already applied (redelivery)
+	CommitTime uint64 // µs since the epoch
+	Version    uint64
+}
+
+// Apply commits changes, in the order given (stream order), as one synced
+// Pebble batch together with the new applied sequence and clock. lastSeq is
+// the highest stream sequence the batch covers, including messages that were
+// not applicable (dead-lettered), so they are not seen again after a
+// restart; it may be 0 to mean the highest Seq among changes.
+//
+// Changes whose Seq is not above the already applied sequence are skipped:
+// a redelivery after a crash between commit and ack is not applied twice.
+// Apply must not be called concurrently with itself.
+func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil, ErrClosed
+	}
+	applied, clock := x.appliedSeq, x.clock
+	var types map[string]TypeCount // copied on first write
+	count := func(typ string, dRes, dTomb int64) {
+		if types == nil {
+			types = maps.Clone(x.types)
+		}
+		c := types[typ]
+		c.Type = typ
+		c.Resources += dRes
+		c.Tombstones += dTomb
+		types[typ] = c
+	}
+	results := make([]Result, len(changes))
+	b := x.db.NewBatch()
+	defer b.Close()
+	// Records written earlier in this batch: the batch is not indexed, so a
+	// second change of the same resource in one batch must see the first.
+	recent := map[string]resourceRecord{}
+	var kbuf, vbuf []byte
+	for i := range changes {
+		c := &changes[i]
+		results[i].Change = c
+		if c.Seq <= applied {
+			results[i].Skipped = true
+			continue
+		}
+		if c.Type == "" || bytes.IndexByte([]byte(c.Type), 0) >= 0 || c.ID == "" {
+			return nil, fmt.Errorf("index: seq %d: invalid type %q or id %q", c.Seq, c.Type, c.ID)
+		}
+		rkey := resourceKey(nil, c.Type, c.ID)
+		old, found := recent[string(rkey)]
+		if !found {
+			var err error
+			if old, found, err = x.getRecord(rkey); err != nil {
+				return nil, err
+			}
+		}
+		clock = nextClock(clock, c.Time)
+		rec := resourceRecord{CommitTime: clock, Version: old.Version + 1, Deleted: c.Delete}
+		if found {
+			kbuf = changeKey(kbuf[:0], c.Type, old.CommitTime, c.ID)
+			if err := b.Delete(kbuf, nil); err != nil {
+				return nil, err
+			}
+			if old.Deleted {
+				count(c.Type, 0, -1)
+			} else {
+				count(c.Type, -1, 0)
+			}
+		}
+		kbuf = changeKey(kbuf[:0], c.Type, clock, c.ID)
+		if c.Delete {
+			// A tombstone is an empty value. It is written even when the
+			// resource is unknown, so a replay of a compacted stream (where
+			// only the delete survives) gives the same index.
+			if err := b.Set(kbuf, nil, nil); err != nil {
+				return nil, err
+			}
+			count(c.Type, 0, 1)
+		} else {
+			var err error
+			if vbuf, err = stamp(vbuf[:0], c.Body, rec.Version, clock); err != nil {
+				return nil, fmt.Errorf("index: seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
+			}
+			if err := b.Set(kbuf, vbuf, nil); err != nil {
+				return nil, err
+			}
+			count(c.Type, 1, 0)
+		}
+		if err := b.Set(rkey, rec.encode(nil), nil); err != nil {
+			return nil, err
+		}
+		recent[string(rkey)] = rec
+		applied = c.Seq
+		results[i].CommitTime, results[i].Version = clock, rec.Version
+	}
+	applied = max(applied, lastSeq)
+	if applied == x.appliedSeq {
+		return results, nil // nothing new: a fully redelivered batch
+	}
+	if err := b.Set(keyAppliedSeq, encodeUint64(applied), nil); err != nil {
+		return nil, err
+	}
+	if err := b.Set(keyClock, encodeUint64(clock), nil); err != nil {
+		return nil, err
+	}
+	if types != nil {
+		v, err := json.Marshal(sortedCounts(types))
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Set(keyTypes, v, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.Commit(x.syncWO); err != nil {
+		return nil, fmt.Errorf("index: commit batch up to seq %d: %w", applied, err)
+	}
+	x.appliedSeq, x.clock = applied, clock
+	if types != nil {
+		x.types = types
+	}
+	close(x.applied)
+	x.applied = make(chan struct{})
+	return results, nil
+}
+
+func (x *Index) getRecord(rkey []byte) (resourceRecord, bool, error) {
+	v, closer, err := x.db.Get(rkey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return resourceRecord{}, false, nil
+	}
+	if err != nil {
+		return resourceRecord{}, false, err
+	}
+	defer closer.Close()
+	rec, err := decodeResourceRecord(v)
+	return rec, err == nil, err
+}
+
+// Snapshot is a consistent read view of the index paired with the commit
+// clock at the moment it was taken. The caller MUST call Close as soon as it
+// is done: an open snapshot keeps old versions alive in Pebble.
+type Snapshot struct {
+	snap *pebble.Snapshot
+	// TransactionTime is the commit time of the last change in the view
+	// (the clock origin when nothing is applied): every resource in it has
+	// lastUpdated <= TransactionTime, and every later change a greater one.
+	TransactionTime uint64
+	// AppliedSeq is the last stream sequence in the view.
+	AppliedSeq uint64
+	counts     []TypeCount
+}
+
+// Snapshot returns a read view and its transactionTime, taken under the
+// commit lock.
+func (x *Index) Snapshot() (*Snapshot, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return nil, ErrClosed
+	}
+	return &Snapshot{
+		snap:            x.db.NewSnapshot(),
+		TransactionTime: x.clock,
+		AppliedSeq:      x.appliedSeq,
+		counts:          sortedCounts(x.types),
+	}, nil
+}
+
+// Counts returns the resource and tombstone counts by type in this view.
+func (s *Snapshot) Counts() []TypeCount { return s.counts }
+
+// Close releases the snapshot.
+func (s *Snapshot) Close() error { return s.snap.Close() }
+
+// Entry is one resource (or tombstone) returned by a scan.
+type Entry struct {
+	Type       string
+	ID         string
+	CommitTime uint64 // µs since the epoch; the resource's meta.lastUpdated
+	Deleted    bool
+	// Resource is the stored NDJSON-ready bytes (nil for a tombstone). It is
+	// only valid during the callback; copy it to keep it.
+	Resource []byte
+}
+
+// Unbounded is the until value of a scan without an upper time bound.
+const Unbounded = math.MaxUint64
+
+// Scan calls fn, in commit-time order, for each current resource and
+// tombstone of type typ with since < CommitTime <= until. A non-nil error
+// from fn stops the scan and is returned. Tombstones are passed to fn too;
+// full exports skip them.
+func (s *Snapshot) Scan(ctx context.Context, typ string, since, until uint64, fn func(Entry) error) error {
+	if until <= since {
+		return nil
+	}
+	upper := typeUpperBound(typ)
+	if until != Unbounded {
+		upper = changeBound(typ, until+1)
+	}
+	it, err := s.snap.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: changeBound(typ, since+1),
+		UpperBound: upper,
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	n := 0
+	for valid := it.First(); valid; valid = it.Next() {
+		if n++; n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		t, ts, id, err := parseChangeKey(it.Key())
+		if err != nil {
+			return fmt.Errorf("index: scan %s: %w", typ, err)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		e := Entry{Type: t, ID: id, CommitTime: ts, Deleted: len(v) == 0}
+		if !e.Deleted {
+			e.Resource = v
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// PutJob stores (or replaces) a job record, durably.
+func (x *Index) PutJob(id string, record []byte) error {
+	if id == "" {
+		return errors.New("index: empty job id")
+	}
+	return x.db.Set(jobKey(id), record, pebble.Sync)
+}
+
+// GetJob returns a copy of the job record, or ErrNotFound.
+func (x *Index) GetJob(id string) ([]byte, error) {
+	v, closer, err := x.db.Get(jobKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return bytes.Clone(v), nil
+}
+
+// DeleteJob removes a job record; removing a missing one is not an error.
+func (x *Index) DeleteJob(id string) error {
+	return x.db.Delete(jobKey(id), pebble.Sync)
+}
+
+// Jobs calls fn for every job record in id order.
+func (x *Index) Jobs(fn func(id string, record []byte) error) error {
+	it, err := x.db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte(prefixJob),
+		UpperBound: []byte("j0"), // '0' follows '/'
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(string(it.Key()[len(prefixJob):]), v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// Dump calls fn for every key and value of the resource state (c/, r/ and
+// m/ keys; not jobs) in key order. rebuild and its tests compare two
+// indexes with it.
+func (x *Index) Dump(fn func(key, value []byte) error) error {
+	it, err := x.db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte(prefixChange),
+		UpperBound: []byte("s"), // after m/ and r/, excludes j/
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for valid := it.First(); valid; valid = it.Next() {
+		if bytes.HasPrefix(it.Key(), []byte(prefixJob)) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(it.Key(), v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// pebbleLogger adapts slog to pebble.Logger.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
