@@ -1,0 +1,74 @@
+// Command bulkstream serves a FHIR Bulk Data ($export) endpoint over a
+// Pebble index fed by NATS JetStream change events. Subcommands: serve,
+// publish, gen, rebuild.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped by the Makefile with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "bulkstream:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: bulkstream <command> [flags]
+
+commands:
+  serve     run the export service (embedded NATS unless --nats-url is given)
+  publish   publish NDJSON resources (or deletes) as change events
+  gen       generate realistic FHIR data from the Synthea sample
+  rebuild   drop the index and replay the stream into it
+  version   print the version
+
+Run 'bulkstream <command> -h' for a command's flags. Every flag can also be
+set through the environment as BULKSTREAM_<FLAG> (--nats-url is
+BULKSTREAM_NATS_URL).
+`
+
+// run is main without the process: tests call it directly.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, args, stdout, stderr)
+	case "publish":
+		return runPublish(ctx, args, stdin, stdout, stderr)
+	case "gen":
+		return runGen(ctx, args, stdout, stderr)
+	case "rebuild":
+		return runRebuild(ctx, args, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "bulkstream", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
