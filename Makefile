@@ -1,0 +1,42 @@
+# bulkstream — see README.md.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X 'main.version=$(VERSION)'
+BIN      := bin/bulkstream
+PKGS     := ./...
+FUZZTIME ?= 10s
+
+.PHONY: all build run test race bench fuzz lint clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/bulkstream
+
+# Build, start `serve` on the embedded default (embedded NATS + Pebble in
+# ./data), publish the Synthea sample, and keep serving until Ctrl-C.
+run: build
+	./scripts/run.sh $(BIN)
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+race:
+	$(GO) test -count=1 -race -timeout 30m $(PKGS)
+
+# Benchmarks, with their physical limits measured in the same run;
+# results go to BENCHMARKS.md.
+bench:
+	./scripts/bench.sh
+
+# Each fuzz target for $(FUZZTIME).
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	$(GO) vet $(PKGS)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean:
+	rm -rf bin
