@@ -3,13 +3,210 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkstream/bulkstream/httpapi"
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/ingest"
+	"github.com/bulkstream/bulkstream/metrics"
 )
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("serve: not implemented yet")
+// serveConfig is everything `serve` is configured with.
+type serveConfig struct {
+	natsConfig
+	Listen    string
+	LogLevel  string
+	LogFormat string
 }
 
-func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("rebuild: not implemented yet")
+// natsConfig is the part of the configuration that `serve` and `rebuild`
+// share: where the stream is and what it is called.
+type natsConfig struct {
+	DataDir    string
+	NATSURL    string
+	NATSListen string
+	Ingest     ingest.Config
+}
+
+func bindNATSFlags(fs *flag.FlagSet, c *natsConfig) {
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the Pebble index, export files and the embedded NATS store")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL; empty starts an embedded NATS server with JetStream")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded NATS server")
+	fs.StringVar(&c.Ingest.Stream, "stream", ingest.DefaultStream, "JetStream stream of change events")
+	c.Ingest.Subjects = []string{ingest.DefaultSubject}
+	fs.Func("subjects", "comma-separated subjects of the stream (default "+ingest.DefaultSubject+")", func(s string) error {
+		c.Ingest.Subjects = strings.Split(s, ",")
+		return nil
+	})
+	fs.IntVar(&c.Ingest.Replicas, "replicas", 1, "stream replicas when bulkstream creates the stream")
+	fs.DurationVar(&c.Ingest.MaxAge, "max-age", 0, "stream max age when bulkstream creates it (0 = keep forever)")
+	fs.Int64Var(&c.Ingest.MaxMsgsPerSubject, "max-msgs-per-subject", 0, "stream messages kept per subject, i.e. per resource (0 = unlimited; 1 = compacted)")
+	fs.StringVar(&c.Ingest.Durable, "durable", ingest.DefaultDurable, "durable consumer name")
+	fs.StringVar(&c.Ingest.DLQStream, "dlq-stream", ingest.DefaultDLQStream, "dead-letter stream")
+	fs.IntVar(&c.Ingest.BatchSize, "batch-size", ingest.DefaultBatchSize, "events fetched and committed per Pebble batch")
+	fs.IntVar(&c.Ingest.MaxEventBytes, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest event body accepted; larger ones are dead-lettered")
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c serveConfig
+	fs := newFlagSet("serve", stderr)
+	bindNATSFlags(fs, &c.natsConfig)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, c.LogLevel, c.LogFormat)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, c, log)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+}
+
+// stack is the NATS side of a running bulkstream: the embedded server (if
+// any), the connection and its JetStream handle.
+type stack struct {
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+}
+
+// connectNATS connects to --nats-url or starts the embedded server.
+func connectNATS(c natsConfig, log *slog.Logger) (*stack, error) {
+	var st stack
+	url := c.NATSURL
+	if url == "" {
+		s, err := startEmbeddedNATS(filepath.Join(c.DataDir, "nats"), c.NATSListen, log)
+		if err != nil {
+			return nil, err
+		}
+		st.srv = s
+		url = s.ClientURL()
+		log.Info("embedded nats server started", "url", url, "store", filepath.Join(c.DataDir, "nats"))
+	}
+	nc, err := ingest.Connect(url, "bulkstream", log)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	st.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	st.js = js
+	return &st, nil
+}
+
+func (st *stack) close() {
+	if st.nc != nil {
+		st.nc.Close()
+	}
+	if st.srv != nil {
+		st.srv.Shutdown()
+		st.srv.WaitForShutdown()
+	}
+}
+
+func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	reg := metrics.NewRegistry(version)
+
+	idx, err := index.Open(filepath.Join(c.DataDir, "index"), &index.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, idx.Close()) }()
+
+	st, err := connectNATS(c.natsConfig, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+
+	icfg := c.Ingest
+	icfg.Logger, icfg.Registerer = log, reg
+	cons, err := ingest.New(icfg, st.js, idx)
+	if err != nil {
+		return err
+	}
+	if err := cons.Start(ctx); err != nil {
+		return err
+	}
+	// The consumer must stop (finishing and acking its batch) before the
+	// connection closes and the index closes: deferred calls run in
+	// reverse order.
+	defer func() { err = errors.Join(err, cons.Close(context.WithoutCancel(ctx))) }()
+
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	hs := &http.Server{
+		Handler: httpapi.New(httpapi.Config{
+			Metrics: metrics.Handler(reg),
+			Logger:  log,
+			Checks: map[string]httpapi.Readiness{
+				"nats": httpapi.ReadinessFunc(func() error {
+					if s := st.nc.Status(); s != nats.CONNECTED {
+						return fmt.Errorf("nats connection %s", s)
+					}
+					return nil
+				}),
+			},
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- hs.Serve(ln) }() // owned: Shutdown below ends it
+	log.Info("bulkstream serving", "listen", ln.Addr().String(), "data_dir", c.DataDir, "version", version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "cause", context.Cause(ctx))
+	case err := <-httpErr:
+		return fmt.Errorf("http server: %w", err)
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		log.Warn("http shutdown", "error", err)
+	}
+	<-httpErr
+	return nil
 }

@@ -1,0 +1,451 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/bulkstream/bulkstream/index"
+)
+
+// binPath is the bulkstream binary built once by TestMain, so tests run the
+// real process (signals, kill -9, exit codes).
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "bulkstream-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "bulkstream")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// runNATS starts an in-process JetStream server on a random port that the
+// bulkstream subprocesses connect to.
+func runNATS(t testing.TB) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a running bulkstream subprocess.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func start(t testing.TB, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binPath, args...), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd.Stderr = p.stderr
+	p.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t testing.TB) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("bulkstream exited with %v after SIGTERM:\n%s", err, p.stderr)
+		}
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		t.Fatalf("bulkstream did not stop within 30s of SIGTERM:\n%s", p.stderr)
+	}
+}
+
+func (p *proc) kill9() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// runCmd runs bulkstream to completion and returns its stdout.
+func runCmd(t testing.TB, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binPath, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bulkstream %s: %v\n%s\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// scrape returns the value of an unlabelled metric from /metrics, or -1
+// when the server does not answer.
+func scrape(addr, name string) float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
+}
+
+// checkFor polls f until it returns nil or the time is up.
+func checkFor(t testing.TB, total, sleep time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(sleep)
+	}
+	t.Fatalf("timed out after %v: %v", total, err)
+}
+
+// dumpIndex returns a digest of every c/, r/ and m/ key and value, and
+// per-resource versions, read from the index in dir (the process using it
+// must have exited).
+func dumpIndex(t testing.TB, dir string) (digest string, keys int, versions map[string]string, counts []index.TypeCount) {
+	t.Helper()
+	x, err := index.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	h := sha256.New()
+	err = x.Dump(func(k, v []byte) error {
+		keys++
+		fmt.Fprintf(h, "%q=%q\n", k, v)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions = map[string]string{}
+	snap, err := x.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	for _, tc := range snap.Counts() {
+		err := snap.Scan(context.Background(), tc.Type, 0, index.Unbounded, func(e index.Entry) error {
+			if e.Deleted {
+				versions[e.Type+"/"+e.ID] = "deleted"
+				return nil
+			}
+			var r struct {
+				Meta struct{ VersionID string } `json:"meta"`
+			}
+			if err := json.Unmarshal(e.Resource, &r); err != nil {
+				return err
+			}
+			versions[e.Type+"/"+e.ID] = r.Meta.VersionID
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), keys, versions, snap.Counts()
+}
+
+// appliedSeq reads m/applied_seq from the index in dir (its process must
+// have exited).
+func appliedSeq(t testing.TB, dir string) uint64 {
+	t.Helper()
+	x, err := index.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	return x.AppliedSeq()
+}
+
+// TestKillDuringIngest kill -9s the real binary at random moments while a
+// large publish runs, restarts it, and checks that the final index holds
+// every published event exactly once (version numbers count the events of
+// each resource) and equals a clean replay of the stream (rebuild).
+func TestKillDuringIngest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds data and kills processes")
+	}
+	ns := runNATS(t)
+	gen := t.TempDir()
+	runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "2", "--seed", "3", "--changes", "6000", "--out", gen)
+
+	// What the publisher sends: resource lines, then updates, then deletes.
+	want := map[string]int{} // Type/id → number of events
+	deleted := map[string]bool{}
+	for _, f := range []string{"resources.ndjson", "updates.ndjson"} {
+		b, err := os.ReadFile(filepath.Join(gen, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := range bytes.Lines(b) {
+			var r struct{ ResourceType, ID string }
+			if err := json.Unmarshal(l, &r); err != nil {
+				t.Fatal(err)
+			}
+			want[r.ResourceType+"/"+r.ID]++
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(gen, "deletes.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		l = strings.TrimSpace(l)
+		want[l]++
+		deleted[l] = true
+	}
+
+	url := ns.ClientURL()
+	data := t.TempDir()
+	addr := freeAddr(t)
+	serveArgs := []string{"serve", "--nats-url", url, "--data-dir", data, "--listen", addr, "--batch-size", "200"}
+
+	pubDone := make(chan string, 1)
+	go func() {
+		// The publisher is its own process: killing serve must not stop it.
+		var out bytes.Buffer
+		for _, args := range [][]string{
+			{"publish", "--nats-url", url, filepath.Join(gen, "resources.ndjson"), filepath.Join(gen, "updates.ndjson")},
+			{"publish", "--nats-url", url, "--delete", filepath.Join(gen, "deletes.txt")},
+		} {
+			cmd := exec.Command(binPath, args...)
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				pubDone <- fmt.Sprintf("publish: %v\n%s", err, out.String())
+				return
+			}
+		}
+		pubDone <- ""
+	}()
+
+	total := 0
+	for _, n := range want {
+		total += n
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	kills, duringPublish, midIngest := 0, 0, 0
+	for published := false; kills < 8 || !published; {
+		p := start(t, serveArgs...)
+		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+		p.kill9()
+		kills++
+		select {
+		case msg := <-pubDone:
+			if msg != "" {
+				t.Fatal(msg)
+			}
+			published = true
+		default:
+		}
+		if !published {
+			duringPublish++
+		}
+		if seq := appliedSeq(t, filepath.Join(data, "index")); seq > 0 && seq < uint64(total) {
+			midIngest++
+		}
+		if kills > 60 {
+			t.Fatal("publisher did not finish")
+		}
+	}
+	t.Logf("killed serve %d times: %d during the publish, %d with the index part-way through the stream", kills, duringPublish, midIngest)
+	if duringPublish < 2 || midIngest < 3 {
+		t.Errorf("the kills missed the work: %d during the publish, %d part-way; make the data set larger", duringPublish, midIngest)
+	}
+
+	// Final run: catch up with the whole stream, then stop cleanly.
+	p := start(t, serveArgs...)
+	checkFor(t, 2*time.Minute, 100*time.Millisecond, func() error {
+		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(total) {
+			return fmt.Errorf("applied sequence %v, want %d", got, total)
+		}
+		return nil
+	})
+	p.stop(t)
+
+	digest, keys, versions, counts := dumpIndex(t, filepath.Join(data, "index"))
+	if len(versions) != len(want) {
+		t.Errorf("index has %d resources and tombstones, want %d", len(versions), len(want))
+	}
+	for id, n := range want {
+		wantV := strconv.Itoa(n)
+		if deleted[id] {
+			wantV = "deleted"
+		}
+		if versions[id] != wantV {
+			t.Errorf("%s: version %q, want %q (events %d)", id, versions[id], wantV, n)
+			break
+		}
+	}
+	var tombs int64
+	for _, c := range counts {
+		tombs += c.Tombstones
+	}
+	if tombs != int64(len(deleted)) {
+		t.Errorf("tombstones = %d, want %d", tombs, len(deleted))
+	}
+
+	// A clean replay of the stream gives the same index, byte for byte.
+	runCmd(t, "rebuild", "--nats-url", url, "--data-dir", data)
+	digest2, keys2, _, _ := dumpIndex(t, filepath.Join(data, "index"))
+	if digest2 != digest || keys2 != keys {
+		t.Errorf("rebuild: %d keys digest %s, want %d keys digest %s", keys2, digest2, keys, digest)
+	}
+}
+
+// TestServeEmbeddedDefault runs serve the way `make run` does, with its
+// embedded NATS server, publishes through that server, restarts, and checks
+// that the data survived and SIGTERM exits cleanly.
+func TestServeEmbeddedDefault(t *testing.T) {
+	data := t.TempDir()
+	natsAddr, addr := freeAddr(t), freeAddr(t)
+	args := []string{"serve", "--data-dir", data, "--listen", addr, "--nats-listen", natsAddr}
+	p := start(t, args...)
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+
+	lines := sampleLines(t, 500)
+	f := filepath.Join(t.TempDir(), "sample.ndjson")
+	if err := os.WriteFile(f, lines, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "publish", "--nats-url", "nats://"+natsAddr, f)
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != 500 {
+			return fmt.Errorf("applied sequence %v, want 500", got)
+		}
+		return nil
+	})
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/readyz = %d, want 200", resp.StatusCode)
+	}
+	p.stop(t)
+
+	// Restart on the same data dir: the stream and the index are still there.
+	p = start(t, args...)
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != 500 {
+			return fmt.Errorf("applied sequence after restart %v, want 500", got)
+		}
+		return nil
+	})
+	p.stop(t)
+	if !strings.Contains(p.stderr.String(), "embedded nats server started") {
+		t.Errorf("no embedded server log line:\n%s", p.stderr)
+	}
+}
+
+// TestServeRefusesConflictingStream: an existing stream whose subjects
+// differ from the configured ones stops serve with a message naming them.
+func TestServeRefusesConflictingStream(t *testing.T) {
+	ns := runNATS(t)
+	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--subjects", "fhir.*.*")
+	// Wait until it created the stream, then stop it and restart with other subjects.
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if !strings.Contains(p.stderr.String(), "bulkstream serving") {
+			return fmt.Errorf("not serving yet")
+		}
+		return nil
+	})
+	p.stop(t)
+
+	cmd := exec.Command(binPath, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--subjects", "ehr.>")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("serve started against a conflicting stream:\n%s", out)
+	}
+	if !strings.Contains(string(out), "subjects") || !strings.Contains(string(out), "FHIR") {
+		t.Errorf("error does not name the stream and the field:\n%s", out)
+	}
+}
+
+// sampleLines returns the first n lines of the Synthea sample.
+func sampleLines(t testing.TB, n int) []byte {
+	t.Helper()
+	out := runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "1")
+	var b bytes.Buffer
+	for l := range strings.Lines(out) {
+		if n == 0 {
+			break
+		}
+		b.WriteString(l)
+		n--
+	}
+	return b.Bytes()
+}

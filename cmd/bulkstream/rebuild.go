@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/ingest"
+)
+
+// runRebuild drops the index and replays the stream into a fresh one. The
+// commit clock is a function of the stream alone, so the result is the
+// index the live consumer built, byte for byte (as long as the stream still
+// holds every message; a compacted stream yields the same current state
+// with lower version numbers). Job records are carried over. bulkstream
+// serve must not be running: the index's lock makes rebuild fail if it is.
+func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c natsConfig
+	fs := newFlagSet("rebuild", stderr)
+	bindNATSFlags(fs, &c)
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel, "text")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(c.DataDir, "index")
+	tmp := dir + ".rebuild"
+	// Open the live index first: Pebble's lock refuses if serve runs.
+	old, err := index.Open(dir, &index.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("rebuild: %w (is bulkstream serve running on this data dir?)", err)
+	}
+	defer old.Close()
+	st, err := connectNATS(c, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+
+	if err := os.RemoveAll(tmp); err != nil {
+		return err
+	}
+	fresh, err := index.Open(tmp, &index.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	stats, err := replay(ctx, st.js, c.Ingest, fresh, log)
+	if err == nil {
+		err = old.Jobs(func(id string, rec []byte) error { return fresh.PutJob(id, rec) })
+	}
+	if err = errors.Join(err, fresh.Close(), old.Close()); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	// Swap: the old index is removed only once the new one is in place.
+	trash := dir + ".old"
+	if err := os.RemoveAll(trash); err != nil {
+		return err
+	}
+	if err := os.Rename(dir, trash); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rebuilt %s from stream %s: %d messages, %d applied, %d not applicable (dead-lettered when first seen), last sequence %d, %s\n",
+		dir, c.Ingest.Stream, stats.messages, stats.applied, stats.rejected, stats.lastSeq, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+type replayStats struct {
+	messages, applied, rejected int
+	lastSeq                     uint64
+}
+
+// replay reads the stream from its first message up to its last sequence
+// at the start and applies every applicable event to dst, in batches, the
+// way the live consumer does. Inapplicable events are only counted: they
+// were dead-lettered when the consumer first saw them.
+func replay(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, dst *index.Index, log *slog.Logger) (replayStats, error) {
+	var st replayStats
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return st, fmt.Errorf("stream %q: %w", cfg.Stream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return st, err
+	}
+	if err := dst.SetOrigin(info.Created); err != nil {
+		return st, err
+	}
+	head := info.State.LastSeq
+	if head == 0 || info.State.Msgs == 0 {
+		return st, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return st, err
+	}
+	batchSize := cfg.BatchSize
+	if batchSize <= 0 {
+		batchSize = ingest.DefaultBatchSize
+	}
+	maxBytes := cfg.MaxEventBytes
+	if maxBytes <= 0 {
+		maxBytes = ingest.DefaultMaxEventBytes
+	}
+	lastLog := time.Now()
+	for st.lastSeq < head {
+		batch, err := cons.Fetch(batchSize, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return st, err
+		}
+		var changes []index.Change
+		var last uint64
+		for msg := range batch.Messages() {
+			md, err := msg.Metadata()
+			if err != nil {
+				return st, err
+			}
+			st.messages++
+			last = md.Sequence.Stream
+			ch, err := ingest.Decode(msg.Subject(), msg.Headers(), msg.Data(), maxBytes)
+			if err != nil {
+				st.rejected++
+				continue
+			}
+			ch.Seq, ch.Time = md.Sequence.Stream, md.Timestamp
+			changes = append(changes, ch)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return st, err
+		}
+		if last == 0 {
+			if err := ctx.Err(); err != nil {
+				return st, err
+			}
+			continue
+		}
+		if _, err := dst.Apply(ctx, changes, last); err != nil {
+			return st, err
+		}
+		st.applied += len(changes)
+		st.lastSeq = last
+		if time.Since(lastLog) > 2*time.Second {
+			log.Info("rebuild progress", "seq", last, "head", head)
+			lastLog = time.Now()
+		}
+	}
+	return st, nil
+}

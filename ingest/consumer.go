@@ -1,0 +1,394 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Applier is the store the consumer writes to; *index.Index satisfies it.
+type Applier interface {
+	// Apply commits changes (stream order) and the applied sequence
+	// lastSeq as one durable batch, skipping changes at or below the
+	// applied sequence.
+	Apply(ctx context.Context, changes []index.Change, lastSeq uint64) ([]index.Result, error)
+	// AppliedSeq is the last committed stream sequence.
+	AppliedSeq() uint64
+	// SetOrigin starts the commit clock at the stream's creation time.
+	SetOrigin(origin time.Time) error
+}
+
+// Errors of the Consumer lifecycle.
+var (
+	ErrStarted = errors.New("ingest: consumer already started")
+	ErrClosed  = errors.New("ingest: consumer closed")
+)
+
+// Log attribute keys.
+const (
+	attrError    = "error"
+	attrSeq      = "seq"
+	attrStage    = "stage"
+	attrFailures = "failures"
+	attrReason   = "reason"
+	attrSubject  = "subject"
+)
+
+// Backoff of the fetch loop after a failed step.
+const (
+	minBackoff     = 100 * time.Millisecond
+	maxBackoff     = 5 * time.Second
+	logEvery       = 30 * time.Second // repeated failures are logged at most this often
+	dlqTimeout     = 30 * time.Second
+	resyncTimeout  = 10 * time.Second
+	fetchMoreLimit = 1 // see fetch
+)
+
+// Consumer is the single writer of an index: it fetches change events
+// from the durable pull consumer in stream order, dead-letters bad ones,
+// commits each fetched batch with one Apply and acks it afterwards.
+type Consumer struct {
+	cfg Config
+	js  jetstream.JetStream
+	dst Applier
+	log *slog.Logger
+	m   *metrics
+	g   *gauges
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+	stream  jetstream.Stream
+	cons    jetstream.Consumer
+
+	// Owned by the loop goroutine.
+	lastDSeq uint64 // consumer (delivery) sequence of the last message seen; 0 after a resync
+	changes  []index.Change
+	dead     []deadLetter
+}
+
+// New checks cfg and builds a Consumer. It does not touch NATS until
+// Start.
+func New(cfg Config, js jetstream.JetStream, dst Applier) (*Consumer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if js == nil || dst == nil {
+		return nil, errors.New("ingest: New needs a JetStream context and an Applier")
+	}
+	g := &gauges{conn: js.Conn}
+	c := &Consumer{
+		cfg:  cfg,
+		js:   js,
+		dst:  dst,
+		log:  cfg.Logger.With("component", "ingest"),
+		g:    g,
+		m:    newMetrics(g),
+		done: make(chan struct{}),
+	}
+	g.lastSeq.Store(dst.AppliedSeq())
+	if err := c.m.register(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("ingest: register metrics: %w", err)
+	}
+	return c, nil
+}
+
+// Start ensures the streams and the durable consumer exist (see
+// EnsureStreams), starts the commit clock at the stream's creation time,
+// positions the durable consumer just after the index's applied sequence
+// and starts the fetch loop. ctx bounds the setup only; Close stops the
+// loop.
+func (c *Consumer) Start(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return ErrClosed
+	case c.started:
+		return ErrStarted
+	}
+	stream, cons, err := ensureStreams(ctx, c.js, c.cfg)
+	if err != nil {
+		return err
+	}
+	info := stream.CachedInfo()
+	if err := c.dst.SetOrigin(info.Created); err != nil {
+		return fmt.Errorf("ingest: start commit clock: %w", err)
+	}
+	if applied := c.dst.AppliedSeq(); applied > info.State.LastSeq {
+		return fmt.Errorf("ingest: the index has applied stream %q up to sequence %d but the stream ends at %d: "+
+			"the stream was recreated; rebuild the index", c.cfg.Stream, applied, info.State.LastSeq)
+	}
+	c.stream, c.cons = stream, cons
+	if err := c.resync(ctx); err != nil {
+		return err
+	}
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.started = true
+	c.log.Info("ingest started", "stream", c.cfg.Stream, "durable", c.cfg.Durable, attrSeq, c.dst.AppliedSeq())
+	go c.run(loopCtx)
+	return nil
+}
+
+// Close stops the fetch loop and waits for it: a batch being committed is
+// committed and acked first. It is safe to call more than once; it
+// returns ctx's error if ctx ends first.
+func (c *Consumer) Close(ctx context.Context) error {
+	c.mu.Lock()
+	first := !c.closed
+	c.closed = true
+	started := c.started
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.mu.Unlock()
+	if started {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return fmt.Errorf("ingest: close: %w", ctx.Err())
+		}
+	}
+	if first {
+		c.m.unregister(c.cfg.Registerer)
+		c.log.Info("ingest stopped", attrSeq, c.dst.AppliedSeq())
+	}
+	return nil
+}
+
+// Head returns the stream's last sequence. Everything published before
+// the call is applied once the index's applied sequence reaches it.
+func (c *Consumer) Head(ctx context.Context) (uint64, error) {
+	s, err := c.js.Stream(ctx, c.cfg.Stream)
+	if err != nil {
+		return 0, fmt.Errorf("ingest: stream %q head: %w", c.cfg.Stream, err)
+	}
+	return s.CachedInfo().State.LastSeq, nil
+}
+
+// run is the fetch loop.
+func (c *Consumer) run(ctx context.Context) {
+	defer close(c.done)
+	var (
+		failures   int
+		lastLog    time.Time
+		needResync bool
+	)
+	for ctx.Err() == nil {
+		stage, err := c.step(ctx, &needResync)
+		if err == nil {
+			if failures > 0 {
+				c.log.Info("ingest recovered", attrFailures, failures, attrSeq, c.dst.AppliedSeq())
+			}
+			failures = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// The unacked batch is thrown away and the durable consumer moved
+		// back to just after the applied sequence, so the same messages
+		// come again, at once and in stream order.
+		needResync = true
+		failures++
+		c.m.errors.WithLabelValues(stage).Inc()
+		if failures == 1 || time.Since(lastLog) >= logEvery {
+			c.log.Warn("ingest step failed; retrying", attrStage, stage, attrFailures, failures, attrSeq, c.dst.AppliedSeq(), attrError, err)
+			lastLog = time.Now()
+		}
+		delay := min(maxBackoff, minBackoff<<min(failures-1, 10))
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// step runs one fetch–decode–commit–ack cycle. It returns the failing
+// stage for the error metric.
+func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
+	if *needResync {
+		if err := c.resync(ctx); err != nil {
+			return "resync", err
+		}
+		*needResync = false
+	}
+	msgs, err := c.fetch(ctx)
+	if err != nil {
+		return "fetch", err
+	}
+	if len(msgs) == 0 {
+		c.g.caughtUp.Store(true)
+		c.g.pending.Store(0)
+		return "", nil
+	}
+	return c.process(ctx, msgs)
+}
+
+// resync moves the durable consumer to the sequence after the index's
+// applied one and forgets every delivery in flight. The index, not the
+// consumer's ack floor, is the truth about what is applied.
+func (c *Consumer) resync(ctx context.Context) error {
+	seq := c.dst.AppliedSeq() + 1
+	rctx, cancel := context.WithTimeout(ctx, resyncTimeout)
+	defer cancel()
+	if _, err := c.stream.ResetConsumerToSequence(rctx, c.cfg.Durable, seq); err != nil {
+		return fmt.Errorf("ingest: reset consumer %q to stream sequence %d: %w", c.cfg.Durable, seq, err)
+	}
+	c.lastDSeq = 0
+	return nil
+}
+
+// fetch returns the next messages: all that are available up to
+// BatchSize, or, when none are, the first to arrive within FetchWait
+// together with whatever arrived with it. It never waits for a batch to
+// fill up.
+func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
+	msgs, err := collect(nil)(c.cons.FetchNoWait(c.cfg.BatchSize))
+	if err != nil || len(msgs) > 0 {
+		return msgs, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.cfg.FetchWait)
+	msgs, err = collect(nil)(c.cons.Fetch(fetchMoreLimit, jetstream.FetchContext(wctx)))
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		err = nil
+	}
+	if err != nil || len(msgs) == 0 || c.cfg.BatchSize == 1 {
+		return msgs, err
+	}
+	return collect(msgs)(c.cons.FetchNoWait(c.cfg.BatchSize - len(msgs)))
+}
+
+// collect appends a fetched batch's messages to dst, failing when the
+// fetch did.
+func collect(dst []jetstream.Msg) func(jetstream.MessageBatch, error) ([]jetstream.Msg, error) {
+	return func(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+		if err != nil {
+			return nil, err
+		}
+		for m := range batch.Messages() {
+			dst = append(dst, m)
+		}
+		if err := batch.Error(); err != nil {
+			return nil, err
+		}
+		return dst, nil
+	}
+}
+
+// process decodes a fetched batch, dead-letters the rejected messages,
+// commits the rest with one Apply and acks the batch.
+func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) (string, error) {
+	applied := c.dst.AppliedSeq()
+	changes, dead := c.changes[:0], c.dead[:0]
+	defer func() {
+		clear(changes)
+		clear(dead)
+		c.changes, c.dead = changes[:0], dead[:0]
+	}()
+	var (
+		last, pending uint64
+		lastTime      time.Time
+		redelivered   int
+	)
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			return "fetch", fmt.Errorf("ingest: message metadata: %w", err)
+		}
+		if c.lastDSeq != 0 && md.Sequence.Consumer != c.lastDSeq+1 {
+			// A delivery never reached us (it went to a fetch that had
+			// already ended, or across a reconnect). Applying what follows
+			// would skip it for good.
+			err := fmt.Errorf("ingest: delivery %d follows %d: a delivery was lost", md.Sequence.Consumer, c.lastDSeq)
+			c.lastDSeq = 0
+			return "fetch", err
+		}
+		c.lastDSeq = md.Sequence.Consumer
+		seq := md.Sequence.Stream
+		if seq <= last {
+			return "fetch", fmt.Errorf("ingest: stream sequence %d delivered after %d", seq, last)
+		}
+		last, pending = seq, md.NumPending
+		if seq <= applied {
+			redelivered++
+			continue
+		}
+		ch, err := Decode(m.Subject(), m.Headers(), m.Data(), c.cfg.MaxEventBytes)
+		if err != nil {
+			var rej *RejectError
+			if !errors.As(err, &rej) {
+				return "fetch", err
+			}
+			dead = append(dead, deadLetter{subject: m.Subject(), hdr: m.Headers(), data: m.Data(), seq: seq, rej: rej})
+			continue
+		}
+		ch.Seq, ch.Time = seq, md.Timestamp
+		changes = append(changes, ch)
+		lastTime = md.Timestamp
+	}
+	// Dead letters are acked by the DLQ stream before the batch that
+	// skips them commits: a crash in between republishes them, and the
+	// Nats-Msg-Id makes that a duplicate.
+	if len(dead) > 0 {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dlqTimeout)
+		err := publishDeadLetters(dctx, c.js, c.cfg.DLQSubjectPrefix, c.cfg.Stream, dead)
+		cancel()
+		if err != nil {
+			return "dlq", err
+		}
+	}
+	if last > applied {
+		start := time.Now()
+		// Not cancelled by Close: a batch that started commits.
+		results, err := c.dst.Apply(context.WithoutCancel(ctx), changes, last)
+		if err != nil {
+			return "apply", err
+		}
+		c.m.commit.Observe(time.Since(start).Seconds())
+		c.m.batchSize.Observe(float64(len(msgs)))
+		for _, r := range results {
+			if r.Skipped {
+				continue
+			}
+			op := OpUpsert
+			if r.Change.Delete {
+				op = OpDelete
+			}
+			c.m.applied.WithLabelValues(r.Change.Type, op).Inc()
+		}
+		for _, d := range dead {
+			c.m.deadLettered.WithLabelValues(d.rej.Reason).Inc()
+			c.log.Warn("event dead-lettered", attrSeq, d.seq, attrSubject, d.subject, attrReason, d.rej.Reason, "detail", d.rej.Detail)
+		}
+		c.g.lastSeq.Store(last)
+		if !lastTime.IsZero() {
+			c.g.lastTimeUS.Store(lastTime.UnixMicro())
+		}
+	}
+	c.m.redelivered.Add(float64(redelivered))
+	c.g.pending.Store(pending)
+	c.g.caughtUp.Store(pending == 0)
+	// AckAll: acking the last message acks the batch. A lost ack only
+	// means a redelivery, which the applied sequence recognises.
+	if err := msgs[len(msgs)-1].Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		c.m.errors.WithLabelValues("ack").Inc()
+		c.log.Debug("ack failed", attrSeq, last, attrError, err)
+	}
+	return "", nil
+}

@@ -1,0 +1,67 @@
+// Package ingest applies FHIR change events from NATS JetStream to the
+// index, in stream order, and publishes them.
+//
+// # Events
+//
+// One message per change on <prefix>.<ResourceType>.<id> (prefix "fhir",
+// stream "FHIR" with subjects "fhir.*.*" by default). A '.' in an id is
+// written %2E and a '%' %25 (EncodeSubject, ParseSubject). An upsert's
+// body is the resource JSON, whose resourceType and id must equal the
+// subject's; a delete has the header Fhir-Op: delete and any body.
+// Publishers set Nats-Msg-Id; Publisher's scheme is documented on it.
+//
+// Decode accepts an upsert only if the body is at most MaxEventBytes
+// (1 MiB), UTF-8, JSON, an object nested at most MaxDepth (64) deep, with
+// no duplicate top-level member, a resourceType from the 146 FHIR R4
+// resource types, an id matching [A-Za-z0-9\-.]{1,64}, and an object meta
+// if any. The body reaches the index compacted but otherwise byte for
+// byte as published: numbers are never converted, member order is kept.
+//
+// # Dead letters
+//
+// An event that fails Decode is never dropped and never blocks the
+// stream: it is republished to <DLQSubjectPrefix>.<reason>
+// ("bulkstream.dlq.<reason>", stream "FHIR_DLQ") with its body, its
+// headers and the headers Bulkstream-Dlq-Reason, -Detail, -Subject and
+// -Sequence, under Nats-Msg-Id dlq/<stream>/<seq>. Reasons are the fixed
+// Reason* set. The dead letters of a batch are acked by the DLQ stream
+// before the batch is committed, so a crash cannot lose one and a retry
+// is deduplicated.
+//
+// # Commit and ack
+//
+// A Consumer is the single writer of an index. It fetches what is
+// available (up to BatchSize, waiting up to FetchWait only when nothing
+// is), and commits the batch with one Applier.Apply: one synced Pebble
+// batch carrying the changes and the batch's last stream sequence,
+// dead-lettered messages included. Only then is the batch acked, with
+// AckAll (one ack for the batch). A crash between commit and ack
+// redelivers messages the index has already applied; Apply skips them by
+// sequence.
+//
+// The index, not the consumer's ack floor, says what is applied. On
+// Start, and after every failed step (fetch error, disconnect, DLQ or
+// Apply failure, a lost delivery), the durable consumer is reset to the
+// sequence after the index's applied sequence (JetStream consumer reset),
+// so unacked messages come back at once and in stream order, never after
+// a later message (which would make Apply skip them). Failed steps back
+// off from 100ms to 5s and are logged at most every 30s. A server that
+// does not support consumer reset makes Start fail.
+//
+// The durable consumer belongs to one index: replicas of bulkstream with
+// their own index need their own Durable names.
+//
+// # Streams
+//
+// EnsureStreams creates missing streams and the consumer; it never
+// changes existing ones and fails, naming stream, field and both values,
+// when an existing one contradicts the configuration.
+//
+// # Metrics
+//
+// bulkstream_ingest_events_applied_total{type,op},
+// _events_dead_lettered_total{reason}, _events_redelivered_total,
+// _errors_total{stage}, _batch_messages, _commit_duration_seconds,
+// _lag_seconds, _applied_sequence, _pending_messages, _nats_connected and
+// _nats_reconnects_total.
+package ingest

@@ -1,0 +1,409 @@
+package ingest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/nats-io/nats.go"
+)
+
+// Headers of change events.
+const (
+	// HeaderOp is the operation header: "delete", or "upsert" (the same
+	// as no header).
+	HeaderOp = "Fhir-Op"
+	// OpUpsert and OpDelete are the values of HeaderOp.
+	OpUpsert = "upsert"
+	OpDelete = "delete"
+)
+
+// Limits of Decode.
+const (
+	// DefaultMaxEventBytes is the largest message body accepted (1 MiB).
+	DefaultMaxEventBytes = 1 << 20
+	// MaxDepth is the deepest nesting of objects and arrays accepted in a
+	// resource; the resource object itself is depth 1.
+	MaxDepth = 64
+)
+
+// Reasons a change event is rejected. They are subject tokens of the dead
+// letter subject and values of the reason metric label, so the set is
+// fixed and small.
+const (
+	ReasonBadSubject   = "bad_subject"   // not <prefix>.<Type>.<id>, or bad escape
+	ReasonTooLarge     = "too_large"     // body larger than the configured limit
+	ReasonBadOp        = "bad_op"        // Fhir-Op is neither upsert nor delete
+	ReasonInvalidUTF8  = "invalid_utf8"  // body is not UTF-8
+	ReasonNotJSON      = "not_json"      // body is empty or not JSON
+	ReasonNotObject    = "not_object"    // body is JSON but not an object
+	ReasonTooDeep      = "too_deep"      // nesting deeper than MaxDepth
+	ReasonDuplicateKey = "duplicate_key" // a top-level member appears twice
+	ReasonUnknownType  = "unknown_type"  // resourceType (or the subject's type) is not an R4 resource type
+	ReasonBadID        = "bad_id"        // id (or the subject's id) is not a FHIR id
+	ReasonTypeMismatch = "type_mismatch" // body resourceType differs from the subject's
+	ReasonIDMismatch   = "id_mismatch"   // body id differs from the subject's
+	ReasonMissingType  = "missing_type"  // no resourceType member
+	ReasonMissingID    = "missing_id"    // no id member
+	ReasonBadMeta      = "bad_meta"      // meta is present but not an object
+)
+
+// Reasons lists every rejection reason.
+var Reasons = []string{
+	ReasonBadSubject, ReasonTooLarge, ReasonBadOp, ReasonInvalidUTF8,
+	ReasonNotJSON, ReasonNotObject, ReasonTooDeep, ReasonDuplicateKey,
+	ReasonUnknownType, ReasonBadID, ReasonTypeMismatch, ReasonIDMismatch,
+	ReasonMissingType, ReasonMissingID, ReasonBadMeta,
+}
+
+// RejectError is the error Decode returns for an event that can never be
+// applied. Reason is one of the Reason constants; Detail is for humans.
+type RejectError struct {
+	Reason string
+	Detail string
+}
+
+func (e *RejectError) Error() string {
+	return "ingest: rejected event: " + e.Reason + ": " + e.Detail
+}
+
+func reject(reason, format string, args ...any) *RejectError {
+	return &RejectError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Decode validates one change event and returns the change to apply. Seq
+// and Time are left zero for the caller to fill from the message metadata.
+// maxBytes <= 0 means DefaultMaxEventBytes. Every error is a *RejectError.
+//
+// An upsert's Body is the published JSON, compacted (whitespace between
+// tokens removed, nothing else changed: member order, number literals and
+// string escapes are kept byte for byte), sharing data when it already is
+// compact. A delete has a nil Body.
+func Decode(subject string, hdr nats.Header, data []byte, maxBytes int) (index.Change, error) {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxEventBytes
+	}
+	typ, id, err := ParseSubject(subject)
+	if err != nil {
+		return index.Change{}, reject(ReasonBadSubject, "%v", err)
+	}
+	if len(data) > maxBytes {
+		return index.Change{}, reject(ReasonTooLarge, "%d bytes, limit %d", len(data), maxBytes)
+	}
+	var del bool
+	switch op := headerOp(hdr); op {
+	case "", OpUpsert:
+	case OpDelete:
+		del = true
+	default:
+		return index.Change{}, reject(ReasonBadOp, "%s header %s, want %q or %q", HeaderOp, quote(op), OpUpsert, OpDelete)
+	}
+	if !IsResourceType(typ) {
+		return index.Change{}, reject(ReasonUnknownType, "subject type %s is not a FHIR R4 resource type", quote(typ))
+	}
+	if !validID(id) {
+		return index.Change{}, reject(ReasonBadID, "subject id %s is not a FHIR id", quote(id))
+	}
+	if del {
+		return index.Change{Type: typ, ID: id, Delete: true}, nil
+	}
+	r, rerr := scanResource(data)
+	if rerr != nil {
+		return index.Change{}, rerr
+	}
+	if r.typ != typ {
+		return index.Change{}, reject(ReasonTypeMismatch, "body resourceType %s, subject type %s", quote(r.typ), quote(typ))
+	}
+	if r.id != id {
+		return index.Change{}, reject(ReasonIDMismatch, "body id %s, subject id %s", quote(r.id), quote(id))
+	}
+	return index.Change{Type: typ, ID: id, Body: r.body}, nil
+}
+
+// headerOp returns the Fhir-Op header. NATS headers are case-sensitive;
+// the name is matched case-insensitively because HTTP-minded publishers
+// write it in any case. The value is matched exactly.
+func headerOp(hdr nats.Header) string {
+	if v, ok := hdr[HeaderOp]; ok && len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range hdr {
+		if len(v) > 0 && strings.EqualFold(k, HeaderOp) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// resource is what scanResource found at the top level of a body.
+type resource struct {
+	typ, id string
+	body    []byte // compact
+}
+
+// scanResource validates an upsert body and reads its resourceType and
+// id without decoding the rest.
+func scanResource(data []byte) (resource, *RejectError) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return resource{}, reject(ReasonNotJSON, "empty body")
+	}
+	if !utf8.Valid(data) {
+		return resource{}, reject(ReasonInvalidUTF8, "body is not valid UTF-8")
+	}
+	if !json.Valid(data) {
+		// Find the syntax error for the detail, off the hot path.
+		var v any
+		err := json.Unmarshal(data, &v)
+		return resource{}, reject(ReasonNotJSON, "%v", err)
+	}
+	sc := scanner{b: data}
+	compact := !sc.skipWS()
+	if sc.b[sc.i] != '{' {
+		return resource{}, reject(ReasonNotObject, "body is a JSON %s, not an object", jsonKind(sc.b[sc.i]))
+	}
+	var r resource
+	var haveType, haveID bool
+	var keyBuf [32][]byte
+	keys := keyBuf[:0] // top-level keys, for the duplicate check
+	var keySet map[string]struct{}
+	sc.i++ // '{'
+	for {
+		if sc.skipWS() {
+			compact = false
+		}
+		if sc.b[sc.i] == '}' {
+			sc.i++
+			break
+		}
+		if sc.b[sc.i] == ',' {
+			sc.i++
+			if sc.skipWS() {
+				compact = false
+			}
+		}
+		kStart := sc.i
+		sc.skipString()
+		rawK := sc.b[kStart:sc.i]
+		key := rawKey(rawK)
+		if keySet != nil {
+			if _, dup := keySet[string(key)]; dup {
+				return resource{}, reject(ReasonDuplicateKey, "member %s appears twice", quote(string(key)))
+			}
+			keySet[string(key)] = struct{}{}
+		} else {
+			for _, k := range keys {
+				if bytes.Equal(k, key) {
+					return resource{}, reject(ReasonDuplicateKey, "member %s appears twice", quote(string(key)))
+				}
+			}
+			keys = append(keys, key)
+			if len(keys) == cap(keyBuf) {
+				keySet = make(map[string]struct{}, 2*len(keys))
+				for _, k := range keys {
+					keySet[string(k)] = struct{}{}
+				}
+			}
+		}
+		if sc.skipWS() {
+			compact = false
+		}
+		sc.i++ // ':'
+		if sc.skipWS() {
+			compact = false
+		}
+		vStart := sc.i
+		ws, ok := sc.skipValue(2)
+		if !ok {
+			return resource{}, reject(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
+		}
+		if ws {
+			compact = false
+		}
+		v := sc.b[vStart:sc.i]
+		switch string(key) {
+		case "resourceType":
+			haveType = true
+			if v[0] != '"' {
+				return resource{}, reject(ReasonUnknownType, "resourceType is a JSON %s, not a string", jsonKind(v[0]))
+			}
+			r.typ = rawString(v)
+			if !IsResourceType(r.typ) {
+				return resource{}, reject(ReasonUnknownType, "resourceType %s is not a FHIR R4 resource type", quote(r.typ))
+			}
+		case "id":
+			haveID = true
+			if v[0] != '"' {
+				return resource{}, reject(ReasonBadID, "id is a JSON %s, not a string", jsonKind(v[0]))
+			}
+			r.id = rawString(v)
+			if !validID(r.id) {
+				return resource{}, reject(ReasonBadID, "id %s is not a FHIR id ([A-Za-z0-9-.]{1,64})", quote(r.id))
+			}
+		case "meta":
+			if len(rawK) != len("meta")+2 {
+				// index's stamper matches member names unescaped.
+				return resource{}, reject(ReasonBadMeta, "the meta member name must not be escaped")
+			}
+			if v[0] != '{' {
+				return resource{}, reject(ReasonBadMeta, "meta is a JSON %s, not an object", jsonKind(v[0]))
+			}
+		}
+	}
+	if sc.i < len(sc.b) {
+		compact = false // trailing whitespace
+	}
+	if !haveType {
+		return resource{}, reject(ReasonMissingType, "no resourceType member")
+	}
+	if !haveID {
+		return resource{}, reject(ReasonMissingID, "no id member")
+	}
+	if compact {
+		r.body = data
+		return r, nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(data))
+	if err := json.Compact(&buf, data); err != nil {
+		return resource{}, reject(ReasonNotJSON, "%v", err) // unreachable: json.Valid passed
+	}
+	r.body = buf.Bytes()
+	return r, nil
+}
+
+// validID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// rawKey returns the bytes of the JSON string literal s (quotes
+// included), unescaped; literals without escapes are sliced.
+func rawKey(s []byte) []byte {
+	inner := s[1 : len(s)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return inner
+	}
+	return []byte(rawString(s))
+}
+
+// rawString returns the value of the JSON string literal s (quotes
+// included). Literals without escapes, which is every FHIR name and id,
+// are sliced without decoding.
+func rawString(s []byte) string {
+	inner := s[1 : len(s)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner)
+	}
+	var out string
+	if err := json.Unmarshal(s, &out); err != nil {
+		return string(inner)
+	}
+	return out
+}
+
+func jsonKind(c byte) string {
+	switch c {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
+}
+
+// scanner walks JSON that json.Valid has accepted, so it only tracks
+// strings, nesting and whitespace and never fails on syntax.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// skipWS skips whitespace and reports whether there was any.
+func (s *scanner) skipWS() bool {
+	start := s.i
+	for s.i < len(s.b) && isWS(s.b[s.i]) {
+		s.i++
+	}
+	return s.i > start
+}
+
+// skipString skips the string literal at s.i.
+func (s *scanner) skipString() {
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			s.i++
+		case '"':
+			s.i++
+			return
+		}
+	}
+}
+
+// skipValue skips the value at s.i, which sits at nesting depth depth. It
+// reports whether the value contains whitespace between tokens, and false
+// for ok if it nests deeper than MaxDepth.
+func (s *scanner) skipValue(depth int) (ws, ok bool) {
+	switch s.b[s.i] {
+	case '"':
+		s.skipString()
+		return false, true
+	case '{', '[':
+		if depth > MaxDepth {
+			return false, false
+		}
+		d := depth
+		for s.i++; s.i < len(s.b); {
+			switch c := s.b[s.i]; c {
+			case '"':
+				s.skipString()
+				continue
+			case '{', '[':
+				d++
+				if d > MaxDepth {
+					return ws, false
+				}
+			case '}', ']':
+				d--
+				if d < depth {
+					s.i++
+					return ws, true
+				}
+			case ' ', '\t', '\n', '\r':
+				ws = true
+			}
+			s.i++
+		}
+		return ws, true
+	default:
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return false, true
+			}
+			s.i++
+		}
+		return false, true
+	}
+}
