@@ -31,4 +31,3 @@ func FormatInstant(us uint64) string {
 func nextClock(prev uint64, msg time.Time) uint64 {
 	return max(Micros(msg), prev+1)
 }
-

@@ -46,7 +46,13 @@ type Index struct {
 	clock      uint64
 	types      map[string]TypeCount
 	applied    chan struct{} // closed and replaced after each commit
-	closed     bool
+	closed     bool          // written under both mu and dbMu
+
+	// dbMu keeps Close from closing db under the calls that do not take
+	// the commit lock (job records, Dump): they hold it shared, Close
+	// exclusively. Pebble panics on a closed DB.
+	dbMu sync.RWMutex
+	coll *collector // registered with opts.Registerer, if any
 }
 
 // TypeCount is how many current resources and tombstones a type has.
@@ -91,11 +97,13 @@ func Open(dir string, opts *Options) (*Index, error) {
 		return nil, fmt.Errorf("open index %q: %w", dir, err)
 	}
 	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(newCollector(x)); err != nil {
+		coll := newCollector(x)
+		if err := opts.Registerer.Register(coll); err != nil {
 			db.Close()
 			cache.Unref()
 			return nil, fmt.Errorf("register index metrics: %w", err)
 		}
+		x.coll = coll
 	}
 	return x, nil
 }
@@ -143,17 +151,37 @@ func (x *Index) getUint64(k []byte) (uint64, error) {
 	return n, nil
 }
 
-// Close closes the store. It is safe to call more than once.
+// Close closes the store and unregisters its metrics collector, so the
+// same Registerer can be given to a later Open. It is safe to call more
+// than once.
 func (x *Index) Close() error {
+	x.dbMu.Lock()
+	defer x.dbMu.Unlock()
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	if x.closed {
+		x.mu.Unlock()
 		return nil
 	}
 	x.closed = true
+	close(x.applied) // wakes WaitApplied
 	err := x.db.Close()
 	x.cache.Unref()
+	x.mu.Unlock()
+	if x.coll != nil {
+		x.opts.Registerer.Unregister(x.coll)
+	}
 	return err
+}
+
+// rlockDB holds dbMu shared for a call that uses db without the commit
+// lock; it returns ErrClosed (and holds nothing) on a closed Index.
+func (x *Index) rlockDB() error {
+	x.dbMu.RLock()
+	if x.closed {
+		x.dbMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
 }
 
 // AppliedSeq returns the last stream sequence whose batch is committed.
@@ -208,14 +236,17 @@ func (x *Index) SetOrigin(origin time.Time) error {
 }
 
 // WaitApplied blocks until a batch covering stream sequence seq is committed
-// or ctx is done.
+// or ctx is done. It returns ErrClosed if the Index is closed first.
 func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
 	for {
 		x.mu.Lock()
-		done, ch := x.appliedSeq >= seq, x.applied
+		done, closed, ch := x.appliedSeq >= seq, x.closed, x.applied
 		x.mu.Unlock()
 		if done {
 			return nil
+		}
+		if closed {
+			return ErrClosed
 		}
 		select {
 		case <-ch:
@@ -327,7 +358,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		} else {
 			var err error
 			if vbuf, err = stamp(vbuf[:0], c.Body, rec.Version, clock); err != nil {
-				return nil, fmt.Errorf("index: seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
+				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
 			if err := b.Set(kbuf, vbuf, nil); err != nil {
 				return nil, err
@@ -437,9 +468,13 @@ const Unbounded = math.MaxUint64
 
 // Scan calls fn, in commit-time order, for each current resource and
 // tombstone of type typ with since < CommitTime <= until. A non-nil error
-// from fn stops the scan and is returned. Tombstones are passed to fn too;
+// from fn stops the scan and is returned, and so does ctx's error (checked
+// before the scan and every 1024 entries). Tombstones are passed to fn too;
 // full exports skip them.
 func (s *Snapshot) Scan(ctx context.Context, typ string, since, until uint64, fn func(Entry) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if until <= since {
 		return nil
 	}
@@ -486,11 +521,19 @@ func (x *Index) PutJob(id string, record []byte) error {
 	if id == "" {
 		return errors.New("index: empty job id")
 	}
+	if err := x.rlockDB(); err != nil {
+		return err
+	}
+	defer x.dbMu.RUnlock()
 	return x.db.Set(jobKey(id), record, pebble.Sync)
 }
 
 // GetJob returns a copy of the job record, or ErrNotFound.
 func (x *Index) GetJob(id string) ([]byte, error) {
+	if err := x.rlockDB(); err != nil {
+		return nil, err
+	}
+	defer x.dbMu.RUnlock()
 	v, closer, err := x.db.Get(jobKey(id))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
@@ -504,11 +547,19 @@ func (x *Index) GetJob(id string) ([]byte, error) {
 
 // DeleteJob removes a job record; removing a missing one is not an error.
 func (x *Index) DeleteJob(id string) error {
+	if err := x.rlockDB(); err != nil {
+		return err
+	}
+	defer x.dbMu.RUnlock()
 	return x.db.Delete(jobKey(id), pebble.Sync)
 }
 
 // Jobs calls fn for every job record in id order.
 func (x *Index) Jobs(fn func(id string, record []byte) error) error {
+	if err := x.rlockDB(); err != nil {
+		return err
+	}
+	defer x.dbMu.RUnlock()
 	it, err := x.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte(prefixJob),
 		UpperBound: []byte("j0"), // '0' follows '/'
@@ -533,6 +584,10 @@ func (x *Index) Jobs(fn func(id string, record []byte) error) error {
 // m/ keys; not jobs) in key order. rebuild and its tests compare two
 // indexes with it.
 func (x *Index) Dump(fn func(key, value []byte) error) error {
+	if err := x.rlockDB(); err != nil {
+		return err
+	}
+	defer x.dbMu.RUnlock()
 	it, err := x.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte(prefixChange),
 		UpperBound: []byte("s"), // after m/ and r/, excludes j/

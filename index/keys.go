@@ -20,7 +20,6 @@ var (
 	keyAppliedSeq = []byte("m/applied_seq")
 	keyClock      = []byte("m/clock")
 	keyTypes      = []byte("m/types")
-	keyOrigin     = []byte("m/origin")
 )
 
 // errBadKey is returned by the key decoders for bytes that are not a key of

@@ -1,8 +1,10 @@
 package index
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // errBadResource is returned for a resource body that is not a JSON object
@@ -69,6 +71,9 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 		}
 	}
 	for i, m := range members {
+		if m.key == "meta" && i != metaAt {
+			continue // a duplicate: the last one wins, as in encoding/json
+		}
 		sep()
 		if i == metaAt {
 			if dst, err = writeMeta(m.value); err != nil {
@@ -89,14 +94,14 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 
 // member is one "key":value pair of a JSON object; raw spans both.
 type member struct {
-	key   string // the key, unescaped only if it has no escapes
+	key   string // the key, unescaped
 	raw   []byte
 	value []byte
 }
 
 // objectMembers splits a compact JSON object into its members without
-// decoding the values. Keys with escapes are kept escaped; FHIR element
-// names never need them.
+// decoding the values. Keys are unescaped (so "me\u0074a" is meta, as for
+// every JSON decoder); raw keeps the published bytes.
 func objectMembers(b []byte) ([]member, error) {
 	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
 		return nil, errBadResource
@@ -119,6 +124,12 @@ func objectMembers(b []byte) ([]member, error) {
 			return nil, err
 		}
 		key := string(b[i+1 : end-1])
+		if strings.IndexByte(key, '\\') >= 0 {
+			key = ""
+			if err := json.Unmarshal(b[i:end], &key); err != nil {
+				return nil, errBadResource
+			}
+		}
 		i = end
 		if i >= len(b) || b[i] != ':' {
 			return nil, errBadResource
@@ -160,8 +171,9 @@ func skipString(b []byte, i int) (int, error) {
 }
 
 // skipValue returns the index just past the compact JSON value at b[i]. It
-// trusts that the value is valid JSON (ingest checks with json.Valid) and
-// only tracks strings and nesting.
+// trusts that scalars are valid JSON (ingest checks with json.Valid) and
+// only tracks strings and nesting, rejecting what it can see is broken:
+// empty values, unbalanced or mismatched brackets, unterminated strings.
 func skipValue(b []byte, i int) (int, error) {
 	if i >= len(b) {
 		return 0, errBadResource
@@ -170,7 +182,8 @@ func skipValue(b []byte, i int) (int, error) {
 	case '"':
 		return skipString(b, i)
 	case '{', '[':
-		depth := 0
+		var buf [32]byte
+		stack := buf[:0] // expected closers
 		for ; i < len(b); i++ {
 			switch b[i] {
 			case '"':
@@ -179,20 +192,29 @@ func skipValue(b []byte, i int) (int, error) {
 					return 0, err
 				}
 				i = end - 1
-			case '{', '[':
-				depth++
+			case '{':
+				stack = append(stack, '}')
+			case '[':
+				stack = append(stack, ']')
 			case '}', ']':
-				depth--
-				if depth == 0 {
+				if len(stack) == 0 || stack[len(stack)-1] != b[i] {
+					return 0, errBadResource
+				}
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
 					return i + 1, nil
 				}
 			}
 		}
 		return 0, errBadResource
 	default:
+		start := i
 		for ; i < len(b); i++ {
 			switch b[i] {
-			case ',', '}', ']':
+			case ',', '}', ']', '{', '[', '"', ':':
+				if i == start {
+					return 0, errBadResource
+				}
 				return i, nil
 			}
 		}

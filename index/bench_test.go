@@ -1,0 +1,246 @@
+package index_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/bulkstream/bulkstream/index"
+)
+
+// benchResource returns a compact resource of about size bytes.
+func benchResource(typ, id string, size int) []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"resourceType":"` + typ + `","id":"` + id + `","meta":{"source":"#bench","profile":["http://example.org/StructureDefinition/p"]},"active":true,"name":[{"family":"Doe","given":["Jane","Q"]}],"birthDate":"1970-01-01","text":{"status":"generated","div":"`)
+	for sb.Len() < size-3 {
+		sb.WriteString("lorem ipsum ")
+	}
+	sb.WriteString(`"}}`)
+	return []byte(sb.String())
+}
+
+// BenchmarkApply measures synced Apply batches of ~1.3 KB resources on a
+// real disk: one op is one batch. Ids cycle through 100k, so after 200
+// batches of 500 the batches are updates (delete old c/ entry + write new).
+func BenchmarkApply(b *testing.B) {
+	for _, batch := range []int{500, 100} {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
+			x, err := index.Open(b.TempDir(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer x.Close()
+			const nIDs = 100_000
+			ids := make([]string, nIDs)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("patient-%06d", i)
+			}
+			changes := make([]index.Change, batch)
+			var bytesPerBatch int64
+			for j := range changes {
+				changes[j] = index.Change{Type: "Patient", Body: benchResource("Patient", ids[j], 1300)}
+				bytesPerBatch += int64(len(changes[j].Body))
+			}
+			ctx := context.Background()
+			msg := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			var seq uint64
+			ops := 0
+			b.SetBytes(bytesPerBatch)
+			b.ReportAllocs()
+			for b.Loop() {
+				for j := range changes {
+					seq++
+					msg = msg.Add(100 * time.Microsecond)
+					changes[j].Seq, changes[j].Time, changes[j].ID = seq, msg, ids[int(seq)%nIDs]
+				}
+				if _, err := x.Apply(ctx, changes, 0); err != nil {
+					b.Fatal(err)
+				}
+				ops++
+			}
+			b.ReportMetric(float64(ops*batch)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkRawPebbleSyncedBatch is the physical limit BenchmarkApply is
+// measured against: plain Pebble batches of 500 × 1 KB values committed
+// with pebble.Sync, on the same kind of directory.
+func BenchmarkRawPebbleSyncedBatch(b *testing.B) {
+	const batch = 500
+	db, err := pebble.Open(b.TempDir(), rawPebbleOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	value := make([]byte, 1024)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	key := make([]byte, 0, 16)
+	var n uint64
+	ops := 0
+	b.SetBytes(batch * int64(len(value)))
+	b.ReportAllocs()
+	for b.Loop() {
+		wb := db.NewBatch()
+		for range batch {
+			n++
+			key = binary.BigEndian.AppendUint64(append(key[:0], "k/"...), n)
+			if err := wb.Set(key, value, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := wb.Commit(pebble.Sync); err != nil {
+			b.Fatal(err)
+		}
+		wb.Close()
+		ops++
+	}
+	b.ReportMetric(float64(ops*batch)/b.Elapsed().Seconds(), "keys/s")
+}
+
+const scanResources = 100_000
+
+// BenchmarkScan measures a full export scan of one type holding 100k
+// resources of ~1.3 KB (plus 10k of another type around it) through a
+// Snapshot; one op is one whole scan.
+func BenchmarkScan(b *testing.B) {
+	x, err := index.Open(b.TempDir(), &index.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer x.Close()
+	ctx := context.Background()
+	msg := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var seq uint64
+	var changes []index.Change
+	flush := func() {
+		if _, err := x.Apply(ctx, changes, 0); err != nil {
+			b.Fatal(err)
+		}
+		changes = changes[:0]
+	}
+	for i := range scanResources + scanResources/10 {
+		typ := "Patient"
+		if i%11 == 10 {
+			typ = "Observation"
+		}
+		id := fmt.Sprintf("%s-%06d", strings.ToLower(typ), i)
+		seq++
+		changes = append(changes, index.Change{Seq: seq, Time: msg.Add(time.Duration(i) * time.Millisecond), Type: typ, ID: id, Body: benchResource(typ, id, 1300)})
+		if len(changes) == 5000 {
+			flush()
+		}
+	}
+	flush()
+	s, err := x.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var total int64
+	n := 0
+	if err := s.Scan(ctx, "Patient", 0, index.Unbounded, func(e index.Entry) error {
+		total += int64(len(e.Resource))
+		n++
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	if n < scanResources*9/10 {
+		b.Fatalf("scan found %d resources", n)
+	}
+	ops := 0
+	b.SetBytes(total)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		var got int
+		if err := s.Scan(ctx, "Patient", 0, index.Unbounded, func(e index.Entry) error {
+			got += len(e.Resource)
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if int64(got) != total {
+			b.Fatalf("scan read %d bytes, want %d", got, total)
+		}
+		ops++
+	}
+	b.ReportMetric(float64(ops*n)/b.Elapsed().Seconds(), "resources/s")
+}
+
+// BenchmarkRawPebbleScan is BenchmarkScan's limit: a bounded iteration over
+// 100k 1.3 KB values in a plain Pebble DB snapshot.
+func BenchmarkRawPebbleScan(b *testing.B) {
+	db, err := pebble.Open(b.TempDir(), rawPebbleOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	value := benchResource("Patient", "x", 1300)
+	wb := db.NewBatch()
+	for i := range uint64(scanResources) {
+		if err := wb.Set(binary.BigEndian.AppendUint64([]byte("k/"), i), value, nil); err != nil {
+			b.Fatal(err)
+		}
+		if wb.Len() > 8<<20 {
+			if err := wb.Commit(pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+			wb.Close()
+			wb = db.NewBatch()
+		}
+	}
+	if err := wb.Commit(pebble.NoSync); err != nil {
+		b.Fatal(err)
+	}
+	wb.Close()
+	snap := db.NewSnapshot()
+	defer snap.Close()
+	ops := 0
+	b.SetBytes(int64(scanResources * len(value)))
+	b.ReportAllocs()
+	for b.Loop() {
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte("k/"), UpperBound: []byte("k0")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var got int
+		for valid := it.First(); valid; valid = it.Next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += len(v)
+		}
+		if err := it.Close(); err != nil {
+			b.Fatal(err)
+		}
+		if got != scanResources*len(value) {
+			b.Fatalf("scan read %d bytes", got)
+		}
+		ops++
+	}
+	b.ReportMetric(float64(ops*scanResources)/b.Elapsed().Seconds(), "resources/s")
+}
+
+// rawPebbleOptions are the raw-Pebble baselines' options: the index's
+// format version, Pebble's defaults otherwise, no log lines.
+func rawPebbleOptions() *pebble.Options {
+	return &pebble.Options{FormatMajorVersion: pebble.FormatValueSeparation, Logger: quietLogger{}}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

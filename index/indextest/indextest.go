@@ -1,0 +1,43 @@
+// Package indextest provides helpers for tests of code that uses the index:
+// an index on an in-memory filesystem that is closed when the test ends.
+package indextest
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/bulkstream/bulkstream/index"
+)
+
+// Open returns an empty index on a fresh vfs.NewMem() filesystem. It is
+// closed by t.Cleanup, and the test fails if closing reports an error (for
+// example a leaked iterator or snapshot).
+func Open(t testing.TB) *index.Index {
+	t.Helper()
+	return OpenOptions(t, nil)
+}
+
+// OpenOptions is Open with options. A nil opts.FS is replaced by a fresh
+// vfs.NewMem(); pass the same FS to two calls (closing the first index in
+// between) to test reopening.
+func OpenOptions(t testing.TB, opts *index.Options) *index.Index {
+	t.Helper()
+	var o index.Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.FS == nil {
+		o.FS = vfs.NewMem()
+	}
+	x, err := index.Open("index", &o)
+	if err != nil {
+		t.Fatalf("indextest: open index: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := x.Close(); err != nil {
+			t.Errorf("indextest: close index: %v", err)
+		}
+	})
+	return x
+}
