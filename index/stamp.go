@@ -1,10 +1,10 @@
 package index
 
 import (
-	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
+
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
 // errBadResource is returned for a resource body that is not a JSON object
@@ -28,7 +28,7 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 	}
 	metaAt, idAt := -1, -1
 	for i, m := range members {
-		switch m.key {
+		switch m.Key {
 		case "meta":
 			metaAt = i
 		case "id":
@@ -48,11 +48,11 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 				return nil, err
 			}
 			for _, m := range inner {
-				if m.key == "versionId" || m.key == "lastUpdated" {
+				if m.Key == "versionId" || m.Key == "lastUpdated" {
 					continue
 				}
 				dst = append(dst, ',')
-				dst = append(dst, m.raw...)
+				dst = append(dst, m.Raw...)
 			}
 		}
 		return append(dst, '}'), nil
@@ -71,17 +71,17 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 		}
 	}
 	for i, m := range members {
-		if m.key == "meta" && i != metaAt {
+		if m.Key == "meta" && i != metaAt {
 			continue // a duplicate: the last one wins, as in encoding/json
 		}
 		sep()
 		if i == metaAt {
-			if dst, err = writeMeta(m.value); err != nil {
+			if dst, err = writeMeta(m.Value); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		dst = append(dst, m.raw...)
+		dst = append(dst, m.Raw...)
 		if i == idAt && metaAt < 0 {
 			sep()
 			if dst, err = writeMeta(nil); err != nil {
@@ -92,132 +92,11 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-// member is one "key":value pair of a JSON object; raw spans both.
-type member struct {
-	key   string // the key, unescaped
-	raw   []byte
-	value []byte
-}
-
-// objectMembers splits a compact JSON object into its members without
-// decoding the values. Keys are unescaped (so "me\u0074a" is meta, as for
-// every JSON decoder); raw keeps the published bytes.
-func objectMembers(b []byte) ([]member, error) {
-	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+// objectMembers splits a compact JSON object into its members.
+func objectMembers(b []byte) ([]jsonobj.Member, error) {
+	ms, err := jsonobj.Members(b)
+	if err != nil {
 		return nil, errBadResource
 	}
-	var out []member
-	i := 1
-	if b[i] == '}' {
-		if i+1 != len(b) {
-			return nil, errBadResource
-		}
-		return out, nil
-	}
-	for {
-		start := i
-		if i >= len(b) || b[i] != '"' {
-			return nil, errBadResource
-		}
-		end, err := skipString(b, i)
-		if err != nil {
-			return nil, err
-		}
-		key := string(b[i+1 : end-1])
-		if strings.IndexByte(key, '\\') >= 0 {
-			key = ""
-			if err := json.Unmarshal(b[i:end], &key); err != nil {
-				return nil, errBadResource
-			}
-		}
-		i = end
-		if i >= len(b) || b[i] != ':' {
-			return nil, errBadResource
-		}
-		i++
-		vstart := i
-		if i, err = skipValue(b, i); err != nil {
-			return nil, err
-		}
-		out = append(out, member{key: key, raw: b[start:i], value: b[vstart:i]})
-		if i >= len(b) {
-			return nil, errBadResource
-		}
-		switch b[i] {
-		case ',':
-			i++
-		case '}':
-			if i+1 != len(b) {
-				return nil, errBadResource
-			}
-			return out, nil
-		default:
-			return nil, errBadResource
-		}
-	}
-}
-
-// skipString returns the index just past the JSON string starting at b[i].
-func skipString(b []byte, i int) (int, error) {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, nil
-		}
-	}
-	return 0, errBadResource
-}
-
-// skipValue returns the index just past the compact JSON value at b[i]. It
-// trusts that scalars are valid JSON (ingest checks with json.Valid) and
-// only tracks strings and nesting, rejecting what it can see is broken:
-// empty values, unbalanced or mismatched brackets, unterminated strings.
-func skipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
-		return 0, errBadResource
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		var buf [32]byte
-		stack := buf[:0] // expected closers
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				end, err := skipString(b, i)
-				if err != nil {
-					return 0, err
-				}
-				i = end - 1
-			case '{':
-				stack = append(stack, '}')
-			case '[':
-				stack = append(stack, ']')
-			case '}', ']':
-				if len(stack) == 0 || stack[len(stack)-1] != b[i] {
-					return 0, errBadResource
-				}
-				stack = stack[:len(stack)-1]
-				if len(stack) == 0 {
-					return i + 1, nil
-				}
-			}
-		}
-		return 0, errBadResource
-	default:
-		start := i
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', '{', '[', '"', ':':
-				if i == start {
-					return 0, errBadResource
-				}
-				return i, nil
-			}
-		}
-		return i, nil
-	}
+	return ms, nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/bits"
 	"strconv"
+
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
 // Op is the kind of a change event.
@@ -122,7 +124,7 @@ var statusCodes = map[string][]string{
 // [Generator.Changes]); h chooses among the possible changes.
 func update(r []byte, typ string, i int, h uint64) ([]byte, error) {
 	if codes := statusCodes[typ]; codes != nil {
-		if vs, ve, ok := member(r, "status"); ok && r[vs] == '"' {
+		if vs, ve, ok := jsonobj.Lookup(r, "status"); ok && r[vs] == '"' {
 			cur := string(r[vs+1 : ve-1])
 			var alts []string
 			for _, c := range codes {
@@ -133,7 +135,7 @@ func update(r []byte, typ string, i int, h uint64) ([]byte, error) {
 			return splice(r, vs, ve, strconv.Quote(alts[h%uint64(len(alts))])), nil
 		}
 	}
-	if vs, ve, ok := member(r, "active"); ok {
+	if vs, ve, ok := jsonobj.Lookup(r, "active"); ok {
 		switch string(r[vs:ve]) {
 		case "true":
 			return splice(r, vs, ve, "false"), nil
@@ -142,17 +144,17 @@ func update(r []byte, typ string, i int, h uint64) ([]byte, error) {
 		}
 	}
 	ext := `{"url":"` + ChangeExtensionURL + `","valueInteger":` + strconv.Itoa(i+1) + `}`
-	if vs, ve, ok := member(r, "extension"); ok {
+	if vs, ve, ok := jsonobj.Lookup(r, "extension"); ok {
 		if r[vs] != '[' {
 			return nil, fmt.Errorf("extension is not an array")
 		}
-		at := skipWS(r, vs+1)
+		at := vs + 1
 		if at < ve-1 {
 			ext += ","
 		}
 		return splice(r, at, at, ext), nil
 	}
-	_, ve, ok := member(r, "id")
+	_, ve, ok := jsonobj.Lookup(r, "id")
 	if !ok {
 		return nil, fmt.Errorf("no id")
 	}

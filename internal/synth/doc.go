@@ -2,12 +2,13 @@
 // for tests and benchmarks, by multiplying a sample (the Synthea NDJSON in
 // testdata/) with fresh ids.
 //
-// A [Sample] is read once (plain or gzip NDJSON, one resource per line) and
+// A [Sample] is read once (plain or gzip NDJSON, one compact resource per
+// line, as bulk exports and the Synthea sample are) and
 // indexed: the byte offset of every occurrence of every resource id is
 // recorded. A [Generator] then emits the sample Scale times: copy k (k = 0 ..
 // Scale-1) of every resource, with every id of copy k replaced. Output is
 // produced by splicing ids into the sample's bytes, so every other byte of a
-// resource (key order, whitespace, number literals, escapes) is kept exactly
+// resource (key order, number literals, escapes) is kept exactly
 // as in the sample; no JSON is ever decoded and re-encoded.
 //
 // # Ids

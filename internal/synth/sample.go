@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"slices"
+
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
 // Sample is an indexed NDJSON sample: the resources to multiply and the
@@ -236,8 +238,8 @@ func scanPlainRefs(ps []patch, l []byte, plain map[string]int32) []patch {
 // object l, and the offset of the id's value (after its opening quote).
 func resourceHeader(l []byte) (typ, id string, idOff int, err error) {
 	var haveType, haveID bool
-	err = eachMember(l, func(key []byte, vs, ve int) bool {
-		switch string(key) {
+	err = jsonobj.Each(l, func(key string, _, vs, ve int) bool {
+		switch key {
 		case "resourceType", "id":
 			v := l[vs:ve]
 			if len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {

@@ -258,7 +258,7 @@ func TestSmallSample(t *testing.T) {
 	)
 	in := `{"resourceType":"Patient","id":"` + p + `","identifier":[{"value":"` + p + `"},{"value":"` + x + `"},{"value":"x` + p + `"}],"extension":[{"url":"u","valueDecimal":1.50e0}]}` + "\r\n" +
 		"\n" +
-		`{ "id" : "` + e + `", "resourceType" : "Encounter", "subject":{"reference":"urn:uuid:` + p + `"},"contained":[{"resourceType":"Coverage","id":"coverage"}],"insurance":[{"coverage":{"reference":"#coverage"}}],"status":"finished"}` + "\n" +
+		`{"id":"` + e + `","resourceType":"Encounter","subject":{"reference":"urn:uuid:` + p + `"},"contained":[{"resourceType":"Coverage","id":"coverage"}],"insurance":[{"coverage":{"reference":"#coverage"}}],"status":"finished"}` + "\n" +
 		`{"resourceType":"Group","id":"Plan","active":true,"member":[{"entity":{"reference":"Patient/` + p + `"}}]}` + "\n" +
 		`{"resourceType":"Group","id":"` + lg + `","member":[{"entity":{"reference":"Group/Plan"}}]}` + "\n" +
 		`{"resourceType":"Basic","id":"b1","subject":{"reference":"http://x/fhir/Group/Plan"},"author":{"reference":"Group/` + lg + `"}}`
@@ -540,4 +540,14 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	})
+}
+
+// TestSampleMustBeCompact: the generator splices ids into the sample's
+// bytes, so it takes compact NDJSON (what bulk exports produce) and says so
+// otherwise.
+func TestSampleMustBeCompact(t *testing.T) {
+	_, err := LoadSample(strings.NewReader(`{"resourceType":"Patient", "id":"p1"}` + "\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 1") || !strings.Contains(err.Error(), "compact") {
+		t.Fatalf("LoadSample(non-compact) error = %v, want one naming line 1 and compactness", err)
+	}
 }
