@@ -9,6 +9,8 @@ import (
 
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/nats-io/nats.go"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 // Headers of change events.
@@ -101,7 +103,7 @@ func Decode(subject string, hdr nats.Header, data []byte, maxBytes int) (index.C
 	default:
 		return index.Change{}, reject(ReasonBadOp, "%s header %s, want %q or %q", HeaderOp, quote(op), OpUpsert, OpDelete)
 	}
-	if !IsResourceType(typ) {
+	if !fhir.IsResourceType(typ) {
 		return index.Change{}, reject(ReasonUnknownType, "subject type %s is not a FHIR R4 resource type", quote(typ))
 	}
 	if !validID(id) {
@@ -230,7 +232,7 @@ func scanResource(data []byte) (resource, *RejectError) {
 				return resource{}, reject(ReasonUnknownType, "resourceType is a JSON %s, not a string", jsonKind(v[0]))
 			}
 			r.typ = rawString(v)
-			if !IsResourceType(r.typ) {
+			if !fhir.IsResourceType(r.typ) {
 				return resource{}, reject(ReasonUnknownType, "resourceType %s is not a FHIR R4 resource type", quote(r.typ))
 			}
 		case "id":

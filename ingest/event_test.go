@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 var deleteHdr = nats.Header{HeaderOp: {OpDelete}}
@@ -150,7 +152,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		typ, id, perr := ParseSubject(subject)
-		if perr != nil || ch.Type != typ || ch.ID != id || !IsResourceType(typ) || !validID(id) {
+		if perr != nil || ch.Type != typ || ch.ID != id || !fhir.IsResourceType(typ) || !validID(id) {
 			t.Fatalf("accepted %q as %s/%s", subject, ch.Type, ch.ID)
 		}
 		if ch.Delete {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 // Defaults for PublisherConfig.
@@ -145,7 +147,7 @@ func (p *Publisher) Upsert(ctx context.Context, body []byte) error {
 
 // Delete publishes a delete of typ/id.
 func (p *Publisher) Delete(ctx context.Context, typ, id string) error {
-	if !IsResourceType(typ) {
+	if !fhir.IsResourceType(typ) {
 		return reject(ReasonUnknownType, "%s is not a FHIR R4 resource type", quote(typ))
 	}
 	if !validID(id) {

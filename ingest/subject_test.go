@@ -3,6 +3,8 @@ package ingest
 import (
 	"errors"
 	"testing"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 func TestEncodeSubject(t *testing.T) {
@@ -52,7 +54,7 @@ func FuzzSubject(f *testing.F) {
 		if err == nil && (gotTyp != typ || gotID != id) {
 			t.Fatalf("round trip of %q, %q via %q gave %q, %q", typ, id, subj, gotTyp, gotID)
 		}
-		if IsResourceType(typ) && id != "" && err != nil {
+		if fhir.IsResourceType(typ) && id != "" && err != nil {
 			t.Fatalf("ParseSubject(EncodeSubject(%q, %q)) = %v", typ, id, err)
 		}
 		// Arbitrary input never panics.

@@ -21,7 +21,8 @@ var forbidden = map[string][]string{
 	"httpapi":          {module + "/ingest", module + "/index", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
 	"metrics":          {module + "/"},
 	"internal/synth":   {module + "/", "github.com/nats-io/", "github.com/cockroachdb/"},
-	"internal/jsonobj": {module + "/", "github.com/"}, // a pure leaf: stdlib only
+	"internal/jsonobj": {module + "/", "github.com/"}, // pure leaves: stdlib only
+	"internal/fhir":    {module + "/", "github.com/"},
 }
 
 // TestForbiddenImports walks every package of the module and fails on an
@@ -86,8 +87,11 @@ func TestForbiddenImports(t *testing.T) {
 
 // allowed lists the edges that a forbidden prefix would otherwise catch.
 func allowed(dir, imp string) bool {
-	if imp == module+"/internal/jsonobj" && dir != "internal/jsonobj" {
-		return true // the shared JSON member scanner is a leaf any package may use
+	if (imp == module+"/internal/jsonobj" || imp == module+"/internal/fhir") && !strings.HasPrefix(dir, "internal/") {
+		return true // shared pure leaves any package may use
+	}
+	if dir == "internal/synth" && imp == module+"/internal/jsonobj" {
+		return true
 	}
 	switch dir {
 	case "ingest":

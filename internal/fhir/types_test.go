@@ -1,4 +1,4 @@
-package ingest
+package fhir
 
 import (
 	"slices"

@@ -1,4 +1,4 @@
-package ingest
+package fhir
 
 // r4ResourceTypes is every resource type of FHIR R4 (4.0.1), as listed at
 // https://hl7.org/fhir/R4/resourcelist.html. Abstract types (Resource,
