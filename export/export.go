@@ -1,0 +1,187 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/bulkstream/bulkstream/index"
+)
+
+// Sentinel errors. httpapi maps each to a status code and an
+// OperationOutcome in one place.
+var (
+	// ErrNotFound: no such job, or it expired or was cancelled.
+	ErrNotFound = errors.New("export: job not found")
+	// ErrClosed: the manager is shutting down (503).
+	ErrClosed = errors.New("export: manager closed")
+)
+
+// Param is one kick-off parameter, from the query string (one per value,
+// in order, comma lists not yet split) or from a Parameters body entry.
+type Param struct {
+	Name  string
+	Value string
+}
+
+// Request is a validated kick-off, ready to run. It is persisted with the
+// job, so its fields are plain data.
+type Request struct {
+	// Types to export, deduplicated, in request order; empty means every
+	// type present in the snapshot.
+	Types []string `json:"types,omitempty"`
+	// Since and Until bound meta.lastUpdated: Since < t <= Until, in
+	// commit-clock microseconds. Since 0 means no _since; Until
+	// index.Unbounded means no _until.
+	Since uint64 `json:"since,omitempty"`
+	Until uint64 `json:"until"`
+	// Elements is the parsed _elements: the top-level elements to keep,
+	// for all types (Type "") or for one type. Empty means whole resources.
+	Elements []Element `json:"elements,omitempty"`
+	// OutputFormat is always "application/fhir+ndjson" once validated.
+	OutputFormat string `json:"outputFormat"`
+	// Lenient is Prefer: handling=lenient.
+	Lenient bool `json:"lenient,omitempty"`
+	// Ignored lists what a lenient kick-off skipped (one diagnostic per
+	// ignored parameter or type); each becomes an OperationOutcome line
+	// in the manifest's error file.
+	Ignored []string `json:"ignored,omitempty"`
+	// RequestURL is the raw kick-off URL, for the manifest's request.
+	RequestURL string `json:"request"`
+	// Client is the authenticated client id ("" when auth is off).
+	Client string `json:"client,omitempty"`
+}
+
+// Element is one _elements entry: Name of a top-level element, for every
+// type when Type is empty.
+type Element struct {
+	Type string `json:"type,omitempty"`
+	Name string `json:"name"`
+}
+
+// RequestError is a kick-off the server refuses; httpapi answers 400 with
+// an OperationOutcome carrying Code and Diagnostics.
+type RequestError struct {
+	Param       string // the offending parameter, if any
+	Code        string // OperationOutcome issue code: "invalid", "not-supported", "value"
+	Diagnostics string
+}
+
+func (e *RequestError) Error() string { return "export: " + e.Diagnostics }
+
+// TooManyJobsError is returned by Kickoff past the concurrent-job limit
+// (429 with Retry-After).
+type TooManyJobsError struct {
+	RetryAfter time.Duration
+}
+
+func (e *TooManyJobsError) Error() string { return "export: too many concurrent export jobs" }
+
+// UnavailableError is returned when the server cannot take a job now (low
+// disk, shutting down, replica behind): 503 with Retry-After.
+type UnavailableError struct {
+	Reason     string
+	RetryAfter time.Duration
+}
+
+func (e *UnavailableError) Error() string { return "export: unavailable: " + e.Reason }
+
+// State of a job.
+type State string
+
+// Job states. Expired and cancelled jobs are deleted, so Status never
+// returns them: it returns ErrNotFound.
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Completed State = "completed"
+	Failed    State = "failed"
+)
+
+// Status is what a status poll sees.
+type Status struct {
+	State State
+	// Progress is the X-Progress text while queued or running.
+	Progress string
+	// RetryAfter is the suggested polling interval while queued or running.
+	RetryAfter time.Duration
+	// Manifest is set when Completed.
+	Manifest *Manifest
+	// Expires is when a completed job's files and record are removed.
+	Expires time.Time
+	// Error is set when Failed: what went wrong, for an OperationOutcome.
+	Error string
+}
+
+// Manifest is the completion manifest, with file names relative to the
+// job; httpapi turns them into absolute URLs.
+type Manifest struct {
+	TransactionTime     string     `json:"transactionTime"` // index.FormatInstant of the snapshot's clock
+	Request             string     `json:"request"`
+	RequiresAccessToken bool       `json:"requiresAccessToken"`
+	Output              []FileInfo `json:"output"`
+	Deleted             []FileInfo `json:"deleted,omitempty"`
+	Error               []FileInfo `json:"error"`
+}
+
+// FileInfo is one file of a manifest.
+type FileInfo struct {
+	Type  string `json:"type"`  // resource type; "Bundle" for deleted, "OperationOutcome" for error
+	Name  string `json:"name"`  // file name within the job, e.g. "Patient-1.ndjson"
+	Count int64  `json:"count"` // lines (resources) in the file, exact
+	Bytes int64  `json:"bytes"`
+}
+
+// File is an open output file for a download.
+type File interface {
+	io.ReadSeekCloser
+	// Size and ModTime for http.ServeContent.
+	Size() int64
+	ModTime() time.Time
+}
+
+// Source is the index the manager exports from; *index.Index satisfies it.
+type Source interface {
+	// Snapshot returns a read view paired with its transactionTime.
+	Snapshot() (*index.Snapshot, error)
+	// WaitApplied blocks until stream sequence seq is committed.
+	WaitApplied(ctx context.Context, seq uint64) error
+	// AppliedSeq is the last committed stream sequence.
+	AppliedSeq() uint64
+	// Clock is the last commit time handed out.
+	Clock() uint64
+}
+
+// Head reports the stream's last sequence, so a job can wait until ingest
+// has applied everything published before its kick-off. cmd wires it to
+// ingest; export never imports NATS.
+type Head interface {
+	Head(ctx context.Context) (uint64, error)
+}
+
+// JobStore persists job records; *index.Index satisfies it.
+type JobStore interface {
+	PutJob(id string, record []byte) error
+	GetJob(id string) ([]byte, error) // index.ErrNotFound when missing
+	DeleteJob(id string) error
+	Jobs(fn func(id string, record []byte) error) error
+}
+
+// Kickoff is a kick-off as httpapi received it: the parameters, in order,
+// and what the headers said.
+type Kickoff struct {
+	Params     []Param
+	Lenient    bool   // Prefer: handling=lenient
+	RequestURL string // the raw request URL, absolute, for the manifest
+	Client     string // authenticated client id, "" when auth is off
+}
+
+// ParseOptions tells ParseRequest what it cannot know by itself.
+type ParseOptions struct {
+	// Now is max(wall clock, commit clock) in µs: _since and _until after
+	// it are "in the future".
+	Now uint64
+	// Lenient skips what can safely be ignored instead of failing.
+	Lenient bool
+}
