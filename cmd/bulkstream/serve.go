@@ -63,10 +63,7 @@ func bindNATSFlags(fs *flag.FlagSet, c *natsConfig) {
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c serveConfig
 	fs := newFlagSet("serve", stderr)
-	bindNATSFlags(fs, &c.natsConfig)
-	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	bindServeFlags(fs, &c)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -75,6 +72,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return serve(ctx, c, log)
+}
+
+func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
+	bindNATSFlags(fs, &c.natsConfig)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
