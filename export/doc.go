@@ -7,4 +7,92 @@
 // Guarantee: every exported resource has _since < meta.lastUpdated <=
 // transactionTime (and <= _until); a client that chains exports with
 // _since = the previous transactionTime sees every change exactly once.
+//
+// # Jobs
+//
+// [Manager.Kickoff] parses the parameters (ParseRequest, with "now" =
+// max(wall clock, commit clock)), records the stream head, persists the
+// job record (JSON, through the [JobStore]) and queues it; it never scans.
+// If the head cannot be read (NATS down) the job records the sequence
+// already applied and a warning is logged: the export is then as of what
+// is applied when it runs, and the guarantee above holds unchanged. Past
+// Config.MaxActiveJobs queued plus running jobs Kickoff returns
+// *TooManyJobsError (completed jobs never count); with less than
+// Config.MinFreeBytes free under Config.Dir, *UnavailableError.
+//
+// A worker (Config.Workers of them) runs a job in this order:
+//
+//  1. wait until ingest has applied the recorded head (progress "waiting
+//     for ingest to reach sequence N (at M)"), at most
+//     Config.MaxCatchUpWait, after which the job fails;
+//  2. take one index snapshot: its clock is the manifest's transactionTime;
+//  3. scan each type (the requested ones, or every type with data in the
+//     snapshot) for since < lastUpdated <= min(until, transactionTime),
+//     streaming the stored bytes (through applyElements when _elements is
+//     given) into the files; nothing is buffered beyond one bufio buffer
+//     per file sequence, so memory is flat whatever the export size;
+//  4. close the snapshot, write the error file, fsync the directory, and
+//     persist the completed record with the manifest and
+//     Expires = completion + Config.TTL.
+//
+// Any error fails the job: its partial files are removed and Status
+// reports State Failed with a message fit for the client (a full disk says
+// so; other internals are logged, not shown).
+//
+// # Files
+//
+// A job's files are in Config.Dir/<job id>/ and named
+//
+//	<Type>-<n>.ndjson          resources of Type, n = 1, 2, …
+//	<Type>-deleted-<n>.ndjson  deletions of Type (_since exports only)
+//	error-<n>.ndjson           OperationOutcomes (lenient kick-offs)
+//
+// A type's output starts a new file before the line that would exceed
+// Config.FileMaxResources lines or Config.FileMaxBytes bytes (a single
+// larger resource gets a file of its own). Empty files are never created,
+// and a type without data gets no manifest entry. Every file is written
+// under <name>.tmp, then flushed, fsynced and renamed; the manifest counts
+// are the exact line counts. [Manager.OpenFile] serves only the names of a
+// completed job's manifest.
+//
+// # Deletions
+//
+// Full exports (no _since) skip tombstones. A _since export writes every
+// deletion with since < deletion time <= min(until, transactionTime) as
+// one line of its type's deleted file: a transaction Bundle with a single
+// DELETE entry and the deletion time as meta.lastUpdated,
+//
+//	{"resourceType":"Bundle","meta":{"lastUpdated":"2026-11-26T17:58:41.120000Z"},"type":"transaction","entry":[{"request":{"method":"DELETE","url":"Patient/123"}}]}
+//
+// listed in the manifest's deleted array with type "Bundle". A resource is
+// either in output or in deleted, never both (the index keeps one entry
+// per resource). One deletion a line keeps count equal to the number of
+// deleted resources and lets a client apply any line on its own.
+//
+// # Status polls
+//
+// The first [Manager.Status] call of a job never sees it finished: a job
+// that completed (or failed) before anyone polled is reported running
+// ("writing the manifest") once, as the Bulk Data test suites require.
+// Whether a job was polled is persisted with its completion, so a job
+// polled only after completion may show that one extra 202 again after a
+// restart. RetryAfter is derived from the measured scan throughput and is
+// always between 1 and 10 seconds.
+//
+// # Restarts, cancel, expiry
+//
+// [Manager.Close] cancels running jobs, removes their partial files and
+// leaves them persisted as queued. [Manager.Start] serves completed and
+// failed jobs until they expire (a completed job whose files are missing
+// is turned into a failed one), restarts queued and running jobs from
+// scratch with their original stream head, and removes directories in
+// Config.Dir that belong to no job. A job is never reported complete with
+// partial files.
+//
+// [Manager.Cancel] stops a job (it returns once the worker has let go),
+// removes its files and record; Status and OpenFile then return
+// ErrNotFound. Completed and failed jobs are removed the same way once
+// Expires has passed, by a background loop and lazily by Status and
+// OpenFile. A download that already opened a file finishes even if the
+// job is removed meanwhile.
 package export

@@ -1,0 +1,152 @@
+package export
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/internal/synth"
+)
+
+// benchScales are copies of the Synthea sample (38,483 resources, about
+// 120 MB as NDJSON, each).
+var benchScales = []int{1, 3}
+
+// benchIndex returns an on-disk index holding scale copies of the sample,
+// with the number of resources and their stored bytes (NDJSON, with '\n').
+func benchIndex(b *testing.B, scale int) (x *index.Index, n, size int64) {
+	b.Helper()
+	x, err := index.Open(b.TempDir(), &index.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { x.Close() })
+	f := newFeeder(x)
+	g := &synth.Generator{Sample: sample(b), Seed: 1, Scale: scale}
+	batch := make([]index.Change, 0, 500)
+	flush := func() {
+		if _, err := x.Apply(context.Background(), batch, 0); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	err = g.Each(func(typ, id string, line []byte) error {
+		batch = append(batch, f.change(typ, id, slices.Clone(line)))
+		if len(batch) == cap(batch) {
+			flush()
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(batch) > 0 {
+		flush()
+	}
+	n, size = rawScanWrite(b, x, filepath.Join(b.TempDir(), "probe.ndjson"))
+	return x, n, size
+}
+
+// rawScanWrite is the physical limit of an export: one snapshot, every
+// type scanned, each value written with '\n' to one bufio file, no fsync.
+func rawScanWrite(b *testing.B, x *index.Index, path string) (n, size int64) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, writeBufferSize)
+	snap, err := x.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer snap.Close()
+	for _, c := range snap.Counts() {
+		err := snap.Scan(context.Background(), c.Type, 0, index.Unbounded, func(e index.Entry) error {
+			if e.Deleted {
+				return nil
+			}
+			n++
+			size += int64(len(e.Resource)) + 1
+			w.Write(e.Resource)
+			return w.WriteByte('\n')
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return n, size
+}
+
+// BenchmarkExport measures a full export through the Manager (kick-off to
+// completed manifest: snapshot, scans, split and fsynced files, manifest
+// persisted) against BenchmarkRawScanWrite.
+func BenchmarkExport(b *testing.B) {
+	for _, scale := range benchScales {
+		b.Run(fmt.Sprint("scale=", scale), func(b *testing.B) {
+			x, n, size := benchIndex(b, scale)
+			m, err := NewManager(Config{Dir: b.TempDir(), MinFreeBytes: -1}, x, nil, x)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := m.Start(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close(context.Background())
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				id, err := m.submit(context.Background(), fullRequest(), time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				j := m.lookup(id)
+				for {
+					j.mu.Lock()
+					s := j.rec.State
+					j.mu.Unlock()
+					if s == Completed {
+						break
+					}
+					if s == Failed {
+						b.Fatal(j.rec.Error)
+					}
+					time.Sleep(100 * time.Microsecond)
+				}
+				b.StopTimer()
+				if err := m.Cancel(id); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
+		})
+	}
+}
+
+// BenchmarkRawScanWrite is BenchmarkExport's physical limit: the same index
+// scanned from one snapshot into one bufio file, nothing else.
+func BenchmarkRawScanWrite(b *testing.B) {
+	for _, scale := range benchScales {
+		b.Run(fmt.Sprint("scale=", scale), func(b *testing.B) {
+			x, n, size := benchIndex(b, scale)
+			path := filepath.Join(b.TempDir(), "raw.ndjson")
+			b.SetBytes(size)
+			b.ReportAllocs()
+			for b.Loop() {
+				rawScanWrite(b, x, path)
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
+		})
+	}
+}

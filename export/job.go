@@ -1,0 +1,201 @@
+package export
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// recordVersion is the format of persisted job records.
+const recordVersion = 1
+
+// jobRecord is what the JobStore holds for a job, as JSON. It is the only
+// state that survives a restart.
+type jobRecord struct {
+	Version int     `json:"version"`
+	State   State   `json:"state"`
+	Request Request `json:"request"`
+	// HeadSeq is the stream's last sequence at kick-off: the job waits
+	// until ingest has applied it before taking its snapshot.
+	HeadSeq  uint64    `json:"headSeq"`
+	Created  time.Time `json:"created"`
+	Finished time.Time `json:"finished,omitzero"`
+	// Expires is when a completed or failed job is removed.
+	Expires  time.Time `json:"expires,omitzero"`
+	Manifest *Manifest `json:"manifest,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	// Polled records that a status poll has seen the job (the first poll
+	// never sees it finished).
+	Polled bool `json:"polled,omitempty"`
+}
+
+func decodeRecord(b []byte) (jobRecord, error) {
+	var r jobRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, err
+	}
+	if r.Version != recordVersion {
+		return r, fmt.Errorf("unsupported job record version %d", r.Version)
+	}
+	return r, nil
+}
+
+// job is the in-memory state of one job. mu guards rec, removed and the
+// run fields; the record is persisted under mu, so a job removed by Cancel
+// or expiry is never written back.
+type job struct {
+	id string
+
+	mu      sync.Mutex
+	rec     jobRecord
+	removed bool // cancelled or expired: record and files are gone
+
+	// Set while a worker runs the job.
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed when the worker is finished with the job
+
+	// Progress, for Status. phase and the type fields are guarded by mu;
+	// the counters are updated by the scan without locking.
+	phase     phase
+	waitSeq   uint64
+	typ       string // type being scanned
+	typeIdx   int    // 1-based
+	typeN     int
+	full      bool // a full export without _until: total is exact
+	since     uint64
+	total     int64 // full: resources to write; otherwise entries that may be scanned
+	entries   int64 // scan entries of all types (upper bound of scanned)
+	scanStart time.Time
+	written   atomic.Int64 // lines written to output and deleted files
+	scanned   atomic.Int64 // scan entries visited (tombstones included)
+}
+
+type phase uint8
+
+const (
+	phaseQueued phase = iota
+	phaseWaiting
+	phaseSnapshot
+	phaseScanning
+	phaseFinishing
+)
+
+// newJobID returns 128 random bits in hex.
+func newJobID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
+
+// isJobID reports whether name could be a job id (and so a job directory
+// this package created).
+func isJobID(name string) bool {
+	if len(name) != 32 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// progressLimit keeps X-Progress under the 100 characters SPEC 3.2 allows.
+const progressLimit = 99
+
+// progress returns the X-Progress text and the suggested polling interval
+// of a running job. j.mu is held; appliedSeq is the source's current one.
+func (j *job) progress(now time.Time, appliedSeq uint64) (string, time.Duration) {
+	var s string
+	retry := 2 * time.Second
+	switch j.phase {
+	case phaseQueued, phaseSnapshot:
+		s = "starting"
+		retry = time.Second
+	case phaseWaiting:
+		s = "waiting for ingest to reach sequence " + strconv.FormatUint(j.waitSeq, 10) +
+			" (at " + strconv.FormatUint(appliedSeq, 10) + ")"
+	case phaseScanning:
+		written, scanned := j.written.Load(), j.scanned.Load()
+		if j.full {
+			pct := int64(100)
+			if j.total > 0 {
+				pct = min(99, written*100/j.total)
+			}
+			s = fmt.Sprintf("exporting %s: %d%% (%s of %s resources)", j.typ, pct, group(written), group(j.total))
+		} else {
+			what := "resources and deletions"
+			if j.since == 0 {
+				what = "resources"
+			}
+			s = fmt.Sprintf("exporting %s (type %d of %d): %s %s so far",
+				j.typ, j.typeIdx, j.typeN, group(written), what)
+		}
+		// Remaining work over measured throughput. For a full export the
+		// resources are exact; otherwise the scan entries left are an
+		// upper bound.
+		if el := now.Sub(j.scanStart).Seconds(); el > 0 && scanned > 0 {
+			rate := float64(scanned) / el
+			left := float64(max(0, j.entries-scanned))
+			if j.full {
+				left = float64(max(0, j.total-written)) * float64(scanned) / float64(max(written, 1))
+			}
+			retry = time.Duration(left / rate * float64(time.Second))
+		}
+	case phaseFinishing:
+		s = "writing the manifest"
+		retry = time.Second
+	}
+	if len(s) > progressLimit {
+		s = s[:progressLimit]
+	}
+	return s, clamp(retry, time.Second, 10*time.Second)
+}
+
+// remaining estimates how long the job has left, for a 429's Retry-After;
+// ok is false when there is no measurement yet. j.mu is held.
+func (j *job) remaining(now time.Time) (time.Duration, bool) {
+	if j.phase != phaseScanning {
+		return 0, false
+	}
+	scanned := j.scanned.Load()
+	el := now.Sub(j.scanStart).Seconds()
+	if el <= 0 || scanned == 0 {
+		return 0, false
+	}
+	left := float64(max(0, j.entries-scanned))
+	return time.Duration(left / (float64(scanned) / el) * float64(time.Second)), true
+}
+
+func clamp(d, lo, hi time.Duration) time.Duration {
+	return min(max(d, lo), hi)
+}
+
+// group writes n with thousands separators: 38,483.
+func group(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if n < 0 || len(s) <= 3 {
+		return s
+	}
+	var b strings.Builder
+	first := len(s) % 3
+	if first > 0 {
+		b.WriteString(s[:first])
+	}
+	for i := first; i < len(s); i += 3 {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s[i : i+3])
+	}
+	return b.String()
+}
