@@ -19,7 +19,12 @@ func TimeOf(us uint64) time.Time { return time.UnixMicro(int64(us)).UTC() }
 // six fractional digits, so string order is time order
 // (2026-11-26T17:58:41.120000Z).
 func FormatInstant(us uint64) string {
-	return TimeOf(us).Format("2006-01-02T15:04:05.000000Z")
+	return string(appendInstant(nil, us))
+}
+
+// appendInstant appends FormatInstant(us) to dst.
+func appendInstant(dst []byte, us uint64) []byte {
+	return TimeOf(us).AppendFormat(dst, "2006-01-02T15:04:05.000000Z")
 }
 
 // nextClock is the commit clock: the commit time of a message with JetStream

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // Sentinel errors.
@@ -27,6 +28,56 @@ var (
 // formatVersion pins Pebble's on-disk format so that a dependency upgrade
 // never changes it silently.
 const formatVersion = pebble.FormatValueSeparation
+
+// Tuning of the Pebble store (see pebbleOptions).
+const (
+	// memTableSize is large so that a bulk ingest flushes rarely: each
+	// flush is a compaction's worth of input later. Pebble grows memtables
+	// up to this size, so small stores do not pay for it.
+	memTableSize = 64 << 20
+	// memTableStopWrites is how many memtables may queue for flushing
+	// before writes stall.
+	memTableStopWrites = 4
+	// valueSeparationMinSize is the smallest value stored in a blob file
+	// instead of the sstable. Resource bodies (~1 KB) are; r/ records,
+	// tombstones and meta values are not. Separated values are not
+	// rewritten by compactions, which then only move keys and handles.
+	valueSeparationMinSize = 256
+	// bloomBitsPerKey sizes the bloom filters: Apply reads the r/ record of
+	// every change, and on fresh data nearly all of those reads miss.
+	bloomBitsPerKey = 10
+)
+
+// pebbleOptions returns the Pebble options of an index. None of them
+// changes the keys or values stored, only how Pebble lays them out.
+func pebbleOptions(opts *Options, cache *pebble.Cache) *pebble.Options {
+	o := &pebble.Options{
+		FS:                          opts.FS,
+		Cache:                       cache,
+		FormatMajorVersion:          formatVersion,
+		Logger:                      pebbleLogger{opts.Logger.With("component", "pebble")},
+		MemTableSize:                memTableSize,
+		MemTableStopWritesThreshold: memTableStopWrites,
+		L0CompactionThreshold:       4,
+		L0StopWritesThreshold:       24,
+		LBaseMaxBytes:               256 << 20,
+		CompactionConcurrencyRange:  func() (int, int) { return 1, 2 },
+	}
+	o.TargetFileSizes[0] = 8 << 20
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(bloomBitsPerKey)
+	}
+	o.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           valueSeparationMinSize,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     5 * time.Minute,
+			TargetGarbageRatio:    0.2,
+		}
+	}
+	return o
+}
 
 // Index is the Pebble store of current resources ordered by type and commit
 // time. Apply is the single writer; Snapshot, job records and the read
@@ -68,13 +119,10 @@ func Open(dir string, opts *Options) (*Index, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	cache := pebble.NewCache(opts.CacheSize)
-	db, err := pebble.Open(dir, &pebble.Options{
-		FS:                 opts.FS,
-		Cache:              cache,
-		FormatMajorVersion: formatVersion,
-		Logger:             pebbleLogger{opts.Logger.With("component", "pebble")},
-	})
+	// Pebble charges its memtables to the block cache: without room for
+	// them, a cache of CacheSize would hold no blocks at all.
+	cache := pebble.NewCache(opts.CacheSize + memTableSize*memTableStopWrites)
+	db, err := pebble.Open(dir, pebbleOptions(opts, cache))
 	if err != nil {
 		cache.Unref()
 		return nil, fmt.Errorf("open index %q: %w", dir, err)
@@ -268,6 +316,8 @@ type Change struct {
 	// whitespace between tokens) whose resourceType and id match Type and
 	// ID. Ignored for deletes.
 	Body []byte
+	// Layout optionally locates meta and id in Body (see BodyLayout).
+	Layout BodyLayout
 }
 
 // Result reports what Apply did with one Change.
@@ -357,7 +407,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			count(c.Type, 0, 1)
 		} else {
 			var err error
-			if vbuf, err = stamp(vbuf[:0], c.Body, rec.Version, clock); err != nil {
+			if vbuf, err = stampLayout(vbuf[:0], c.Body, c.Layout, rec.Version, clock); err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
 			if err := b.Set(kbuf, vbuf, nil); err != nil {

@@ -23,7 +23,9 @@ type Options struct {
 	// Registerer, if set, gets the index's collector (resources by type,
 	// tombstones, applied sequence, Pebble internals).
 	Registerer prometheus.Registerer
-	// CacheSize is Pebble's block cache in bytes (DefaultCacheSize).
+	// CacheSize is Pebble's block cache in bytes (DefaultCacheSize), not
+	// counting the memtables, which Pebble accounts in the same cache and
+	// Open adds room for.
 	CacheSize int64
 	// NoSync commits batches without fsync. Only for benchmarks that
 	// measure what the fsync costs; never in production.

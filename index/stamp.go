@@ -12,6 +12,23 @@ import (
 // this is a second line of defence, not the validator.
 var errBadResource = errors.New("index: resource is not a JSON object with an object meta")
 
+// BodyLayout locates, in a Change's Body, the top-level members stamp
+// writes around, so that Apply does not walk the body again: the decoder
+// that validated the body (ingest.Decode) fills it in on the way. The zero
+// value means unknown, and Apply finds the members itself.
+type BodyLayout struct {
+	// Set reports whether the fields below are filled in. When it is, the
+	// body must be a compact JSON object without duplicate member names.
+	Set bool
+	// IDEnd is the offset just past the value of the id member, where a
+	// body without meta gets one; 0 if there is no id member.
+	IDEnd int
+	// MetaStart and MetaEnd bound the value of the meta member, a JSON
+	// object whose name is written "meta" (no escapes); both are 0 if there
+	// is no meta member.
+	MetaStart, MetaEnd int
+}
+
 // stamp returns the stored form of an upsert: body with meta.versionId and
 // meta.lastUpdated set to the store's version and the commit time, and every
 // other byte kept as published (member order, number literals, string
@@ -22,6 +39,110 @@ var errBadResource = errors.New("index: resource is not a JSON object with an ob
 // body must be a compact JSON object (no whitespace between tokens); the
 // result is appended to dst and is compact too, ready to be one NDJSON line.
 func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
+	return stampLayout(dst, body, BodyLayout{}, version, commitTime)
+}
+
+// stampLayout is stamp with the members located by l, if l is set and
+// plausible. It finds them itself otherwise, and leaves the bodies it
+// cannot splice (several meta members, an escaped meta name, neither meta
+// nor id) to stampMembers.
+func stampLayout(dst, body []byte, l BodyLayout, version, commitTime uint64) ([]byte, error) {
+	if !l.Set || !l.plausible(body) {
+		var ok bool
+		var err error
+		if l, ok, err = findLayout(body); err != nil {
+			return nil, err
+		}
+		if !ok {
+			return stampMembers(dst, body, version, commitTime)
+		}
+	}
+	if l.MetaEnd > 0 {
+		// Replace meta's value in place.
+		dst = append(dst, body[:l.MetaStart]...)
+		var err error
+		if dst, err = appendMeta(dst, body[l.MetaStart:l.MetaEnd], version, commitTime); err != nil {
+			return nil, err
+		}
+		return append(dst, body[l.MetaEnd:]...), nil
+	}
+	// Insert a meta member after id.
+	dst = append(dst, body[:l.IDEnd]...)
+	dst = append(dst, `,"meta":`...)
+	dst, _ = appendMeta(dst, nil, version, commitTime)
+	return append(dst, body[l.IDEnd:]...), nil
+}
+
+// metaName is the meta member's name and colon as stamp writes them.
+const metaName = `"meta":`
+
+// plausible checks l against body cheaply, so that a layout from
+// somewhere else cannot make stamp slice out of bounds.
+func (l BodyLayout) plausible(body []byte) bool {
+	n := len(body)
+	if n < 2 || body[0] != '{' || body[n-1] != '}' {
+		return false
+	}
+	if l.MetaEnd != 0 {
+		return l.MetaStart >= 1+len(metaName) && l.MetaStart < l.MetaEnd && l.MetaEnd < n &&
+			body[l.MetaStart] == '{' && body[l.MetaEnd-1] == '}' &&
+			string(body[l.MetaStart-len(metaName):l.MetaStart]) == metaName
+	}
+	return l.IDEnd > 1 && l.IDEnd < n && (body[l.IDEnd] == ',' || body[l.IDEnd] == '}')
+}
+
+// findLayout walks body's members for stampLayout. ok is false when the
+// body is valid but not one stampLayout splices.
+func findLayout(body []byte) (l BodyLayout, ok bool, err error) {
+	metas := 0
+	var escapedMeta bool
+	err = jsonobj.EachKey(body, func(key []byte, ks, vs, ve int) bool {
+		switch string(key) {
+		case "meta":
+			metas++
+			escapedMeta = string(body[ks:vs]) != metaName
+			l.MetaStart, l.MetaEnd = vs, ve
+		case "id":
+			l.IDEnd = ve
+		}
+		return true
+	})
+	if err != nil {
+		return BodyLayout{}, false, errBadResource
+	}
+	if metas > 1 || escapedMeta || (metas == 0 && l.IDEnd == 0) {
+		return BodyLayout{}, false, nil
+	}
+	l.Set = true
+	return l, true, nil
+}
+
+// appendMeta appends the stamped meta object: versionId and lastUpdated,
+// then the members of old (a JSON object, or nil) other than those two.
+func appendMeta(dst, old []byte, version, commitTime uint64) ([]byte, error) {
+	dst = append(dst, `{"versionId":"`...)
+	dst = strconv.AppendUint(dst, version, 10)
+	dst = append(dst, `","lastUpdated":"`...)
+	dst = appendInstant(dst, commitTime)
+	dst = append(dst, '"')
+	if old != nil {
+		err := jsonobj.EachKey(old, func(key []byte, ks, _, ve int) bool {
+			if string(key) != "versionId" && string(key) != "lastUpdated" {
+				dst = append(dst, ',')
+				dst = append(dst, old[ks:ve]...)
+			}
+			return true
+		})
+		if err != nil {
+			return nil, errBadResource
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// stampMembers is the general stamp, member by member: it handles the
+// bodies stampLayout does not splice.
+func stampMembers(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 	members, err := objectMembers(body)
 	if err != nil {
 		return nil, err
@@ -37,25 +158,8 @@ func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
 	}
 	dst = append(dst, '{')
 	writeMeta := func(old []byte) ([]byte, error) {
-		dst = append(dst, `"meta":{"versionId":"`...)
-		dst = strconv.AppendUint(dst, version, 10)
-		dst = append(dst, `","lastUpdated":"`...)
-		dst = append(dst, FormatInstant(commitTime)...)
-		dst = append(dst, '"')
-		if old != nil {
-			inner, err := objectMembers(old)
-			if err != nil {
-				return nil, err
-			}
-			for _, m := range inner {
-				if m.Key == "versionId" || m.Key == "lastUpdated" {
-					continue
-				}
-				dst = append(dst, ',')
-				dst = append(dst, m.Raw...)
-			}
-		}
-		return append(dst, '}'), nil
+		dst = append(dst, metaName...)
+		return appendMeta(dst, old, version, commitTime)
 	}
 	first := true
 	sep := func() {

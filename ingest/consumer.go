@@ -72,8 +72,38 @@ type Consumer struct {
 
 	// Owned by the loop goroutine.
 	lastDSeq uint64 // consumer (delivery) sequence of the last message seen; 0 after a resync
-	changes  []index.Change
-	dead     []deadLetter
+	// The loop prepares (fetches and decodes) the next batch while the
+	// previous one commits: inflight is the commit running, if any, and
+	// queued the last stream sequence handed to it. The two batch buffers
+	// take turns.
+	inflight chan commitResult
+	queued   uint64
+	bufs     [2]batch
+	next     int
+}
+
+// batch is a fetched and decoded batch, ready to commit.
+type batch struct {
+	msgs          []jetstream.Msg
+	changes       []index.Change
+	dead          []deadLetter
+	last, pending uint64
+	lastTime      time.Time
+	redelivered   int
+}
+
+// reset empties b for reuse, keeping its capacity.
+func (b *batch) reset() {
+	clear(b.changes)
+	clear(b.dead)
+	*b = batch{changes: b.changes[:0], dead: b.dead[:0]}
+}
+
+// commitResult is the outcome of a batch's commit: the failing stage and
+// its error, or "" and nil.
+type commitResult struct {
+	stage string
+	err   error
 }
 
 // New checks cfg and builds a Consumer. It does not touch NATS until
@@ -180,6 +210,9 @@ func (c *Consumer) Head(ctx context.Context) (uint64, error) {
 // run is the fetch loop.
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
+	// A batch whose commit started is committed and acked before the loop
+	// ends (Close waits for it).
+	defer c.wait()
 	var (
 		failures   int
 		lastLog    time.Time
@@ -218,10 +251,14 @@ func (c *Consumer) run(ctx context.Context) {
 	}
 }
 
-// step runs one fetch–decode–commit–ack cycle. It returns the failing
-// stage for the error metric.
+// step runs one fetch–decode–commit–ack cycle, overlapped with the
+// previous one: it fetches and decodes a batch while the previous batch
+// commits, then waits for that commit (and its ack) and starts this
+// batch's. A failure of either discards the batch not yet committed. It
+// returns the failing stage for the error metric.
 func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
 	if *needResync {
+		// No commit is in flight: a failed step waited for it.
 		if err := c.resync(ctx); err != nil {
 			return "resync", err
 		}
@@ -229,14 +266,49 @@ func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
 	}
 	msgs, err := c.fetch(ctx)
 	if err != nil {
+		if stage, cerr := c.wait(); cerr != nil {
+			return stage, cerr
+		}
 		return "fetch", err
 	}
 	if len(msgs) == 0 {
+		if stage, err := c.wait(); err != nil {
+			return stage, err
+		}
 		c.g.caughtUp.Store(true)
 		c.g.pending.Store(0)
 		return "", nil
 	}
-	return c.process(ctx, msgs)
+	b := &c.bufs[c.next]
+	stage, err := c.prepare(b, msgs)
+	if cstage, cerr := c.wait(); cerr != nil {
+		return cstage, cerr // b is dropped: the resync delivers it again
+	}
+	if err != nil {
+		return stage, err
+	}
+	c.next = 1 - c.next
+	c.queued = b.last
+	done := make(chan commitResult, 1)
+	c.inflight = done
+	go func() {
+		stage, err := c.commit(ctx, b)
+		done <- commitResult{stage, err}
+	}()
+	return "", nil
+}
+
+// wait waits for the commit in flight, if any, and returns its result.
+func (c *Consumer) wait() (string, error) {
+	if c.inflight == nil {
+		return "", nil
+	}
+	r := <-c.inflight
+	c.inflight = nil
+	if r.err != nil {
+		c.queued = 0
+	}
+	return r.stage, r.err
 }
 
 // resync moves the durable consumer to the sequence after the index's
@@ -250,6 +322,7 @@ func (c *Consumer) resync(ctx context.Context) error {
 		return fmt.Errorf("ingest: reset consumer %q to stream sequence %d: %w", c.cfg.Durable, seq, err)
 	}
 	c.lastDSeq = 0
+	c.queued = 0
 	return nil
 }
 
@@ -291,21 +364,15 @@ func collect(dst []jetstream.Msg) func(jetstream.MessageBatch, error) ([]jetstre
 	}
 }
 
-// process decodes a fetched batch, dead-letters the rejected messages,
-// commits the rest with one Apply and acks the batch.
-func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) (string, error) {
-	applied := c.dst.AppliedSeq()
-	changes, dead := c.changes[:0], c.dead[:0]
-	defer func() {
-		clear(changes)
-		clear(dead)
-		c.changes, c.dead = changes[:0], dead[:0]
-	}()
-	var (
-		last, pending uint64
-		lastTime      time.Time
-		redelivered   int
-	)
+// prepare checks a fetched batch's delivery order and decodes it into b,
+// setting aside the rejected messages for the dead letter stream.
+func (c *Consumer) prepare(b *batch, msgs []jetstream.Msg) (string, error) {
+	b.reset()
+	b.msgs = msgs
+	// Messages at or below this are committed, or will be by the commit in
+	// flight; Apply would skip them.
+	applied := max(c.dst.AppliedSeq(), c.queued)
+	var last uint64
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -324,9 +391,9 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) (string, e
 		if seq <= last {
 			return "fetch", fmt.Errorf("ingest: stream sequence %d delivered after %d", seq, last)
 		}
-		last, pending = seq, md.NumPending
+		last, b.pending = seq, md.NumPending
 		if seq <= applied {
-			redelivered++
+			b.redelivered++
 			continue
 		}
 		ch, err := Decode(m.Subject(), m.Headers(), m.Data(), c.cfg.MaxEventBytes)
@@ -335,33 +402,42 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) (string, e
 			if !errors.As(err, &rej) {
 				return "fetch", err
 			}
-			dead = append(dead, deadLetter{subject: m.Subject(), hdr: m.Headers(), data: m.Data(), seq: seq, rej: rej})
+			b.dead = append(b.dead, deadLetter{subject: m.Subject(), hdr: m.Headers(), data: m.Data(), seq: seq, rej: rej})
 			continue
 		}
 		ch.Seq, ch.Time = seq, md.Timestamp
-		changes = append(changes, ch)
-		lastTime = md.Timestamp
+		b.changes = append(b.changes, ch)
+		b.lastTime = md.Timestamp
 	}
+	b.last = last
+	return "", nil
+}
+
+// commit dead-letters a prepared batch's rejected messages, commits the
+// rest with one Apply and acks the batch. It runs while the loop prepares
+// the next batch, so it touches nothing the loop does.
+func (c *Consumer) commit(ctx context.Context, b *batch) (string, error) {
 	// Dead letters are acked by the DLQ stream before the batch that
 	// skips them commits: a crash in between republishes them, and the
 	// Nats-Msg-Id makes that a duplicate.
-	if len(dead) > 0 {
+	if len(b.dead) > 0 {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dlqTimeout)
-		err := publishDeadLetters(dctx, c.js, c.cfg.DLQSubjectPrefix, c.cfg.Stream, dead)
+		err := publishDeadLetters(dctx, c.js, c.cfg.DLQSubjectPrefix, c.cfg.Stream, b.dead)
 		cancel()
 		if err != nil {
 			return "dlq", err
 		}
 	}
-	if last > applied {
+	last := b.last
+	if last > c.dst.AppliedSeq() {
 		start := time.Now()
 		// Not cancelled by Close: a batch that started commits.
-		results, err := c.dst.Apply(context.WithoutCancel(ctx), changes, last)
+		results, err := c.dst.Apply(context.WithoutCancel(ctx), b.changes, last)
 		if err != nil {
 			return "apply", err
 		}
 		c.m.commit.Observe(time.Since(start).Seconds())
-		c.m.batchSize.Observe(float64(len(msgs)))
+		c.m.batchSize.Observe(float64(len(b.msgs)))
 		for _, r := range results {
 			if r.Skipped {
 				continue
@@ -372,21 +448,21 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) (string, e
 			}
 			c.m.applied.WithLabelValues(r.Change.Type, op).Inc()
 		}
-		for _, d := range dead {
+		for _, d := range b.dead {
 			c.m.deadLettered.WithLabelValues(d.rej.Reason).Inc()
 			c.log.Warn("event dead-lettered", attrSeq, d.seq, attrSubject, d.subject, attrReason, d.rej.Reason, "detail", d.rej.Detail)
 		}
 		c.g.lastSeq.Store(last)
-		if !lastTime.IsZero() {
-			c.g.lastTimeUS.Store(lastTime.UnixMicro())
+		if !b.lastTime.IsZero() {
+			c.g.lastTimeUS.Store(b.lastTime.UnixMicro())
 		}
 	}
-	c.m.redelivered.Add(float64(redelivered))
-	c.g.pending.Store(pending)
-	c.g.caughtUp.Store(pending == 0)
+	c.m.redelivered.Add(float64(b.redelivered))
+	c.g.pending.Store(b.pending)
+	c.g.caughtUp.Store(b.pending == 0)
 	// AckAll: acking the last message acks the batch. A lost ack only
 	// means a redelivery, which the applied sequence recognises.
-	if err := msgs[len(msgs)-1].Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	if err := b.msgs[len(b.msgs)-1].Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		c.m.errors.WithLabelValues("ack").Inc()
 		c.log.Debug("ack failed", attrSeq, last, attrError, err)
 	}

@@ -112,6 +112,11 @@ func Decode(subject string, hdr nats.Header, data []byte, maxBytes int) (index.C
 	if del {
 		return index.Change{Type: typ, ID: id, Delete: true}, nil
 	}
+	if body, layout, st := scanBody(data, typ, id); st == scanOK {
+		return index.Change{Type: typ, ID: id, Body: body, Layout: layout}, nil
+	}
+	// Rejected, or not the plain case: the general path decides and
+	// explains.
 	r, rerr := scanResource(data)
 	if rerr != nil {
 		return index.Change{}, rerr
@@ -147,7 +152,8 @@ type resource struct {
 }
 
 // scanResource validates an upsert body and reads its resourceType and
-// id without decoding the rest.
+// id without decoding the rest. It is the general path of Decode, for the
+// bodies scanBody does not accept.
 func scanResource(data []byte) (resource, *RejectError) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return resource{}, reject(ReasonNotJSON, "empty body")

@@ -11,9 +11,9 @@
 package jsonobj
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
-	"strings"
 )
 
 // ErrSyntax is returned for bytes that are not a compact JSON object.
@@ -24,6 +24,16 @@ var ErrSyntax = errors.New("jsonobj: not a compact JSON object")
 // decoder reads it), the offset ks of the key's opening quote and the
 // bounds b[vs:ve] of its value, until fn returns false.
 func Each(b []byte, fn func(key string, ks, vs, ve int) bool) error {
+	return EachKey(b, func(key []byte, ks, vs, ve int) bool {
+		return fn(string(key), ks, vs, ve)
+	})
+}
+
+// EachKey is Each with the key as bytes, for callers that only compare
+// it: a key without escapes (every FHIR name) is a slice of b, so the
+// walk allocates nothing; a key with escapes is unescaped into a new
+// slice. fn must not keep or modify key.
+func EachKey(b []byte, fn func(key []byte, ks, vs, ve int) bool) error {
 	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
 		return ErrSyntax
 	}
@@ -43,12 +53,13 @@ func Each(b []byte, fn func(key string, ks, vs, ve int) bool) error {
 		if err != nil {
 			return err
 		}
-		key := string(b[i+1 : end-1])
-		if strings.IndexByte(key, '\\') >= 0 {
-			key = ""
-			if err := json.Unmarshal(b[i:end], &key); err != nil {
+		key := b[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var s string
+			if err := json.Unmarshal(b[i:end], &s); err != nil {
 				return ErrSyntax
 			}
+			key = []byte(s)
 		}
 		i = end
 		if i >= len(b) || b[i] != ':' {
