@@ -5,7 +5,8 @@
 // cancels and resumes jobs.
 //
 // Guarantee: every exported resource has _since < meta.lastUpdated <=
-// transactionTime (and <= _until); a client that chains exports with
+// transactionTime (and < _until: _until is exclusive, "changed before");
+// a client that chains exports with
 // _since = the previous transactionTime sees every change exactly once.
 //
 // # Jobs
@@ -27,7 +28,8 @@
 //     Config.MaxCatchUpWait, after which the job fails;
 //  2. take one index snapshot: its clock is the manifest's transactionTime;
 //  3. scan each type (the requested ones, or every type with data in the
-//     snapshot) for since < lastUpdated <= min(until, transactionTime),
+//     snapshot) for since < lastUpdated <= min(Until, transactionTime),
+//     where Request.Until is the last microsecond before _until,
 //     streaming the stored bytes (through applyElements when _elements is
 //     given) into the files; nothing is buffered beyond one bufio buffer
 //     per file sequence, so memory is flat whatever the export size;
@@ -58,7 +60,7 @@
 // # Deletions
 //
 // Full exports (no _since) skip tombstones. A _since export writes every
-// deletion with since < deletion time <= min(until, transactionTime) as
+// deletion with since < deletion time <= min(Until, transactionTime) as
 // one line of its type's deleted file: a transaction Bundle with a single
 // DELETE entry and the deletion time as meta.lastUpdated,
 //

@@ -1,10 +1,261 @@
 package export
 
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
+)
+
+// subsettedCoding is the meta.tag coding of a resource reduced by
+// _elements, with exactly these two keys (SPEC 2.5: BDT compares it for
+// deep equality).
+const (
+	subsettedSystem = `"http://terminology.hl7.org/CodeSystem/v3-ObservationValue"`
+	subsettedCode   = `"SUBSETTED"`
+	subsettedCoding = `{"system":` + subsettedSystem + `,"code":` + subsettedCode + `}`
+)
+
+// alwaysKept are the top-level elements _elements never removes (SPEC 2.5
+// "SHOULD always keep mandatory elements"): resourceType, id and meta
+// (which carries versionId, lastUpdated and the SUBSETTED tag), and the
+// Resource/DomainResource modifiers implicitRules and modifierExtension,
+// because dropping a modifier can change the meaning of what is left.
+// Type-specific mandatory elements (min cardinality ≥ 1, e.g.
+// Observation.status and code) are not known here: there is no R4
+// structure-definition table in the module yet, so they are kept only when
+// requested. The SUBSETTED tag tells readers the resource is incomplete.
+var alwaysKept = [...]string{"resourceType", "id", "meta", "implicitRules", "modifierExtension"}
+
 // applyElements appends to dst the resource (a compact JSON object of type
 // typ, as stored in the index) reduced to the requested elements, keeping
 // the mandatory ones and tagging it SUBSETTED. With no element for typ it
-// appends resource unchanged. Placeholder: the real implementation replaces
-// this file.
+// appends resource unchanged.
+//
+// An element applies to typ when its Type is "" or typ. A member is kept
+// when its name is requested or always kept (alwaysKept); a primitive's
+// companion "_name" member (its id and extensions) goes with "name".
+// Kept members are copied byte for byte in their original order; meta gets
+// the SUBSETTED coding appended to its (last) tag array, or a tag array
+// when it has none, unless a SUBSETTED coding is already there; a resource
+// without meta gets one at the end. The output is compact JSON, one line.
+//
+// It does not allocate on the success path beyond growing dst. On a
+// malformed resource it returns dst unchanged (same length) and an error
+// wrapping jsonobj.ErrSyntax.
 func applyElements(dst, resource []byte, typ string, elems []Element) ([]byte, error) {
-	return append(dst, resource...), nil
+	applies := false
+	for _, e := range elems {
+		if e.Type == "" || e.Type == typ {
+			applies = true
+			break
+		}
+	}
+	if !applies {
+		return append(dst, resource...), nil
+	}
+	start := len(dst)
+	dst = append(dst, '{')
+	first, sawMeta := true, false
+	var werr error
+	err := eachMember(resource, func(key []byte, ks, vs, ve int) bool {
+		isMeta := string(key) == "meta"
+		if !isMeta && !keepMember(key, typ, elems) {
+			return true
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		if !isMeta {
+			dst = append(dst, resource[ks:ve]...)
+			return true
+		}
+		sawMeta = true
+		dst = append(dst, resource[ks:vs]...)
+		dst, werr = appendTaggedMeta(dst, resource[vs:ve])
+		return werr == nil
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		return dst[:start], fmt.Errorf("export: _elements: %s resource: %w", typ, err)
+	}
+	if !sawMeta {
+		if !first {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"meta":{"tag":[`+subsettedCoding+`]}`...)
+	}
+	return append(dst, '}'), nil
+}
+
+// keepMember reports whether the top-level member key survives _elements.
+func keepMember(key []byte, typ string, elems []Element) bool {
+	if len(key) > 1 && key[0] == '_' {
+		key = key[1:] // a primitive's extensions follow the primitive
+	}
+	for _, k := range alwaysKept {
+		if string(key) == k {
+			return true
+		}
+	}
+	for _, e := range elems {
+		if (e.Type == "" || e.Type == typ) && e.Name == string(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendTaggedMeta appends meta (a compact JSON object) with the SUBSETTED
+// coding added to its tag.
+func appendTaggedMeta(dst, meta []byte) ([]byte, error) {
+	if len(meta) == 0 || meta[0] != '{' {
+		return dst, fmt.Errorf("meta is not an object: %w", jsonobj.ErrSyntax)
+	}
+	tagVS, tagVE := -1, -1
+	err := eachMember(meta, func(key []byte, _, vs, ve int) bool {
+		if string(key) == "tag" {
+			tagVS, tagVE = vs, ve // the last one wins, as in encoding/json
+		}
+		return true
+	})
+	if err != nil {
+		return dst, err
+	}
+	if tagVS < 0 {
+		// No tag: add one before the closing brace.
+		dst = append(dst, meta[:len(meta)-1]...)
+		if len(meta) > 2 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"tag":[`+subsettedCoding+`]}`...)
+		return dst, nil
+	}
+	tag := meta[tagVS:tagVE]
+	if tag[0] != '[' {
+		return dst, fmt.Errorf("meta.tag is not an array: %w", jsonobj.ErrSyntax)
+	}
+	has, err := hasSubsetted(tag)
+	if err != nil {
+		return dst, err
+	}
+	if has {
+		return append(dst, meta...), nil
+	}
+	closeAt := tagVE - 1 // the tag array's ']'
+	dst = append(dst, meta[:closeAt]...)
+	if len(tag) > 2 {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, subsettedCoding...)
+	return append(dst, meta[closeAt:]...), nil
+}
+
+// hasSubsetted reports whether the tag array (compact JSON) already holds
+// a SUBSETTED coding of the v3-ObservationValue system (with any other
+// members, e.g. a display).
+func hasSubsetted(tag []byte) (bool, error) {
+	if len(tag) == 2 {
+		return false, nil
+	}
+	for i := 1; ; {
+		end, err := jsonobj.SkipValue(tag, i)
+		if err != nil {
+			return false, err
+		}
+		if c := tag[i:end]; c[0] == '{' {
+			var system, code []byte
+			if err := eachMember(c, func(key []byte, _, vs, ve int) bool {
+				switch string(key) {
+				case "system":
+					system = c[vs:ve]
+				case "code":
+					code = c[vs:ve]
+				}
+				return true
+			}); err != nil {
+				return false, err
+			}
+			if string(system) == subsettedSystem && string(code) == subsettedCode {
+				return true, nil
+			}
+		}
+		if end >= len(tag) {
+			return false, jsonobj.ErrSyntax
+		}
+		switch tag[end] {
+		case ',':
+			i = end + 1
+		case ']':
+			if end != len(tag)-1 {
+				return false, jsonobj.ErrSyntax
+			}
+			return false, nil
+		default:
+			return false, jsonobj.ErrSyntax
+		}
+	}
+}
+
+// eachMember is jsonobj.Each without the per-member key allocation: key is
+// the raw key bytes (aliasing b) unless the key has escapes, in which case
+// it is unescaped (allocating; FHIR keys never need escapes). key is only
+// valid during the call.
+func eachMember(b []byte, fn func(key []byte, ks, vs, ve int) bool) error {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return jsonobj.ErrSyntax
+	}
+	if len(b) == 2 {
+		return nil
+	}
+	for i := 1; ; {
+		ks := i
+		if b[i] != '"' {
+			return jsonobj.ErrSyntax
+		}
+		kend, err := jsonobj.SkipValue(b, i) // the string's end
+		if err != nil {
+			return err
+		}
+		key := b[ks+1 : kend-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var s string
+			if json.Unmarshal(b[ks:kend], &s) != nil {
+				return jsonobj.ErrSyntax
+			}
+			key = []byte(s)
+		}
+		if kend >= len(b) || b[kend] != ':' {
+			return jsonobj.ErrSyntax
+		}
+		vs := kend + 1
+		ve, err := jsonobj.SkipValue(b, vs)
+		if err != nil {
+			return err
+		}
+		if !fn(key, ks, vs, ve) {
+			return nil
+		}
+		if ve >= len(b) {
+			return jsonobj.ErrSyntax
+		}
+		switch b[ve] {
+		case ',':
+			i = ve + 1
+			if i >= len(b) {
+				return jsonobj.ErrSyntax
+			}
+		case '}':
+			if ve != len(b)-1 {
+				return jsonobj.ErrSyntax
+			}
+			return nil
+		default:
+			return jsonobj.ErrSyntax
+		}
+	}
 }

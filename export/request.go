@@ -1,7 +1,531 @@
 package export
 
-// ParseRequest validates kick-off parameters. Placeholder: the real parser
-// replaces this file.
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/internal/fhir"
+)
+
+// Kick-off parameter names (case-sensitive, as FHIR search parameters are).
+const (
+	paramOutputFormat = "_outputFormat"
+	paramSince        = "_since"
+	paramUntil        = "_until"
+	paramType         = "_type"
+	paramElements     = "_elements"
+)
+
+// ndjsonFormat is the only output format; every accepted _outputFormat
+// spelling means it.
+const ndjsonFormat = "application/fhir+ndjson"
+
+// OperationOutcome issue codes used for kick-off errors.
+const (
+	codeInvalid      = "invalid"       // the request is malformed as a whole (cardinality, ordering)
+	codeValue        = "value"         // a value is not of the parameter's type (instant, list entry)
+	codeNotSupported = "not-supported" // well-formed but not something this server does
+)
+
+// unsupportedParams are the IG's kick-off parameters this server does not
+// implement (yet), with the reason shown to the client. Without lenient
+// handling they are refused; with it they are ignored and reported.
+var unsupportedParams = map[string]string{
+	"patient":               "patient is not applicable to a system-level export (use Patient/$export or Group/[id]/$export)",
+	"includeAssociatedData": "includeAssociatedData is not supported yet",
+	"_typeFilter":           "_typeFilter is not supported yet",
+	"organizeOutputBy":      "organizeOutputBy is not supported yet",
+	"allowPartialManifests": "allowPartialManifests is not supported yet",
+}
+
+// knownParams is every parameter name ParseRequest understands, for the
+// "did you mean" hint on a wrongly cased name.
+var knownParams = []string{
+	paramOutputFormat, paramSince, paramUntil, paramType, paramElements,
+	"patient", "includeAssociatedData", "_typeFilter", "organizeOutputBy", "allowPartialManifests",
+}
+
+// ParseRequest validates kick-off parameters (system-level $export, FHIR
+// Bulk Data 2.0–3.0) and returns the request to run, or a *RequestError
+// naming the parameter and saying what is wrong with it.
+//
+// Rules (SPEC.md 2.2, 2.5, 2.6, 11):
+//
+//   - Parameter names are case-sensitive. Params carry one value each, in
+//     request order; _type and _elements values are comma lists and may
+//     also be repeated (A,B&_type=C ≡ A,B,C); list entries are trimmed and
+//     deduplicated in order. _outputFormat, _since and _until have
+//     cardinality 0..1: a second occurrence is refused, even with the same
+//     value and even when lenient.
+//   - _outputFormat: application/fhir+ndjson (default), application/ndjson
+//     or ndjson, case-insensitively; a space in place of the "+" (an
+//     unencoded "+" in a query string) is accepted. Anything else is
+//     refused even when lenient: writing NDJSON for a client that asked
+//     for another format is not "safely ignoring" the parameter.
+//   - _since and _until: FHIR instants only (seconds and a zone are
+//     required; dates and zone-less dateTimes are refused, SPEC 2.5 and
+//     11 #13). A space in place of the "+" of the zone offset is read as
+//     "+". Malformed, in the future (after opts.Now), _until not after
+//     _since, or a window with no whole microsecond in it: refused, even
+//     when lenient (ignoring them would export a different data set).
+//   - _since is exclusive ("changed after", SPEC 11 #5): Since is the
+//     instant rounded down to the microsecond, so t > Since ⟺ t > _since
+//     for every commit time t. _until is exclusive too ("changed before"):
+//     Until (inclusive, see Request) is the last whole microsecond before
+//     _until. A _since at or before the Unix epoch is Since 0, i.e. no
+//     _since.
+//   - _type: each entry must be an R4 resource type. An unknown or empty
+//     entry is refused; when lenient it is skipped and reported in
+//     Ignored, unless that leaves no type at all, which is refused
+//     (exporting every type is not what the client asked for).
+//   - _elements: entries are "element" (every type) or "Type.element",
+//     element a top-level name ([a-z][A-Za-z0-9]*). Nested paths, unknown
+//     types, bad names and empty entries are refused; when lenient they
+//     are skipped and reported (if none is left, resources are exported
+//     whole, which the IG allows: a server may return more than asked).
+//   - patient, includeAssociatedData, _typeFilter, organizeOutputBy,
+//     allowPartialManifests and unknown parameters are refused
+//     (not-supported); when lenient they are ignored and reported.
+//
+// The first problem found, in parameter order, is the error; checks that
+// involve several parameters (_since/_until order, no type left) come
+// after.
 func ParseRequest(params []Param, opts ParseOptions) (Request, error) {
-	return Request{OutputFormat: "application/fhir+ndjson", Until: ^uint64(0), Lenient: opts.Lenient}, nil
+	p := requestParser{
+		opts: opts,
+		req: Request{
+			Until:        index.Unbounded,
+			OutputFormat: ndjsonFormat,
+			Lenient:      opts.Lenient,
+		},
+	}
+	for _, prm := range params {
+		if err := p.param(prm); err != nil {
+			return Request{}, err
+		}
+	}
+	if err := p.finish(); err != nil {
+		return Request{}, err
+	}
+	return p.req, nil
+}
+
+type requestParser struct {
+	opts ParseOptions
+	req  Request
+
+	// seen holds the first value of each single-valued parameter.
+	seen map[string]string
+
+	since, until       instant
+	hasSince, hasUntil bool
+
+	hasType     bool     // some _type parameter was given
+	typeSkipped []string // lenient: the _type entries skipped, for the "no type left" error
+}
+
+func (p *requestParser) param(prm Param) error {
+	switch prm.Name {
+	case paramOutputFormat:
+		if err := p.once(prm); err != nil {
+			return err
+		}
+		if !isNDJSON(prm.Value) {
+			return &RequestError{Param: prm.Name, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+				"_outputFormat %s is not supported; use application/fhir+ndjson (or application/ndjson, ndjson)",
+				quote(prm.Value))}
+		}
+	case paramSince, paramUntil:
+		if err := p.once(prm); err != nil {
+			return err
+		}
+		t, err := p.instantParam(prm)
+		if err != nil {
+			return err
+		}
+		if prm.Name == paramSince {
+			p.since, p.hasSince = t, true
+		} else {
+			p.until, p.hasUntil = t, true
+		}
+	case paramType:
+		p.hasType = true
+		return p.types(prm)
+	case paramElements:
+		return p.elements(prm)
+	default:
+		if why, ok := unsupportedParams[prm.Name]; ok {
+			return p.ignore(&RequestError{Param: prm.Name, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+				"%s (got %s=%s)", why, prm.Name, quote(prm.Value))})
+		}
+		diag := fmt.Sprintf("unknown parameter %s (value %s)", quote(prm.Name), quote(prm.Value))
+		for _, k := range knownParams {
+			if strings.EqualFold(k, prm.Name) {
+				diag += fmt.Sprintf(" (parameter names are case-sensitive: did you mean %s?)", k)
+				break
+			}
+		}
+		return p.ignore(&RequestError{Param: prm.Name, Code: codeNotSupported, Diagnostics: diag})
+	}
+	return nil
+}
+
+// once refuses a second occurrence of a 0..1 parameter.
+func (p *requestParser) once(prm Param) error {
+	if first, ok := p.seen[prm.Name]; ok {
+		return &RequestError{Param: prm.Name, Code: codeInvalid, Diagnostics: fmt.Sprintf(
+			"%s may be given at most once, but was given more than once (%s and %s)",
+			prm.Name, quote(first), quote(prm.Value))}
+	}
+	if p.seen == nil {
+		p.seen = make(map[string]string, 3)
+	}
+	p.seen[prm.Name] = prm.Value
+	return nil
+}
+
+// ignore reports e as the error, or when lenient records it in Ignored
+// (once) and carries on.
+func (p *requestParser) ignore(e *RequestError) error {
+	if !p.opts.Lenient {
+		return e
+	}
+	d := "ignored (lenient handling): " + e.Diagnostics
+	if !slices.Contains(p.req.Ignored, d) {
+		p.req.Ignored = append(p.req.Ignored, d)
+	}
+	return nil
+}
+
+func (p *requestParser) instantParam(prm Param) (instant, error) {
+	t, problem := parseInstant(prm.Value)
+	if problem != "" {
+		return instant{}, &RequestError{Param: prm.Name, Code: codeValue, Diagnostics: fmt.Sprintf(
+			"%s %s is not a FHIR instant (YYYY-MM-DDThh:mm:ss[.fraction] then Z or ±hh:mm, e.g. 2026-01-02T03:04:05Z): %s",
+			prm.Name, quote(prm.Value), problem)}
+	}
+	if t.after(p.opts.Now) {
+		return instant{}, &RequestError{Param: prm.Name, Code: codeValue, Diagnostics: fmt.Sprintf(
+			"%s %s is in the future (the server's time is %s)",
+			prm.Name, quote(prm.Value), index.FormatInstant(p.opts.Now))}
+	}
+	return t, nil
+}
+
+func (p *requestParser) types(prm Param) error {
+	for entry := range strings.SplitSeq(prm.Value, ",") {
+		typ := strings.TrimSpace(entry)
+		var e *RequestError
+		switch {
+		case typ == "":
+			e = &RequestError{Param: paramType, Code: codeValue, Diagnostics: fmt.Sprintf(
+				"_type %s has an empty entry; expected comma-separated resource types, e.g. Patient,Observation",
+				quote(prm.Value))}
+		case !fhir.IsResourceType(typ):
+			e = &RequestError{Param: paramType, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+				"_type %s is not a FHIR R4 resource type%s", quote(typ), typeHint(typ))}
+		default:
+			if !slices.Contains(p.req.Types, typ) {
+				p.req.Types = append(p.req.Types, typ)
+			}
+			continue
+		}
+		if err := p.ignore(e); err != nil {
+			return err
+		}
+		p.typeSkipped = append(p.typeSkipped, quote(typ))
+	}
+	return nil
+}
+
+func (p *requestParser) elements(prm Param) error {
+	for entry := range strings.SplitSeq(prm.Value, ",") {
+		entry = strings.TrimSpace(entry)
+		el, e := parseElement(entry, prm.Value)
+		if e != nil {
+			if err := p.ignore(e); err != nil {
+				return err
+			}
+			continue
+		}
+		if !slices.Contains(p.req.Elements, el) {
+			p.req.Elements = append(p.req.Elements, el)
+		}
+	}
+	return nil
+}
+
+// parseElement parses one _elements entry (trimmed); value is the whole
+// parameter value, for the diagnostics.
+func parseElement(entry, value string) (Element, *RequestError) {
+	bad := func(code, format string, args ...any) (Element, *RequestError) {
+		return Element{}, &RequestError{Param: paramElements, Code: code, Diagnostics: fmt.Sprintf(format, args...)}
+	}
+	if entry == "" {
+		return bad(codeValue, "_elements %s has an empty entry; expected comma-separated element names, e.g. id,Patient.birthDate",
+			quote(value))
+	}
+	typ, name, dotted := strings.Cut(entry, ".")
+	if !dotted {
+		typ, name = "", entry
+	} else if typ == "" || typ[0] < 'A' || typ[0] > 'Z' {
+		// "name.given", ".id": a path below a top-level element.
+		return bad(codeNotSupported, "_elements %s: only top-level elements (element or Type.element) are supported", quote(entry))
+	} else if !fhir.IsResourceType(typ) {
+		return bad(codeNotSupported, "_elements %s: %s is not a FHIR R4 resource type%s", quote(entry), quote(typ), typeHint(typ))
+	} else if strings.Contains(name, ".") {
+		return bad(codeNotSupported, "_elements %s: only top-level elements (element or Type.element) are supported", quote(entry))
+	}
+	if !isElementName(name) {
+		hint := ""
+		if strings.HasSuffix(name, "[x]") {
+			hint = " (name the element as it appears in JSON, e.g. valueQuantity for value[x])"
+		}
+		return bad(codeValue, "_elements %s: %s is not an element name (a lower-case letter, then letters and digits)%s",
+			quote(entry), quote(name), hint)
+	}
+	return Element{Type: typ, Name: name}, nil
+}
+
+// isElementName reports whether s is a top-level element name as FHIR JSON
+// spells it: [a-z][A-Za-z0-9]*.
+func isElementName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// typeHint suggests the right spelling of a wrongly cased resource type.
+func typeHint(s string) string {
+	for _, t := range fhir.ResourceTypes() {
+		if strings.EqualFold(t, s) {
+			return " (resource types are case-sensitive: did you mean " + t + "?)"
+		}
+	}
+	return ""
+}
+
+// finish runs the checks that involve several parameters and converts the
+// instants.
+func (p *requestParser) finish() error {
+	if p.hasType && len(p.req.Types) == 0 {
+		// Only reachable when lenient: strict parsing failed on the first bad entry.
+		return &RequestError{Param: paramType, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+			"_type names no exportable resource type (skipped: %s); refusing rather than exporting every type",
+			strings.Join(p.typeSkipped, ", "))}
+	}
+	if p.hasSince {
+		p.req.Since = p.since.sinceBound()
+	}
+	if p.hasUntil {
+		if p.hasSince && p.until.cmp(p.since) <= 0 {
+			return &RequestError{Param: paramUntil, Code: codeInvalid, Diagnostics: fmt.Sprintf(
+				"_until %s is not later than _since %s", quote(p.seen[paramUntil]), quote(p.seen[paramSince]))}
+		}
+		until, ok := p.until.untilBound()
+		if !ok || until <= p.req.Since {
+			d := fmt.Sprintf("_until %s leaves no whole microsecond after ", quote(p.seen[paramUntil]))
+			if p.hasSince {
+				d += fmt.Sprintf("_since %s", quote(p.seen[paramSince]))
+			} else {
+				d += "the Unix epoch"
+			}
+			return &RequestError{Param: paramUntil, Code: codeInvalid, Diagnostics: d +
+				"; commit times have microsecond precision, so no resource could match"}
+		}
+		p.req.Until = until
+	}
+	return nil
+}
+
+// isNDJSON reports whether v is one of the accepted _outputFormat
+// spellings (SPEC 2.5), case-insensitively, with a space standing for an
+// unencoded "+".
+func isNDJSON(v string) bool {
+	return strings.EqualFold(v, "application/fhir+ndjson") ||
+		strings.EqualFold(v, "application/fhir ndjson") ||
+		strings.EqualFold(v, "application/ndjson") ||
+		strings.EqualFold(v, "ndjson")
+}
+
+// quote quotes a client-supplied value for diagnostics, cut to a sane
+// length.
+func quote(s string) string {
+	const max = 80
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// instant is a parsed FHIR instant: us, the microseconds since the Unix
+// epoch rounded down (negative before the epoch), and sub, the fraction
+// digits past the sixth without trailing zeros ("" when the instant is a
+// whole microsecond).
+type instant struct {
+	us  int64
+	sub string
+}
+
+// cmp orders instants exactly (fraction digit strings without trailing
+// zeros compare like the fractions).
+func (t instant) cmp(u instant) int {
+	if t.us != u.us {
+		if t.us < u.us {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(t.sub, u.sub)
+}
+
+// after reports whether t is strictly after the commit time now.
+func (t instant) after(now uint64) bool {
+	if now > math.MaxInt64 {
+		return false
+	}
+	return t.us > int64(now) || t.us == int64(now) && t.sub != ""
+}
+
+// sinceBound is Request.Since for _since=t: commit times (whole µs) after
+// t are exactly those after t rounded down.
+func (t instant) sinceBound() uint64 {
+	return uint64(max(t.us, 0))
+}
+
+// untilBound is Request.Until for _until=t: the last whole microsecond
+// strictly before t (t rounded up, minus 1µs). ok is false when there is
+// none at or after the epoch.
+func (t instant) untilBound() (uint64, bool) {
+	last := t.us - 1
+	if t.sub != "" {
+		last = t.us
+	}
+	if last < 0 {
+		return 0, false
+	}
+	return uint64(last), true
+}
+
+// parseInstant parses a FHIR R4 instant,
+// YYYY-MM-DDThh:mm:ss[.f+](Z|(+|-)hh:mm), strictly: the date must exist,
+// the year is 0001–9999, the offset at most ±14:00. A space where the
+// offset's sign should be is read as "+" (an unencoded "+" in a query
+// string). Leap seconds (:60) are refused. problem says what is wrong.
+func parseInstant(s string) (t instant, problem string) {
+	// Fixed-width head: 2006-01-02T15:04:05
+	const head = len("2006-01-02T15:04:05")
+	if len(s) < len("2006-01-02") || !digits(s[:4]) || s[4] != '-' || !digits(s[5:7]) || s[7] != '-' || !digits(s[8:10]) {
+		return t, "it does not start with a date YYYY-MM-DD"
+	}
+	if len(s) == len("2006-01-02") {
+		return t, "a date is not enough: an instant needs a time with seconds and a timezone"
+	}
+	if s[10] != 'T' {
+		return t, "the date must be followed by T and the time"
+	}
+	if len(s) < head || !digits(s[11:13]) || s[13] != ':' || !digits(s[14:16]) || s[16] != ':' || !digits(s[17:19]) {
+		return t, "the time must be hh:mm:ss (seconds are required)"
+	}
+	year, month, day := atoi(s[:4]), atoi(s[5:7]), atoi(s[8:10])
+	hour, minute, sec := atoi(s[11:13]), atoi(s[14:16]), atoi(s[17:19])
+	switch {
+	case year == 0:
+		return t, "year 0000 does not exist"
+	case month < 1 || month > 12:
+		return t, "month " + s[5:7] + " does not exist"
+	case day < 1 || day > daysIn(year, month):
+		return t, "day " + s[8:10] + " does not exist in " + s[:7]
+	case hour > 23:
+		return t, "hour " + s[11:13] + " does not exist"
+	case minute > 59:
+		return t, "minute " + s[14:16] + " does not exist"
+	case sec == 60:
+		return t, "leap seconds are not supported"
+	case sec > 59:
+		return t, "second " + s[17:19] + " does not exist"
+	}
+	rest := s[head:]
+	var frac string
+	if rest != "" && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && '0' <= rest[n] && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 {
+			return t, "the fraction of a second after '.' has no digits"
+		}
+		frac, rest = rest[1:n], rest[n:]
+	}
+	var offset int // seconds east of UTC
+	switch {
+	case rest == "":
+		return t, "a timezone (Z or ±hh:mm) is required"
+	case rest == "Z":
+	case len(rest) == len("+hh:mm") && (rest[0] == '+' || rest[0] == '-' || rest[0] == ' ') &&
+		digits(rest[1:3]) && rest[3] == ':' && digits(rest[4:6]):
+		oh, om := atoi(rest[1:3]), atoi(rest[4:6])
+		if om > 59 || oh > 14 || oh == 14 && om != 0 {
+			return t, "the timezone offset " + rest + " is out of range (at most ±14:00)"
+		}
+		offset = oh*3600 + om*60
+		if rest[0] == '-' {
+			offset = -offset
+		}
+	default:
+		return t, "it must end with a timezone, Z or ±hh:mm, after the seconds"
+	}
+	secs := time.Date(year, time.Month(month), day, hour, minute, sec, 0, time.UTC).Unix() - int64(offset)
+	var us int64
+	for i := range 6 {
+		us *= 10
+		if i < len(frac) {
+			us += int64(frac[i] - '0')
+		}
+	}
+	if len(frac) > 6 {
+		t.sub = strings.TrimRight(frac[6:], "0")
+	}
+	t.us = secs*1_000_000 + us
+	return t, ""
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// atoi converts a short string of ASCII digits (checked by digits).
+func atoi(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		n = n*10 + int(s[i]-'0')
+	}
+	return n
+}
+
+func daysIn(year, month int) int {
+	// Day 0 of the next month is the last day of this one.
+	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }

@@ -1,0 +1,378 @@
+package export
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkstream/bulkstream/index"
+)
+
+// testNow is the ParseOptions.Now of the request tests: 2026-06-01T12:00:00Z.
+var testNow = index.Micros(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+
+// ps builds params from name, value pairs.
+func ps(nv ...string) []Param {
+	out := make([]Param, 0, len(nv)/2)
+	for i := 0; i+1 < len(nv); i += 2 {
+		out = append(out, Param{Name: nv[i], Value: nv[i+1]})
+	}
+	return out
+}
+
+// us is the commit-clock value of an RFC 3339 time, rounded down.
+func us(t testing.TB, s string) uint64 {
+	t.Helper()
+	tt, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("bad test time %q: %v", s, err)
+	}
+	return index.Micros(tt)
+}
+
+type requestCase struct {
+	name    string
+	params  []Param
+	lenient bool
+
+	// Accepted: the fields to compare (Until 0 means index.Unbounded).
+	types    []string
+	since    uint64
+	until    uint64
+	elements []Element
+	ignored  []string // one substring per Ignored entry
+
+	// Refused: Param, Code and a substring of Diagnostics.
+	errParam, errCode, errDiag string
+}
+
+func requestCases(t testing.TB) []requestCase {
+	return []requestCase{
+		// Accepted forms.
+		{name: "no params: everything, ndjson", params: nil},
+		{name: "outputFormat fhir+ndjson", params: ps("_outputFormat", "application/fhir+ndjson")},
+		{name: "outputFormat ndjson", params: ps("_outputFormat", "application/ndjson")},
+		{name: "outputFormat short", params: ps("_outputFormat", "ndjson")},
+		{name: "outputFormat unencoded plus", params: ps("_outputFormat", "application/fhir ndjson")},
+		{name: "outputFormat case-insensitive", params: ps("_outputFormat", "Application/FHIR+NDJSON")},
+		{name: "since Z", params: ps("_since", "2026-01-02T03:04:05Z"), since: us(t, "2026-01-02T03:04:05Z")},
+		{name: "since fraction and offset", params: ps("_since", "2026-01-02T03:04:05.123456+01:00"),
+			since: us(t, "2026-01-02T02:04:05.123456Z")},
+		{name: "since offset plus as space", params: ps("_since", "2026-01-02T03:04:05 01:00"),
+			since: us(t, "2026-01-02T02:04:05Z")},
+		{name: "since negative offset", params: ps("_since", "2026-01-02T03:04:05.5-05:30"),
+			since: us(t, "2026-01-02T08:34:05.5Z")},
+		{name: "since sub-microsecond rounds down", params: ps("_since", "2026-01-02T03:04:05.1234569Z"),
+			since: us(t, "2026-01-02T03:04:05.123456Z")},
+		{name: "since 12 fraction digits", params: ps("_since", "2026-01-02T03:04:05.123456999999Z"),
+			since: us(t, "2026-01-02T03:04:05.123456Z")},
+		{name: "since equal to now", params: ps("_since", index.FormatInstant(testNow)), since: testNow},
+		{name: "since before epoch is no since", params: ps("_since", "1900-01-01T00:00:00Z"), since: 0},
+		{name: "since leap day", params: ps("_since", "2024-02-29T00:00:00Z"), since: us(t, "2024-02-29T00:00:00Z")},
+		{name: "since offset +14:00", params: ps("_since", "2026-01-02T03:04:05+14:00"),
+			since: us(t, "2026-01-01T13:04:05Z")},
+		{name: "until exclusive: last microsecond before", params: ps("_until", "2026-01-02T03:04:05Z"),
+			until: us(t, "2026-01-02T03:04:05Z") - 1},
+		{name: "until sub-microsecond: that microsecond is before it", params: ps("_until", "2026-01-02T03:04:05.0000001Z"),
+			until: us(t, "2026-01-02T03:04:05Z")},
+		{name: "until equal to now", params: ps("_until", index.FormatInstant(testNow)), until: testNow - 1},
+		{name: "since and until", params: ps("_since", "2026-01-02T03:04:05Z", "_until", "2026-01-02T03:04:06Z"),
+			since: us(t, "2026-01-02T03:04:05Z"), until: us(t, "2026-01-02T03:04:06Z") - 1},
+		{name: "until two microseconds after since", params: ps("_since", "2026-01-02T03:04:05.000001Z", "_until", "2026-01-02T03:04:05.000003Z"),
+			since: us(t, "2026-01-02T03:04:05.000001Z"), until: us(t, "2026-01-02T03:04:05.000002Z")},
+		{name: "until same microsecond later digits", params: ps("_since", "2026-01-02T03:04:05.0000005Z", "_until", "2026-01-02T03:04:05.0000025Z"),
+			since: us(t, "2026-01-02T03:04:05Z"), until: us(t, "2026-01-02T03:04:05.000002Z")},
+		{name: "type comma and repeat", params: ps("_type", "Patient,Observation", "_type", "Condition"),
+			types: []string{"Patient", "Observation", "Condition"}},
+		{name: "type trimmed and deduplicated in order", params: ps("_type", " Observation , Patient", "_type", "Observation,Patient ,Encounter"),
+			types: []string{"Observation", "Patient", "Encounter"}},
+		{name: "type non-patient", params: ps("_type", "ValueSet,Practitioner"), types: []string{"ValueSet", "Practitioner"}},
+		{name: "elements bare and typed, repeated", params: ps("_type", "Patient", "_elements", "id,Patient.meta", "_elements", " birthDate ,Observation.valueQuantity,id"),
+			types:    []string{"Patient"},
+			elements: []Element{{Name: "id"}, {Type: "Patient", Name: "meta"}, {Name: "birthDate"}, {Type: "Observation", Name: "valueQuantity"}}},
+		{name: "everything together", params: ps("_outputFormat", "ndjson", "_type", "Patient", "_since", "2026-01-01T00:00:00Z",
+			"_until", "2026-02-01T00:00:00Z", "_elements", "id"),
+			types: []string{"Patient"}, since: us(t, "2026-01-01T00:00:00Z"), until: us(t, "2026-02-01T00:00:00Z") - 1,
+			elements: []Element{{Name: "id"}}},
+
+		// Lenient: skipped and recorded.
+		{name: "lenient unknown type skipped", lenient: true, params: ps("_type", "Patient,MissingType", "_type", "Observation"),
+			types: []string{"Patient", "Observation"}, ignored: []string{`_type "MissingType" is not a FHIR R4 resource type`}},
+		{name: "lenient empty type entry skipped", lenient: true, params: ps("_type", "Patient,,"),
+			types: []string{"Patient"}, ignored: []string{`_type "Patient,," has an empty entry`}},
+		{name: "lenient unsupported params ignored", lenient: true,
+			params: ps("_typeFilter", "Patient?status=active", "_typeFilter", "Observation?code=1", "includeAssociatedData", "LatestProvenanceResources",
+				"patient", "Patient/1", "organizeOutputBy", "Patient", "allowPartialManifests", "true"),
+			ignored: []string{
+				`_typeFilter is not supported yet (got _typeFilter="Patient?status=active")`,
+				`_typeFilter is not supported yet (got _typeFilter="Observation?code=1")`,
+				`includeAssociatedData is not supported yet`,
+				`patient is not applicable to a system-level export`,
+				`organizeOutputBy is not supported yet`,
+				`allowPartialManifests is not supported yet`,
+			}},
+		{name: "lenient unknown param ignored once", lenient: true, params: ps("_foo", "1", "_foo", "1", "_type", "Patient"),
+			types: []string{"Patient"}, ignored: []string{`unknown parameter "_foo" (value "1")`}},
+		{name: "lenient bad elements skipped", lenient: true,
+			params:   ps("_elements", "Patient.name.given,Foo.id,id,Name,,name.given"),
+			elements: []Element{{Name: "id"}},
+			ignored: []string{
+				`_elements "Patient.name.given": only top-level elements`,
+				`_elements "Foo.id": "Foo" is not a FHIR R4 resource type`,
+				`_elements "Name": "Name" is not an element name`,
+				`has an empty entry`,
+				`_elements "name.given": only top-level elements`,
+			}},
+		{name: "lenient all elements skipped: whole resources", lenient: true, params: ps("_elements", "Patient.name.given"),
+			ignored: []string{`only top-level elements`}},
+
+		// _outputFormat errors.
+		{name: "outputFormat xml", params: ps("_outputFormat", "application/xml"),
+			errParam: "_outputFormat", errCode: "not-supported", errDiag: `_outputFormat "application/xml" is not supported; use application/fhir+ndjson`},
+		{name: "outputFormat html even lenient", lenient: true, params: ps("_outputFormat", "text/html"),
+			errParam: "_outputFormat", errCode: "not-supported", errDiag: `"text/html" is not supported`},
+		{name: "outputFormat empty", params: ps("_outputFormat", ""),
+			errParam: "_outputFormat", errCode: "not-supported", errDiag: `_outputFormat "" is not supported`},
+		{name: "outputFormat with parameters", params: ps("_outputFormat", "application/fhir+ndjson;charset=utf-8"),
+			errParam: "_outputFormat", errCode: "not-supported", errDiag: `is not supported`},
+		{name: "outputFormat repeated, different", params: ps("_outputFormat", "ndjson", "_outputFormat", "x-custom"),
+			errParam: "_outputFormat", errCode: "invalid", errDiag: `_outputFormat may be given at most once, but was given more than once ("ndjson" and "x-custom")`},
+		{name: "outputFormat repeated, same, lenient", lenient: true, params: ps("_outputFormat", "ndjson", "_outputFormat", "ndjson"),
+			errParam: "_outputFormat", errCode: "invalid", errDiag: `at most once`},
+
+		// _since/_until errors.
+		{name: "since BDT invalid", params: ps("_since", "0000-60-01T30:70:80+05:00"),
+			errParam: "_since", errCode: "value", errDiag: `_since "0000-60-01T30:70:80+05:00" is not a FHIR instant`},
+		{name: "since BDT future", params: ps("_since", "2057-01-01T00:00:00+05:00"),
+			errParam: "_since", errCode: "value", errDiag: `_since "2057-01-01T00:00:00+05:00" is in the future (the server's time is 2026-06-01T12:00:00.000000Z)`},
+		{name: "since future by a fraction", params: ps("_since", "2026-06-01T12:00:00.0000001Z"),
+			errParam: "_since", errCode: "value", errDiag: `is in the future`},
+		{name: "since future even lenient", lenient: true, params: ps("_since", "2030-01-01T00:00:00Z"),
+			errParam: "_since", errCode: "value", errDiag: `is in the future`},
+		{name: "until future", params: ps("_until", "2026-06-01T12:00:01Z"),
+			errParam: "_until", errCode: "value", errDiag: `_until "2026-06-01T12:00:01Z" is in the future`},
+		{name: "since date only", params: ps("_since", "2026-01-02"),
+			errParam: "_since", errCode: "value", errDiag: `a date is not enough`},
+		{name: "since without timezone", params: ps("_since", "2026-01-02T03:04:05"),
+			errParam: "_since", errCode: "value", errDiag: `a timezone (Z or ±hh:mm) is required`},
+		{name: "since without seconds", params: ps("_since", "2026-01-02T03:04Z"),
+			errParam: "_since", errCode: "value", errDiag: `seconds are required`},
+		{name: "since lower-case z", params: ps("_since", "2026-01-02T03:04:05z"),
+			errParam: "_since", errCode: "value", errDiag: `must end with a timezone`},
+		{name: "since lower-case t", params: ps("_since", "2026-01-02t03:04:05Z"),
+			errParam: "_since", errCode: "value", errDiag: `followed by T`},
+		{name: "since space not before offset", params: ps("_since", "2026-01-02 03:04:05Z"),
+			errParam: "_since", errCode: "value", errDiag: `followed by T`},
+		{name: "since trailing garbage", params: ps("_since", "2026-01-02T03:04:05Zx"),
+			errParam: "_since", errCode: "value", errDiag: `must end with a timezone`},
+		{name: "since two spaces", params: ps("_since", "2026-01-02T03:04:05  01:00"),
+			errParam: "_since", errCode: "value", errDiag: `must end with a timezone`},
+		{name: "since empty fraction", params: ps("_since", "2026-01-02T03:04:05.Z"),
+			errParam: "_since", errCode: "value", errDiag: `has no digits`},
+		{name: "since February 30", params: ps("_since", "2026-02-30T00:00:00Z"),
+			errParam: "_since", errCode: "value", errDiag: `day 30 does not exist in 2026-02`},
+		{name: "since February 29 not leap", params: ps("_since", "2025-02-29T00:00:00Z"),
+			errParam: "_since", errCode: "value", errDiag: `day 29 does not exist`},
+		{name: "since hour 24", params: ps("_since", "2026-01-02T24:00:00Z"),
+			errParam: "_since", errCode: "value", errDiag: `hour 24 does not exist`},
+		{name: "since leap second", params: ps("_since", "2016-12-31T23:59:60Z"),
+			errParam: "_since", errCode: "value", errDiag: `leap seconds are not supported`},
+		{name: "since offset too large", params: ps("_since", "2026-01-02T03:04:05+14:30"),
+			errParam: "_since", errCode: "value", errDiag: `offset +14:30 is out of range`},
+		{name: "since offset without colon", params: ps("_since", "2026-01-02T03:04:05+0100"),
+			errParam: "_since", errCode: "value", errDiag: `must end with a timezone`},
+		{name: "since year 0", params: ps("_since", "0000-01-01T00:00:00Z"),
+			errParam: "_since", errCode: "value", errDiag: `year 0000 does not exist`},
+		{name: "since empty", params: ps("_since", ""),
+			errParam: "_since", errCode: "value", errDiag: `does not start with a date`},
+		{name: "since unix seconds", params: ps("_since", "1767225600"),
+			errParam: "_since", errCode: "value", errDiag: `does not start with a date`},
+		{name: "since repeated", params: ps("_since", "2026-01-02T03:04:05Z", "_since", "2026-01-03T03:04:05Z"),
+			errParam: "_since", errCode: "invalid", errDiag: `_since may be given at most once`},
+		{name: "until repeated", params: ps("_until", "2026-01-02T03:04:05Z", "_until", "2026-01-02T03:04:05Z"),
+			errParam: "_until", errCode: "invalid", errDiag: `_until may be given at most once`},
+		{name: "until before since", params: ps("_until", "2026-01-01T00:00:00Z", "_since", "2026-01-02T00:00:00Z"),
+			errParam: "_until", errCode: "invalid", errDiag: `_until "2026-01-01T00:00:00Z" is not later than _since "2026-01-02T00:00:00Z"`},
+		{name: "until equal to since, other zone", params: ps("_since", "2026-01-02T00:00:00Z", "_until", "2026-01-02T01:00:00+01:00"),
+			errParam: "_until", errCode: "invalid", errDiag: `is not later than _since`},
+		{name: "until equal to since, trailing zeros", params: ps("_since", "2026-01-02T00:00:00.0000005Z", "_until", "2026-01-02T00:00:00.00000050Z"),
+			errParam: "_until", errCode: "invalid", errDiag: `is not later than _since`},
+		{name: "until one microsecond after since", params: ps("_since", "2026-01-02T00:00:00Z", "_until", "2026-01-02T00:00:00.000001Z"),
+			errParam: "_until", errCode: "invalid", errDiag: `leaves no whole microsecond after _since "2026-01-02T00:00:00Z"`},
+		{name: "until within since's microsecond", params: ps("_since", "2026-01-02T00:00:00.0000001Z", "_until", "2026-01-02T00:00:00.0000009Z"),
+			errParam: "_until", errCode: "invalid", errDiag: `leaves no whole microsecond`},
+		{name: "until at epoch", params: ps("_until", "1970-01-01T00:00:00Z"),
+			errParam: "_until", errCode: "invalid", errDiag: `leaves no whole microsecond after the Unix epoch`},
+
+		// _type errors.
+		{name: "type unknown", params: ps("_type", "MissingType"),
+			errParam: "_type", errCode: "not-supported", errDiag: `_type "MissingType" is not a FHIR R4 resource type`},
+		{name: "type unknown in a list", params: ps("_type", "Patient, Foo ,Observation"),
+			errParam: "_type", errCode: "not-supported", errDiag: `_type "Foo" is not`},
+		{name: "type wrong case", params: ps("_type", "patient"),
+			errParam: "_type", errCode: "not-supported", errDiag: `(resource types are case-sensitive: did you mean Patient?)`},
+		{name: "type abstract", params: ps("_type", "DomainResource"),
+			errParam: "_type", errCode: "not-supported", errDiag: `"DomainResource" is not a FHIR R4 resource type`},
+		{name: "type empty", params: ps("_type", ""),
+			errParam: "_type", errCode: "value", errDiag: `_type "" has an empty entry`},
+		{name: "type trailing comma", params: ps("_type", "Patient,"),
+			errParam: "_type", errCode: "value", errDiag: `_type "Patient," has an empty entry`},
+		{name: "lenient type all skipped", lenient: true, params: ps("_type", "Foo,Bar"),
+			errParam: "_type", errCode: "not-supported", errDiag: `_type names no exportable resource type (skipped: "Foo", "Bar")`},
+		{name: "lenient type empty", lenient: true, params: ps("_type", ""),
+			errParam: "_type", errCode: "not-supported", errDiag: `(skipped: "")`},
+
+		// _elements errors.
+		{name: "elements nested", params: ps("_elements", "Patient.name.given"),
+			errParam: "_elements", errCode: "not-supported", errDiag: `_elements "Patient.name.given": only top-level elements (element or Type.element) are supported`},
+		{name: "elements nested without type", params: ps("_elements", "name.given"),
+			errParam: "_elements", errCode: "not-supported", errDiag: `_elements "name.given": only top-level`},
+		{name: "elements unknown type", params: ps("_elements", "id,Foo.id"),
+			errParam: "_elements", errCode: "not-supported", errDiag: `_elements "Foo.id": "Foo" is not a FHIR R4 resource type`},
+		{name: "elements type wrong case", params: ps("_elements", "PATIENT.id"),
+			errParam: "_elements", errCode: "not-supported", errDiag: `did you mean Patient?`},
+		{name: "elements bad name", params: ps("_elements", "Patient.Name"),
+			errParam: "_elements", errCode: "value", errDiag: `_elements "Patient.Name": "Name" is not an element name`},
+		{name: "elements choice name", params: ps("_elements", "Observation.value[x]"),
+			errParam: "_elements", errCode: "value", errDiag: `e.g. valueQuantity for value[x]`},
+		{name: "elements primitive extension", params: ps("_elements", "_birthDate"),
+			errParam: "_elements", errCode: "value", errDiag: `"_birthDate" is not an element name`},
+		{name: "elements type only", params: ps("_elements", "Patient."),
+			errParam: "_elements", errCode: "value", errDiag: `"" is not an element name`},
+		{name: "elements empty", params: ps("_elements", ""),
+			errParam: "_elements", errCode: "value", errDiag: `_elements "" has an empty entry`},
+		{name: "elements leading dot", params: ps("_elements", ".id"),
+			errParam: "_elements", errCode: "not-supported", errDiag: `only top-level`},
+
+		// Unsupported and unknown parameters.
+		{name: "patient", params: ps("patient", "Patient/1"),
+			errParam: "patient", errCode: "not-supported", errDiag: `patient is not applicable to a system-level export`},
+		{name: "includeAssociatedData", params: ps("includeAssociatedData", "LatestProvenanceResources"),
+			errParam: "includeAssociatedData", errCode: "not-supported", errDiag: `includeAssociatedData is not supported yet (got includeAssociatedData="LatestProvenanceResources")`},
+		{name: "typeFilter", params: ps("_type", "Patient", "_typeFilter", "Patient?status=active"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `_typeFilter is not supported yet`},
+		{name: "organizeOutputBy", params: ps("organizeOutputBy", "Patient"),
+			errParam: "organizeOutputBy", errCode: "not-supported", errDiag: `organizeOutputBy is not supported yet`},
+		{name: "allowPartialManifests", params: ps("allowPartialManifests", "true"),
+			errParam: "allowPartialManifests", errCode: "not-supported", errDiag: `allowPartialManifests is not supported yet`},
+		{name: "unknown param", params: ps("_count", "10"),
+			errParam: "_count", errCode: "not-supported", errDiag: `unknown parameter "_count" (value "10")`},
+		{name: "param names are case-sensitive", params: ps("_Type", "Patient"),
+			errParam: "_Type", errCode: "not-supported", errDiag: `(parameter names are case-sensitive: did you mean _type?)`},
+		{name: "first error in order wins", params: ps("_type", "Foo", "_since", "x"),
+			errParam: "_type", errCode: "not-supported", errDiag: `"Foo"`},
+		{name: "long value cut in diagnostics", params: ps("_outputFormat", strings.Repeat("x", 500)),
+			errParam: "_outputFormat", errCode: "not-supported", errDiag: `"` + strings.Repeat("x", 80) + `"…`},
+	}
+}
+
+func TestParseRequest(t *testing.T) {
+	for _, tc := range requestCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseRequest(tc.params, ParseOptions{Now: testNow, Lenient: tc.lenient})
+			if tc.errCode != "" {
+				var re *RequestError
+				if !errors.As(err, &re) {
+					t.Fatalf("got %+v, %v; want a *RequestError", got, err)
+				}
+				if re.Param != tc.errParam || re.Code != tc.errCode || !strings.Contains(re.Diagnostics, tc.errDiag) {
+					t.Fatalf("got error {%s %s %q}, want {%s %s …%q…}", re.Param, re.Code, re.Diagnostics, tc.errParam, tc.errCode, tc.errDiag)
+				}
+				if re.Error() != "export: "+re.Diagnostics {
+					t.Errorf("Error() = %q", re.Error())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want success", err)
+			}
+			wantUntil := tc.until
+			if wantUntil == 0 {
+				wantUntil = index.Unbounded
+			}
+			if !slices.Equal(got.Types, tc.types) {
+				t.Errorf("Types = %q, want %q", got.Types, tc.types)
+			}
+			if got.Since != tc.since {
+				t.Errorf("Since = %d (%s), want %d (%s)", got.Since, index.FormatInstant(got.Since), tc.since, index.FormatInstant(tc.since))
+			}
+			if got.Until != wantUntil {
+				t.Errorf("Until = %d, want %d", got.Until, wantUntil)
+			}
+			if !slices.Equal(got.Elements, tc.elements) {
+				t.Errorf("Elements = %+v, want %+v", got.Elements, tc.elements)
+			}
+			if got.OutputFormat != "application/fhir+ndjson" {
+				t.Errorf("OutputFormat = %q", got.OutputFormat)
+			}
+			if got.Lenient != tc.lenient {
+				t.Errorf("Lenient = %v, want %v", got.Lenient, tc.lenient)
+			}
+			if len(got.Ignored) != len(tc.ignored) {
+				t.Fatalf("Ignored = %q, want %d entries like %q", got.Ignored, len(tc.ignored), tc.ignored)
+			}
+			for i, want := range tc.ignored {
+				if !strings.Contains(got.Ignored[i], want) || !strings.HasPrefix(got.Ignored[i], "ignored (lenient handling): ") {
+					t.Errorf("Ignored[%d] = %q, want it to contain %q", i, got.Ignored[i], want)
+				}
+			}
+		})
+	}
+}
+
+// TestSinceUntilBoundary pins the boundary semantics against the commit clock:
+// a resource is exported iff _since < lastUpdated < _until, and
+// Request says Since < t <= Until.
+func TestSinceUntilBoundary(t *testing.T) {
+	base := us(t, "2026-01-02T03:04:05Z")
+	for _, tc := range []struct {
+		since, until string
+		// commit times (offsets from base, µs) that must be in, and out
+		in, out []int64
+	}{
+		{since: "2026-01-02T03:04:05Z", in: []int64{1, 2}, out: []int64{0, -1}},
+		{since: "2026-01-02T03:04:05.0000005Z", in: []int64{1}, out: []int64{0}},
+		{since: "2026-01-02T03:04:04.9999995Z", in: []int64{0, 1}, out: []int64{-1}},
+		{until: "2026-01-02T03:04:05Z", in: []int64{-1, -2}, out: []int64{0, 1}},
+		{until: "2026-01-02T03:04:05.0000005Z", in: []int64{0, -1}, out: []int64{1}},
+		{since: "2026-01-02T03:04:05Z", until: "2026-01-02T03:04:05.000003Z", in: []int64{1, 2}, out: []int64{0, 3}},
+	} {
+		var params []Param
+		if tc.since != "" {
+			params = append(params, Param{"_since", tc.since})
+		}
+		if tc.until != "" {
+			params = append(params, Param{"_until", tc.until})
+		}
+		req, err := ParseRequest(params, ParseOptions{Now: testNow})
+		if err != nil {
+			t.Fatalf("%v: %v", params, err)
+		}
+		for _, d := range tc.in {
+			if c := uint64(int64(base) + d); !(req.Since < c && c <= req.Until) {
+				t.Errorf("%v: commit time %s excluded, want included", params, index.FormatInstant(c))
+			}
+		}
+		for _, d := range tc.out {
+			if c := uint64(int64(base) + d); req.Since < c && c <= req.Until {
+				t.Errorf("%v: commit time %s included, want excluded", params, index.FormatInstant(c))
+			}
+		}
+	}
+}
+
+// TestSinceTransactionTimeRoundTrip: a transactionTime echoed back as
+// _since selects exactly the later commit times.
+func TestSinceTransactionTimeRoundTrip(t *testing.T) {
+	for _, c := range []uint64{1, 999_999, 1_767_323_045_123_456, testNow} {
+		req, err := ParseRequest(ps("_since", index.FormatInstant(c)), ParseOptions{Now: testNow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req.Since != c {
+			t.Errorf("_since=%s: Since = %d, want %d", index.FormatInstant(c), req.Since, c)
+		}
+	}
+}
