@@ -1,12 +1,35 @@
 package httpapi
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 
 	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulkstream/bulkstream/export"
 )
+
+// Jobs is what the FHIR routes need from the export job manager
+// (*export.Manager satisfies it). Errors are the export package's:
+// *export.RequestError, *export.TooManyJobsError, *export.UnavailableError,
+// export.ErrNotFound and export.ErrClosed; anything else is a 500.
+type Jobs interface {
+	// Kickoff validates and queues an export, returning the job id.
+	Kickoff(ctx context.Context, k export.Kickoff) (id string, err error)
+	// Status reports a job; export.ErrNotFound when unknown, expired or
+	// cancelled.
+	Status(id string) (export.Status, error)
+	// Cancel stops a job and removes its files.
+	Cancel(id string) error
+	// OpenFile opens one of a completed job's files; the caller closes it.
+	OpenFile(id, name string) (export.File, error)
+}
 
 // Readiness reports whether a dependency is ready to serve; a non-nil error
 // says why not.
@@ -20,6 +43,12 @@ type ReadinessFunc func() error
 // Ready calls f.
 func (f ReadinessFunc) Ready() error { return f() }
 
+// Defaults for Config fields left zero.
+const (
+	DefaultBasePath     = "/fhir"
+	DefaultMaxBodyBytes = 1 << 20
+)
+
 // Config holds the handler's dependencies.
 type Config struct {
 	// Metrics serves /metrics; nil leaves the route out.
@@ -28,50 +57,116 @@ type Config struct {
 	Checks map[string]Readiness
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Registerer receives the HTTP metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
+
+	// Jobs runs exports; nil leaves every FHIR route out (404).
+	Jobs Jobs
+	// PublicURL is the scheme, host and optional path prefix clients use to
+	// reach this server ("https://fhir.example.org"). Every absolute URL
+	// the API hands out (Content-Location, manifest file URLs, the
+	// manifest's request, the CapabilityStatement's implementation.url)
+	// starts with it; the request's Host header is never used. Required
+	// when Jobs is set.
+	PublicURL string
+	// BasePath is where the FHIR endpoints live; "" means DefaultBasePath
+	// and "/" the root.
+	BasePath string
+	// Version is reported as CapabilityStatement.software.version.
+	Version string
+	// MaxBodyBytes caps a POST kick-off body (413 past it); 0 means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
 }
 
-// New returns the HTTP handler for bulkstream.
+// withDefaults returns a copy of c with zero fields filled in and URLs
+// normalized (no trailing slash).
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch c.BasePath {
+	case "":
+		c.BasePath = DefaultBasePath
+	case "/":
+		c.BasePath = ""
+	default:
+		c.BasePath = strings.TrimSuffix(c.BasePath, "/")
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.Version == "" {
+		c.Version = "unknown"
+	}
+	return c
+}
+
+// Validate reports, naming the field, what New would refuse. Callers that
+// take these values from flags should call it first: New panics on an
+// invalid Config.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if !strings.HasPrefix(c.BasePath, "/") && c.BasePath != "" {
+		return fmt.Errorf("httpapi: BasePath %q must start with /", c.BasePath)
+	}
+	if strings.ContainsAny(c.BasePath, ":*?#") {
+		return fmt.Errorf("httpapi: BasePath %q must be a plain path", c.BasePath)
+	}
+	if c.MaxBodyBytes < 0 {
+		return fmt.Errorf("httpapi: MaxBodyBytes %d must not be negative", c.MaxBodyBytes)
+	}
+	if c.Jobs == nil {
+		return nil
+	}
+	if c.PublicURL == "" {
+		return errors.New("httpapi: PublicURL is required to serve $export (absolute status and file URLs)")
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil {
+		return fmt.Errorf("httpapi: PublicURL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("httpapi: PublicURL %q must be an absolute http(s) URL without query, fragment or user info", c.PublicURL)
+	}
+	return nil
+}
+
+// New returns the HTTP handler for bulkstream. It panics when cfg does not
+// pass Validate.
 func New(cfg Config) http.Handler {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if err := cfg.Validate(); err != nil {
+		panic(err)
 	}
-	a := &api{cfg: cfg, log: cfg.Logger.With("component", "http")}
-	r := httprouter.New()
-	r.HandleMethodNotAllowed = true
-	if cfg.Metrics != nil {
-		r.Handler(http.MethodGet, "/metrics", cfg.Metrics)
+	cfg = cfg.withDefaults()
+	a := &api{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "http"),
+		metrics: newMetrics(cfg.Registerer),
 	}
-	r.HandlerFunc(http.MethodGet, "/healthz", a.healthz)
-	r.HandlerFunc(http.MethodGet, "/readyz", a.readyz)
-	return r
+	if cfg.Jobs != nil {
+		a.fhirBase = cfg.PublicURL + cfg.BasePath
+		docs, err := loadConformance(a.fhirBase, cfg.Version)
+		if err != nil {
+			panic(err) // the embedded documents are broken: a build problem
+		}
+		a.docs = docs
+	}
+	a.router = a.routes()
+	return a
 }
 
 type api struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	router   *httprouter.Router
+	fhirBase string // PublicURL + BasePath
+	docs     conformance
 }
 
-func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
-	reasons := map[string]string{}
-	for name, c := range a.cfg.Checks {
-		if err := c.Ready(); err != nil {
-			reasons[name] = err.Error()
-		}
-	}
-	if len(reasons) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reasons": reasons})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+// ServeHTTP instruments, logs and guards every request, routed or not.
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.instrument(w, r, a.router)
 }

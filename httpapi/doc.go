@@ -1,12 +1,95 @@
 // Package httpapi is bulkstream's HTTP surface, routed with
-// julienschmidt/httprouter.
+// julienschmidt/httprouter. It reaches the export job manager only through
+// the Jobs interface defined here, and imports export for its types.
 //
-// Routes so far:
+// # Routes
 //
-//	GET /metrics   Prometheus metrics (the handler comes in through Config)
-//	GET /healthz   200 {"status":"ok"} while the process runs
-//	GET /readyz    200 when every readiness check passes, 503 with the reasons otherwise
+// [base] is Config.BasePath (default /fhir). Every absolute URL handed out
+// starts with Config.PublicURL; the Host header is never used.
 //
-// The FHIR $export API arrives with the export package; its handlers will
-// live here too, behind the narrow interfaces this package defines.
+//	GET       /metrics                     Prometheus metrics (handler from Config.Metrics)
+//	GET       /healthz                     200 {"status":"ok"} while the process runs
+//	GET       /readyz                      200 when every readiness check passes, 503 with the reasons otherwise
+//	GET, POST [base]/$export               kick-off: 202 + Content-Location [PublicURL][base]/bulkstatus/<id>
+//	GET       [base]/bulkstatus/:id        202 (X-Progress, Retry-After) | 200 manifest | 500 OperationOutcome when the job failed
+//	DELETE    [base]/bulkstatus/:id        202 + informational OperationOutcome
+//	GET, HEAD [base]/bulkfiles/:id/:name   application/fhir+ndjson, Range/If-Range, gzip when accepted and no Range
+//	GET       [base]/metadata              CapabilityStatement (no auth; _format=json accepted)
+//	GET       [base]/OperationDefinition/export       HL7 system export definition
+//	GET       [base]/OperationDefinition/bulk-export  CA-CSD bulk-export definition
+//
+// The FHIR routes exist only when Config.Jobs is set.
+//
+// # Kick-off
+//
+// Accept must list application/fhir+json, application/json, application/*
+// or */* (also the DSTU2 application/json+fhir) with q > 0: missing → 400,
+// otherwise unacceptable → 406 (SPEC 2.3, 11.1, 12). Prefer must contain
+// respond-async (400 otherwise), read per RFC 7240 across all Prefer lines;
+// handling=lenient sets Kickoff.Lenient, and the first handling wins.
+//
+// GET: every query value is one export.Param, in request order; commas are
+// not split (export.ParseRequest does that). POST: the body is a FHIR
+// Parameters resource sent as application/fhir+json or application/json
+// (charset allowed; anything else, or no Content-Type, is 415), at most
+// Config.MaxBodyBytes (413). Each parameter entry needs a name and exactly
+// one of valueString, valueCode, valueId, valueUri, valueUrl,
+// valueCanonical, valueInstant, valueDateTime, valueDate, valueBoolean,
+// valueInteger, valuePositiveInt, valueUnsignedInt (stringified),
+// valueReference (its reference) or valueCoding (its code); part, resource,
+// other value types, null values and unknown elements are 400. An empty or
+// missing parameter array is a full export. A query string on a POST is
+// 400: the parameters belong in the body, and ignoring a URL _since would
+// silently turn an incremental export into a full one.
+//
+// Kickoff.RequestURL is PublicURL + the raw request target (for POST
+// without its query), so the manifest's request echoes the client's own
+// encoding (SPEC 4.2).
+//
+// # Errors
+//
+// Every error is an OperationOutcome (application/fhir+json) produced by
+// respondError, which maps *export.RequestError to 400 (issue code from
+// Code, expression [Param]), *export.TooManyJobsError to 429 and
+// *export.UnavailableError / export.ErrClosed to 503 (both with Retry-After
+// in whole seconds, at least 1), export.ErrNotFound to 404, a request
+// context cancelled by a departed client to nothing at all (logged as
+// 499), and anything else to a generic 500 whose cause is logged. Unknown
+// routes are 404, known paths with the wrong method 405 with Allow, panics
+// 500; http.ServeContent's own refusals (416, 412) are rewritten as
+// OperationOutcomes too. A failed job's status is 500 with the job's error
+// as diagnostics (SPEC 3.3).
+//
+// # Status and manifest
+//
+// In progress: 202, X-Progress (control characters and quotes removed, cut
+// below 100 bytes) and Retry-After (whole seconds, at least 1). Completed:
+// 200 application/json, Expires in http.TimeFormat, and a manifest with
+// only the IG's fields: transactionTime, request, requiresAccessToken,
+// output, deleted (only when non-empty), error (always, [] when empty).
+// Items are {type, url, count}; url is
+// [PublicURL][base]/bulkfiles/<id>/<name>, count is left out when 0 (BDT
+// wants it > 0 when present), and the internal byte size is not shown.
+//
+// # Files
+//
+// File names containing "/", "\", NUL or ".." are 404 without asking Jobs.
+// Without a Range header and with gzip accepted (gzip, x-gzip or * with
+// q > 0; an explicit gzip;q=0 wins over *), the file is streamed through
+// gzip (level 1, no Content-Length, no ETag); otherwise http.ServeContent
+// serves it with a strong ETag built from job, name, size and modification
+// time, so Range, If-Range and If-None-Match work. Every file response
+// carries Vary: Accept-Encoding and Cache-Control: no-store.
+//
+// # Observability
+//
+// One slog line per request (route pattern, method, status, bytes,
+// duration; debug level for /metrics, /healthz and /readyz). Metrics on
+// Config.Registerer: bulkstream_http_requests_total{route,method,code},
+// bulkstream_http_request_duration_seconds{route},
+// bulkstream_export_files_served_total and
+// bulkstream_export_file_bytes_served_total (wire bytes, after gzip).
+// route is the pattern ("/fhir/bulkstatus/:id") or "unmatched" (404, 405,
+// redirects, OPTIONS); unknown methods on unmatched paths are "other", so
+// no label ever holds an id or a raw path.
 package httpapi

@@ -1,0 +1,156 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkstream/bulkstream/export"
+)
+
+// TestErrorResponses walks every refusal: each is an OperationOutcome
+// with the right status, checked against testdata/<name>.golden.
+func TestErrorResponses(t *testing.T) {
+	with := func(h http.Header, kv ...string) http.Header {
+		h = h.Clone()
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i+1] == "" {
+				h.Del(kv[i])
+			} else {
+				h.Set(kv[i], kv[i+1])
+			}
+		}
+		return h
+	}
+	tests := []struct {
+		name       string
+		req        request
+		kickoffErr error
+		failed     bool // job "failed" exists
+		status     int
+		diag       string
+		code       string
+		expression string
+		header     map[string]string
+	}{
+		{name: "accept-missing", req: request{method: "GET", target: "/fhir/$export", header: with(kickoffHeaders(), "Accept", "")},
+			status: 400, code: "required", diag: "Accept header is required"},
+		{name: "accept-unacceptable", req: request{method: "GET", target: "/fhir/$export", header: with(kickoffHeaders(), "Accept", "text/html, application/xml")},
+			status: 406, code: "not-supported", diag: "text/html, application/xml"},
+		{name: "accept-q0", req: request{method: "GET", target: "/fhir/$export", header: with(kickoffHeaders(), "Accept", "application/fhir+json;q=0")},
+			status: 406, diag: "is not supported"},
+		{name: "prefer-missing", req: request{method: "GET", target: "/fhir/$export", header: with(kickoffHeaders(), "Prefer", "")},
+			status: 400, code: "required", diag: "respond-async"},
+		{name: "prefer-without-async", req: request{method: "GET", target: "/fhir/$export", header: with(kickoffHeaders(), "Prefer", "handling=lenient")},
+			status: 400, diag: "respond-async"},
+		{name: "query-bad-escape", req: request{method: "GET", target: "/fhir/$export?_type=%zz", header: kickoffHeaders()},
+			status: 400, diag: "bad escape", expression: "_type"},
+		{name: "post-wrong-content-type", req: request{method: "POST", target: "/fhir/$export", header: with(postHeaders(), "Content-Type", "text/plain"), body: `{"resourceType":"Parameters"}`},
+			status: 415, code: "not-supported", diag: `Content-Type "text/plain"`},
+		{name: "post-no-content-type", req: request{method: "POST", target: "/fhir/$export", header: with(postHeaders(), "Content-Type", ""), body: `{"resourceType":"Parameters"}`},
+			status: 415, diag: "Content-Type"},
+		{name: "post-not-json", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(), body: `resourceType=Parameters`},
+			status: 400, code: "structure", diag: "must be a JSON FHIR Parameters resource"},
+		{name: "post-not-parameters", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(), body: `{"resourceType":"Patient","id":"p1"}`},
+			status: 400, code: "invalid", diag: `resourceType "Parameters"`},
+		{name: "post-parameter-not-array", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(), body: `{"resourceType":"Parameters","parameter":{"name":"_type"}}`},
+			status: 400, diag: "must be an array"},
+		{name: "post-too-large", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"` + strings.Repeat("A", DefaultMaxBodyBytes) + `"}]}`},
+			status: 413, code: "too-long", diag: "exceeds 1048576 bytes"},
+		{name: "post-bad-value-type", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"name":"_since","valueQuantity":{"value":1}}]}`},
+			status: 400, diag: "valueQuantity is not a supported value type", expression: "_since"},
+		{name: "post-value-wrong-json-type", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"},{"name":"_since","valueInstant":20250101}]}`},
+			status: 400, diag: "parameter[1] (_since): valueInstant must be a JSON string", expression: "_since"},
+		{name: "post-two-values", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient","valueCode":"Patient"}]}`},
+			status: 400, diag: "more than one value[x]", expression: "_type"},
+		{name: "post-part", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"name":"patient","part":[]}]}`},
+			status: 400, code: "not-supported", diag: "part is not supported", expression: "patient"},
+		{name: "post-no-name", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"valueString":"Patient"}]}`},
+			status: 400, code: "required", diag: "non-empty string name"},
+		{name: "post-null-value", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
+			body: `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":null}]}`},
+			status: 400, diag: "must not be null", expression: "_type"},
+		{name: "post-query-string", req: request{method: "POST", target: "/fhir/$export?_since=2025-01-01T00:00:00Z", header: postHeaders(), body: `{"resourceType":"Parameters"}`},
+			status: 400, diag: "Parameters body only"},
+		{name: "request-error", req: request{method: "GET", target: "/fhir/$export?_outputFormat=text/html", header: kickoffHeaders()},
+			kickoffErr: &export.RequestError{Param: "_outputFormat", Code: "not-supported", Diagnostics: "_outputFormat 'text/html' is not supported"},
+			status:     400, code: "not-supported", diag: "text/html", expression: "_outputFormat"},
+		{name: "too-many-jobs", req: request{method: "GET", target: "/fhir/$export", header: kickoffHeaders()},
+			kickoffErr: &export.TooManyJobsError{RetryAfter: 2500 * time.Millisecond},
+			status:     429, code: "throttled", diag: "too many", header: map[string]string{"Retry-After": "3"}},
+		{name: "unavailable", req: request{method: "GET", target: "/fhir/$export", header: kickoffHeaders()},
+			kickoffErr: &export.UnavailableError{Reason: "low disk", RetryAfter: 0},
+			status:     503, code: "transient", diag: "low disk", header: map[string]string{"Retry-After": "1"}},
+		{name: "manager-closed", req: request{method: "GET", target: "/fhir/$export", header: kickoffHeaders()},
+			kickoffErr: export.ErrClosed, status: 503, code: "transient", diag: "shutting down", header: map[string]string{"Retry-After": "5"}},
+		{name: "internal-error", req: request{method: "GET", target: "/fhir/$export", header: kickoffHeaders()},
+			kickoffErr: errors.New("pebble: disk on fire"), status: 500, code: "exception", diag: "internal server error"},
+		{name: "status-unknown", req: request{method: "GET", target: "/fhir/bulkstatus/nope"},
+			status: 404, code: "not-found", diag: "no such export job"},
+		{name: "status-failed", req: request{method: "GET", target: "/fhir/bulkstatus/failed"}, failed: true,
+			status: 500, code: "exception", diag: "scan Observation: disk full"},
+		{name: "cancel-unknown", req: request{method: "DELETE", target: "/fhir/bulkstatus/nope"},
+			status: 404, code: "not-found", diag: "no such export job"},
+		{name: "file-unknown", req: request{method: "GET", target: "/fhir/bulkfiles/job-1/Patient-9.ndjson"},
+			status: 404, code: "not-found", diag: "no such export job or file"},
+		{name: "file-dotdot", req: request{method: "GET", target: "/fhir/bulkfiles/job-1/.."},
+			status: 404, code: "not-found", diag: "no such export job or file"},
+		{name: "file-dotdot-escaped", req: request{method: "GET", target: "/fhir/bulkfiles/job-1/%2e%2e%5cetc"},
+			status: 404, code: "not-found", diag: "no such export job or file"},
+		{name: "route-unknown", req: request{method: "GET", target: "/fhir/Patient/123"},
+			status: 404, code: "not-found", diag: "no route for GET /fhir/Patient/123"},
+		{name: "method-not-allowed", req: request{method: "PUT", target: "/fhir/$export", header: kickoffHeaders()},
+			status: 405, code: "not-supported", diag: "method PUT is not allowed", header: map[string]string{"Allow": "GET, OPTIONS, POST"}},
+		{name: "metadata-xml", req: request{method: "GET", target: "/fhir/metadata?_format=xml"},
+			status: 406, code: "not-supported", diag: "JSON only"},
+		{name: "file-range-unsatisfiable", req: request{method: "GET", target: "/fhir/bulkfiles/job-1/Patient-1.ndjson", header: http.Header{"Range": {"bytes=9999-"}}},
+			status: 416, code: "value", diag: "invalid range", header: map[string]string{"Content-Range": "bytes */3"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jobs := newFakeJobs()
+			jobs.kickoffErr = tt.kickoffErr
+			jobs.files["job-1/Patient-1.ndjson"] = []byte("{}\n")
+			if tt.failed {
+				jobs.statuses["failed"] = export.Status{State: export.Failed, Error: "scan Observation: disk full"}
+			}
+			rec := serve(newTestHandler(t, jobs, nil), tt.req)
+			oo := checkOutcome(t, rec, tt.status, tt.diag)
+			iss := oo.Issue[0]
+			if iss.Severity != "error" {
+				t.Errorf("severity = %q, want error", iss.Severity)
+			}
+			if tt.code != "" && iss.Code != tt.code {
+				t.Errorf("code = %q, want %q", iss.Code, tt.code)
+			}
+			if want := []string(nil); tt.expression != "" {
+				want = []string{tt.expression}
+				if !slices.Equal(iss.Expression, want) {
+					t.Errorf("expression = %q, want %q", iss.Expression, want)
+				}
+			} else if iss.Expression != nil {
+				t.Errorf("expression = %q, want none", iss.Expression)
+			}
+			for k, v := range tt.header {
+				if got := rec.Header().Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if strings.HasPrefix(tt.name, "file-dotdot") && len(jobs.opened) > 0 {
+				t.Errorf("OpenFile called with %q; a name with .. must be refused first", jobs.opened)
+			}
+			if tt.name != "post-too-large" {
+				golden(t, "outcome-"+tt.name, rec.Body.Bytes())
+			}
+		})
+	}
+}

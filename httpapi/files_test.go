@@ -1,0 +1,156 @@
+package httpapi
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func fileFixture(t *testing.T) (*fakeJobs, http.Handler, []byte) {
+	t.Helper()
+	var content bytes.Buffer
+	for i := range 2000 {
+		fmt.Fprintf(&content, `{"resourceType":"Patient","id":"p%d","active":true}`+"\n", i)
+	}
+	jobs := newFakeJobs()
+	jobs.files["job-1/Patient-1.ndjson"] = content.Bytes()
+	return jobs, newTestHandler(t, jobs, nil), content.Bytes()
+}
+
+const fileTarget = "/fhir/bulkfiles/job-1/Patient-1.ndjson"
+
+func TestFilePlain(t *testing.T) {
+	_, h, content := fileFixture(t)
+	rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Accept": {"application/fhir+ndjson"}}})
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status = %d, want 200", rec.Code)
+	}
+	for k, want := range map[string]string{
+		"Content-Type":     "application/fhir+ndjson",
+		"Content-Length":   fmt.Sprint(len(content)),
+		"Content-Encoding": "",
+		"Vary":             "Accept-Encoding",
+		"Accept-Ranges":    "bytes",
+		"Last-Modified":    "Thu, 26 Nov 2026 17:58:41 GMT",
+	} {
+		if got := rec.Header().Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if !bytes.Equal(rec.Body.Bytes(), content) {
+		t.Error("body differs from the file")
+	}
+	// gzip;q=0 and identity-only clients get the plain bytes too.
+	for _, ae := range []string{"gzip;q=0", "identity", "br, deflate", "*;q=0", "gzip;q=0, *"} {
+		rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Accept-Encoding": {ae}}})
+		if rec.Header().Get("Content-Encoding") != "" || !bytes.Equal(rec.Body.Bytes(), content) {
+			t.Errorf("Accept-Encoding %q: got Content-Encoding %q, want identity", ae, rec.Header().Get("Content-Encoding"))
+		}
+	}
+}
+
+func TestFileRangeResume(t *testing.T) {
+	_, h, content := fileFixture(t)
+	first := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Range": {"bytes=0-9999"}}})
+	if first.Code != http.StatusPartialContent {
+		t.Fatalf("status = %d, want 206", first.Code)
+	}
+	if got, want := first.Header().Get("Content-Range"), fmt.Sprintf("bytes 0-9999/%d", len(content)); got != want {
+		t.Errorf("Content-Range = %q, want %q", got, want)
+	}
+	etag := first.Header().Get("ETag")
+	if etag == "" {
+		t.Fatal("no ETag on the identity response")
+	}
+	// Resume with If-Range (gzip accepted, but a range means identity).
+	rest := serve(h, request{method: "GET", target: fileTarget, header: http.Header{
+		"Range": {"bytes=10000-"}, "If-Range": {etag}, "Accept-Encoding": {"gzip"}}})
+	if rest.Code != http.StatusPartialContent || rest.Header().Get("Content-Encoding") != "" {
+		t.Fatalf("resume = %d %q, want 206 identity", rest.Code, rest.Header().Get("Content-Encoding"))
+	}
+	if got := append(first.Body.Bytes(), rest.Body.Bytes()...); !bytes.Equal(got, content) {
+		t.Errorf("the two ranges concatenated (%d bytes) differ from the file (%d bytes)", len(got), len(content))
+	}
+	// A stale validator gets the whole file.
+	stale := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Range": {"bytes=10000-"}, "If-Range": {`"other"`}}})
+	if stale.Code != http.StatusOK || !bytes.Equal(stale.Body.Bytes(), content) {
+		t.Errorf("stale If-Range = %d, want 200 and the whole file", stale.Code)
+	}
+}
+
+func TestFileGzip(t *testing.T) {
+	_, h, content := fileFixture(t)
+	for _, ae := range []string{"gzip", "deflate, gzip;q=0.5", "x-gzip", "*"} {
+		rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Accept-Encoding": {ae}}})
+		if rec.Code != http.StatusOK {
+			t.Fatalf("%q: status = %d, want 200", ae, rec.Code)
+		}
+		for k, want := range map[string]string{"Content-Encoding": "gzip", "Vary": "Accept-Encoding",
+			"Content-Type": "application/fhir+ndjson", "Content-Length": ""} {
+			if got := rec.Header().Get(k); got != want {
+				t.Errorf("%q: %s = %q, want %q", ae, k, got, want)
+			}
+		}
+		zr, err := gzip.NewReader(rec.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, content) {
+			t.Errorf("%q: decompressed body differs from the file", ae)
+		}
+		if rec.Body.Len() >= len(content) {
+			t.Errorf("%q: compressed %d bytes to %d", ae, len(content), rec.Body.Len())
+		}
+	}
+}
+
+func TestFileHEAD(t *testing.T) {
+	_, h, content := fileFixture(t)
+	rec := serve(h, request{method: "HEAD", target: fileTarget})
+	if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
+		t.Fatalf("HEAD = %d with %d body bytes, want 200 and none", rec.Code, rec.Body.Len())
+	}
+	if got, want := rec.Header().Get("Content-Length"), fmt.Sprint(len(content)); got != want {
+		t.Errorf("Content-Length = %q, want %q", got, want)
+	}
+	rec = serve(h, request{method: "HEAD", target: fileTarget, header: http.Header{"Accept-Encoding": {"gzip"}}})
+	if rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("gzip HEAD = %d %q with %d body bytes", rec.Code, rec.Header().Get("Content-Encoding"), rec.Body.Len())
+	}
+}
+
+func TestFileConditional(t *testing.T) {
+	_, h, _ := fileFixture(t)
+	etag := serve(h, request{method: "GET", target: fileTarget}).Header().Get("ETag")
+	rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"If-None-Match": {etag}}})
+	if rec.Code != http.StatusNotModified {
+		t.Errorf("If-None-Match = %d, want 304", rec.Code)
+	}
+	rec = serve(h, request{method: "GET", target: fileTarget, header: http.Header{"If-Match": {`"nope"`}}})
+	checkOutcome(t, rec, http.StatusPreconditionFailed, "Precondition Failed")
+	if rec.Header().Get("ETag") != "" {
+		t.Error("error response carries the file's ETag")
+	}
+}
+
+func TestValidFileName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Patient-1.ndjson": true, "deleted-1.ndjson": true,
+		"": false, ".": false, "..": false, "../x": false, "a/b": false, `a\b`: false, "a..b": false, "a\x00": false,
+	} {
+		if got := validFileName(name); got != want {
+			t.Errorf("validFileName(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if strings.Contains(fileTarget, "..") {
+		t.Fatal("fixture broken")
+	}
+}

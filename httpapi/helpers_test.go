@@ -1,0 +1,205 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulkstream/bulkstream/export"
+)
+
+var update = flag.Bool("update", false, "update golden files in testdata/")
+
+const testPublicURL = "http://127.0.0.1:8080"
+
+// fakeJobs is a Jobs whose answers the test sets.
+type fakeJobs struct {
+	mu         sync.Mutex
+	kickoffs   []export.Kickoff
+	kickoffErr error
+	// kickoff, when set, replaces the default (record, return "job-1").
+	kickoff  func(ctx context.Context, k export.Kickoff) (string, error)
+	statuses map[string]export.Status
+	files    map[string][]byte // "id/name" → content
+	modTime  time.Time
+	opened   []string
+}
+
+func newFakeJobs() *fakeJobs {
+	return &fakeJobs{
+		statuses: map[string]export.Status{},
+		files:    map[string][]byte{},
+		modTime:  time.Date(2026, 11, 26, 17, 58, 41, 0, time.UTC),
+	}
+}
+
+func (f *fakeJobs) Kickoff(ctx context.Context, k export.Kickoff) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.kickoff != nil {
+		return f.kickoff(ctx, k)
+	}
+	if f.kickoffErr != nil {
+		return "", f.kickoffErr
+	}
+	f.kickoffs = append(f.kickoffs, k)
+	return "job-1", nil
+}
+
+func (f *fakeJobs) Status(id string) (export.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.statuses[id]
+	if !ok {
+		return export.Status{}, export.ErrNotFound
+	}
+	return st, nil
+}
+
+func (f *fakeJobs) Cancel(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.statuses[id]; !ok {
+		return export.ErrNotFound
+	}
+	delete(f.statuses, id)
+	return nil
+}
+
+func (f *fakeJobs) OpenFile(id, name string) (export.File, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opened = append(f.opened, id+"/"+name)
+	b, ok := f.files[id+"/"+name]
+	if !ok {
+		return nil, export.ErrNotFound
+	}
+	return &memFile{Reader: bytes.NewReader(b), mod: f.modTime}, nil
+}
+
+func (f *fakeJobs) lastKickoff(t testing.TB) export.Kickoff {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.kickoffs) == 0 {
+		t.Fatal("Kickoff was not called")
+	}
+	return f.kickoffs[len(f.kickoffs)-1]
+}
+
+type memFile struct {
+	*bytes.Reader
+	mod time.Time
+}
+
+func (m *memFile) Close() error       { return nil }
+func (m *memFile) ModTime() time.Time { return m.mod }
+
+var _ export.File = (*memFile)(nil)
+var _ Jobs = (*fakeJobs)(nil)
+
+// The real manager must keep satisfying the interface this package needs.
+var _ Jobs = (*export.Manager)(nil)
+
+func newTestHandler(t testing.TB, jobs Jobs, reg prometheus.Registerer) http.Handler {
+	t.Helper()
+	return New(Config{Jobs: jobs, PublicURL: testPublicURL, Version: "1.2.3-test", Registerer: reg})
+}
+
+// request is one test request.
+type request struct {
+	method, target string
+	header         http.Header
+	body           string
+}
+
+// kickoffHeaders are the headers of a well-formed kick-off.
+func kickoffHeaders() http.Header {
+	return http.Header{"Accept": {"application/fhir+json"}, "Prefer": {"respond-async"}}
+}
+
+func postHeaders() http.Header {
+	h := kickoffHeaders()
+	h.Set("Content-Type", "application/fhir+json")
+	return h
+}
+
+func serve(h http.Handler, req request) *httptest.ResponseRecorder {
+	var body io.Reader
+	if req.body != "" {
+		body = strings.NewReader(req.body)
+	}
+	r := httptest.NewRequest(req.method, req.target, body)
+	for k, vs := range req.header {
+		for _, v := range vs {
+			r.Header.Add(k, v)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	return rec
+}
+
+// checkOutcome asserts rec is an OperationOutcome with one error issue
+// whose diagnostics contain diag.
+func checkOutcome(t testing.TB, rec *httptest.ResponseRecorder, status int, diag string) outcome {
+	t.Helper()
+	if rec.Code != status {
+		t.Errorf("status = %d, want %d (body %s)", rec.Code, status, rec.Body)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != contentTypeFHIR {
+		t.Errorf("Content-Type = %q, want %q", ct, contentTypeFHIR)
+	}
+	var oo outcome
+	dec := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&oo); err != nil {
+		t.Fatalf("body is not an OperationOutcome: %v\n%s", err, rec.Body)
+	}
+	if oo.ResourceType != "OperationOutcome" || len(oo.Issue) != 1 {
+		t.Fatalf("body = %s, want an OperationOutcome with one issue", rec.Body)
+	}
+	iss := oo.Issue[0]
+	if iss.Severity == "" || iss.Code == "" {
+		t.Errorf("issue %+v lacks severity or code", iss)
+	}
+	if !strings.Contains(iss.Diagnostics, diag) {
+		t.Errorf("diagnostics = %q, want it to contain %q", iss.Diagnostics, diag)
+	}
+	return oo
+}
+
+// golden compares got with testdata/name.golden, rewriting it under -update.
+func golden(t testing.TB, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s missing: run go test -update", path)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs:\n got: %s\nwant: %s", path, got, want)
+	}
+}

@@ -1,0 +1,98 @@
+package httpapi
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
+)
+
+// The conformance resources are JSON files so they can be reviewed as
+// such. The CapabilityStatement has three placeholders, filled once in
+// New: "{{BASE}}" (PublicURL + BasePath), "{{VERSION}}", and the
+// "{{RESOURCES}}" array element (one entry per FHIR R4 resource type).
+//
+//go:embed fhir/*.json
+var fhirFiles embed.FS
+
+// conformance holds the documents ready to serve.
+type conformance struct {
+	capability, exportOp, bulkExportOp []byte
+}
+
+func loadConformance(base, version string) (conformance, error) {
+	read := func(name string) ([]byte, error) {
+		b, err := fhirFiles.ReadFile("fhir/" + name)
+		if err != nil {
+			return nil, err
+		}
+		var out bytes.Buffer
+		if err := json.Compact(&out, b); err != nil {
+			return nil, fmt.Errorf("httpapi: embedded %s: %w", name, err)
+		}
+		return out.Bytes(), nil
+	}
+	var c conformance
+	var err error
+	if c.exportOp, err = read("operationdefinition-export.json"); err != nil {
+		return c, err
+	}
+	if c.bulkExportOp, err = read("operationdefinition-bulk-export.json"); err != nil {
+		return c, err
+	}
+	cs, err := read("capabilitystatement.json")
+	if err != nil {
+		return c, err
+	}
+	var resources []string
+	for _, t := range fhir.ResourceTypes() {
+		resources = append(resources, `{"type":`+strconv.Quote(t)+`}`)
+	}
+	s := strings.NewReplacer(
+		`"{{BASE}}"`, jsonString(base),
+		`"{{VERSION}}"`, jsonString(version),
+		`"{{RESOURCES}}"`, strings.Join(resources, ","),
+	).Replace(string(cs))
+	if !json.Valid([]byte(s)) {
+		return c, fmt.Errorf("httpapi: CapabilityStatement is not valid JSON after filling it in")
+	}
+	c.capability = []byte(s)
+	return c, nil
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// metadata serves GET [base]/metadata, readable without a token (SPEC 9).
+// _format may ask for JSON under any of its names; anything else is 406.
+func (a *api) metadata(w http.ResponseWriter, r *http.Request) {
+	if f := r.URL.Query().Get("_format"); f != "" {
+		switch strings.ToLower(strings.TrimSpace(f)) {
+		case "json", "application/json", "application/fhir+json", "application/json+fhir":
+		default:
+			a.respondError(w, r, &httpError{status: http.StatusNotAcceptable, code: "not-supported",
+				diag: "_format " + strconv.Quote(truncate(f, 100)) + " is not supported; this server speaks JSON only"})
+			return
+		}
+	}
+	a.serveDoc(func() []byte { return a.docs.capability })(w, r)
+}
+
+// serveDoc serves a precomputed FHIR resource.
+func (a *api) serveDoc(doc func() []byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b := doc()
+		h := w.Header()
+		h.Set("Content-Type", contentTypeFHIR)
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(b)
+	}
+}

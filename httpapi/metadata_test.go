@@ -1,0 +1,129 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+func getJSON(t *testing.T, h http.Handler, target string, v any) {
+	t.Helper()
+	rec := serve(h, request{method: "GET", target: target,
+		header: http.Header{"Accept": {"application/fhir+json,application/json+fhir,application/json"}}})
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET %s = %d (%s)", target, rec.Code, rec.Body)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != contentTypeFHIR {
+		t.Errorf("GET %s: Content-Type = %q, want %q", target, ct, contentTypeFHIR)
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+}
+
+func TestCapabilityStatement(t *testing.T) {
+	h := newTestHandler(t, newFakeJobs(), nil)
+	for _, target := range []string{"/fhir/metadata", "/fhir/metadata?_format=json", "/fhir/metadata?_format=application/fhir%2Bjson"} {
+		var cs struct {
+			ResourceType, Status, Kind, FhirVersion string
+			Instantiates                            []string
+			Format                                  []string
+			Software                                struct{ Name, Version string }
+			Implementation                          struct{ URL string }
+			Rest                                    []struct {
+				Mode      string
+				Resource  []struct{ Type string }
+				Operation []struct{ Name, Definition string }
+			}
+		}
+		getJSON(t, h, target, &cs)
+		if cs.ResourceType != "CapabilityStatement" || cs.Status != "active" || cs.Kind != "instance" || cs.FhirVersion != "4.0.1" {
+			t.Errorf("%s: header fields = %q %q %q %q", target, cs.ResourceType, cs.Status, cs.Kind, cs.FhirVersion)
+		}
+		if !slices.Contains(cs.Instantiates, "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data") {
+			t.Errorf("instantiates = %q", cs.Instantiates)
+		}
+		if !slices.Contains(cs.Format, "json") {
+			t.Errorf("format = %q, want json", cs.Format)
+		}
+		if cs.Software.Name != "bulkstream" || cs.Software.Version != "1.2.3-test" {
+			t.Errorf("software = %+v", cs.Software)
+		}
+		if cs.Implementation.URL != testPublicURL+"/fhir" {
+			t.Errorf("implementation.url = %q", cs.Implementation.URL)
+		}
+		// BDT reads rest[0], Inferno the last rest: keep exactly one.
+		if len(cs.Rest) != 1 || cs.Rest[0].Mode != "server" {
+			t.Fatalf("rest = %+v, want one server entry", cs.Rest)
+		}
+		ops := map[string]string{}
+		for _, op := range cs.Rest[0].Operation {
+			ops[op.Name] = op.Definition
+		}
+		want := map[string]string{
+			"export":      "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+			"bulk-export": "http://fhir.infoway-inforoute.ca/io/CA-CSD/OperationDefinition/bulk-export",
+		}
+		if len(ops) != len(want) || ops["export"] != want["export"] || ops["bulk-export"] != want["bulk-export"] {
+			t.Errorf("rest.operation = %v, want %v", ops, want)
+		}
+		if len(cs.Rest[0].Resource) != 146 || cs.Rest[0].Resource[0].Type != "Account" {
+			t.Errorf("rest.resource has %d entries, want the 146 R4 types", len(cs.Rest[0].Resource))
+		}
+	}
+}
+
+type operationDefinition struct {
+	ResourceType, URL, Code, Kind, Status string
+	System, Type, Instance                *bool
+	Parameter                             []struct {
+		Name, Use, Max, Type string
+		Min                  *int
+	}
+}
+
+func TestOperationDefinitions(t *testing.T) {
+	h := newTestHandler(t, newFakeJobs(), nil)
+	tests := []struct {
+		target, url string
+		params      map[string]string // name → "type min..max"
+	}{
+		{"/fhir/OperationDefinition/export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export", map[string]string{
+			"_outputFormat": "string 0..1", "_since": "instant 0..1", "_until": "instant 0..1", "_type": "string 0..*",
+			"_elements": "string 0..*", "includeAssociatedData": "code 0..*", "_typeFilter": "string 0..*",
+			"organizeOutputBy": "string 0..1", "allowPartialManifests": "boolean 0..1",
+		}},
+		{"/fhir/OperationDefinition/bulk-export", "http://fhir.infoway-inforoute.ca/io/CA-CSD/OperationDefinition/bulk-export", map[string]string{
+			"_outputFormat": "string 0..1", "_since": "instant 0..1", "_type": "string 0..*",
+		}},
+	}
+	for _, tt := range tests {
+		var od operationDefinition
+		getJSON(t, h, tt.target, &od)
+		if od.ResourceType != "OperationDefinition" || od.URL != tt.url || od.Code != "export" || od.Kind != "operation" || od.Status != "active" {
+			t.Errorf("%s: %q %q %q %q %q", tt.target, od.ResourceType, od.URL, od.Code, od.Kind, od.Status)
+		}
+		if od.System == nil || !*od.System || od.Type == nil || *od.Type || od.Instance == nil || *od.Instance {
+			t.Errorf("%s: want system true, type false, instance false", tt.target)
+		}
+		got := map[string]string{}
+		for _, p := range od.Parameter {
+			if p.Use != "in" || p.Min == nil {
+				t.Errorf("%s: parameter %s use %q min %v", tt.target, p.Name, p.Use, p.Min)
+				continue
+			}
+			got[p.Name] = p.Type + " " + strconv.Itoa(*p.Min) + ".." + p.Max
+		}
+		if len(got) != len(tt.params) {
+			t.Errorf("%s: parameters %v, want %v", tt.target, got, tt.params)
+		}
+		for name, want := range tt.params {
+			if got[name] != want {
+				t.Errorf("%s: %s = %q, want %q", tt.target, name, got[name], want)
+			}
+		}
+	}
+	checkOutcome(t, serve(h, request{method: "GET", target: "/fhir/OperationDefinition/patient-export"}), http.StatusNotFound, "no route")
+}
