@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/bulkstream/bulkstream/export"
 	"github.com/bulkstream/bulkstream/httpapi"
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/ingest"
@@ -28,8 +29,11 @@ import (
 type serveConfig struct {
 	natsConfig
 	Listen    string
+	PublicURL string
+	BasePath  string
 	LogLevel  string
 	LogFormat string
+	Export    export.Config
 }
 
 // natsConfig is the part of the configuration that `serve` and `rebuild`
@@ -77,6 +81,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	bindNATSFlags(fs, &c.natsConfig)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
+	fs.StringVar(&c.PublicURL, "public-url", "", "base URL clients reach this server at, for Content-Location and manifest URLs (default http://<listen>)")
+	fs.StringVar(&c.BasePath, "base-path", httpapi.DefaultBasePath, "path of the FHIR endpoints ($export, metadata, status and files)")
+	fs.DurationVar(&c.Export.TTL, "export-ttl", export.DefaultTTL, "how long a finished export's manifest and files stay available")
+	fs.IntVar(&c.Export.Workers, "export-workers", export.DefaultWorkers, "export jobs running at once")
+	fs.IntVar(&c.Export.MaxActiveJobs, "max-export-jobs", export.DefaultMaxActiveJobs, "queued plus running export jobs; past it kick-off answers 429")
+	fs.Int64Var(&c.Export.FileMaxResources, "file-max-resources", export.DefaultFileMaxResources, "resources per NDJSON file before a new file starts")
+	fs.Int64Var(&c.Export.FileMaxBytes, "file-max-bytes", export.DefaultFileMaxBytes, "bytes per NDJSON file before a new file starts")
+	fs.Int64Var(&c.Export.MinFreeBytes, "min-free-bytes", export.DefaultMinFreeBytes, "kick-off answers 503 while the export disk has less free space (negative: no check)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 }
@@ -175,30 +187,58 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	// reverse order.
 	defer func() { err = errors.Join(err, cons.Close(context.WithoutCancel(ctx))) }()
 
+	ecfg := c.Export
+	ecfg.Dir = filepath.Join(c.DataDir, "exports")
+	ecfg.Logger, ecfg.Registerer = log, reg
+	jobs, err := export.NewManager(ecfg, idx, cons, idx)
+	if err != nil {
+		return err
+	}
+	if err := jobs.Start(ctx); err != nil {
+		return err
+	}
+	// Export workers stop (checkpointing running jobs) before the index
+	// closes, and after HTTP has stopped handing them work.
+	defer func() { err = errors.Join(err, jobs.Close(context.WithoutCancel(ctx))) }()
+
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	publicURL := c.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + ln.Addr().String()
+	}
+	hcfg := httpapi.Config{
+		Metrics:    metrics.Handler(reg),
+		Registerer: reg,
+		Jobs:       jobs,
+		PublicURL:  publicURL,
+		BasePath:   c.BasePath,
+		Version:    version,
+		Logger:     log,
+		Checks: map[string]httpapi.Readiness{
+			"nats": httpapi.ReadinessFunc(func() error {
+				if s := st.nc.Status(); s != nats.CONNECTED {
+					return fmt.Errorf("nats connection %s", s)
+				}
+				return nil
+			}),
+		},
+	}
+	if err := hcfg.Validate(); err != nil {
+		ln.Close()
+		return err
+	}
 	hs := &http.Server{
-		Handler: httpapi.New(httpapi.Config{
-			Metrics: metrics.Handler(reg),
-			Logger:  log,
-			Checks: map[string]httpapi.Readiness{
-				"nats": httpapi.ReadinessFunc(func() error {
-					if s := st.nc.Status(); s != nats.CONNECTED {
-						return fmt.Errorf("nats connection %s", s)
-					}
-					return nil
-				}),
-			},
-		}),
+		Handler:           httpapi.New(hcfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- hs.Serve(ln) }() // owned: Shutdown below ends it
-	log.Info("bulkstream serving", "listen", ln.Addr().String(), "data_dir", c.DataDir, "version", version)
+	log.Info("bulkstream serving", "listen", ln.Addr().String(), "fhir_base", publicURL+c.BasePath, "data_dir", c.DataDir, "version", version)
 
 	select {
 	case <-ctx.Done():
