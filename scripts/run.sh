@@ -22,6 +22,8 @@ cat <<MSG
 
 bulkstream is running (pid $pid) with the Synthea sample published.
 Try:
+  curl -si 'http://$listen/fhir/\$export?_type=Patient' -H 'Accept: application/fhir+json' -H 'Prefer: respond-async'
+  curl -s <the Content-Location it answers>            # 202 while running, then the manifest
   curl -s http://$listen/metrics | grep '^bulkstream_index_resources'
   curl -s http://$listen/readyz
   $bin gen --scale 2 --seed 7 | $bin publish -      # more data
