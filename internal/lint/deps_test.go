@@ -23,6 +23,7 @@ var forbidden = map[string][]string{
 	"internal/synth":   {module + "/", "github.com/nats-io/", "github.com/cockroachdb/"},
 	"internal/jsonobj": {module + "/", "github.com/"}, // pure leaves: stdlib only
 	"internal/fhir":    {module + "/", "github.com/"},
+	"internal/smart":   {module + "/export", module + "/httpapi", module + "/index", module + "/ingest", module + "/metrics", module + "/cmd", "github.com/nats-io/", "github.com/cockroachdb/"},
 }
 
 // TestForbiddenImports walks every package of the module and fails on an

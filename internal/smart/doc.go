@@ -1,0 +1,78 @@
+// Package smart is the security core of SMART Backend Services
+// authorization (SPEC section 8, issue 4): the client registry, client
+// assertion verification, the assertion replay cache, scope granting, and
+// the server's access tokens. It has no HTTP handlers; httpapi wires it into
+// the token endpoint and the bearer-token middleware, and cmd/bulkstream
+// owns the files, SIGHUP and key rotation. It imports only the standard
+// library, go-jose v4 and internal/fhir (the R4 type list).
+//
+// # Model
+//
+// A backend client owns an asymmetric key pair and is registered out of
+// band in a JSON registry file (LoadRegistry; Clients swaps a reloaded
+// registry in atomically, keeping the old one when the new file is
+// invalid). To get a token it signs a short-lived JWT assertion
+// (SignAssertion on the client side) and posts it with the requested
+// scopes; the token endpoint calls VerifyAssertion, then GrantScopes with
+// the client's allowed scopes, then Signer.Issue. Resource requests carry
+// the access token, which Signer.Verify checks without touching the client
+// registry or the assertion again, so an ES384 assertion check is paid once
+// per token, not once per request.
+//
+//	client                           token endpoint                       resource server
+//	SignAssertion ─ assertion ─▶ VerifyAssertion(reg, a, url, now, replay)
+//	                             GrantScopes(scope, client.Scopes)
+//	              ◀─ token ───── Signer.Issue(client.ID, scopes, 0)
+//	              ─ Bearer ───────────────────────────────────────────▶ Signer.Verify(token, now)
+//	                                                                     claims.Scopes.Allows(type)
+//
+// # Decisions
+//
+//   - Algorithms: assertions RS384 or ES384 only, access tokens ES384 only,
+//     enforced by go-jose at parse time (never none, HMAC, RS256 or a
+//     DER-encoded ECDSA signature). Registry keys must be RSA ≥ 2048 bits or
+//     EC P-384, so a registered key can always verify one of the two.
+//   - Key sources: only inline or file JWKS. SPEC 8.2 prefers JWKS URLs;
+//     fetching them (TLS, Cache-Control, SSRF limits) is deliberately left
+//     out, so an assertion with a jku header is refused: we would not fetch
+//     it, and accepting it while ignoring it would hide a client
+//     misconfiguration. An embedded jwk or x5c header is never used.
+//   - Key selection (SPEC 8.4): keys of the client named by iss whose kid
+//     equals the header kid, whose kty fits alg and whose own alg/use (if
+//     set) agree; exactly one must remain. kids are unique per client.
+//   - Time: assertion exp must be after now − ClockSkew (60 s) and at most
+//     now + 5 min + ClockSkew; nbf/iat, if present, not after now +
+//     ClockSkew. Access tokens allow TokenLeeway (5 s).
+//   - Replay: the replay check is the last one, after the signature and all
+//     claims verified, so forged assertions cannot burn a jti. ReplayFile
+//     keeps (iss, jti) until exp + ClockSkew in an append-only, fsynced file
+//     that is compacted on open, so a restart does not reopen the window. A
+//     replay-store failure refuses the assertion but is returned as a plain
+//     error (a 500), not as invalid_client.
+//   - Errors: every client-caused rejection is an *OAuthError
+//     (invalid_client, invalid_scope, invalid_token) whose Description names
+//     the failed check and may be sent to the client; it never contains key
+//     material. Registry and key-file errors name the file and client.
+//   - Scopes (SPEC 8.8): system/ only, v1 and v2 syntax, no ?param
+//     constraints. Export needs read and search, so each request is reduced
+//     to its "rs" part (system/*.cruds → system/*.rs, system/*.* →
+//     system/*.read); write-only, read-only-without-search and malformed
+//     scopes are invalid_scope. Granted = requested ∩ allowed, v1 echoed as
+//     v1; a wildcard request is narrowed to the specific types the client
+//     is allowed.
+//   - Server keys: ES384 P-384 private JWKs in <dir>/<kid>.jwk, mode 0600
+//     (looser modes are refused, like ssh). kids start with the creation
+//     time, so the newest key (the last kid) signs and every loaded key
+//     verifies. Rotate adds a key and deletes a key once its successor has
+//     existed for the token lifetime + TokenLeeway: by then every token it
+//     signed has expired. Issue refuses a ttl above the lifetime, which that
+//     rule relies on. Access tokens carry iss, sub and client_id (the
+//     client id), scope, iat, exp and jti, with typ at+jwt (RFC 9068) so
+//     that a client assertion can never pass as an access token.
+//   - Client keys (GenerateClientKey): ES384 P-384 by default, RS384 with
+//     3072-bit RSA; the kid is the RFC 7638 thumbprint.
+//
+// No package state: every component is built by its constructor
+// (LoadRegistry, OpenClients, OpenReplayFile, OpenKeys) and is safe for
+// concurrent use.
+package smart
