@@ -1,8 +1,6 @@
 package export
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 
 	"github.com/bulkstream/bulkstream/internal/jsonobj"
@@ -59,7 +57,7 @@ func applyElements(dst, resource []byte, typ string, elems []Element) ([]byte, e
 	dst = append(dst, '{')
 	first, sawMeta := true, false
 	var werr error
-	err := eachMember(resource, func(key []byte, ks, vs, ve int) bool {
+	err := jsonobj.EachKey(resource, func(key []byte, ks, vs, ve int) bool {
 		isMeta := string(key) == "meta"
 		if !isMeta && !keepMember(key, typ, elems) {
 			return true
@@ -117,7 +115,7 @@ func appendTaggedMeta(dst, meta []byte) ([]byte, error) {
 		return dst, fmt.Errorf("meta is not an object: %w", jsonobj.ErrSyntax)
 	}
 	tagVS, tagVE := -1, -1
-	err := eachMember(meta, func(key []byte, _, vs, ve int) bool {
+	err := jsonobj.EachKey(meta, func(key []byte, _, vs, ve int) bool {
 		if string(key) == "tag" {
 			tagVS, tagVE = vs, ve // the last one wins, as in encoding/json
 		}
@@ -169,7 +167,7 @@ func hasSubsetted(tag []byte) (bool, error) {
 		}
 		if c := tag[i:end]; c[0] == '{' {
 			var system, code []byte
-			if err := eachMember(c, func(key []byte, _, vs, ve int) bool {
+			if err := jsonobj.EachKey(c, func(key []byte, _, vs, ve int) bool {
 				switch string(key) {
 				case "system":
 					system = c[vs:ve]
@@ -197,65 +195,6 @@ func hasSubsetted(tag []byte) (bool, error) {
 			return false, nil
 		default:
 			return false, jsonobj.ErrSyntax
-		}
-	}
-}
-
-// eachMember is jsonobj.Each without the per-member key allocation: key is
-// the raw key bytes (aliasing b) unless the key has escapes, in which case
-// it is unescaped (allocating; FHIR keys never need escapes). key is only
-// valid during the call.
-func eachMember(b []byte, fn func(key []byte, ks, vs, ve int) bool) error {
-	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
-		return jsonobj.ErrSyntax
-	}
-	if len(b) == 2 {
-		return nil
-	}
-	for i := 1; ; {
-		ks := i
-		if b[i] != '"' {
-			return jsonobj.ErrSyntax
-		}
-		kend, err := jsonobj.SkipValue(b, i) // the string's end
-		if err != nil {
-			return err
-		}
-		key := b[ks+1 : kend-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var s string
-			if json.Unmarshal(b[ks:kend], &s) != nil {
-				return jsonobj.ErrSyntax
-			}
-			key = []byte(s)
-		}
-		if kend >= len(b) || b[kend] != ':' {
-			return jsonobj.ErrSyntax
-		}
-		vs := kend + 1
-		ve, err := jsonobj.SkipValue(b, vs)
-		if err != nil {
-			return err
-		}
-		if !fn(key, ks, vs, ve) {
-			return nil
-		}
-		if ve >= len(b) {
-			return jsonobj.ErrSyntax
-		}
-		switch b[ve] {
-		case ',':
-			i = ve + 1
-			if i >= len(b) {
-				return jsonobj.ErrSyntax
-			}
-		case '}':
-			if ve != len(b)-1 {
-				return jsonobj.ErrSyntax
-			}
-			return nil
-		default:
-			return jsonobj.ErrSyntax
 		}
 	}
 }

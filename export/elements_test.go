@@ -456,3 +456,21 @@ func isCompactJSON(b []byte) bool {
 	var c bytes.Buffer
 	return json.Compact(&c, b) == nil && bytes.Equal(c.Bytes(), b)
 }
+
+// TestApplyElementsAllocs guards the hot path: subsetting a resource whose
+// keys have no escapes allocates nothing beyond growing dst (the member
+// walk is jsonobj.EachKey, which hands out keys as slices of the input).
+func TestApplyElementsAllocs(t *testing.T) {
+	res := []byte(benchObservation)
+	elems := []Element{{Name: "id"}, {Name: "status"}, {Type: "Observation", Name: "code"}, {Type: "Observation", Name: "subject"}}
+	dst := make([]byte, 0, 4096)
+	allocs := testing.AllocsPerRun(100, func() {
+		var err error
+		if dst, err = applyElements(dst[:0], res, "Observation", elems); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("applyElements allocates %v times per call, want 0", allocs)
+	}
+}

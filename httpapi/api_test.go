@@ -6,6 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
+
+	"github.com/bulkstream/bulkstream/export"
 )
 
 func TestHealthAndReadiness(t *testing.T) {
@@ -46,5 +49,39 @@ func TestHealthAndReadiness(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest("POST", "/healthz", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /healthz = %d, want 405", rec.Code)
+	}
+}
+
+// TestHEAD: every safe GET route answers HEAD with the GET's status and
+// headers (RFC 9110 9.1); the kick-off does not (a HEAD must not start a
+// job; see TestErrorResponses/head-kickoff).
+func TestHEAD(t *testing.T) {
+	jobs := newFakeJobs()
+	jobs.statuses["j1"] = export.Status{State: export.Running, Progress: "scanning Patient", RetryAfter: time.Second}
+	h := New(Config{Jobs: jobs, PublicURL: testPublicURL,
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("m 1\n")) })})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, tt := range []struct {
+		path   string
+		status int
+		header string // a header the GET sets
+	}{
+		{"/fhir/metadata", 200, "Content-Type"},
+		{"/fhir/OperationDefinition/export", 200, "Content-Type"},
+		{"/fhir/OperationDefinition/bulk-export", 200, "Content-Type"},
+		{"/fhir/bulkstatus/j1", 202, "X-Progress"},
+		{"/healthz", 200, "Content-Type"},
+		{"/readyz", 200, "Content-Type"},
+		{"/metrics", 200, "Content-Type"},
+	} {
+		resp, err := http.Head(srv.URL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || resp.Header.Get(tt.header) == "" {
+			t.Errorf("HEAD %s = %d, %s %q; want %d with %s", tt.path, resp.StatusCode, tt.header, resp.Header.Get(tt.header), tt.status, tt.header)
+		}
 	}
 }

@@ -13,12 +13,18 @@
 //	GET, POST [base]/$export               kick-off: 202 + Content-Location [PublicURL][base]/bulkstatus/<id>
 //	GET       [base]/bulkstatus/:id        202 (X-Progress, Retry-After) | 200 manifest | 500 OperationOutcome when the job failed
 //	DELETE    [base]/bulkstatus/:id        202 + informational OperationOutcome
-//	GET, HEAD [base]/bulkfiles/:id/:name   application/fhir+ndjson, Range/If-Range, gzip when accepted and no Range
+//	GET       [base]/bulkfiles/:id/:name   application/fhir+ndjson, Range/If-Range, gzip when accepted and no Range
 //	GET       [base]/metadata              CapabilityStatement (no auth; _format=json accepted)
 //	GET       [base]/OperationDefinition/export       HL7 system export definition
 //	GET       [base]/OperationDefinition/bulk-export  CA-CSD bulk-export definition
 //
-// The FHIR routes exist only when Config.Jobs is set.
+// The FHIR routes exist only when Config.Jobs is set. Every GET route
+// also answers HEAD (RFC 9110 9.1) except the kick-off: a GET kick-off
+// starts a job, which a HEAD must not do, so HEAD there is 405. Paths are
+// matched exactly and case-sensitively (FHIR URLs are): a wrongly cased or
+// unclean path (/fhir/$Export, /fhir//metadata) is a 404 OperationOutcome,
+// never a redirect to another route; only a trailing slash is redirected
+// (301 for GET, 307 otherwise).
 //
 // # Kick-off
 //
@@ -46,6 +52,20 @@
 // without its query), so the manifest's request echoes the client's own
 // encoding (SPEC 4.2).
 //
+// Choices where SPEC and issue 3 leave room or disagree:
+//
+//   - A POST body with the wrong Content-Type is 415 and one over the cap
+//     413, not 400: the more precise 4xx, and every suite accepts any 4xx
+//     with an OperationOutcome. A body that is JSON but not a valid
+//     Parameters resource is 400.
+//   - Prefer: separate-export-status (3.0) is not honoured: RFC 7240 lets
+//     a server ignore a preference, so no Preference-Applied is sent and
+//     status codes describe the job (SPEC 3.7 normal mode).
+//   - Status polls are not rate-limited (no 429 for polling too often,
+//     a SHOULD in SPEC 3.5): a poll is one map lookup.
+//   - Parameter semantics (lenient handling, _since/_until bounds, what is
+//     never ignored) are export.ParseRequest's and documented there.
+//
 // # Errors
 //
 // Every error is an OperationOutcome (application/fhir+json) produced by
@@ -58,7 +78,10 @@
 // routes are 404, known paths with the wrong method 405 with Allow, panics
 // 500; http.ServeContent's own refusals (416, 412) are rewritten as
 // OperationOutcomes too. A failed job's status is 500 with the job's error
-// as diagnostics (SPEC 3.3).
+// as diagnostics (SPEC 3.3) and issue code "processing": final. The codes
+// of the transient family ("exception", "transient", "throttled") are kept
+// for answers where the request, not the job, failed and a retry may work
+// (SPEC 3.4: a poll that fails with exception does not mean the job did).
 //
 // # Status and manifest
 //

@@ -29,7 +29,8 @@ func TestErrorResponses(t *testing.T) {
 		name       string
 		req        request
 		kickoffErr error
-		failed     bool // job "failed" exists
+		failed     bool  // job "failed" exists
+		statusErr  error // Status fails with it
 		status     int
 		diag       string
 		code       string
@@ -97,7 +98,10 @@ func TestErrorResponses(t *testing.T) {
 		{name: "status-unknown", req: request{method: "GET", target: "/fhir/bulkstatus/nope"},
 			status: 404, code: "not-found", diag: "no such export job"},
 		{name: "status-failed", req: request{method: "GET", target: "/fhir/bulkstatus/failed"}, failed: true,
-			status: 500, code: "exception", diag: "scan Observation: disk full"},
+			status: 500, code: "processing", diag: "scan Observation: disk full"},
+		// A poll that fails (not the job) is transient: the client retries it (SPEC 3.4).
+		{name: "status-poll-error", req: request{method: "GET", target: "/fhir/bulkstatus/failed"}, failed: true,
+			statusErr: errors.New("pebble: read job record: i/o error"), status: 500, code: "exception", diag: "internal server error"},
 		{name: "cancel-unknown", req: request{method: "DELETE", target: "/fhir/bulkstatus/nope"},
 			status: 404, code: "not-found", diag: "no such export job"},
 		{name: "file-unknown", req: request{method: "GET", target: "/fhir/bulkfiles/job-1/Patient-9.ndjson"},
@@ -110,6 +114,17 @@ func TestErrorResponses(t *testing.T) {
 			status: 404, code: "not-found", diag: "no route for GET /fhir/Patient/123"},
 		{name: "method-not-allowed", req: request{method: "PUT", target: "/fhir/$export", header: kickoffHeaders()},
 			status: 405, code: "not-supported", diag: "method PUT is not allowed", header: map[string]string{"Allow": "GET, OPTIONS, POST"}},
+		// HEAD must not start a job.
+		{name: "head-kickoff", req: request{method: "HEAD", target: "/fhir/$export", header: kickoffHeaders()},
+			status: 405, code: "not-supported", diag: "method HEAD is not allowed", header: map[string]string{"Allow": "GET, OPTIONS, POST"}},
+		{name: "post-status", req: request{method: "POST", target: "/fhir/bulkstatus/job-1"},
+			status: 405, code: "not-supported", diag: "method POST is not allowed", header: map[string]string{"Allow": "DELETE, GET, HEAD, OPTIONS"}},
+		// FHIR paths are case-sensitive, and a cleaned path is another URL:
+		// 404, not a redirect to a route the client did not name.
+		{name: "route-wrong-case", req: request{method: "GET", target: "/fhir/$Export", header: kickoffHeaders()},
+			status: 404, code: "not-found", diag: "no route for GET /fhir/$Export"},
+		{name: "route-double-slash", req: request{method: "GET", target: "/fhir//metadata"},
+			status: 404, code: "not-found", diag: "no route for GET /fhir//metadata"},
 		{name: "metadata-xml", req: request{method: "GET", target: "/fhir/metadata?_format=xml"},
 			status: 406, code: "not-supported", diag: "JSON only"},
 		{name: "file-range-unsatisfiable", req: request{method: "GET", target: "/fhir/bulkfiles/job-1/Patient-1.ndjson", header: http.Header{"Range": {"bytes=9999-"}}},
@@ -119,11 +134,18 @@ func TestErrorResponses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			jobs := newFakeJobs()
 			jobs.kickoffErr = tt.kickoffErr
+			jobs.statusErr = tt.statusErr
 			jobs.files["job-1/Patient-1.ndjson"] = []byte("{}\n")
 			if tt.failed {
 				jobs.statuses["failed"] = export.Status{State: export.Failed, Error: "scan Observation: disk full"}
 			}
 			rec := serve(newTestHandler(t, jobs, nil), tt.req)
+			if tt.req.method == "HEAD" {
+				// net/http drops a HEAD body; the recorder keeps it.
+				if rec.Code != tt.status || rec.Header().Get("Allow") != tt.header["Allow"] {
+					t.Errorf("HEAD: %d Allow %q, want %d %q", rec.Code, rec.Header().Get("Allow"), tt.status, tt.header["Allow"])
+				}
+			}
 			oo := checkOutcome(t, rec, tt.status, tt.diag)
 			iss := oo.Issue[0]
 			if iss.Severity != "error" {

@@ -33,9 +33,11 @@ type fakeJobs struct {
 	// kickoff, when set, replaces the default (record, return "job-1").
 	kickoff  func(ctx context.Context, k export.Kickoff) (string, error)
 	statuses map[string]export.Status
-	files    map[string][]byte // "id/name" → content
-	modTime  time.Time
-	opened   []string
+	// statusErr, when set, is what Status returns for every id.
+	statusErr error
+	files     map[string][]byte // "id/name" → content
+	modTime   time.Time
+	opened    []string
 }
 
 func newFakeJobs() *fakeJobs {
@@ -62,6 +64,9 @@ func (f *fakeJobs) Kickoff(ctx context.Context, k export.Kickoff) (string, error
 func (f *fakeJobs) Status(id string) (export.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.statusErr != nil {
+		return export.Status{}, f.statusErr
+	}
 	st, ok := f.statuses[id]
 	if !ok {
 		return export.Status{}, export.ErrNotFound

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -79,8 +80,8 @@ type operationDefinition struct {
 	ResourceType, URL, Code, Kind, Status string
 	System, Type, Instance                *bool
 	Parameter                             []struct {
-		Name, Use, Max, Type string
-		Min                  *int
+		Name, Use, Max, Type, Documentation string
+		Min                                 *int
 	}
 }
 
@@ -115,6 +116,10 @@ func TestOperationDefinitions(t *testing.T) {
 				continue
 			}
 			got[p.Name] = p.Type + " " + strconv.Itoa(*p.Min) + ".." + p.Max
+			// _until is exclusive ("changed before", SPEC 2.5), as ParseRequest reads it.
+			if p.Name == "_until" && !strings.Contains(p.Documentation, "before this instant") {
+				t.Errorf("%s: _until documentation %q, want it exclusive (before this instant)", tt.target, p.Documentation)
+			}
 		}
 		if len(got) != len(tt.params) {
 			t.Errorf("%s: parameters %v, want %v", tt.target, got, tt.params)

@@ -15,6 +15,10 @@ const routeUnmatched = "unmatched"
 func (a *api) routes() *httprouter.Router {
 	r := httprouter.New()
 	r.HandleMethodNotAllowed = true
+	// FHIR paths are case-sensitive ($export is not $Export) and a cleaned
+	// path is a different URL: those get a 404 OperationOutcome instead of
+	// a redirect to some other route. Only a trailing slash is redirected.
+	r.RedirectFixedPath = false
 	r.NotFound = http.HandlerFunc(a.notFound)
 	r.MethodNotAllowed = http.HandlerFunc(a.methodNotAllowed)
 	r.GlobalOPTIONS = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -23,12 +27,19 @@ func (a *api) routes() *httprouter.Router {
 	handle := func(method, pattern string, h http.HandlerFunc) {
 		r.Handler(method, pattern, route(pattern, h))
 	}
+	// read registers a safe GET route and its HEAD (RFC 9110 9.1: a server
+	// that supports GET supports HEAD; net/http drops the body). $export is
+	// not one: a GET kick-off starts a job, which a HEAD must not do.
+	read := func(pattern string, h http.HandlerFunc) {
+		handle(http.MethodGet, pattern, h)
+		handle(http.MethodHead, pattern, h)
+	}
 
 	if a.cfg.Metrics != nil {
-		handle(http.MethodGet, "/metrics", a.cfg.Metrics.ServeHTTP)
+		read("/metrics", a.cfg.Metrics.ServeHTTP)
 	}
-	handle(http.MethodGet, "/healthz", a.healthz)
-	handle(http.MethodGet, "/readyz", a.readyz)
+	read("/healthz", a.healthz)
+	read("/readyz", a.readyz)
 
 	if a.cfg.Jobs == nil {
 		return r
@@ -36,13 +47,12 @@ func (a *api) routes() *httprouter.Router {
 	b := a.cfg.BasePath
 	handle(http.MethodGet, b+"/$export", a.kickoff)
 	handle(http.MethodPost, b+"/$export", a.kickoff)
-	handle(http.MethodGet, b+"/bulkstatus/:id", a.status)
+	read(b+"/bulkstatus/:id", a.status)
 	handle(http.MethodDelete, b+"/bulkstatus/:id", a.cancel)
-	handle(http.MethodGet, b+"/bulkfiles/:id/:name", a.file)
-	handle(http.MethodHead, b+"/bulkfiles/:id/:name", a.file)
-	handle(http.MethodGet, b+"/metadata", a.metadata)
-	handle(http.MethodGet, b+"/OperationDefinition/export", a.serveDoc(func() []byte { return a.docs.exportOp }))
-	handle(http.MethodGet, b+"/OperationDefinition/bulk-export", a.serveDoc(func() []byte { return a.docs.bulkExportOp }))
+	read(b+"/bulkfiles/:id/:name", a.file)
+	read(b+"/metadata", a.metadata)
+	read(b+"/OperationDefinition/export", a.serveDoc(func() []byte { return a.docs.exportOp }))
+	read(b+"/OperationDefinition/bulk-export", a.serveDoc(func() []byte { return a.docs.bulkExportOp }))
 	return r
 }
 

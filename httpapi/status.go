@@ -45,7 +45,11 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		if diag == "" {
 			diag = "the export job failed"
 		}
-		writeOutcome(w, http.StatusInternalServerError, issue{Severity: "error", Code: "exception", Diagnostics: diag})
+		// "processing", not "exception": exception belongs to the
+		// transient family, which tells a client that the poll failed and
+		// should be retried (SPEC 3.4), whereas a failed job is final.
+		writeOutcome(w, http.StatusInternalServerError, issue{Severity: "error", Code: "processing",
+			Diagnostics: diag + "; start a new export"})
 	default:
 		a.respondError(w, r, fmt.Errorf("job %s in unknown state %q", id, st.State))
 	}
