@@ -1,6 +1,6 @@
 // Command bulkstream serves a FHIR Bulk Data ($export) endpoint over a
 // Pebble index fed by NATS JetStream change events. Subcommands: serve,
-// publish, gen, rebuild.
+// publish, gen, rebuild, client.
 package main
 
 import (
@@ -38,6 +38,7 @@ commands:
   publish   publish NDJSON resources (or deletes) as change events
   gen       generate realistic FHIR data from the Synthea sample
   rebuild   drop the index and replay the stream into it
+  client    SMART Backend Services client keys and tokens (keygen, token)
   version   print the version
 
 Run 'bulkstream <command> -h' for a command's flags. Every flag can also be
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runGen(ctx, args, stdout, stderr)
 	case "rebuild":
 		return runRebuild(ctx, args, stdout, stderr)
+	case "client":
+		return runClient(ctx, args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "bulkstream", version)
 		return nil

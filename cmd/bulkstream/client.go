@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/bulkstream/bulkstream/internal/smart"
+)
+
+const clientUsage = `usage: bulkstream client <keygen|token> [flags]
+
+  keygen --id ID [--alg ES384|RS384] [--out FILE]
+        create a signing key for a SMART Backend Services client: the
+        private JWK goes to FILE (default ID.jwk, mode 0600, never
+        overwritten), the entry for the --clients registry to stdout
+  token --url BASE --client-id ID --key FILE [--scope SCOPES]
+        get an access token: discover the token endpoint from
+        BASE/.well-known/smart-configuration, sign a client assertion with
+        the key, print the token response (access_token, expires_in, scope)
+`
+
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, clientUsage)
+		return errors.New("client: missing subcommand")
+	}
+	switch args[0] {
+	case "keygen":
+		return runClientKeygen(args[1:], stdout, stderr)
+	case "token":
+		return runClientToken(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, clientUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, clientUsage)
+		return fmt.Errorf("client: unknown subcommand %q", args[0])
+	}
+}
+
+func runClientKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("client keygen", stderr)
+	id := fs.String("id", "", "client id (required)")
+	alg := fs.String("alg", "ES384", "signing algorithm: ES384 or RS384")
+	out := fs.String("out", "", "file for the private key (default <id>.jwk)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *id == "" {
+		return errors.New("client keygen: --id is required")
+	}
+	if *out == "" {
+		*out = *id + ".jwk"
+	}
+	priv, entry, err := smart.GenerateClientKey(*id, *alg)
+	if err != nil {
+		return err
+	}
+	// O_EXCL: a second keygen must never replace a key a client still uses.
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("client keygen: %w", err)
+	}
+	if _, err := f.Write(append(priv, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("client keygen: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("client keygen: %w", err)
+	}
+	fmt.Fprintf(stderr, "private key written to %s (keep it secret); add this entry to the clients file:\n", *out)
+	_, err = fmt.Fprintf(stdout, "%s\n", entry)
+	return err
+}
+
+func runClientToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("client token", stderr)
+	base := fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)")
+	id := fs.String("client-id", "", "registered client id (required)")
+	keyFile := fs.String("key", "", "private JWK written by client keygen (required)")
+	scope := fs.String("scope", "system/*.rs", "requested scopes, space-separated")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *base == "" || *id == "" || *keyFile == "" {
+		return errors.New("client token: --url, --client-id and --key are required")
+	}
+	key, err := os.ReadFile(*keyFile)
+	if err != nil {
+		return fmt.Errorf("client token: %w", err)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	_, raw, err := fetchToken(ctx, hc, *base, *id, key, *scope)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", raw)
+	return err
+}
+
+// tokenResponse is the token endpoint's success answer (SMART Backend
+// Services, RFC 6749 section 5.1).
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// fetchToken runs the client-credentials flow against the server at base:
+// discovery, signed assertion, token request. It returns the decoded
+// response and its raw JSON.
+func fetchToken(ctx context.Context, hc *http.Client, base, clientID string, key []byte, scope string) (tokenResponse, []byte, error) {
+	var tok tokenResponse
+	tokenURL, err := discoverTokenURL(ctx, hc, base)
+	if err != nil {
+		return tok, nil, err
+	}
+	assertion, err := smart.SignAssertion(key, clientID, tokenURL, time.Now())
+	if err != nil {
+		return tok, nil, err
+	}
+	form := url.Values{
+		"grant_type":            {"client_credentials"},
+		"client_assertion_type": {smart.AssertionType},
+		"client_assertion":      {assertion},
+		"scope":                 {scope},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return tok, nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return tok, nil, fmt.Errorf("token request: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return tok, nil, fmt.Errorf("token request: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var oe struct {
+			Error       string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &oe) == nil && oe.Error != "" {
+			return tok, nil, fmt.Errorf("token request: %s %s: %s", resp.Status, oe.Error, oe.Description)
+		}
+		return tok, nil, fmt.Errorf("token request: %s", resp.Status)
+	}
+	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
+		return tok, nil, fmt.Errorf("token request: unexpected answer %.200q", body)
+	}
+	return tok, body, nil
+}
+
+// discoverTokenURL reads token_endpoint from base's SMART configuration.
+func discoverTokenURL(ctx context.Context, hc *http.Client, base string) (string, error) {
+	u := strings.TrimSuffix(base, "/") + "/.well-known/smart-configuration"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("discovery: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("discovery: GET %s: %s", u, resp.Status)
+	}
+	var conf struct {
+		TokenEndpoint string `json:"token_endpoint"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&conf); err != nil {
+		return "", fmt.Errorf("discovery: %s: %w", u, err)
+	}
+	if conf.TokenEndpoint == "" {
+		return "", fmt.Errorf("discovery: %s has no token_endpoint", u)
+	}
+	return conf.TokenEndpoint, nil
+}
