@@ -106,7 +106,7 @@ func BenchmarkExport(b *testing.B) {
 			b.SetBytes(size)
 			b.ReportAllocs()
 			for b.Loop() {
-				id, err := m.submit(context.Background(), fullRequest(), time.Now())
+				id, err := m.submit(context.Background(), fullRequest(), 0, time.Now())
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -124,7 +124,7 @@ func BenchmarkExport(b *testing.B) {
 					time.Sleep(100 * time.Microsecond)
 				}
 				b.StopTimer()
-				if err := m.Cancel(id); err != nil {
+				if err := m.Cancel("", id); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()

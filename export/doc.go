@@ -125,4 +125,29 @@
 // Expires has passed, by a background loop and lazily by Status and
 // OpenFile. A download that already opened a file finishes even if the
 // job is removed meanwhile.
+//
+// # Clients (authorization)
+//
+// httpapi authenticates (SMART Backend Services); export enforces what
+// the authenticated client may do, from the fields of [Kickoff]:
+//
+//   - Ownership: a job belongs to Kickoff.Client, persisted in its record
+//     (Request.Client). Status, Cancel and OpenFile take the caller's
+//     client id and answer ErrNotFound for any other client's job, the
+//     same answer as for a job that does not exist, so job ids leaked in
+//     logs reveal nothing. The match is exact: with auth off every caller
+//     and job has client "", and jobs started with auth on stay invisible
+//     if the server is restarted with auth off (and the other way round).
+//   - Types: Kickoff.AllowedTypes (nil: all) are the types the client's
+//     token grants. A _type naming any other type is a *ForbiddenError
+//     (403), lenient or not: leniency skips what the server does not
+//     support, never what the client may not read. Without _type the job
+//     exports exactly the allowed types.
+//   - Quota: Kickoff.MaxJobs (> 0) caps the client's own queued plus
+//     running jobs, checked before Config.MaxActiveJobs; past either,
+//     Kickoff returns a *TooManyJobsError whose Reason (client_quota or
+//     server_limit) is also the label of
+//     bulkstream_export_kickoffs_throttled_total.
+//   - Config.RequiresAccessToken is the manifests' requiresAccessToken
+//     (true when auth is on).
 package export

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/bulkstream/bulkstream/index"
@@ -70,13 +71,44 @@ type RequestError struct {
 
 func (e *RequestError) Error() string { return "export: " + e.Diagnostics }
 
-// TooManyJobsError is returned by Kickoff past the concurrent-job limit
-// (429 with Retry-After).
+// TooManyJobsError is returned by Kickoff past a concurrent-job limit
+// (429 with Retry-After). Reason says which: ReasonServerLimit or
+// ReasonClientQuota; it is also the reason label of
+// bulkstream_export_kickoffs_throttled_total.
 type TooManyJobsError struct {
 	RetryAfter time.Duration
+	Reason     string
+	// Limit is the limit that was reached (Config.MaxActiveJobs or the
+	// client's Kickoff.MaxJobs).
+	Limit int
 }
 
-func (e *TooManyJobsError) Error() string { return "export: too many concurrent export jobs" }
+// Reasons of a TooManyJobsError.
+const (
+	// ReasonServerLimit: queued plus running jobs reached
+	// Config.MaxActiveJobs.
+	ReasonServerLimit = "server_limit"
+	// ReasonClientQuota: the client's own queued plus running jobs
+	// reached its Kickoff.MaxJobs.
+	ReasonClientQuota = "client_quota"
+)
+
+func (e *TooManyJobsError) Error() string {
+	if e.Reason == ReasonClientQuota {
+		return "export: the client's concurrent export job quota is used up"
+	}
+	return "export: too many concurrent export jobs"
+}
+
+// ForbiddenError is a kick-off whose _type names resource types outside
+// Kickoff.AllowedTypes (the client's granted scopes): 403.
+type ForbiddenError struct {
+	Types []string // the requested types not allowed, in request order
+}
+
+func (e *ForbiddenError) Error() string {
+	return "export: the access token does not grant _type " + strings.Join(e.Types, ",")
+}
 
 // UnavailableError is returned when the server cannot take a job now (low
 // disk, shutting down, replica behind): 503 with Retry-After.
@@ -175,6 +207,13 @@ type Kickoff struct {
 	Lenient    bool   // Prefer: handling=lenient
 	RequestURL string // the raw request URL, absolute, for the manifest
 	Client     string // authenticated client id, "" when auth is off
+	// AllowedTypes are the resource types the client may export (its
+	// token's scopes); nil means every type. A _type naming any other
+	// type is a *ForbiddenError; without _type only these are exported.
+	AllowedTypes []string
+	// MaxJobs is the client's own quota of queued plus running jobs, on
+	// top of Config.MaxActiveJobs; 0 means none.
+	MaxJobs int
 }
 
 // ParseOptions tells ParseRequest what it cannot know by itself.

@@ -9,17 +9,18 @@ import (
 // OpenFile opens a file of a completed job for download. Only names listed
 // in the job's manifest (output, deleted or error) are served; any other
 // name, including one with a path in it, is ErrNotFound, as is every name of
-// an unknown, expired, cancelled or unfinished job.
+// an unknown, expired, cancelled or unfinished job, and of a job another
+// client started (client is the caller's Request.Client).
 //
 // Removing a job (Cancel, expiry) does not cut short a download that has
 // already opened its file: the open descriptor keeps the data readable.
-func (m *Manager) OpenFile(id, name string) (File, error) {
+func (m *Manager) OpenFile(client, id, name string) (File, error) {
 	j := m.lookup(id)
 	if j == nil {
 		return nil, ErrNotFound
 	}
 	j.mu.Lock()
-	ok := !j.removed && j.rec.State == Completed && !m.expired(j) && j.rec.Manifest != nil && j.rec.Manifest.has(name)
+	ok := !j.removed && j.ownedBy(client) && j.rec.State == Completed && !m.expired(j) && j.rec.Manifest != nil && j.rec.Manifest.has(name)
 	j.mu.Unlock()
 	if !ok {
 		return nil, ErrNotFound

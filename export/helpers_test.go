@@ -180,7 +180,7 @@ func sinceRequest(since uint64) Request {
 
 func submit(t testing.TB, m *Manager, req Request) string {
 	t.Helper()
-	id, err := m.submit(t.Context(), req, m.cfg.Now())
+	id, err := m.submit(t.Context(), req, 0, m.cfg.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +203,27 @@ func checkFor(t testing.TB, d time.Duration, fn func() error) {
 	}
 }
 
-// wait polls Status until the job is completed or failed.
+// ownerOf returns the client that started job id ("" when unknown), so
+// helpers can poll any job as its owner.
+func ownerOf(m *Manager, id string) string {
+	j := m.lookup(id)
+	if j == nil {
+		return ""
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.rec.Request.Client
+}
+
+// wait polls Status, as the job's owner, until the job is completed or
+// failed.
 func wait(t testing.TB, m *Manager, id string) Status {
 	t.Helper()
+	client := ownerOf(m, id)
 	var st Status
 	checkFor(t, 30*time.Second, func() error {
 		var err error
-		st, err = m.Status(id)
+		st, err = m.Status(client, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +254,7 @@ func exported(t testing.TB, m *Manager, req Request) *Manifest {
 // readLines reads a file through OpenFile.
 func readLines(t testing.TB, m *Manager, id, name string) [][]byte {
 	t.Helper()
-	f, err := m.OpenFile(id, name)
+	f, err := m.OpenFile(ownerOf(m, id), id, name)
 	if err != nil {
 		t.Fatalf("OpenFile(%s): %v", name, err)
 	}

@@ -375,12 +375,18 @@ func (m *Manager) Kickoff(ctx context.Context, k Kickoff) (string, error) {
 		return "", err
 	}
 	req.RequestURL, req.Client = k.RequestURL, k.Client
-	return m.submit(ctx, req, now)
+	if err := restrictTypes(&req, k.AllowedTypes); err != nil {
+		return "", err
+	}
+	id, err := m.submit(ctx, req, k.MaxJobs, now)
+	m.countThrottled(err)
+	return id, err
 }
 
-// submit queues a validated request.
-func (m *Manager) submit(ctx context.Context, req Request, now time.Time) (string, error) {
-	if err := m.admit(now); err != nil {
+// submit queues a validated request; quota is the client's own job limit
+// (0: none).
+func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.Time) (string, error) {
+	if err := m.admit(now, req.Client, quota); err != nil {
 		return "", err
 	}
 	if m.cfg.MinFreeBytes > 0 {
@@ -408,7 +414,7 @@ func (m *Manager) submit(ctx context.Context, req Request, now time.Time) (strin
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.admitLocked(now); err != nil {
+	if err := m.admitLocked(now, req.Client, quota); err != nil {
 		// Lost a race for the last slot, or closing: forget the job.
 		if derr := m.jobs.DeleteJob(id); derr != nil {
 			m.log.Warn("cannot delete refused export job", "job", id, "error", derr)
@@ -423,39 +429,57 @@ func (m *Manager) submit(ctx context.Context, req Request, now time.Time) (strin
 	return id, nil
 }
 
-func (m *Manager) admit(now time.Time) error {
+func (m *Manager) admit(now time.Time, client string, quota int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.admitLocked(now)
+	return m.admitLocked(now, client, quota)
 }
 
-// admitLocked refuses a kick-off when closed or at the job limit.
-func (m *Manager) admitLocked(now time.Time) error {
+// admitLocked refuses a kick-off when closed, at the job limit, or when
+// client already has quota (> 0) jobs queued or running.
+func (m *Manager) admitLocked(now time.Time, client string, quota int) error {
 	if m.closed {
 		return ErrClosed
 	}
 	if !m.started {
 		return &UnavailableError{Reason: "export manager is starting", RetryAfter: 5 * time.Second}
 	}
-	active := 0
-	wait := time.Duration(0)
+	active, mine := 0, 0
+	wait, myWait := time.Duration(0), time.Duration(0)
 	for _, j := range m.all {
 		j.mu.Lock()
 		if s := j.rec.State; s == Queued || s == Running {
 			active++
-			if d, ok := j.remaining(now); ok && (wait == 0 || d < wait) {
+			d, ok := j.remaining(now)
+			if ok && (wait == 0 || d < wait) {
 				wait = d
+			}
+			if j.rec.Request.Client == client {
+				mine++
+				if ok && (myWait == 0 || d < myWait) {
+					myWait = d
+				}
 			}
 		}
 		j.mu.Unlock()
 	}
+	if quota > 0 && mine >= quota {
+		return m.tooMany(ReasonClientQuota, quota, myWait)
+	}
 	if active < m.cfg.MaxActiveJobs {
 		return nil
 	}
+	return m.tooMany(ReasonServerLimit, m.cfg.MaxActiveJobs, wait)
+}
+
+// tooMany is the 429 of admitLocked; wait is the shortest estimated time
+// left of the jobs that hold the limit (0: unknown). m.mu is held.
+func (m *Manager) tooMany(reason string, limit int, wait time.Duration) error {
 	if wait == 0 {
 		wait = cmp.Or(m.avgJob, 10*time.Second)
 	}
-	return &TooManyJobsError{RetryAfter: clamp(wait.Round(time.Second), time.Second, time.Minute)}
+	return &TooManyJobsError{RetryAfter: clamp(wait.Round(time.Second), time.Second, time.Minute),
+		Reason: reason, Limit: limit}
 }
 
 // headSeq returns the stream sequence the job must wait for.
@@ -497,10 +521,11 @@ func (m *Manager) expired(j *job) bool {
 }
 
 // Status returns what a status poll sees, or ErrNotFound for an unknown,
-// expired or cancelled job. The first poll of a job never sees it
+// expired or cancelled job, or one another client started (client is the
+// caller's Request.Client: "" when auth is off). The first poll of a job never sees it
 // finished: a job that completed (or failed) before anyone polled is
 // reported running once more.
-func (m *Manager) Status(id string) (Status, error) {
+func (m *Manager) Status(client, id string) (Status, error) {
 	m.mu.Lock()
 	j := m.all[id]
 	ahead := 0
@@ -516,7 +541,7 @@ func (m *Manager) Status(id string) (Status, error) {
 	}
 	now := m.cfg.Now()
 	j.mu.Lock()
-	if j.removed {
+	if j.removed || !j.ownedBy(client) {
 		j.mu.Unlock()
 		return Status{}, ErrNotFound
 	}
@@ -556,10 +581,10 @@ func (m *Manager) Status(id string) (Status, error) {
 // Cancel stops a queued or running job, or discards a finished one: its
 // files and record are removed, and Status, OpenFile and Cancel then
 // return ErrNotFound. A running job's worker has stopped when Cancel
-// returns.
-func (m *Manager) Cancel(id string) error {
+// returns. A job another client started is ErrNotFound, and left alone.
+func (m *Manager) Cancel(client, id string) error {
 	j := m.lookup(id)
-	if j == nil {
+	if j == nil || !j.isOwnedBy(client) {
 		return ErrNotFound
 	}
 	if !m.remove(j, "cancelled") {

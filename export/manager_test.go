@@ -397,7 +397,7 @@ func TestWaitForIngest(t *testing.T) {
 	id := submit(t, m, fullRequest())
 	want := fmt.Sprintf("waiting for ingest to reach sequence %d (at %d)", e.f.seq+20, e.f.seq)
 	checkFor(t, 5*time.Second, func() error {
-		st, err := m.Status(id)
+		st, err := m.Status("", id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,7 +408,7 @@ func TestWaitForIngest(t *testing.T) {
 	})
 	e.f.apply(t, rs[50:60]...) // still 10 short
 	time.Sleep(20 * time.Millisecond)
-	if st, _ := m.Status(id); st.State != Running || !strings.HasPrefix(st.Progress, "waiting") {
+	if st, _ := m.Status("", id); st.State != Running || !strings.HasPrefix(st.Progress, "waiting") {
 		t.Fatalf("status %+v before the head is applied", st)
 	}
 	e.f.apply(t, rs[60:70]...)
@@ -488,7 +488,7 @@ func TestRestartDuringJob(t *testing.T) {
 	if err := m1.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if _, err := m1.submit(t.Context(), fullRequest(), time.Now()); !errors.Is(err, ErrClosed) {
+	if _, err := m1.submit(t.Context(), fullRequest(), 0, time.Now()); !errors.Is(err, ErrClosed) {
 		t.Errorf("submit after Close = %v, want ErrClosed", err)
 	}
 	rec, err := e.x.GetJob(id)
@@ -554,12 +554,12 @@ func TestRestartKeepsCompletedJobs(t *testing.T) {
 	os.Remove(filepath.Join(m1.jobDir(lost), mf.Output[0].Name))
 
 	m2 := e.manager(t, Config{}, nil)
-	st, err := m2.Status(done)
+	st, err := m2.Status("", done)
 	if err != nil || st.State != Completed || st.Manifest.TransactionTime != mf.TransactionTime {
 		t.Fatalf("Status after restart = %+v, %v", st, err)
 	}
 	readExport(t, m2, done, st.Manifest)
-	if st, err := m2.Status(lost); err != nil || st.State != Failed {
+	if st, err := m2.Status("", lost); err != nil || st.State != Failed {
 		t.Errorf("job with lost files: %+v, %v; want failed", st, err)
 	}
 }
@@ -576,17 +576,17 @@ func TestCancel(t *testing.T) {
 	if len(dirFiles(t, m, running)) == 0 {
 		t.Fatal("no files written before the cancel")
 	}
-	if st, _ := m.Status(queued); st.State != Queued {
+	if st, _ := m.Status("", queued); st.State != Queued {
 		t.Errorf("second job %s, want queued", st.State)
 	}
 	for _, id := range []string{running, queued} {
-		if err := m.Cancel(id); err != nil {
+		if err := m.Cancel("", id); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := m.Status(id); !errors.Is(err, ErrNotFound) {
+		if _, err := m.Status("", id); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Status after Cancel = %v, want ErrNotFound", err)
 		}
-		if err := m.Cancel(id); !errors.Is(err, ErrNotFound) {
+		if err := m.Cancel("", id); !errors.Is(err, ErrNotFound) {
 			t.Errorf("second Cancel = %v, want ErrNotFound", err)
 		}
 		if got := dirFiles(t, m, id); len(got) != 0 {
@@ -596,7 +596,7 @@ func TestCancel(t *testing.T) {
 			t.Errorf("record after Cancel: %v", err)
 		}
 	}
-	if err := m.Cancel("nope"); !errors.Is(err, ErrNotFound) {
+	if err := m.Cancel("", "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Cancel(unknown) = %v", err)
 	}
 }
@@ -607,15 +607,15 @@ func TestCancelCompleted(t *testing.T) {
 	m := e.manager(t, Config{}, nil)
 	id := submit(t, m, fullRequest())
 	mf := waitManifest(t, m, id)
-	f, err := m.OpenFile(id, mf.Output[0].Name) // a download in progress
+	f, err := m.OpenFile("", id, mf.Output[0].Name) // a download in progress
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := m.Cancel(id); err != nil {
+	if err := m.Cancel("", id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.OpenFile(id, mf.Output[0].Name); !errors.Is(err, ErrNotFound) {
+	if _, err := m.OpenFile("", id, mf.Output[0].Name); !errors.Is(err, ErrNotFound) {
 		t.Errorf("OpenFile after Cancel = %v, want ErrNotFound", err)
 	}
 	if got := dirFiles(t, m, id); len(got) != 0 {
@@ -634,7 +634,7 @@ func TestExpiry(t *testing.T) {
 	m := e.manager(t, Config{TTL: time.Hour, Now: clock.Now}, nil)
 	a := submit(t, m, fullRequest())
 	mf := waitManifest(t, m, a)
-	st, _ := m.Status(a)
+	st, _ := m.Status("", a)
 	if want := clock.Now().Add(time.Hour); !st.Expires.Equal(want) {
 		t.Errorf("Expires = %v, want %v", st.Expires, want)
 	}
@@ -643,11 +643,11 @@ func TestExpiry(t *testing.T) {
 	waitManifest(t, m, b)
 
 	clock.Add(31 * time.Minute) // a expired, b not
-	if _, err := m.OpenFile(a, mf.Output[0].Name); !errors.Is(err, ErrNotFound) {
+	if _, err := m.OpenFile("", a, mf.Output[0].Name); !errors.Is(err, ErrNotFound) {
 		t.Errorf("OpenFile of expired job = %v", err)
 	}
 	m.expire()
-	if _, err := m.Status(a); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Status("", a); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Status of expired job = %v", err)
 	}
 	if got := dirFiles(t, m, a); len(got) != 0 {
@@ -656,11 +656,11 @@ func TestExpiry(t *testing.T) {
 	if _, err := e.x.GetJob(a); !errors.Is(err, index.ErrNotFound) {
 		t.Errorf("expired record left: %v", err)
 	}
-	if st, err := m.Status(b); err != nil || st.State != Completed {
+	if st, err := m.Status("", b); err != nil || st.State != Completed {
 		t.Errorf("unexpired job: %+v, %v", st, err)
 	}
 	clock.Add(time.Hour)
-	if _, err := m.Status(b); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Status("", b); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Status past Expires = %v (lazy expiry)", err)
 	}
 }
@@ -675,14 +675,14 @@ func TestTooManyJobs(t *testing.T) {
 		ids = append(ids, submit(t, m, fullRequest()))
 	}
 	<-blocked
-	_, err := m.submit(t.Context(), fullRequest(), time.Now())
+	_, err := m.submit(t.Context(), fullRequest(), 0, time.Now())
 	var tm *TooManyJobsError
 	if !errors.As(err, &tm) || tm.RetryAfter < time.Second || tm.RetryAfter > time.Minute {
 		t.Fatalf("fourth kick-off = %v, want *TooManyJobsError with a sane RetryAfter", err)
 	}
 	// A finished (here: cancelled) job frees a slot; completed jobs never
 	// count.
-	if err := m.Cancel(ids[2]); err != nil {
+	if err := m.Cancel("", ids[2]); err != nil {
 		t.Fatal(err)
 	}
 	submit(t, m, fullRequest())
@@ -723,14 +723,14 @@ func TestOpenFileRejects(t *testing.T) {
 		{"../" + a, mfA.Output[0].Name},
 		{"nope", mfA.Output[0].Name},
 	} {
-		if f, err := m.OpenFile(tc.id, tc.name); !errors.Is(err, ErrNotFound) {
+		if f, err := m.OpenFile("", tc.id, tc.name); !errors.Is(err, ErrNotFound) {
 			if f != nil {
 				f.Close()
 			}
 			t.Errorf("OpenFile(%q, %q) = %v, want ErrNotFound", tc.id, tc.name, err)
 		}
 	}
-	f, err := m.OpenFile(b, "Claim-1.ndjson")
+	f, err := m.OpenFile("", b, "Claim-1.ndjson")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -755,11 +755,11 @@ func TestFirstPollIsAccepted(t *testing.T) {
 		}
 		return nil
 	})
-	st, err := m.Status(id)
+	st, err := m.Status("", id)
 	if err != nil || st.State != Running || st.Manifest != nil || st.RetryAfter < time.Second {
 		t.Errorf("first poll = %+v, %v; want running", st, err)
 	}
-	if st, err := m.Status(id); err != nil || st.State != Completed || st.Manifest == nil {
+	if st, err := m.Status("", id); err != nil || st.State != Completed || st.Manifest == nil {
 		t.Errorf("second poll = %+v, %v; want completed", st, err)
 	}
 }
@@ -819,7 +819,7 @@ func TestFailedJob(t *testing.T) {
 			if got := dirFiles(t, m, id); len(got) != 0 {
 				t.Errorf("partial files left: %v", got)
 			}
-			if _, err := m.OpenFile(id, "Claim-1.ndjson"); !errors.Is(err, ErrNotFound) {
+			if _, err := m.OpenFile("", id, "Claim-1.ndjson"); !errors.Is(err, ErrNotFound) {
 				t.Errorf("OpenFile of failed job = %v", err)
 			}
 		})
@@ -833,7 +833,7 @@ func TestProgress(t *testing.T) {
 	m := e.manager(t, Config{}, func(m *Manager) { m.hookScan = hook })
 	id := submit(t, m, fullRequest())
 	<-blocked
-	st, err := m.Status(id)
+	st, err := m.Status("", id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -848,7 +848,7 @@ func TestProgress(t *testing.T) {
 	if st.RetryAfter < time.Second || st.RetryAfter > 10*time.Second {
 		t.Errorf("RetryAfter %v", st.RetryAfter)
 	}
-	if err := m.Cancel(id); err != nil {
+	if err := m.Cancel("", id); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -908,7 +908,7 @@ func TestConfig(t *testing.T) {
 	if m.cfg.Workers != DefaultWorkers || m.cfg.FileMaxResources != DefaultFileMaxResources || m.cfg.TTL != DefaultTTL {
 		t.Errorf("defaults not filled: %+v", m.cfg)
 	}
-	if _, err := m.submit(t.Context(), fullRequest(), time.Now()); err == nil {
+	if _, err := m.submit(t.Context(), fullRequest(), 0, time.Now()); err == nil {
 		t.Error("submit before Start succeeded")
 	}
 	if err := m.Close(context.Background()); err != nil {

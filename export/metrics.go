@@ -15,9 +15,10 @@ const (
 
 // metrics are the manager's Prometheus metrics. Labels are bounded: state
 // is one of the four States, result one of completed, failed, cancelled,
-// type a resource type (ingest admits only the R4 types).
+// reason one of the TooManyJobsError reasons, type a resource type (ingest admits only the R4 types).
 type metrics struct {
 	finished   *prometheus.CounterVec   // result
+	throttled  *prometheus.CounterVec   // reason
 	resources  *prometheus.CounterVec   // type
 	deleted    *prometheus.CounterVec   // type
 	bytes      *prometheus.CounterVec   // type
@@ -35,6 +36,10 @@ func newMetrics(m *Manager) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "jobs_finished_total",
 			Help: "Export jobs that left the queued/running states, by result (completed, failed, cancelled).",
 		}, []string{"result"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "kickoffs_throttled_total",
+			Help: "Kick-offs refused with 429, by reason (server_limit: --max-export-jobs; client_quota: the client's max_jobs).",
+		}, []string{"reason"}),
 		resources: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "resources_written_total",
 			Help: "Resources written to completed output files, by resource type.",
@@ -63,7 +68,7 @@ func newMetrics(m *Manager) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1ms … ~4min
 		}),
 	}
-	mt.collectors = []prometheus.Collector{mt.finished, mt.resources, mt.deleted, mt.bytes,
+	mt.collectors = []prometheus.Collector{mt.finished, mt.throttled, mt.resources, mt.deleted, mt.bytes,
 		mt.duration, mt.toManifest, mt.catchUp, &stateCollector{m: m}}
 	return mt
 }

@@ -18,17 +18,23 @@ import (
 // Jobs is what the FHIR routes need from the export job manager
 // (*export.Manager satisfies it). Errors are the export package's:
 // *export.RequestError, *export.TooManyJobsError, *export.UnavailableError,
-// export.ErrNotFound and export.ErrClosed; anything else is a 500.
+// *export.ForbiddenError, export.ErrNotFound and export.ErrClosed; anything
+// else is a 500.
+//
+// client is the authenticated client id ("" when auth is off): a job
+// belongs to the client that started it (Kickoff.Client), and Status,
+// Cancel and OpenFile answer export.ErrNotFound for another client's job,
+// exactly as for a job that does not exist.
 type Jobs interface {
 	// Kickoff validates and queues an export, returning the job id.
 	Kickoff(ctx context.Context, k export.Kickoff) (id string, err error)
-	// Status reports a job; export.ErrNotFound when unknown, expired or
-	// cancelled.
-	Status(id string) (export.Status, error)
+	// Status reports a job; export.ErrNotFound when unknown, expired,
+	// cancelled or another client's.
+	Status(client, id string) (export.Status, error)
 	// Cancel stops a job and removes its files.
-	Cancel(id string) error
+	Cancel(client, id string) error
 	// OpenFile opens one of a completed job's files; the caller closes it.
-	OpenFile(id, name string) (export.File, error)
+	OpenFile(client, id, name string) (export.File, error)
 }
 
 // Readiness reports whether a dependency is ready to serve; a non-nil error
@@ -77,7 +83,26 @@ type Config struct {
 	// MaxBodyBytes caps a POST kick-off body (413 past it); 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+
+	// Auth, when set, turns on SMART Backend Services authorization:
+	// discovery and the token endpoint are served, and kick-off, status,
+	// cancel and file requests need an access token. nil: no
+	// authorization (cmd allows that only on loopback or with
+	// --insecure). Requires Jobs.
+	Auth *Auth
 }
+
+// FHIRBase returns the absolute base URL of the FHIR endpoints:
+// PublicURL + BasePath, normalized.
+func (c Config) FHIRBase() string {
+	c = c.withDefaults()
+	return c.PublicURL + c.BasePath
+}
+
+// TokenURL returns the token endpoint's absolute URL, [base]/auth/token:
+// the token_endpoint of discovery and the aud client assertions must
+// name.
+func (c Config) TokenURL() string { return c.FHIRBase() + tokenPath }
 
 // withDefaults returns a copy of c with zero fields filled in and URLs
 // normalized (no trailing slash).
@@ -118,7 +143,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("httpapi: MaxBodyBytes %d must not be negative", c.MaxBodyBytes)
 	}
 	if c.Jobs == nil {
+		if c.Auth != nil {
+			return errors.New("httpapi: Auth needs Jobs: only the FHIR routes are protected")
+		}
 		return nil
+	}
+	if err := c.Auth.validate(); err != nil {
+		return err
 	}
 	if c.PublicURL == "" {
 		return errors.New("httpapi: PublicURL is required to serve $export (absolute status and file URLs)")
@@ -147,11 +178,19 @@ func New(cfg Config) http.Handler {
 	}
 	if cfg.Jobs != nil {
 		a.fhirBase = cfg.PublicURL + cfg.BasePath
-		docs, err := loadConformance(a.fhirBase, cfg.Version)
+		tokenURL := ""
+		if cfg.Auth != nil {
+			tokenURL = cfg.TokenURL()
+		}
+		docs, err := loadConformance(a.fhirBase, cfg.Version, tokenURL)
 		if err != nil {
 			panic(err) // the embedded documents are broken: a build problem
 		}
 		a.docs = docs
+		if cfg.Auth != nil {
+			a.tokenURL = cfg.TokenURL()
+			a.discovery = smartConfiguration(a.tokenURL)
+		}
 	}
 	a.router = a.routes()
 	return a
@@ -164,6 +203,9 @@ type api struct {
 	router   *httprouter.Router
 	fhirBase string // PublicURL + BasePath
 	docs     conformance
+
+	tokenURL  string // [base]/auth/token, absolute; "" when auth is off
+	discovery []byte // the .well-known/smart-configuration document
 }
 
 // ServeHTTP instruments, logs and guards every request, routed or not.

@@ -15,6 +15,8 @@
 //	DELETE    [base]/bulkstatus/:id        202 + informational OperationOutcome
 //	GET       [base]/bulkfiles/:id/:name   application/fhir+ndjson, Range/If-Range, gzip when accepted and no Range
 //	GET       [base]/metadata              CapabilityStatement (no auth; _format=json accepted)
+//	GET       [base]/.well-known/smart-configuration  SMART discovery (only with Config.Auth; no auth)
+//	POST      [base]/auth/token            SMART Backend Services token endpoint (only with Config.Auth)
 //	GET       [base]/OperationDefinition/export       HL7 system export definition
 //	GET       [base]/OperationDefinition/bulk-export  CA-CSD bulk-export definition
 //
@@ -25,6 +27,64 @@
 // unclean path (/fhir/$Export, /fhir//metadata) is a 404 OperationOutcome,
 // never a redirect to another route; only a trailing slash is redirected
 // (301 for GET, 307 otherwise).
+//
+// # Authorization (Config.Auth)
+//
+// With Config.Auth set, SMART Backend Services (SPEC 8) protects the
+// kick-off, status, cancel and file routes; /metadata, the
+// OperationDefinitions, discovery, the token endpoint and the operational
+// endpoints stay public. internal/smart holds the cryptography and the
+// policy (assertion checks, replay cache, scopes, access tokens); this
+// package does HTTP:
+//
+//   - Discovery: token_endpoint [PublicURL][base]/auth/token (also the aud
+//     assertions must name), grant_types_supported [client_credentials],
+//     private_key_jwt, RS384 and ES384, scopes_supported system/*.rs and
+//     system/*.read, capabilities client-confidential-asymmetric,
+//     permission-v1, permission-v2, and code_challenge_methods_supported
+//     [S256] (SMART 2.x lists it as required). No authorization_endpoint:
+//     Inferno's optional SMART discovery group, which wants app launch,
+//     fails by design. application/json whatever Accept says.
+//   - The CapabilityStatement gets rest.security: the SMART-on-FHIR
+//     service coding and the oauth-uris extension with the token URL.
+//   - Token endpoint: the body must be application/x-www-form-urlencoded
+//     (charset allowed), at most 64 KiB, no parameter repeated (RFC 6749
+//     3.2); query parameters are not read. Order of checks: form →
+//     grant_type, client_assertion_type, client_assertion present
+//     (invalid_request) → grant_type client_credentials
+//     (unsupported_grant_type) → client_assertion_type jwt-bearer
+//     (invalid_client: an unsupported authentication method, RFC 6749
+//     5.2) → scope present (invalid_scope: no default scope, RFC 6749
+//     3.3) → smart.VerifyAssertion (invalid_client; the jti is burned
+//     only once everything else holds) → smart.GrantScopes
+//     (invalid_scope) → Signer.Issue. invalid_client is 401 (without a
+//     WWW-Authenticate: no HTTP authentication scheme was used), every
+//     other OAuth error 400; an error that is not an *smart.OAuthError
+//     (replay file, keys) is a logged 500 server_error. Every answer is
+//     JSON with Cache-Control: no-store and Pragma: no-cache; errors are
+//     {error, error_description} and never echo the assertion. Success:
+//     {access_token, token_type "bearer", expires_in (seconds, rounded
+//     up), scope (granted)}. Refusals are logged at info with the reason
+//     and counted in bulkstream_auth_token_requests_total{result}.
+//   - Bearer check (requireToken): only "Authorization: Bearer <token>"
+//     (scheme case-insensitive; a token in the query or body is not
+//     read). Missing or another scheme: 401, WWW-Authenticate: Bearer
+//     realm="bulkstream", issue code login. Present but invalid (bad
+//     signature, expired, not ours, a client assertion, more than one
+//     Authorization header) or its client no longer in the registry: 401
+//     with error="invalid_token" and error_description, issue code
+//     unknown. Removing a client from the clients file and reloading
+//     therefore cuts off its unexpired tokens at their next request. The
+//     token is checked when a request starts, never again: a download that
+//     began with a valid token finishes even if the token expires during
+//     it.
+//   - Jobs get the caller's client id: another client's job is 404 with
+//     the same body as an unknown job. The kick-off carries Client,
+//     MaxJobs (from the registry as it is now) and AllowedTypes (nil for
+//     system/*); export decides, and its *export.ForbiddenError becomes 403
+//     forbidden with WWW-Authenticate: Bearer error="insufficient_scope"
+//     and the scope needed; a client-quota *export.TooManyJobsError says
+//     so in the 429's diagnostics.
 //
 // # Kick-off
 //

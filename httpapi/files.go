@@ -26,7 +26,7 @@ func (a *api) file(w http.ResponseWriter, r *http.Request) {
 		a.respondError(w, r, export.ErrNotFound)
 		return
 	}
-	f, err := a.cfg.Jobs.OpenFile(id, name)
+	f, err := a.cfg.Jobs.OpenFile(clientID(r), id, name)
 	if err != nil {
 		a.respondError(w, r, err)
 		return

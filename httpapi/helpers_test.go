@@ -38,12 +38,18 @@ type fakeJobs struct {
 	files     map[string][]byte // "id/name" → content
 	modTime   time.Time
 	opened    []string
+	// owners maps a job id to the client that owns it ("" when absent):
+	// Status, Cancel and OpenFile by anyone else are ErrNotFound.
+	owners map[string]string
+	// callers records the client of every Status, Cancel and OpenFile.
+	callers []string
 }
 
 func newFakeJobs() *fakeJobs {
 	return &fakeJobs{
 		statuses: map[string]export.Status{},
 		files:    map[string][]byte{},
+		owners:   map[string]string{},
 		modTime:  time.Date(2026, 11, 26, 17, 58, 41, 0, time.UTC),
 	}
 }
@@ -61,9 +67,13 @@ func (f *fakeJobs) Kickoff(ctx context.Context, k export.Kickoff) (string, error
 	return "job-1", nil
 }
 
-func (f *fakeJobs) Status(id string) (export.Status, error) {
+func (f *fakeJobs) Status(client, id string) (export.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.callers = append(f.callers, client)
+	if f.owners[id] != client {
+		return export.Status{}, export.ErrNotFound
+	}
 	if f.statusErr != nil {
 		return export.Status{}, f.statusErr
 	}
@@ -74,9 +84,13 @@ func (f *fakeJobs) Status(id string) (export.Status, error) {
 	return st, nil
 }
 
-func (f *fakeJobs) Cancel(id string) error {
+func (f *fakeJobs) Cancel(client, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.callers = append(f.callers, client)
+	if f.owners[id] != client {
+		return export.ErrNotFound
+	}
 	if _, ok := f.statuses[id]; !ok {
 		return export.ErrNotFound
 	}
@@ -84,9 +98,13 @@ func (f *fakeJobs) Cancel(id string) error {
 	return nil
 }
 
-func (f *fakeJobs) OpenFile(id, name string) (export.File, error) {
+func (f *fakeJobs) OpenFile(client, id, name string) (export.File, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.callers = append(f.callers, client)
+	if f.owners[id] != client {
+		return nil, export.ErrNotFound
+	}
 	f.opened = append(f.opened, id+"/"+name)
 	b, ok := f.files[id+"/"+name]
 	if !ok {

@@ -23,6 +23,19 @@ func (a *api) kickoff(w http.ResponseWriter, r *http.Request) {
 		a.respondError(w, r, err)
 		return
 	}
+	if p := principalFrom(r.Context()); p != nil {
+		// export enforces what the token allows: the job's owner, the
+		// types (403 for a _type outside them; without _type only these
+		// are exported) and the client's job quota.
+		k.Client, k.MaxJobs = p.client.ID, p.client.MaxJobs
+		if !p.scopes.All() {
+			k.AllowedTypes = p.scopes.Types()
+			if len(k.AllowedTypes) == 0 {
+				a.respondError(w, r, forbiddenTypes(r, []string{"*"}))
+				return
+			}
+		}
+	}
 	id, err := a.cfg.Jobs.Kickoff(r.Context(), k)
 	if err != nil {
 		a.respondError(w, r, err)

@@ -13,9 +13,11 @@ import (
 )
 
 // The conformance resources are JSON files so they can be reviewed as
-// such. The CapabilityStatement has three placeholders, filled once in
-// New: "{{BASE}}" (PublicURL + BasePath), "{{VERSION}}", and the
-// "{{RESOURCES}}" array element (one entry per FHIR R4 resource type).
+// such. The CapabilityStatement has four placeholders, filled once in
+// New: "{{BASE}}" (PublicURL + BasePath), "{{VERSION}}", the
+// "{{RESOURCES}}" array element (one entry per FHIR R4 resource type) and
+// the "security" member, which is the SMART security section when auth is
+// on and removed when it is off.
 //
 //go:embed fhir/*.json
 var fhirFiles embed.FS
@@ -25,7 +27,8 @@ type conformance struct {
 	capability, exportOp, bulkExportOp []byte
 }
 
-func loadConformance(base, version string) (conformance, error) {
+// loadConformance reads the documents; tokenURL is "" when auth is off.
+func loadConformance(base, version, tokenURL string) (conformance, error) {
 	read := func(name string) ([]byte, error) {
 		b, err := fhirFiles.ReadFile("fhir/" + name)
 		if err != nil {
@@ -54,6 +57,7 @@ func loadConformance(base, version string) (conformance, error) {
 		resources = append(resources, `{"type":`+strconv.Quote(t)+`}`)
 	}
 	s := strings.NewReplacer(
+		`"security":"{{SECURITY}}",`, securitySection(tokenURL),
 		`"{{BASE}}"`, jsonString(base),
 		`"{{VERSION}}"`, jsonString(version),
 		`"{{RESOURCES}}"`, strings.Join(resources, ","),
@@ -63,6 +67,23 @@ func loadConformance(base, version string) (conformance, error) {
 	}
 	c.capability = []byte(s)
 	return c, nil
+}
+
+// securitySection is CapabilityStatement.rest.security (SPEC 9) with a
+// trailing comma, or "" without auth: the SMART-on-FHIR service coding and
+// the OAuth URIs extension with the token endpoint, which BDT and older
+// clients look for (SMART 2.x prefers .well-known/smart-configuration).
+func securitySection(tokenURL string) string {
+	if tokenURL == "" {
+		return ""
+	}
+	return `"security":{"extension":[{"url":"http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",` +
+		`"extension":[{"url":"token","valueUri":` + jsonString(tokenURL) + `}]}],` +
+		`"service":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/restful-security-service",` +
+		`"code":"SMART-on-FHIR","display":"SMART-on-FHIR"}],"text":"OAuth2 using SMART Backend Services ` +
+		`(client_credentials with a private_key_jwt assertion)"}],` +
+		`"description":"Every $export, status, cancel and file request needs a bearer access token from the token endpoint; ` +
+		`jobs are visible only to the client that started them."},`
 }
 
 func jsonString(s string) string {

@@ -11,6 +11,7 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	filesServed prometheus.Counter
 	fileBytes   prometheus.Counter
+	tokens      *prometheus.CounterVec
 }
 
 // newMetrics builds the HTTP metrics and registers them on reg (nil: not
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bulkstream_export_file_bytes_served_total",
 			Help: "Response body bytes of export file downloads, after gzip when compressed.",
 		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkstream_auth_token_requests_total",
+			Help: "Token endpoint requests, by result: issued, an OAuth error code, or server_error.",
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m
@@ -43,6 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.duration = register(reg, m.duration)
 	m.filesServed = register(reg, m.filesServed)
 	m.fileBytes = register(reg, m.fileBytes)
+	m.tokens = register(reg, m.tokens)
 	return m
 }
 

@@ -118,7 +118,7 @@ func TestPanicRecovery(t *testing.T) {
 
 type panicJobs struct{ *fakeJobs }
 
-func (panicJobs) Status(string) (export.Status, error) { panic("boom") }
+func (panicJobs) Status(string, string) (export.Status, error) { panic("boom") }
 
 func TestRequestLog(t *testing.T) {
 	var logs bytes.Buffer

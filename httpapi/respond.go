@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -64,7 +65,9 @@ func badRequest(code, diag string) *httpError {
 //
 //	*httpError                  its own status and code
 //	*export.RequestError        400, its Code ("invalid" when empty), expression [Param]
-//	*export.TooManyJobsError    429 throttled, Retry-After
+//	*authError                  401 or 403 with WWW-Authenticate: Bearer (login, unknown, forbidden)
+//	*export.ForbiddenError      403 forbidden, WWW-Authenticate: Bearer error="insufficient_scope"
+//	*export.TooManyJobsError    429 throttled, Retry-After; the text names the client quota or the server limit
 //	*export.UnavailableError    503 transient, Retry-After
 //	export.ErrClosed            503 transient, Retry-After
 //	export.ErrNotFound          404 not-found
@@ -73,11 +76,16 @@ func badRequest(code, diag string) *httpError {
 func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		he  *httpError
+		ae  *authError
+		fe  *export.ForbiddenError
 		re  *export.RequestError
 		tmj *export.TooManyJobsError
 		ue  *export.UnavailableError
 		iss = issue{Severity: "error"}
 	)
+	if errors.As(err, &fe) {
+		err = forbiddenTypes(r, fe.Types)
+	}
 	status := http.StatusInternalServerError
 	switch {
 	case errors.As(err, &he):
@@ -85,6 +93,9 @@ func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 		if he.param != "" {
 			iss.Expression = []string{he.param}
 		}
+	case errors.As(err, &ae):
+		status, iss.Code, iss.Diagnostics = ae.status, ae.issueCode(), ae.diag
+		w.Header().Set("WWW-Authenticate", ae.challenge())
 	case errors.As(err, &re):
 		status, iss.Code, iss.Diagnostics = http.StatusBadRequest, re.Code, re.Diagnostics
 		if iss.Code == "" {
@@ -95,6 +106,10 @@ func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	case errors.As(err, &tmj):
 		status, iss.Code, iss.Diagnostics = http.StatusTooManyRequests, "throttled", "too many concurrent export jobs; retry later"
+		if tmj.Reason == export.ReasonClientQuota {
+			iss.Diagnostics = fmt.Sprintf("this client already has %d export jobs queued or running, its quota; "+
+				"retry when one finishes, or cancel one", tmj.Limit)
+		}
 		w.Header().Set("Retry-After", retryAfter(tmj.RetryAfter))
 	case errors.As(err, &ue):
 		status, iss.Code, iss.Diagnostics = http.StatusServiceUnavailable, "transient", "service unavailable: "+ue.Reason

@@ -45,11 +45,18 @@ func (a *api) routes() *httprouter.Router {
 		return r
 	}
 	b := a.cfg.BasePath
-	handle(http.MethodGet, b+"/$export", a.kickoff)
-	handle(http.MethodPost, b+"/$export", a.kickoff)
-	read(b+"/bulkstatus/:id", a.status)
-	handle(http.MethodDelete, b+"/bulkstatus/:id", a.cancel)
-	read(b+"/bulkfiles/:id/:name", a.file)
+	// Protected routes: requireToken is a no-op when auth is off.
+	handle(http.MethodGet, b+"/$export", a.requireToken(a.kickoff))
+	handle(http.MethodPost, b+"/$export", a.requireToken(a.kickoff))
+	read(b+"/bulkstatus/:id", a.requireToken(a.status))
+	handle(http.MethodDelete, b+"/bulkstatus/:id", a.requireToken(a.cancel))
+	read(b+"/bulkfiles/:id/:name", a.requireToken(a.file))
+	// Public: metadata, OperationDefinitions and, with auth, discovery and
+	// the token endpoint (SPEC 8.1, 9).
+	if a.cfg.Auth != nil {
+		read(b+discoveryPath, a.smartDiscovery)
+		handle(http.MethodPost, b+tokenPath, a.token)
+	}
 	read(b+"/metadata", a.metadata)
 	read(b+"/OperationDefinition/export", a.serveDoc(func() []byte { return a.docs.exportOp }))
 	read(b+"/OperationDefinition/bulk-export", a.serveDoc(func() []byte { return a.docs.bulkExportOp }))

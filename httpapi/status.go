@@ -17,7 +17,7 @@ const maxProgress = 99
 // status serves GET [base]/bulkstatus/:id (SPEC 3).
 func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
-	st, err := a.cfg.Jobs.Status(id)
+	st, err := a.cfg.Jobs.Status(clientID(r), id)
 	if err != nil {
 		a.respondError(w, r, err)
 		return
@@ -58,7 +58,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 // cancel serves DELETE [base]/bulkstatus/:id (SPEC 5).
 func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
-	if err := a.cfg.Jobs.Cancel(id); err != nil {
+	if err := a.cfg.Jobs.Cancel(clientID(r), id); err != nil {
 		a.respondError(w, r, err)
 		return
 	}

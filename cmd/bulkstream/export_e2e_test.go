@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -31,15 +32,33 @@ type testServer struct {
 	nc   *nats.Conn
 }
 
-func startServer(t *testing.T) *testServer {
+// serverOpts varies startServerWith.
+type serverOpts struct {
+	args   []string       // more serve flags
+	scheme string         // "https" when args turn TLS on
+	client *http.Client   // for the readiness probe (a TLS client trusting the cert)
+	sighup chan os.Signal // the SIGHUP hook (securityConfig.sighup)
+}
+
+func startServer(t *testing.T) *testServer { return startServerWith(t, serverOpts{}) }
+
+func startServerWith(t *testing.T, o serverOpts) *testServer {
 	t.Helper()
 	addr, natsAddr := freeAddr(t), freeAddr(t)
+	if o.scheme == "" {
+		o.scheme = "http"
+	}
+	if o.client == nil {
+		o.client = http.DefaultClient
+	}
 	var c serveConfig
 	fs := newFlagSet("serve", io.Discard)
 	bindServeFlags(fs, &c)
-	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsAddr, "--public-url", "http://" + addr}); err != nil {
+	args := append([]string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsAddr, "--public-url", o.scheme + "://" + addr}, o.args...)
+	if err := parseFlags(fs, args); err != nil {
 		t.Fatal(err)
 	}
+	c.Security.sighup = o.sighup
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, c, slog.New(slog.DiscardHandler)) }()
@@ -50,7 +69,13 @@ func startServer(t *testing.T) *testServer {
 		}
 	})
 	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		resp, err := http.Get("http://" + addr + "/healthz")
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			t.Fatalf("serve stopped: %v", err)
+		default:
+		}
+		resp, err := o.client.Get(o.scheme + "://" + addr + "/healthz")
 		if err != nil {
 			return err
 		}
@@ -70,7 +95,7 @@ func startServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testServer{base: "http://" + addr + "/fhir", pub: pub, nc: nc}
+	return &testServer{base: o.scheme + "://" + addr + "/fhir", pub: pub, nc: nc}
 }
 
 type manifest struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/bulkstream/bulkstream/httpapi"
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/ingest"
+	"github.com/bulkstream/bulkstream/internal/smart"
 	"github.com/bulkstream/bulkstream/metrics"
 )
 
@@ -34,6 +35,7 @@ type serveConfig struct {
 	LogLevel  string
 	LogFormat string
 	Export    export.Config
+	Security  securityConfig
 }
 
 // natsConfig is the part of the configuration that `serve` and `rebuild`
@@ -91,6 +93,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.Int64Var(&c.Export.MinFreeBytes, "min-free-bytes", export.DefaultMinFreeBytes, "kick-off answers 503 while the export disk has less free space (negative: no check)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	bindSecurityFlags(fs, &c.Security)
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -156,6 +159,21 @@ func (st *stack) close() {
 }
 
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
+	if err := c.Security.check(c.Listen, log); err != nil {
+		return err
+	}
+	tlsConfig, err := c.Security.tlsConfig()
+	if err != nil {
+		return err
+	}
+	// Read the clients file first: a broken one stops serve before any
+	// store is opened.
+	var clients *smart.Clients
+	if c.Security.Clients != "" {
+		if clients, err = smart.OpenClients(c.Security.Clients); err != nil {
+			return fmt.Errorf("--clients: %w", err)
+		}
+	}
 	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
@@ -190,6 +208,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	ecfg := c.Export
 	ecfg.Dir = filepath.Join(c.DataDir, "exports")
 	ecfg.Logger, ecfg.Registerer = log, reg
+	ecfg.RequiresAccessToken = clients != nil
 	jobs, err := export.NewManager(ecfg, idx, cons, idx)
 	if err != nil {
 		return err
@@ -207,7 +226,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 	publicURL := c.PublicURL
 	if publicURL == "" {
-		publicURL = "http://" + ln.Addr().String()
+		publicURL = c.Security.scheme() + "://" + ln.Addr().String()
 	}
 	hcfg := httpapi.Config{
 		Metrics:    metrics.Handler(reg),
@@ -226,6 +245,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 			}),
 		},
 	}
+	if clients != nil {
+		a, closeAuth, err := openAuth(ctx, c, clients, hcfg.FHIRBase(), log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() { err = errors.Join(err, closeAuth()) }()
+		hcfg.Auth = a
+	}
 	if err := hcfg.Validate(); err != nil {
 		ln.Close()
 		return err
@@ -236,9 +264,21 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	hs.TLSConfig = tlsConfig
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- hs.Serve(ln) }() // owned: Shutdown below ends it
-	log.Info("bulkstream serving", "listen", ln.Addr().String(), "fhir_base", publicURL+c.BasePath, "data_dir", c.DataDir, "version", version)
+	go func() { // owned: Shutdown below ends it
+		if tlsConfig != nil { // ServeTLS owns hs.TLSConfig from here
+			httpErr <- hs.ServeTLS(ln, "", "")
+		} else {
+			httpErr <- hs.Serve(ln)
+		}
+	}()
+	log.Info("bulkstream serving", "listen", ln.Addr().String(), "fhir_base", publicURL+c.BasePath, "data_dir", c.DataDir,
+		"version", version, "auth", clients != nil, "tls", tlsConfig != nil)
+	if clients != nil && hcfg.Auth != nil {
+		log.Info("SMART Backend Services authorization on", "clients_file", c.Security.Clients,
+			"clients", clients.Registry().Len(), "token_endpoint", hcfg.TokenURL())
+	}
 
 	select {
 	case <-ctx.Done():
