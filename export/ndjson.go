@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 )
 
 // Output file names. A resource type starts with an upper-case letter, so
@@ -25,12 +26,56 @@ const (
 // writeBufferSize is the bufio buffer of each open output file.
 const writeBufferSize = 256 << 10
 
+// maxSyncing is how many completed files a job fsyncs at once in the
+// background.
+const maxSyncing = 16
+
+// syncer fsyncs, closes and renames completed files in the background, so
+// the disk writes a finished file while the scan fills the next one, and
+// the many small files of a _since export are synced together (inline
+// fsyncs made kick-off to manifest of 115k resources take 417 ms instead
+// of 203 ms in BenchmarkExportE2E). wait returns the first error; a job's
+// files count as written only after it.
+type syncer struct {
+	wg   sync.WaitGroup
+	sem  chan struct{}
+	mu   sync.Mutex
+	err  error
+	once sync.Once
+}
+
+// do runs fn in the background, waiting first while maxSyncing calls are
+// in flight.
+func (y *syncer) do(fn func() error) {
+	y.once.Do(func() { y.sem = make(chan struct{}, maxSyncing) })
+	y.sem <- struct{}{}
+	y.wg.Go(func() {
+		defer func() { <-y.sem }()
+		if err := fn(); err != nil {
+			y.mu.Lock()
+			if y.err == nil {
+				y.err = err
+			}
+			y.mu.Unlock()
+		}
+	})
+}
+
+// wait waits for every call of do and returns the first error.
+func (y *syncer) wait() error {
+	y.wg.Wait()
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	return y.err
+}
+
 // fileSeq writes NDJSON lines into a sequence of files <base>-1.ndjson,
 // <base>-2.ndjson, …, starting a new file before a line that would exceed
 // maxCount lines or maxBytes bytes (a single longer line gets a file of its
 // own). A file is created at its first line, so no file is empty, written
-// to <name>.tmp and renamed to <name> once it is complete and synced.
-// Memory is the one bufio buffer, whatever the export size.
+// to <name>.tmp and renamed to <name> once it is complete and synced; the
+// sync and rename run on sy, so a file is only complete once sy.wait
+// returned nil. Memory is the one bufio buffer, whatever the export size.
 type fileSeq struct {
 	dir      string
 	base     string
@@ -38,6 +83,7 @@ type fileSeq struct {
 	maxCount int64
 	maxBytes int64
 	bw       *bufio.Writer // reset onto each file
+	sy       *syncer
 	onFile   func(FileInfo)
 
 	n     int
@@ -86,7 +132,9 @@ func (s *fileSeq) writeErr(err error) error {
 	return fmt.Errorf("write %s: %w", s.name, err)
 }
 
-// finish completes the current file, if any: flush, fsync, close, rename.
+// finish completes the current file, if any: flush here, then fsync,
+// close and rename on s.sy. The file is reported to onFile right away, in
+// order; it is only complete once s.sy.wait returned nil.
 func (s *fileSeq) finish() error {
 	if s.f == nil {
 		return nil
@@ -98,17 +146,17 @@ func (s *fileSeq) finish() error {
 		return s.writeErr(err)
 	}
 	s.bw.Reset(nil)
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return s.writeErr(err)
-	}
-	if err := f.Close(); err != nil {
-		return s.writeErr(err)
-	}
-	tmp := filepath.Join(s.dir, s.name+tmpExt)
-	if err := os.Rename(tmp, filepath.Join(s.dir, s.name)); err != nil {
-		return err
-	}
+	name := s.name
+	s.sy.do(func() error {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		return os.Rename(filepath.Join(s.dir, name+tmpExt), filepath.Join(s.dir, name))
+	})
 	s.onFile(FileInfo{Type: s.typ, Name: s.name, Count: s.count, Bytes: s.size})
 	return nil
 }

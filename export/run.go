@@ -249,7 +249,10 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 		j.scanStart = time.Now()
 	})
 
-	// 3. One scan per type, straight from the snapshot into the files.
+	// 3. One scan per type, straight from the snapshot into the files,
+	// which are synced in the background; every return waits for that.
+	sy := &syncer{}
+	defer sy.wait()
 	outBuf := bufio.NewWriterSize(nil, writeBufferSize)
 	delBuf := bufio.NewWriterSize(nil, writeBufferSize)
 	var line []byte // deleted Bundles and _elements output, reused
@@ -258,13 +261,13 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 		resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
 			m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
 		out := &fileSeq{dir: dir, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, onFile: func(fi FileInfo) {
+			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, sy: sy, onFile: func(fi FileInfo) {
 				mf.Output = append(mf.Output, fi)
 				resCounter.Add(float64(fi.Count))
 				bytesCounter.Add(float64(fi.Bytes))
 			}}
 		del := &fileSeq{dir: dir, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: delBuf, onFile: func(fi FileInfo) {
+			maxBytes: m.cfg.FileMaxBytes, bw: delBuf, sy: sy, onFile: func(fi FileInfo) {
 				mf.Deleted = append(mf.Deleted, fi)
 				delCounter.Add(float64(fi.Count))
 				bytesCounter.Add(float64(fi.Bytes))
@@ -332,7 +335,7 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	}
 	if len(req.Ignored) > 0 {
 		errs := &fileSeq{dir: dir, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, onFile: func(fi FileInfo) { mf.Error = append(mf.Error, fi) }}
+			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, sy: sy, onFile: func(fi FileInfo) { mf.Error = append(mf.Error, fi) }}
 		for _, msg := range req.Ignored {
 			line = appendOutcome(line[:0], "warning", "informational", msg)
 			if err := errs.write(line); err != nil {
@@ -343,6 +346,9 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 		if err := errs.finish(); err != nil {
 			return nil, err
 		}
+	}
+	if err := sy.wait(); err != nil {
+		return nil, err
 	}
 	if err := syncDir(dir); err != nil {
 		return nil, err
