@@ -9,8 +9,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -459,4 +461,52 @@ func selfSignedCert(t *testing.T, dir string) (certFile, keyFile string, pool *x
 		t.Fatal(err)
 	}
 	return certFile, keyFile, pool
+}
+
+// TestSigningKeyRotation: a signing key older than --key-rotation is
+// replaced when serve starts (the schedule follows the key's age, not the
+// process's), the old key is kept to verify the tokens it signed, and
+// tokens from the new key work.
+func TestSigningKeyRotation(t *testing.T) {
+	dataDir := t.TempDir()
+	keys := filepath.Join(dataDir, "auth", "keys")
+	old, err := smart.OpenKeys(keys, func() time.Time { return time.Now().Add(-48 * time.Hour) }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKid := old.KeyIDs()[0]
+	app, entry := newClientEntry(t, "app", "ES384", []string{"system/*.rs"}, 1)
+	clientsFile := filepath.Join(t.TempDir(), "clients.json")
+	writeClientsFile(t, clientsFile, entry)
+	s := startServerWith(t, serverOpts{dataDir: dataDir, args: []string{"--clients", clientsFile, "--key-rotation", "24h"}})
+
+	var kids []string
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		files, err := filepath.Glob(filepath.Join(keys, "*.jwk"))
+		if err != nil {
+			return err
+		}
+		kids = kids[:0]
+		for _, f := range files {
+			kids = append(kids, strings.TrimSuffix(filepath.Base(f), ".jwk"))
+		}
+		if len(kids) != 2 {
+			return fmt.Errorf("signing keys %v, want the old one and a new one", kids)
+		}
+		return nil
+	})
+	if kids[0] != oldKid || kids[1] <= oldKid {
+		t.Fatalf("keys %v: want %s kept and a newer one", kids, oldKid)
+	}
+	tok, _, err := fetchToken(t.Context(), &http.Client{Timeout: 30 * time.Second}, s.base, app.id, app.key, "system/Patient.rs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := base64.RawURLEncoding.DecodeString(strings.Split(tok.AccessToken, ".")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(hdr), kids[1]) {
+		t.Errorf("token header %s not signed by the new key %s", hdr, kids[1])
+	}
 }

@@ -34,10 +34,11 @@ type testServer struct {
 
 // serverOpts varies startServerWith.
 type serverOpts struct {
-	args   []string       // more serve flags
-	scheme string         // "https" when args turn TLS on
-	client *http.Client   // for the readiness probe (a TLS client trusting the cert)
-	sighup chan os.Signal // the SIGHUP hook (securityConfig.sighup)
+	args    []string       // more serve flags
+	scheme  string         // "https" when args turn TLS on
+	client  *http.Client   // for the readiness probe (a TLS client trusting the cert)
+	sighup  chan os.Signal // the SIGHUP hook (securityConfig.sighup)
+	dataDir string         // default t.TempDir()
 }
 
 func startServer(t *testing.T) *testServer { return startServerWith(t, serverOpts{}) }
@@ -54,7 +55,10 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 	var c serveConfig
 	fs := newFlagSet("serve", io.Discard)
 	bindServeFlags(fs, &c)
-	args := append([]string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsAddr, "--public-url", o.scheme + "://" + addr}, o.args...)
+	if o.dataDir == "" {
+		o.dataDir = t.TempDir()
+	}
+	args := append([]string{"--data-dir", o.dataDir, "--listen", addr, "--nats-listen", natsAddr, "--public-url", o.scheme + "://" + addr}, o.args...)
 	if err := parseFlags(fs, args); err != nil {
 		t.Fatal(err)
 	}

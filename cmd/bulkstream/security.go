@@ -29,6 +29,7 @@ type securityConfig struct {
 	TLSCert       string        // PEM certificate chain
 	TLSKey        string        // PEM private key
 	TokenLifetime time.Duration // access token lifetime
+	KeyRotation   time.Duration // signing key rotation period; 0 never
 
 	// sighup, when set (tests), replaces the SIGHUP subscription: a value
 	// on it reloads the clients file.
@@ -41,6 +42,7 @@ func bindSecurityFlags(fs *flag.FlagSet, c *securityConfig) {
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS (TLS 1.2 or later); needs --tls-key")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fs.DurationVar(&c.TokenLifetime, "token-lifetime", smart.DefaultTokenLifetime, "access token lifetime (SMART recommends at most 5m)")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "how often a new access-token signing key replaces the old one, which keeps verifying until its tokens expire (0: never)")
 }
 
 // check refuses a configuration that would serve an open API beyond this
@@ -51,6 +53,9 @@ func (c securityConfig) check(listen string, log *slog.Logger) error {
 	}
 	if c.TokenLifetime <= 0 || c.TokenLifetime > smart.MaxTokenLifetime {
 		return fmt.Errorf("--token-lifetime %v: want more than 0 and at most %v", c.TokenLifetime, smart.MaxTokenLifetime)
+	}
+	if c.KeyRotation < 0 || (c.KeyRotation > 0 && c.KeyRotation < time.Minute) {
+		return fmt.Errorf("--key-rotation %v: want 0 (never) or at least 1m", c.KeyRotation)
 	}
 	if c.Clients != "" {
 		if c.TokenLifetime > smart.DefaultTokenLifetime {
@@ -153,12 +158,30 @@ func openAuth(ctx context.Context, c serveConfig, clients *smart.Clients, fhirBa
 	hctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		// The rotation schedule follows the signing key's creation time,
+		// so restarts neither reset nor skip it.
+		var rotate <-chan time.Time
+		next := func() {
+			if c.Security.KeyRotation > 0 {
+				t := time.NewTimer(time.Until(signer.SigningKeyCreated().Add(c.Security.KeyRotation)))
+				rotate = t.C
+			}
+		}
+		next()
 		for {
 			select {
 			case <-hctx.Done():
 				return
 			case <-hup:
 				_ = reloadClients(clients, c.Security.Clients, log)
+			case <-rotate:
+				if err := signer.Rotate(); err != nil {
+					log.Error("access-token signing key not rotated; retrying in a minute", "error", err)
+					rotate = time.After(time.Minute)
+					continue
+				}
+				log.Info("access-token signing key rotated", "kids", signer.KeyIDs())
+				next()
 			}
 		}
 	})

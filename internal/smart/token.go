@@ -279,6 +279,14 @@ func (s *Signer) KeyIDs() []string {
 	return ids
 }
 
+// SigningKeyCreated returns when the current signing key was created, so
+// a rotation schedule can survive restarts.
+func (s *Signer) SigningKeyCreated() time.Time {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys[len(s.keys)-1].created
+}
+
 // Lifetime returns the default and maximum token lifetime.
 func (s *Signer) Lifetime() time.Duration { return s.lifetime }
 
