@@ -865,3 +865,31 @@ func TestApplyDurable(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedApplyLeavesNothing: Apply keeps its Pebble batch between
+// calls, so a batch abandoned half filled (here by an invalid change) must
+// not reach the store with the next commit.
+func TestFailedApplyLeavesNothing(t *testing.T) {
+	x := indextest.Open(t)
+	before := dump(t, x)
+	bad := []index.Change{
+		{Seq: 1, Time: t0, Type: "Patient", ID: "a", Body: []byte(`{"resourceType":"Patient","id":"a"}`)},
+		{Seq: 2, Time: t0, Type: "Patient", ID: ""},
+	}
+	if _, err := x.Apply(context.Background(), bad, 0); err == nil {
+		t.Fatal("Apply of a change without id succeeded")
+	}
+	if got := dump(t, x); got != before {
+		t.Fatalf("failed Apply changed the store:\n%s", got)
+	}
+	mustApply(t, x, []index.Change{
+		{Seq: 3, Time: t0, Type: "Patient", ID: "b", Body: []byte(`{"resourceType":"Patient","id":"b"}`)},
+	}, 0)
+	got := dump(t, x)
+	if strings.Contains(got, `\x00a`) || !strings.Contains(got, `\x00b`) {
+		t.Fatalf("after a failed and a good Apply the store holds:\n%s\nwant b and not a", got)
+	}
+	if c := x.Counts(); len(c) != 1 || c[0].Resources != 1 {
+		t.Fatalf("Counts = %+v, want one Patient", c)
+	}
+}

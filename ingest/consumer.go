@@ -49,6 +49,7 @@ const (
 	dlqTimeout     = 30 * time.Second
 	resyncTimeout  = 10 * time.Second
 	fetchMoreLimit = 1 // see fetch
+	fetchAhead     = 2 // batches per pull request, see fetch
 )
 
 // Consumer is the single writer of an index: it fetches change events
@@ -80,6 +81,10 @@ type Consumer struct {
 	queued   uint64
 	bufs     [2]batch
 	next     int
+	// pull is the open pull request that the next batches are taken
+	// from (see fetch), or nil; it asks for pullSize messages.
+	pull     jetstream.MessageBatch
+	pullSize int
 }
 
 // batch is a fetched and decoded batch, ready to commit.
@@ -90,13 +95,19 @@ type batch struct {
 	last, pending uint64
 	lastTime      time.Time
 	redelivered   int
+	// applied is the stream sequence up to which messages are skipped as
+	// redeliveries; err is the first error of a message, which fails the
+	// batch.
+	applied uint64
+	err     error
 }
 
 // reset empties b for reuse, keeping its capacity.
 func (b *batch) reset() {
+	clear(b.msgs)
 	clear(b.changes)
 	clear(b.dead)
-	*b = batch{changes: b.changes[:0], dead: b.dead[:0]}
+	*b = batch{msgs: b.msgs[:0], changes: b.changes[:0], dead: b.dead[:0]}
 }
 
 // commitResult is the outcome of a batch's commit: the failing stage and
@@ -160,6 +171,8 @@ func (c *Consumer) Start(ctx context.Context) error {
 			"the stream was recreated; rebuild the index", c.cfg.Stream, applied, info.State.LastSeq)
 	}
 	c.stream, c.cons = stream, cons
+	cc := cons.CachedInfo().Config
+	c.pullSize = pullSize(c.cfg.BatchSize, cc.MaxAckPending, cc.MaxRequestBatch)
 	if err := c.resync(ctx); err != nil {
 		return err
 	}
@@ -210,6 +223,7 @@ func (c *Consumer) Head(ctx context.Context) (uint64, error) {
 // run is the fetch loop.
 func (c *Consumer) run(ctx context.Context) {
 	defer close(c.done)
+	defer c.dropPull()
 	// A batch whose commit started is committed and acked before the loop
 	// ends (Close waits for it).
 	defer c.wait()
@@ -264,14 +278,16 @@ func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
 		}
 		*needResync = false
 	}
-	msgs, err := c.fetch(ctx)
-	if err != nil {
+	// The buffer of the commit before the one in flight, if any: wait
+	// returned for it.
+	b := &c.bufs[c.next]
+	if err := c.fetch(ctx, b); err != nil {
 		if stage, cerr := c.wait(); cerr != nil {
 			return stage, cerr
 		}
 		return "fetch", err
 	}
-	if len(msgs) == 0 {
+	if len(b.msgs) == 0 {
 		if stage, err := c.wait(); err != nil {
 			return stage, err
 		}
@@ -279,13 +295,11 @@ func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
 		c.g.pending.Store(0)
 		return "", nil
 	}
-	b := &c.bufs[c.next]
-	stage, err := c.prepare(b, msgs)
 	if cstage, cerr := c.wait(); cerr != nil {
 		return cstage, cerr // b is dropped: the resync delivers it again
 	}
-	if err != nil {
-		return stage, err
+	if b.err != nil {
+		return "fetch", b.err
 	}
 	c.next = 1 - c.next
 	c.queued = b.last
@@ -315,6 +329,7 @@ func (c *Consumer) wait() (string, error) {
 // applied one and forgets every delivery in flight. The index, not the
 // consumer's ack floor, is the truth about what is applied.
 func (c *Consumer) resync(ctx context.Context) error {
+	c.dropPull()
 	seq := c.dst.AppliedSeq() + 1
 	rctx, cancel := context.WithTimeout(ctx, resyncTimeout)
 	defer cancel()
@@ -326,91 +341,160 @@ func (c *Consumer) resync(ctx context.Context) error {
 	return nil
 }
 
-// fetch returns the next messages: all that are available up to
+// fetch fetches the next messages into b: all that are available up to
 // BatchSize, or, when none are, the first to arrive within FetchWait
 // together with whatever arrived with it. It never waits for a batch to
-// fill up.
-func (c *Consumer) fetch(ctx context.Context) ([]jetstream.Msg, error) {
-	msgs, err := collect(nil)(c.cons.FetchNoWait(c.cfg.BatchSize))
-	if err != nil || len(msgs) > 0 {
-		return msgs, err
+// fill up. Each message is checked and decoded as it arrives (see
+// prepare), while the rest are still on their way. An error of the fetch
+// is returned; one of a message is left in b.err.
+//
+// When messages are available, one pull request asks for several
+// batches (pullSize), and fetch takes BatchSize of them at a time: the
+// server sends the next batch while this one commits, instead of waiting
+// for a request per batch. The request stays open across calls (pull).
+func (c *Consumer) fetch(ctx context.Context, b *batch) error {
+	b.reset()
+	// Messages at or below this are committed, or will be by the commit in
+	// flight; Apply would skip them.
+	b.applied = max(c.dst.AppliedSeq(), c.queued)
+	for fresh := false; len(b.msgs) == 0; {
+		if c.pull == nil {
+			if fresh {
+				break // a new request found nothing: caught up
+			}
+			mb, err := c.cons.FetchNoWait(c.pullSize)
+			if err != nil {
+				return err
+			}
+			c.pull, fresh = mb, true
+		}
+		if err := c.take(b); err != nil {
+			return err
+		}
+	}
+	if len(b.msgs) > 0 {
+		return nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, c.cfg.FetchWait)
-	msgs, err = collect(nil)(c.cons.Fetch(fetchMoreLimit, jetstream.FetchContext(wctx)))
+	err := c.collect(b)(c.cons.Fetch(fetchMoreLimit, jetstream.FetchContext(wctx)))
 	cancel()
 	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		err = nil
 	}
-	if err != nil || len(msgs) == 0 || c.cfg.BatchSize == 1 {
-		return msgs, err
+	if err != nil || len(b.msgs) == 0 || c.cfg.BatchSize == 1 {
+		return err
 	}
-	return collect(msgs)(c.cons.FetchNoWait(c.cfg.BatchSize - len(msgs)))
+	return c.collect(b)(c.cons.FetchNoWait(c.cfg.BatchSize - len(b.msgs)))
 }
 
-// collect appends a fetched batch's messages to dst, failing when the
-// fetch did.
-func collect(dst []jetstream.Msg) func(jetstream.MessageBatch, error) ([]jetstream.Msg, error) {
-	return func(batch jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+// take receives the messages of the open pull request into b until b
+// holds BatchSize or the request ends, and fails when the request did.
+func (c *Consumer) take(b *batch) error {
+	msgs := c.pull.Messages()
+	for len(b.msgs) < c.cfg.BatchSize {
+		m, ok := <-msgs
+		if !ok {
+			err := c.pull.Error()
+			c.pull = nil
+			return err
+		}
+		c.add(b, m)
+	}
+	return nil
+}
+
+// dropPull waits for the open pull request, if any, to end and drops its
+// messages. It must end before the consumer is reset: the server would
+// deliver from the new position to it otherwise, and those deliveries
+// would be lost. A request without wait ends as soon as the server has
+// sent what it had, or after a second without messages if the connection
+// is gone.
+func (c *Consumer) dropPull() {
+	if c.pull == nil {
+		return
+	}
+	for range c.pull.Messages() {
+	}
+	c.pull = nil
+}
+
+// collect receives all the messages of a pull request into b and fails
+// when the request did.
+func (c *Consumer) collect(b *batch) func(jetstream.MessageBatch, error) error {
+	return func(mb jetstream.MessageBatch, err error) error {
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for m := range batch.Messages() {
-			dst = append(dst, m)
+		for m := range mb.Messages() {
+			c.add(b, m)
 		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-		return dst, nil
+		return mb.Error()
 	}
 }
 
-// prepare checks a fetched batch's delivery order and decodes it into b,
-// setting aside the rejected messages for the dead letter stream.
-func (c *Consumer) prepare(b *batch, msgs []jetstream.Msg) (string, error) {
-	b.reset()
-	b.msgs = msgs
-	// Messages at or below this are committed, or will be by the commit in
-	// flight; Apply would skip them.
-	applied := max(c.dst.AppliedSeq(), c.queued)
-	var last uint64
-	for _, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
-			return "fetch", fmt.Errorf("ingest: message metadata: %w", err)
-		}
-		if c.lastDSeq != 0 && md.Sequence.Consumer != c.lastDSeq+1 {
-			// A delivery never reached us (it went to a fetch that had
-			// already ended, or across a reconnect). Applying what follows
-			// would skip it for good.
-			err := fmt.Errorf("ingest: delivery %d follows %d: a delivery was lost", md.Sequence.Consumer, c.lastDSeq)
-			c.lastDSeq = 0
-			return "fetch", err
-		}
-		c.lastDSeq = md.Sequence.Consumer
-		seq := md.Sequence.Stream
-		if seq <= last {
-			return "fetch", fmt.Errorf("ingest: stream sequence %d delivered after %d", seq, last)
-		}
-		last, b.pending = seq, md.NumPending
-		if seq <= applied {
-			b.redelivered++
-			continue
-		}
-		ch, err := Decode(m.Subject(), m.Headers(), m.Data(), c.cfg.MaxEventBytes)
-		if err != nil {
-			var rej *RejectError
-			if !errors.As(err, &rej) {
-				return "fetch", err
-			}
-			b.dead = append(b.dead, deadLetter{subject: m.Subject(), hdr: m.Headers(), data: m.Data(), seq: seq, rej: rej})
-			continue
-		}
-		ch.Seq, ch.Time = seq, md.Timestamp
-		b.changes = append(b.changes, ch)
-		b.lastTime = md.Timestamp
+// add appends m to b and prepares it, unless an earlier message of b
+// failed.
+func (c *Consumer) add(b *batch, m jetstream.Msg) {
+	b.msgs = append(b.msgs, m)
+	if b.err == nil {
+		b.err = c.prepare(b, m)
 	}
-	b.last = last
-	return "", nil
+}
+
+// pullSize is how many messages one pull request asks for: fetchAhead
+// batches, as far as the durable's limits allow. MaxAckPending has to
+// leave room for the batch being committed, which is not acked yet.
+func pullSize(batch, maxAckPending, maxRequestBatch int) int {
+	n := fetchAhead * batch
+	if maxAckPending > 0 {
+		n = min(n, maxAckPending-batch)
+	}
+	n = max(n, batch)
+	if maxRequestBatch > 0 {
+		n = min(n, maxRequestBatch)
+	}
+	return n
+}
+
+// prepare checks the delivery order of m, the next message of b, and
+// decodes it into b, setting it aside for the dead letter stream if it is
+// rejected. An error fails the whole batch.
+func (c *Consumer) prepare(b *batch, m jetstream.Msg) error {
+	md, err := m.Metadata()
+	if err != nil {
+		return fmt.Errorf("ingest: message metadata: %w", err)
+	}
+	if c.lastDSeq != 0 && md.Sequence.Consumer != c.lastDSeq+1 {
+		// A delivery never reached us (it went to a fetch that had
+		// already ended, or across a reconnect). Applying what follows
+		// would skip it for good.
+		err := fmt.Errorf("ingest: delivery %d follows %d: a delivery was lost", md.Sequence.Consumer, c.lastDSeq)
+		c.lastDSeq = 0
+		return err
+	}
+	c.lastDSeq = md.Sequence.Consumer
+	seq := md.Sequence.Stream
+	if seq <= b.last {
+		return fmt.Errorf("ingest: stream sequence %d delivered after %d", seq, b.last)
+	}
+	b.last, b.pending = seq, md.NumPending
+	if seq <= b.applied {
+		b.redelivered++
+		return nil
+	}
+	ch, err := Decode(m.Subject(), m.Headers(), m.Data(), c.cfg.MaxEventBytes)
+	if err != nil {
+		var rej *RejectError
+		if !errors.As(err, &rej) {
+			return err
+		}
+		b.dead = append(b.dead, deadLetter{subject: m.Subject(), hdr: m.Headers(), data: m.Data(), seq: seq, rej: rej})
+		return nil
+	}
+	ch.Seq, ch.Time = seq, md.Timestamp
+	b.changes = append(b.changes, ch)
+	b.lastTime = md.Timestamp
+	return nil
 }
 
 // commit dead-letters a prepared batch's rejected messages, commits the

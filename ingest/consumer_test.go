@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -665,5 +666,68 @@ func TestPublisherNoStream(t *testing.T) {
 	}
 	if st := p.Stats(); st.Failed != 1 || st.Retried != 1 {
 		t.Errorf("stats %+v, want 1 failed after 1 retry", st)
+	}
+}
+
+// batchRecorder records the changes of every Apply.
+type batchRecorder struct {
+	*index.Index
+	mu      sync.Mutex
+	batches [][]uint64 // stream sequences of the applied changes
+}
+
+func (a *batchRecorder) Apply(ctx context.Context, changes []index.Change, lastSeq uint64) ([]index.Result, error) {
+	seqs := make([]uint64, len(changes))
+	for i, c := range changes {
+		seqs[i] = c.Seq
+	}
+	a.mu.Lock()
+	a.batches = append(a.batches, seqs)
+	a.mu.Unlock()
+	return a.Index.Apply(ctx, changes, lastSeq)
+}
+
+// TestBatchesFromOnePull: one pull request asks for several batches; they
+// are still committed BatchSize at a time, in stream order, each message
+// once.
+func TestBatchesFromOnePull(t *testing.T) {
+	_, _, js := ingesttest.RunJetStream(t)
+	cfg := ingest.Config{BatchSize: 7}
+	if err := ingest.EnsureStreams(t.Context(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js)
+	const n = 100
+	for i := range n {
+		if err := p.Upsert(t.Context(), []byte(`{"resourceType":"Patient","id":"p`+jsonNumber(uint64(i))+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	idx := openIndex(t)
+	app := &batchRecorder{Index: idx}
+	c := startConsumer(t, js, app, cfg)
+	waitCaughtUp(t, c, idx)
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	var next uint64 = 1
+	for _, b := range app.batches {
+		if len(b) > cfg.BatchSize {
+			t.Errorf("a batch of %d changes, BatchSize %d", len(b), cfg.BatchSize)
+		}
+		for _, seq := range b {
+			if seq != next {
+				t.Fatalf("applied seq %d, want %d (batches %v)", seq, next, app.batches)
+			}
+			next++
+		}
+	}
+	if next != n+1 {
+		t.Fatalf("applied up to seq %d, want %d", next-1, n)
+	}
+	if res, _ := countOf(idx, "Patient"); res != n {
+		t.Errorf("count %d, want %d", res, n)
 	}
 }
