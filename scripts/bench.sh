@@ -12,6 +12,8 @@
 #              $export over HTTP to the last byte downloaded, peak RSS of
 #              the serve process, and the raw Pebble scan + file write of
 #              the same data (the limit), per data size
+#   ./internal/smart/  token endpoint and bearer-check costs next to the
+#              bare ECDSA P-384 / RSA-3072 operations
 #
 # One op of the ingest benchmarks is a pass over the whole stream, so they
 # run a fixed number of times; one op of the index ones is one batch or one
@@ -38,6 +40,7 @@ INDEX_BENCHTIME=${INDEX_BENCHTIME:-2s}
 BENCH_COUNT=${BENCH_COUNT:-1}
 export BULKSTREAM_BENCH_SCALE=${BULKSTREAM_BENCH_SCALE:-3}
 E2E_BENCHTIME=${E2E_BENCHTIME:-3x}
+AUTH_BENCHTIME=${AUTH_BENCHTIME:-1s}
 export EXPORT_BENCH_SIZES=${EXPORT_BENCH_SIZES:-sample,100k,1M}
 export EXPORT_BENCH_DOWNLOADS=${EXPORT_BENCH_DOWNLOADS:-2}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
@@ -57,6 +60,7 @@ raw=$work/raw.txt
 
 ingest_cmd=("$GO" test -run '^$' -bench 'Ingest|Raw' -benchtime "$INGEST_BENCHTIME" -count "$BENCH_COUNT" -timeout 60m ./ingest/)
 index_cmd=("$GO" test -run '^$' -bench 'Apply|Raw|Scan' -benchtime "$INDEX_BENCHTIME" -count "$BENCH_COUNT" -timeout 60m ./index/)
+auth_cmd=("$GO" test -run '^$' -bench . -benchtime "$AUTH_BENCHTIME" -count "$BENCH_COUNT" -timeout 10m ./internal/smart/)
 e2e_cmd=("$GO" test -v -run '^$' -bench 'ExportE2E' -benchtime "$E2E_BENCHTIME" -count "$BENCH_COUNT" -timeout 60m ./cmd/bulkstream/)
 show() { # the command as one shell line, quoting only where needed
   local a out=()
@@ -71,6 +75,7 @@ show() { # the command as one shell line, quoting only where needed
 }
 ingest_line="BULKSTREAM_BENCH_SCALE=$BULKSTREAM_BENCH_SCALE $(show "${ingest_cmd[@]}")"
 index_line=$(show "${index_cmd[@]}")
+auth_line=$(show "${auth_cmd[@]}")
 e2e_line="EXPORT_BENCH_SIZES=$EXPORT_BENCH_SIZES EXPORT_BENCH_DOWNLOADS=$EXPORT_BENCH_DOWNLOADS $(show "${e2e_cmd[@]}")"
 
 start=$(date +%s)
@@ -91,6 +96,7 @@ run "$ingest_line" "${ingest_cmd[@]}"
 # The index benchmarks are optional: a missing one is simply not reported.
 run "$index_line" "${index_cmd[@]}"
 run "$e2e_line" "${e2e_cmd[@]}"
+run "$auth_line" "${auth_cmd[@]}"
 elapsed=$(($(date +%s) - start))
 
 tmpdir=${TMPDIR:-/tmp}
@@ -102,6 +108,41 @@ rev=$(git describe --tags --always --dirty 2>/dev/null || echo unknown)
 # summary turns the `go test -bench` output into Markdown tables. Each
 # benchmark line is "Name-P N v unit v unit ..."; values are averaged over
 # -count runs.
+# auth_summary: SMART token endpoint and bearer check costs next to the
+# bare signature operations (internal/smart).
+auth_summary() {
+  awk '
+    /^Benchmark/ {
+      name = $1; sub(/-[0-9]+$/, "", name); sub(/^Benchmark/, "", name)
+      for (i = 3; i + 1 <= NF; i += 2) if ($(i + 1) ~ /\/s$/) { rate[name] = $i; unit[name] = $(i + 1) }
+      if (!(name in seen)) { seen[name] = 1; order[++n] = name }
+    }
+    function num(x,   s, out) {
+      s = sprintf("%.0f", x); out = ""
+      while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+      return s out
+    }
+    function row(name, what, lim) {
+      if (!(name in rate)) return
+      printf "| `%s` | %s | %s %s | %s |\n", name, what, num(rate[name]), unit[name], (lim in rate && rate[lim] > 0) ? sprintf("%.0f %% of `%s`", 100 * rate[name] / rate[lim], lim) : "–"
+    }
+    END {
+      print "| benchmark | what | rate | next to its limit |"
+      print "|---|---|---:|---:|"
+      row("VerifyAssertion/ES384", "token endpoint: check a client assertion (ES384)", "RawECDSAP384Verify")
+      row("VerifyAssertion/RS384", "token endpoint: check a client assertion (RS384, 3072-bit)", "RawRSA3072Verify")
+      row("ReplayFile", "token endpoint: record the jti (append + fsync)", "")
+      row("Issue", "token endpoint: sign an access token (ES384)", "RawECDSAP384Sign")
+      row("VerifyAccessToken/first", "each request: a token seen for the first time", "RawECDSAP384Verify")
+      row("VerifyAccessToken/cached", "each request: a token already verified (cache hit)", "")
+      row("SignAssertion/ES384", "client side: sign an assertion (ES384)", "RawECDSAP384Sign")
+      row("SignAssertion/RS384", "client side: sign an assertion (RS384, 3072-bit)", "")
+      row("RawECDSAP384Sign", "limit: crypto/ecdsa P-384 sign", "")
+      row("RawECDSAP384Verify", "limit: crypto/ecdsa P-384 verify", "")
+      row("RawRSA3072Verify", "limit: crypto/rsa 3072-bit PKCS#1 v1.5 verify", "")
+    }' "$raw" # the names are unique to internal/smart
+}
+
 summary() {
   awk -v goal="$GOAL" '
     /^Benchmark/ {
@@ -283,6 +324,7 @@ export_summary() {
   echo "  - \`$ingest_line\`"
   echo "  - \`$index_line\`"
   echo "  - \`$e2e_line\`"
+  echo "  - \`$auth_line\`"
   echo
   echo "## Summary"
   echo
@@ -325,6 +367,14 @@ after the load and after the full exports (the rest of the RSS is mostly Pebble'
 memtables, allocated in C).
 The SMART reference figure (≈ 14 s for the sample on this machine) is a constant, not measured here.
 EOF
+  echo
+  echo "### Authorization (SMART Backend Services, \`internal/smart\`)"
+  echo
+  auth_summary
+  echo
+  echo "A token request costs one assertion check, one jti fsync and one Issue. Every protected request"
+  echo "verifies its bearer token; the first request of a token pays the ES384 verification, later ones"
+  echo "hit a bounded cache of verified signatures (expiry is still checked every time)."
   echo
   echo "## Raw output"
   echo

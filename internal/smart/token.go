@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -86,7 +87,26 @@ type Signer struct {
 
 	mu   sync.RWMutex
 	keys []*serverKey // oldest first; the last one signs
+
+	// verified remembers the claims of access tokens whose signature
+	// already checked out, by SHA-256 of the token, so that a client
+	// polling status or downloading many files pays the ES384
+	// verification (about 0.5 ms) once per token, not once per request.
+	// Time checks still run on every call. Bounded by maxVerified.
+	vmu      sync.Mutex
+	verified map[[sha256.Size]byte]verifiedToken
 }
+
+// verifiedToken is an entry of Signer.verified: the claims and the key
+// that signed them, which must still be loaded for a hit to count.
+type verifiedToken struct {
+	claims AccessClaims
+	kid    string
+}
+
+// maxVerified bounds Signer.verified; at the bound, expired entries are
+// dropped, and if none were, the whole cache.
+const maxVerified = 4096
 
 type serverKey struct {
 	kid     string
@@ -351,19 +371,79 @@ func (s *Signer) Verify(token string, now time.Time) (*AccessClaims, error) {
 	if token == "" {
 		return nil, invalidToken("no access token")
 	}
+	sum := sha256.Sum256([]byte(token))
+	s.vmu.Lock()
+	v, ok := s.verified[sum]
+	s.vmu.Unlock()
+	if ok && !s.hasKey(v.kid) { // retired since: verify afresh (and fail)
+		ok = false
+	}
+	if !ok {
+		claims, kid, err := s.verifySigned(token)
+		if err != nil {
+			return nil, err
+		}
+		v = verifiedToken{*claims, kid}
+		s.remember(sum, v, now)
+	}
+	c := v.claims
+	switch {
+	case !now.Before(c.Expiry.Add(TokenLeeway)):
+		return nil, invalidToken("access token has expired")
+	case c.IssuedAt.After(now.Add(TokenLeeway)):
+		return nil, invalidToken("access token is not valid yet")
+	}
+	return &c, nil
+}
+
+func (s *Signer) hasKey(kid string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, k := range s.keys {
+		if k.kid == kid {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Signer) remember(sum [sha256.Size]byte, v verifiedToken, now time.Time) {
+	s.vmu.Lock()
+	defer s.vmu.Unlock()
+	if s.verified == nil {
+		s.verified = make(map[[sha256.Size]byte]verifiedToken)
+	}
+	if len(s.verified) >= maxVerified {
+		for k, e := range s.verified {
+			if !now.Before(e.claims.Expiry.Add(TokenLeeway)) {
+				delete(s.verified, k)
+			}
+		}
+		if len(s.verified) >= maxVerified {
+			clear(s.verified)
+		}
+	}
+	s.verified[sum] = v
+}
+
+// verifySigned does every check of Verify but the time ones.
+func (s *Signer) verifySigned(token string) (*AccessClaims, string, error) {
+	if token == "" {
+		return nil, "", invalidToken("no access token")
+	}
 	if len(token) > maxTokenLen {
-		return nil, invalidToken("access token is too large")
+		return nil, "", invalidToken("access token is too large")
 	}
 	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES384})
 	if err != nil {
-		return nil, invalidToken("malformed access token")
+		return nil, "", invalidToken("malformed access token")
 	}
 	if len(jws.Signatures) != 1 {
-		return nil, invalidToken("malformed access token")
+		return nil, "", invalidToken("malformed access token")
 	}
 	h := jws.Signatures[0].Header
 	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != accessTokenType {
-		return nil, invalidToken("not an access token (typ)")
+		return nil, "", invalidToken("not an access token (typ)")
 	}
 	s.mu.RLock()
 	var key *serverKey
@@ -375,31 +455,27 @@ func (s *Signer) Verify(token string, now time.Time) (*AccessClaims, error) {
 	}
 	s.mu.RUnlock()
 	if key == nil {
-		return nil, invalidToken("access token signed by an unknown key")
+		return nil, "", invalidToken("access token signed by an unknown key")
 	}
 	payload, err := jws.Verify(&key.priv.PublicKey)
 	if err != nil {
-		return nil, invalidToken("access token signature does not verify")
+		return nil, "", invalidToken("access token signature does not verify")
 	}
 	var c accessClaims
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return nil, invalidToken("malformed access token claims")
+		return nil, "", invalidToken("malformed access token claims")
 	}
 	switch {
 	case c.Iss != s.issuer:
-		return nil, invalidToken("access token issuer is not this server")
+		return nil, "", invalidToken("access token issuer is not this server")
 	case c.Sub == "":
-		return nil, invalidToken("access token has no sub")
+		return nil, "", invalidToken("access token has no sub")
 	case c.Exp == nil || c.Iat == nil:
-		return nil, invalidToken("access token has no exp or iat")
-	case !now.Before(c.Exp.Time().Add(TokenLeeway)):
-		return nil, invalidToken("access token has expired")
-	case c.Iat.Time().After(now.Add(TokenLeeway)):
-		return nil, invalidToken("access token is not valid yet")
+		return nil, "", invalidToken("access token has no exp or iat")
 	}
 	scopes, err := ParseScopes(c.Scope)
 	if err != nil || scopes.String() == "" {
-		return nil, invalidToken("access token scope is malformed")
+		return nil, "", invalidToken("access token scope is malformed")
 	}
 	return &AccessClaims{
 		Issuer:   c.Iss,
@@ -408,7 +484,7 @@ func (s *Signer) Verify(token string, now time.Time) (*AccessClaims, error) {
 		IssuedAt: c.Iat.Time(),
 		Expiry:   c.Exp.Time(),
 		ID:       c.Jti,
-	}, nil
+	}, key.kid, nil
 }
 
 // randomID returns 128 random bits, base64url encoded.

@@ -290,3 +290,54 @@ func TestOpenKeysRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyCacheKeepsTimeChecks: the second Verify of a token is served
+// from the cache of verified signatures, but expiry and iat are still
+// checked against the caller's now; the cache stays bounded.
+func TestVerifyCacheKeepsTimeChecks(t *testing.T) {
+	s, err := OpenKeys(t.TempDir(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ParseScopes("system/*.rs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, exp, err := s.Issue("app", sc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for range 2 {
+		c, err := s.Verify(tok, now)
+		if err != nil || c.ClientID != "app" {
+			t.Fatalf("Verify = %+v, %v", c, err)
+		}
+	}
+	if len(s.verified) != 1 {
+		t.Fatalf("cache holds %d tokens, want 1", len(s.verified))
+	}
+	_, err = s.Verify(tok, exp.Add(TokenLeeway))
+	wantOAuth(t, err, CodeInvalidToken, "expired")
+	_, err = s.Verify(tok, now.Add(-time.Hour))
+	wantOAuth(t, err, CodeInvalidToken, "not valid yet")
+	// A cached token's signature bytes changed is another token: verified
+	// afresh, and refused.
+	b := []byte(tok)
+	if b[len(b)-10] == 'A' {
+		b[len(b)-10] = 'B'
+	} else {
+		b[len(b)-10] = 'A'
+	}
+	_, err = s.Verify(string(b), now)
+	wantOAuth(t, err, CodeInvalidToken, "signature")
+
+	for i := range maxVerified + 10 {
+		var sum [32]byte
+		sum[0], sum[1] = byte(i), byte(i>>8)
+		s.remember(sum, verifiedToken{claims: AccessClaims{Expiry: now.Add(time.Minute)}}, now)
+	}
+	if n := len(s.verified); n > maxVerified {
+		t.Fatalf("cache grew to %d entries, bound %d", n, maxVerified)
+	}
+}
