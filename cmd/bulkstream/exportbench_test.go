@@ -31,13 +31,22 @@ import (
 //	                        sample, so that at least count resources remain
 //	                        after the changes (default "sample,100k,1M")
 //	EXPORT_BENCH_DOWNLOADS  files downloaded at once (default 2)
-//	EXPORT_BENCH_NATS       "external": serve connects to a NATS server in
-//	                        the benchmark process instead of starting its
-//	                        embedded one, so its RSS is bulkstream's alone
+//	EXPORT_BENCH_NATS       "external" (default): serve connects to a NATS
+//	                        server in the benchmark process, so its RSS is
+//	                        bulkstream's alone; "embedded": serve starts its
+//	                        embedded NATS server, whose memory after a
+//	                        restart grows with the stream (its per-subject
+//	                        index: ~80 MB of Go heap at 100k resources,
+//	                        ~520 MB at 1M), not with exports
+//	EXPORT_BENCH_KEEP       a directory to keep each size's serve data dir
+//	                        in (<dir>/<size>), e.g. to profile an export of
+//	                        it in process afterwards; by default it is a
+//	                        temporary directory, removed at the end
 const (
 	exportBenchSizesEnv     = "EXPORT_BENCH_SIZES"
 	exportBenchDownloadsEnv = "EXPORT_BENCH_DOWNLOADS"
 	exportBenchNATSEnv      = "EXPORT_BENCH_NATS"
+	exportBenchKeepEnv      = "EXPORT_BENCH_KEEP"
 	defaultExportBenchSizes = "sample,100k,1M"
 	samplePath              = "../../testdata/synthea-r4-100-patients.ndjson.gz"
 	sampleResources         = 38483
@@ -86,18 +95,24 @@ func exportBenchSizes(b *testing.B) []exportBenchSize {
 }
 
 // BenchmarkExportE2E measures $export through the real binary: `bulkstream
-// serve` (embedded NATS) as a subprocess, loaded with `gen` + `publish` and
-// waited for until ingested (outside the timer), then, per size:
+// serve` as a subprocess (connected to a NATS server in this process, see
+// EXPORT_BENCH_NATS), loaded with `gen` + `publish` and waited for until
+// ingested, then stopped and restarted on the same data dir and waited for
+// until idle (all outside the timer), then, per size:
 //
 //   - full: kick-off → status polls → manifest → every output file
 //     downloaded over HTTP (identity, EXPORT_BENCH_DOWNLOADS at once,
 //     lines counted against the manifest). Reports ms-to-manifest,
 //     ms-to-last-byte, resources/s and MB/s to each (MB = NDJSON bytes
-//     downloaded, 10^6), and the serve process's peak RSS: VmHWM from
-//     /proc/PID/status after the last byte, the high-water mark reset
-//     with `echo 5 > /proc/PID/clear_refs` once right after the load
-//     (base-RSS-MB is VmRSS at that moment), so the peak covers the
-//     warm-up export and every op.
+//     downloaded, 10^6), and the serve process's memory: base-RSS-MB, its
+//     RSS after the restart, when `echo 5 > /proc/PID/clear_refs` resets
+//     its VmHWM; peak-RSS-MB, VmHWM after the last byte (so the peak
+//     covers the warm-up export and every op); peak-Go-MB and
+//     peak-non-Go-MB, the largest Go runtime share (from /metrics) and
+//     rest (C: Pebble's block cache and memtables, malloc arenas, the
+//     binary) sampled every 100 ms. The restart is what makes this the
+//     memory an export costs a server rather than what the bulk load left
+//     behind (ingest batches, full memtables, compaction buffers).
 //   - since (generated sizes): _since = the transactionTime of an export
 //     taken after the initial load, after which 1 % of the resources were
 //     changed (gen --changes: ~80 % updates, ~20 % deletes); the same
@@ -131,14 +146,23 @@ func BenchmarkExportE2E(b *testing.B) {
 func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 	tmp := b.TempDir()
 	data := filepath.Join(tmp, "data")
+	if keep := os.Getenv(exportBenchKeepEnv); keep != "" {
+		data = filepath.Join(keep, sz.name)
+		if err := os.RemoveAll(data); err != nil {
+			b.Fatal(err)
+		}
+	}
 	addr, natsAddr := freeAddr(b), freeAddr(b)
 	natsURL := "nats://" + natsAddr
 	args := []string{"serve", "--data-dir", data, "--listen", addr, "--public-url", "http://" + addr, "--log-level", "warn"}
-	if os.Getenv(exportBenchNATSEnv) == "external" {
+	switch nm := os.Getenv(exportBenchNATSEnv); nm {
+	case "", "external":
 		natsURL = runNATS(b).ClientURL()
 		args = append(args, "--nats-url", natsURL)
-	} else {
+	case "embedded":
 		args = append(args, "--nats-listen", natsAddr)
+	default:
+		b.Fatalf("%s=%q: want external or embedded", exportBenchNATSEnv, nm)
 	}
 	p := start(b, args...)
 	c := &benchClient{
@@ -150,14 +174,7 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 			MaxIdleConnsPerHost: 16,
 		}},
 	}
-	checkFor(b, 30*time.Second, 20*time.Millisecond, func() error {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
+	waitHealthy(b, addr)
 
 	// Load the data (outside the timer; nothing is timed until b.Run).
 	t0 := time.Now()
@@ -188,19 +205,34 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 		b.Logf("%s: changes published and ingested in %v (stream at %d)", sz.name, time.Since(t0).Round(time.Millisecond), seq)
 	}
 
+	// Restart serve on the same data dir and measure from there: what an
+	// export costs a server, not what the bulk load left behind (the
+	// embedded NATS server's caches of the messages just published, Go
+	// heap grown by ingest batches, Pebble's full memtables, glibc arenas
+	// of the compactions).
+	before := memBreakdown(b, addr, c.pid)
+	p.stop(b)
+	t0 = time.Now()
+	p = start(b, args...)
+	c.pid = p.cmd.Process.Pid
+	waitHealthy(b, addr)
+	waitApplied(b, addr, seq)
+	waitIdle(b, c.pid)
+	b.Logf("%s: after the load: %s; restarted and idle in %v", sz.name, before, time.Since(t0).Round(time.Millisecond))
+
 	// One untimed full export first: the first 1.3 GB written after the
 	// load runs at a fraction of the speed of the later ones (fresh page
 	// cache pages on this VM: dd of 1.3 GB, 0.54 then 5 GB/s), and the
 	// raw limit below writes into pages the deleted exports freed.
 	// The peak RSS of full covers this export too: the high-water mark
-	// is reset once, here, right after the load.
+	// is reset once, here, right before it.
 	base := resetPeakRSS(b, c.pid)
-	b.Logf("%s: after the load: %s", sz.name, memBreakdown(b, addr, c.pid))
+	b.Logf("%s: restarted, before the first export: %s", sz.name, memBreakdown(b, addr, c.pid))
 	c.export(b, url.Values{})
-	b.Run("full", func(b *testing.B) { c.bench(b, url.Values{}, base) })
+	b.Run("full", func(b *testing.B) { c.bench(b, addr, url.Values{}, base) })
 	b.Logf("%s: after the full exports: %s", sz.name, memBreakdown(b, addr, c.pid))
 	if since != "" {
-		b.Run("since", func(b *testing.B) { c.bench(b, url.Values{"_since": {since}}, 0) })
+		b.Run("since", func(b *testing.B) { c.bench(b, addr, url.Values{"_since": {since}}, 0) })
 	}
 
 	p.stop(b)
@@ -294,12 +326,16 @@ type exportTimes struct {
 
 // bench runs one export per op and reports its metrics. base is the RSS
 // (kB) at which the caller reset the process's high-water mark; 0 resets it
-// before every op instead.
-func (c *benchClient) bench(b *testing.B, query url.Values, base int64) {
+// before every op instead. While the ops run, a sampler reads the
+// process's RSS and its Go runtime's memory (from /metrics) every
+// memSampleEvery, to split the peak into Go and non-Go (C: Pebble's block
+// cache, memtables and buffers; malloc arenas; the binary's text).
+func (c *benchClient) bench(b *testing.B, addr string, query url.Values, base int64) {
 	var sum exportTimes
 	var peak int64
 	reset := base == 0
 	ops := 0
+	smp := startMemSampler(addr, c.pid)
 	for b.Loop() {
 		if reset {
 			b.StopTimer()
@@ -316,6 +352,7 @@ func (c *benchClient) bench(b *testing.B, query url.Values, base int64) {
 		sum.lines, sum.bytes = t.lines, t.bytes
 		ops++
 	}
+	ms := smp.stop()
 	mfs, lbs := sum.manifest.Seconds()/float64(ops), sum.lastByte.Seconds()/float64(ops)
 	b.ReportMetric(float64(sum.lines), "resources")
 	b.ReportMetric(mfs*1e3, "ms-to-manifest")
@@ -326,6 +363,108 @@ func (c *benchClient) bench(b *testing.B, query url.Values, base int64) {
 	b.ReportMetric(float64(sum.bytes)/1e6/lbs, "MB/s")
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MB")
 	b.ReportMetric(float64(base)/1024, "base-RSS-MB")
+	b.ReportMetric(ms.goMB, "peak-Go-MB")
+	b.ReportMetric(ms.nonGoMB, "peak-non-Go-MB")
+	b.Logf("memory over %d samples: max RSS %.0f MB = Go %.0f MB (heap in use %.0f MB) + non-Go %.0f MB; max Go %.0f MB, max non-Go %.0f MB",
+		ms.n, ms.atMax.rss, ms.atMax.goHeld, ms.atMax.heapInuse, ms.atMax.rss-ms.atMax.goHeld, ms.goMB, ms.nonGoMB)
+}
+
+// memSampleEvery is how often the sampler of bench reads the process's
+// memory.
+const memSampleEvery = 100 * time.Millisecond
+
+// memSample is one reading, in MB (2^20): VmRSS, and the Go runtime's
+// memory held from the OS (go_memstats_sys_bytes less what it released)
+// with its heap in use.
+type memSample struct{ rss, goHeld, heapInuse float64 }
+
+type memSampler struct {
+	done chan struct{}
+	res  chan memStats
+}
+
+// memStats are the sampler's results: the sample with the largest RSS,
+// and the largest Go and non-Go parts seen (not necessarily at once).
+type memStats struct {
+	n             int
+	atMax         memSample
+	goMB, nonGoMB float64
+}
+
+func startMemSampler(addr string, pid int) *memSampler {
+	s := &memSampler{done: make(chan struct{}), res: make(chan memStats, 1)}
+	go func() {
+		var st memStats
+		tick := time.NewTicker(memSampleEvery)
+		defer tick.Stop()
+		for {
+			if m, ok := sampleMem(addr, pid); ok {
+				st.n++
+				if m.rss > st.atMax.rss {
+					st.atMax = m
+				}
+				st.goMB = max(st.goMB, m.goHeld)
+				st.nonGoMB = max(st.nonGoMB, m.rss-m.goHeld)
+			}
+			select {
+			case <-s.done:
+				s.res <- st
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *memSampler) stop() memStats {
+	close(s.done)
+	return <-s.res
+}
+
+// sampleMem reads the Go runtime's memory from /metrics, then VmRSS.
+func sampleMem(addr string, pid int) (memSample, bool) {
+	v := scrapeAll(addr, "go_memstats_sys_bytes", "go_memstats_heap_released_bytes", "go_memstats_heap_inuse_bytes")
+	if len(v) < 3 {
+		return memSample{}, false
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memSample{}, false
+	}
+	rss := statusField(string(raw), "VmRSS")
+	if rss < 0 {
+		return memSample{}, false
+	}
+	return memSample{
+		rss:       float64(rss) / 1024,
+		goHeld:    (v["go_memstats_sys_bytes"] - v["go_memstats_heap_released_bytes"]) / (1 << 20),
+		heapInuse: v["go_memstats_heap_inuse_bytes"] / (1 << 20),
+	}, true
+}
+
+// scrapeAll reads the named (label-less) metrics from one /metrics scrape.
+func scrapeAll(addr string, names ...string) map[string]float64 {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		for _, n := range names {
+			if name == n {
+				out[n], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return out
 }
 
 // run is one export: kick-off, polls, manifest, every file downloaded.
@@ -483,37 +622,82 @@ func resetPeakRSS(b *testing.B, pid int) int64 {
 	return procStatusKB(b, pid, "VmRSS")
 }
 
-// memBreakdown describes the serve process's memory: RSS, its peak, and
-// the Go heap (in use, and held from the OS) from /metrics; the rest of the
-// RSS is mostly Pebble's block cache and memtables (C allocations).
+// memBreakdown describes the serve process's memory: RSS (anonymous and
+// file-backed, from /proc/PID/smaps_rollup), its peak, and the Go runtime's
+// share from /metrics; the rest of the anonymous RSS is C memory, mostly
+// Pebble's block cache and memtables and the malloc arenas around them.
 func memBreakdown(b *testing.B, addr string, pid int) string {
 	b.Helper()
-	mb := func(name string) float64 { return scrape(addr, name) / 1e6 }
-	return fmt.Sprintf("RSS %.0f MB (peak %.0f MB), Go heap in use %.0f MB, Go heap held %.0f MB",
-		float64(procStatusKB(b, pid, "VmRSS"))/1024, float64(procStatusKB(b, pid, "VmHWM"))/1024,
-		mb("go_memstats_heap_inuse_bytes"), mb("go_memstats_heap_sys_bytes")-mb("go_memstats_heap_released_bytes"))
+	v := scrapeAll(addr, "go_memstats_sys_bytes", "go_memstats_heap_released_bytes", "go_memstats_heap_inuse_bytes",
+		"bulkstream_index_pebble_memtable_size_bytes")
+	mb := func(name string) float64 { return v[name] / (1 << 20) }
+	roll, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	goHeld := mb("go_memstats_sys_bytes") - mb("go_memstats_heap_released_bytes")
+	rss := float64(procStatusKB(b, pid, "VmRSS")) / 1024
+	return fmt.Sprintf("RSS %.0f MB (peak %.0f MB; anonymous %.0f MB, file %.0f MB) = Go %.0f MB (heap in use %.0f MB) + non-Go %.0f MB; Pebble memtables %.0f MB",
+		rss, float64(procStatusKB(b, pid, "VmHWM"))/1024,
+		float64(statusField(string(roll), "Anonymous"))/1024, float64(statusField(string(roll), "Rss")-statusField(string(roll), "Anonymous"))/1024,
+		goHeld, mb("go_memstats_heap_inuse_bytes"), rss-goHeld, mb("bulkstream_index_pebble_memtable_size_bytes"))
+}
+
+// statusField reads a "Name:  N kB" line of a /proc status-like file; -1
+// if there is none.
+func statusField(text, field string) int64 {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }
 
 // procStatusKB reads a "Name:  N kB" field of /proc/PID/status.
 func procStatusKB(b *testing.B, pid int, field string) int64 {
 	b.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				b.Fatalf("%s: %v", field, err)
-			}
-			return n
-		}
+	n := statusField(string(raw), field)
+	if n < 0 {
+		b.Fatalf("no %s in /proc/%d/status", field, pid)
 	}
-	b.Fatalf("no %s in /proc/%d/status", field, pid)
-	return 0
+	return n
+}
+
+// waitHealthy waits until serve answers /healthz.
+func waitHealthy(b *testing.B, addr string) {
+	b.Helper()
+	checkFor(b, 2*time.Minute, 20*time.Millisecond, func() error {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+}
+
+// waitIdle waits until the process's RSS has moved by less than 1 MB for
+// 3 s: whatever a restart does in the background (stream recovery,
+// compactions, the GC returning start-up garbage) is over.
+func waitIdle(b *testing.B, pid int) {
+	b.Helper()
+	last, since := int64(-1<<40), time.Now()
+	checkFor(b, 2*time.Minute, 250*time.Millisecond, func() error {
+		rss := procStatusKB(b, pid, "VmRSS")
+		if d := rss - last; d > 1024 || d < -1024 {
+			last, since = rss, time.Now()
+		}
+		if time.Since(since) < 3*time.Second {
+			return fmt.Errorf("RSS still moving (%d kB)", rss)
+		}
+		return nil
+	})
 }
 
 // benchRawScanWrite is the limit: the index in dir (its server stopped)
