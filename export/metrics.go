@@ -68,6 +68,14 @@ func newMetrics(m *Manager) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10), // 1ms … ~4min
 		}),
 	}
+	// Every result and reason is exported from the start, at 0, so rates
+	// and alerts see the first failure or refusal.
+	for _, r := range []string{resultCompleted, resultFailed, resultCancelled} {
+		mt.finished.WithLabelValues(r)
+	}
+	for _, r := range []string{ReasonServerLimit, ReasonClientQuota} {
+		mt.throttled.WithLabelValues(r)
+	}
 	mt.collectors = []prometheus.Collector{mt.finished, mt.throttled, mt.resources, mt.deleted, mt.bytes,
 		mt.duration, mt.toManifest, mt.catchUp, &stateCollector{m: m}}
 	return mt
@@ -103,11 +111,26 @@ type stateCollector struct {
 var jobsDesc = prometheus.NewDesc("bulkstream_export_jobs",
 	"Export jobs known to the manager, by state.", []string{"state"}, nil)
 
-func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- jobsDesc }
+var (
+	diskFreeDesc = prometheus.NewDesc("bulkstream_export_disk_free_bytes",
+		"Bytes available on the filesystem of the export directory.", nil, nil)
+	minFreeDesc = prometheus.NewDesc("bulkstream_export_disk_min_free_bytes",
+		"Free space below which kick-offs answer 503 (--min-free-bytes; 0: no check).", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsDesc
+	ch <- diskFreeDesc
+	ch <- minFreeDesc
+}
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := c.m.stateCounts()
 	for _, s := range []State{Queued, Running, Completed, Failed} {
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(counts[s]), string(s))
 	}
+	if free, ok, err := freeBytes(c.m.cfg.Dir); ok && err == nil {
+		ch <- prometheus.MustNewConstMetric(diskFreeDesc, prometheus.GaugeValue, float64(free))
+	}
+	ch <- prometheus.MustNewConstMetric(minFreeDesc, prometheus.GaugeValue, float64(max(0, c.m.cfg.MinFreeBytes)))
 }

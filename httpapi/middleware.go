@@ -13,6 +13,7 @@ import (
 type recorder struct {
 	http.ResponseWriter
 	route       string // pattern of the matched route, set by route()
+	client      string // authenticated client id, set by requireToken and token
 	status      int
 	bytes       int64
 	wroteHeader bool
@@ -69,6 +70,14 @@ func written(w http.ResponseWriter) (status int, bytes int64) {
 	return 0, 0
 }
 
+// setClient records the authenticated client id for the request's log
+// line.
+func setClient(w http.ResponseWriter, client string) {
+	if rec, ok := w.(*recorder); ok {
+		rec.client = client
+	}
+}
+
 // quietRoutes are logged at debug level: probes and scrapes would drown
 // the API's lines.
 var quietRoutes = map[string]bool{"/metrics": true, "/healthz": true, "/readyz": true}
@@ -112,10 +121,13 @@ func (a *api) instrument(w http.ResponseWriter, r *http.Request, h http.Handler)
 		if quietRoutes[rec.route] {
 			level = slog.LevelDebug
 		}
-		a.log.LogAttrs(r.Context(), level, "http request",
-			slog.String("route", rec.route), slog.String("method", r.Method),
+		attrs := []slog.Attr{slog.String("route", rec.route), slog.String("method", r.Method),
 			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
-			slog.Duration("duration", d))
+			slog.Duration("duration", d)}
+		if rec.client != "" {
+			attrs = append(attrs, slog.String("client", rec.client))
+		}
+		a.log.LogAttrs(r.Context(), level, "http request", attrs...)
 		if abort != nil {
 			panic(abort) // net/http aborts the response quietly
 		}

@@ -146,6 +146,7 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 		a.tokenError(w, r, "", err)
 		return
 	}
+	setClient(w, client.ID)
 	granted, err := smart.GrantScopes(form.Get("scope"), client.Scopes)
 	if err != nil {
 		a.tokenError(w, r, client.ID, err)
@@ -339,6 +340,7 @@ func (a *api) requireToken(h http.HandlerFunc) http.HandlerFunc {
 			a.respondError(w, r, err)
 			return
 		}
+		setClient(w, p.client.ID)
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	}
 }

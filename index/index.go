@@ -250,6 +250,17 @@ func (x *Index) rlockDB() error {
 	return nil
 }
 
+// Ready reports whether the store is open: nil, or ErrClosed. It backs
+// the readiness probe.
+func (x *Index) Ready() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // AppliedSeq returns the last stream sequence whose batch is committed.
 func (x *Index) AppliedSeq() uint64 {
 	x.mu.Lock()

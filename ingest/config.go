@@ -22,6 +22,7 @@ const (
 	DefaultAckWait          = time.Minute
 	DefaultDuplicates       = 2 * time.Minute
 	DefaultDLQMaxAge        = 0 // keep dead letters until an operator purges them
+	DefaultPendingRefresh   = 5 * time.Second
 )
 
 // Config configures the streams, the durable consumer and the fetch loop.
@@ -66,6 +67,10 @@ type Config struct {
 	// MaxEventBytes is the largest event body accepted
 	// (DefaultMaxEventBytes); larger ones are dead-lettered as too_large.
 	MaxEventBytes int
+	// PendingRefresh is how often the consumer's pending count is read
+	// from the consumer info, besides every fetched batch
+	// (DefaultPendingRefresh; negative: never).
+	PendingRefresh time.Duration
 
 	// Logger receives the consumer's logs; nil discards them.
 	Logger *slog.Logger
@@ -109,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxEventBytes == 0 {
 		c.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if c.PendingRefresh == 0 {
+		c.PendingRefresh = DefaultPendingRefresh
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,19 +21,33 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "nats")
+	// A flapping connection or a stream of async errors (slow consumer,
+	// permission errors) logs a few lines a minute, with counts.
+	var mu sync.Mutex
+	var limit logLimiter
+	allow := func(key string) (int, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return limit.allow(key, time.Now())
+	}
 	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "error", err)
-			} else {
-				log.Info("nats disconnected")
+			n, ok := allow("disconnect")
+			switch {
+			case !ok:
+			case err != nil:
+				log.Warn("nats disconnected", "error", err, "suppressed", n)
+			default:
+				log.Info("nats disconnected", "suppressed", n)
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted(), "reconnects", nc.Stats().Reconnects)
+			if n, ok := allow("reconnect"); ok {
+				log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted(), "reconnects", nc.Stats().Reconnects, "suppressed", n)
+			}
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			if err := nc.LastError(); err != nil {
@@ -42,11 +57,15 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			log.Info("nats connection closed")
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				log.Warn("nats async error", "subject", sub.Subject, "error", err)
+			n, ok := allow("async")
+			if !ok {
 				return
 			}
-			log.Warn("nats async error", "error", err)
+			if sub != nil {
+				log.Warn("nats async error", "subject", sub.Subject, "error", err, "suppressed", n)
+				return
+			}
+			log.Warn("nats async error", "error", err, "suppressed", n)
 		}),
 	)
 	if err != nil {

@@ -62,12 +62,14 @@ type Consumer struct {
 	log *slog.Logger
 	m   *metrics
 	g   *gauges
+	// deadLogs rate-limits the dead-letter warnings (commit goroutine).
+	deadLogs logLimiter
 
 	mu      sync.Mutex
 	started bool
 	closed  bool
 	cancel  context.CancelFunc
-	done    chan struct{}
+	done    chan struct{} // closed when the loop and the pending refresher have returned
 	stream  jetstream.Stream
 	cons    jetstream.Consumer
 
@@ -180,8 +182,60 @@ func (c *Consumer) Start(ctx context.Context) error {
 	c.cancel = cancel
 	c.started = true
 	c.log.Info("ingest started", "stream", c.cfg.Stream, "durable", c.cfg.Durable, attrSeq, c.dst.AppliedSeq())
-	go c.run(loopCtx)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.run(loopCtx) })
+	if c.cfg.PendingRefresh > 0 {
+		wg.Go(func() { c.refreshPending(loopCtx) })
+	}
+	go func() { wg.Wait(); close(c.done) }()
 	return nil
+}
+
+// Lag is how far the index is behind the stream: now minus the JetStream
+// timestamp of the last applied message, or 0 when nothing is pending.
+func (c *Consumer) Lag() time.Duration {
+	return time.Duration(c.g.lag() * float64(time.Second))
+}
+
+// refreshPending reads the consumer's pending count every PendingRefresh,
+// so the gauge stays true while the fetch loop is idle or failing. When
+// messages are pending and the applied sequence has not moved since the
+// previous refresh, the loop is stuck: lag is then measured again (from
+// the last applied message) even if the loop was caught up before.
+func (c *Consumer) refreshPending(ctx context.Context) {
+	t := time.NewTicker(c.cfg.PendingRefresh)
+	defer t.Stop()
+	var prevSeq uint64
+	var failures int
+	var lastLog time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, c.cfg.PendingRefresh)
+		info, err := c.cons.Info(ictx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			if failures == 1 || time.Since(lastLog) >= logEvery {
+				c.log.Debug("cannot read consumer info", attrFailures, failures, attrError, err)
+				lastLog = time.Now()
+			}
+			continue
+		}
+		failures = 0
+		seq := c.dst.AppliedSeq()
+		c.g.pending.Store(info.NumPending)
+		if info.NumPending > 0 && seq == prevSeq {
+			c.g.caughtUp.Store(false)
+		}
+		prevSeq = seq
+	}
 }
 
 // Close stops the fetch loop and waits for it: a batch being committed is
@@ -222,7 +276,6 @@ func (c *Consumer) Head(ctx context.Context) (uint64, error) {
 
 // run is the fetch loop.
 func (c *Consumer) run(ctx context.Context) {
-	defer close(c.done)
 	defer c.dropPull()
 	// A batch whose commit started is committed and acked before the loop
 	// ends (Close waits for it).
@@ -534,7 +587,10 @@ func (c *Consumer) commit(ctx context.Context, b *batch) (string, error) {
 		}
 		for _, d := range b.dead {
 			c.m.deadLettered.WithLabelValues(d.rej.Reason).Inc()
-			c.log.Warn("event dead-lettered", attrSeq, d.seq, attrSubject, d.subject, attrReason, d.rej.Reason, "detail", d.rej.Detail)
+			if n, ok := c.deadLogs.allow(d.rej.Reason, time.Now()); ok {
+				c.log.Warn("event dead-lettered", attrSeq, d.seq, attrSubject, d.subject, attrReason, d.rej.Reason,
+					"detail", d.rej.Detail, "suppressed", n)
+			}
 		}
 		c.g.lastSeq.Store(last)
 		if !b.lastTime.IsZero() {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -34,8 +35,13 @@ type serveConfig struct {
 	BasePath  string
 	LogLevel  string
 	LogFormat string
-	Export    export.Config
-	Security  securityConfig
+	// ReadyMaxLag is the ingest lag past which /readyz answers 503 (0:
+	// not checked); ShutdownTimeout bounds the wait for requests in
+	// flight after SIGTERM.
+	ReadyMaxLag     time.Duration
+	ShutdownTimeout time.Duration
+	Export          export.Config
+	Security        securityConfig
 }
 
 // natsConfig is the part of the configuration that `serve` and `rebuild`
@@ -93,6 +99,8 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.Int64Var(&c.Export.MinFreeBytes, "min-free-bytes", export.DefaultMinFreeBytes, "kick-off answers 503 while the export disk has less free space (negative: no check)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&c.ReadyMaxLag, "ready-max-lag", defaultReadyMaxLag, "/readyz answers 503 while ingest lags the stream by more (0: no lag check)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGTERM, how long downloads and requests in flight may take before their connections are closed")
 	bindSecurityFlags(fs, &c.Security)
 }
 
@@ -228,22 +236,16 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if publicURL == "" {
 		publicURL = c.Security.scheme() + "://" + ln.Addr().String()
 	}
+	var draining atomic.Bool // set on SIGTERM: kick-offs and /readyz answer 503
 	hcfg := httpapi.Config{
 		Metrics:    metrics.Handler(reg),
 		Registerer: reg,
-		Jobs:       jobs,
+		Jobs:       drainingJobs{Jobs: jobs, draining: &draining},
 		PublicURL:  publicURL,
 		BasePath:   c.BasePath,
 		Version:    version,
 		Logger:     log,
-		Checks: map[string]httpapi.Readiness{
-			"nats": httpapi.ReadinessFunc(func() error {
-				if s := st.nc.Status(); s != nats.CONNECTED {
-					return fmt.Errorf("nats connection %s", s)
-				}
-				return nil
-			}),
-		},
+		Checks:     readinessChecks(idx, st.nc, cons, c.ReadyMaxLag, &draining),
 	}
 	if clients != nil {
 		a, closeAuth, err := openAuth(ctx, c, clients, hcfg.FHIRBase(), log)
@@ -286,11 +288,19 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	case err := <-httpErr:
 		return fmt.Errorf("http server: %w", err)
 	}
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// Then, in order: refuse kick-offs, let requests in flight (downloads)
+	// finish within --shutdown-timeout, and on return the deferred calls
+	// checkpoint running jobs, stop ingest after its batch, close NATS and
+	// close the index.
+	draining.Store(true)
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(shutCtx); err != nil {
-		log.Warn("http shutdown", "error", err)
+		log.Warn("requests still in flight at the shutdown deadline; closing their connections",
+			"shutdown_timeout", c.ShutdownTimeout, "error", err)
+		hs.Close()
 	}
 	<-httpErr
+	log.Info("http server stopped")
 	return nil
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/bulkstream/bulkstream/export"
+	"github.com/bulkstream/bulkstream/httpapi"
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/ingest"
+)
+
+// Defaults of the operations flags.
+const (
+	defaultReadyMaxLag     = time.Minute
+	defaultShutdownTimeout = 30 * time.Second
+)
+
+// readinessChecks are the /readyz checks: the index is open, the NATS
+// connection is up, ingest lags the stream by at most maxLag (0: not
+// checked) and the server is not shutting down.
+func readinessChecks(idx *index.Index, nc *nats.Conn, cons lagger, maxLag time.Duration, draining *atomic.Bool) map[string]httpapi.Readiness {
+	checks := map[string]httpapi.Readiness{
+		"index": httpapi.ReadinessFunc(idx.Ready),
+		"nats": httpapi.ReadinessFunc(func() error {
+			if s := nc.Status(); s != nats.CONNECTED {
+				return fmt.Errorf("nats connection %s", s)
+			}
+			return nil
+		}),
+		"shutdown": httpapi.ReadinessFunc(func() error {
+			if draining.Load() {
+				return errDraining
+			}
+			return nil
+		}),
+	}
+	if maxLag > 0 {
+		checks["ingest_lag"] = httpapi.ReadinessFunc(func() error {
+			if lag := cons.Lag(); lag > maxLag {
+				return fmt.Errorf("ingest lags the stream by %s (--ready-max-lag %s)", lag.Round(time.Millisecond), maxLag)
+			}
+			return nil
+		})
+	}
+	return checks
+}
+
+// lagger is what the lag check needs of *ingest.Consumer.
+type lagger interface{ Lag() time.Duration }
+
+var _ lagger = (*ingest.Consumer)(nil)
+
+var errDraining = fmt.Errorf("shutting down: %w", export.ErrClosed)
+
+// drainingJobs refuses kick-offs once shutdown has begun (503 with an
+// OperationOutcome and Retry-After, as for a closed manager) while status
+// requests and downloads in flight carry on.
+type drainingJobs struct {
+	httpapi.Jobs
+	draining *atomic.Bool
+}
+
+func (d drainingJobs) Kickoff(ctx context.Context, k export.Kickoff) (string, error) {
+	if d.draining.Load() {
+		return "", errDraining
+	}
+	return d.Jobs.Kickoff(ctx, k)
+}
