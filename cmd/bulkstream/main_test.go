@@ -111,10 +111,23 @@ func start(t testing.TB, args ...string) *proc {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.cmd.Process.Kill()
-			<-p.done
+		if p.cmd.ProcessState != nil {
+			return
 		}
+		if t.Failed() {
+			// A hung server says where it hangs: SIGQUIT makes the Go
+			// runtime print every goroutine's stack.
+			p.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case err := <-p.done:
+				p.done <- err // for the receive below
+			case <-time.After(5 * time.Second):
+			}
+			out := p.stderr.String()
+			t.Logf("bulkstream %s stderr (last 64 KB):\n%s", strings.Join(args, " "), out[max(0, len(out)-64<<10):])
+		}
+		p.cmd.Process.Kill()
+		<-p.done
 	})
 	return p
 }
