@@ -169,7 +169,7 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 		base:      "http://" + addr + "/fhir",
 		pid:       p.cmd.Process.Pid,
 		downloads: downloads,
-		http: &http.Client{Transport: &http.Transport{
+		http: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
 			DisableCompression:  true, // identity: what the limit writes
 			MaxIdleConnsPerHost: 16,
 		}},
@@ -443,9 +443,13 @@ func sampleMem(addr string, pid int) (memSample, bool) {
 	}, true
 }
 
+// scrapeClient bounds every scrape: a server that stops answering fails
+// the benchmark instead of hanging it.
+var scrapeClient = &http.Client{Timeout: 10 * time.Second}
+
 // scrapeAll reads the named (label-less) metrics from one /metrics scrape.
 func scrapeAll(addr string, names ...string) map[string]float64 {
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := scrapeClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return nil
 	}
