@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/bulkstream/bulkstream/internal/bulkclient"
 	"github.com/bulkstream/bulkstream/internal/smart"
 )
 
@@ -106,89 +104,12 @@ func runClientToken(ctx context.Context, args []string, stdout, stderr io.Writer
 	return err
 }
 
-// tokenResponse is the token endpoint's success answer (SMART Backend
-// Services, RFC 6749 section 5.1).
-type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int    `json:"expires_in"`
-	Scope       string `json:"scope"`
-}
+// tokenResponse is the token endpoint's success answer.
+type tokenResponse = bulkclient.TokenResponse
 
 // fetchToken runs the client-credentials flow against the server at base:
 // discovery, signed assertion, token request. It returns the decoded
 // response and its raw JSON.
 func fetchToken(ctx context.Context, hc *http.Client, base, clientID string, key []byte, scope string) (tokenResponse, []byte, error) {
-	var tok tokenResponse
-	tokenURL, err := discoverTokenURL(ctx, hc, base)
-	if err != nil {
-		return tok, nil, err
-	}
-	assertion, err := smart.SignAssertion(key, clientID, tokenURL, time.Now())
-	if err != nil {
-		return tok, nil, err
-	}
-	form := url.Values{
-		"grant_type":            {"client_credentials"},
-		"client_assertion_type": {smart.AssertionType},
-		"client_assertion":      {assertion},
-		"scope":                 {scope},
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
-	if err != nil {
-		return tok, nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return tok, nil, fmt.Errorf("token request: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return tok, nil, fmt.Errorf("token request: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var oe struct {
-			Error       string `json:"error"`
-			Description string `json:"error_description"`
-		}
-		if json.Unmarshal(body, &oe) == nil && oe.Error != "" {
-			return tok, nil, fmt.Errorf("token request: %s %s: %s", resp.Status, oe.Error, oe.Description)
-		}
-		return tok, nil, fmt.Errorf("token request: %s", resp.Status)
-	}
-	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" {
-		return tok, nil, fmt.Errorf("token request: unexpected answer %.200q", body)
-	}
-	return tok, body, nil
-}
-
-// discoverTokenURL reads token_endpoint from base's SMART configuration.
-func discoverTokenURL(ctx context.Context, hc *http.Client, base string) (string, error) {
-	u := strings.TrimSuffix(base, "/") + "/.well-known/smart-configuration"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("discovery: GET %s: %s", u, resp.Status)
-	}
-	var conf struct {
-		TokenEndpoint string `json:"token_endpoint"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&conf); err != nil {
-		return "", fmt.Errorf("discovery: %s: %w", u, err)
-	}
-	if conf.TokenEndpoint == "" {
-		return "", fmt.Errorf("discovery: %s has no token_endpoint", u)
-	}
-	return conf.TokenEndpoint, nil
+	return bulkclient.FetchToken(ctx, hc, base, clientID, key, scope)
 }

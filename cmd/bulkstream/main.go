@@ -1,6 +1,6 @@
 // Command bulkstream serves a FHIR Bulk Data ($export) endpoint over a
 // Pebble index fed by NATS JetStream change events. Subcommands: serve,
-// publish, gen, rebuild, client.
+// publish, gen, rebuild, client, export.
 package main
 
 import (
@@ -39,6 +39,7 @@ commands:
   gen       generate realistic FHIR data from the Synthea sample
   rebuild   drop the index and replay the stream into it
   client    SMART Backend Services client keys and tokens (keygen, token)
+  export    run a Bulk Data export against a server (one-shot or incremental sync)
   version   print the version
 
 Run 'bulkstream <command> -h' for a command's flags. Every flag can also be
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runRebuild(ctx, args, stdout, stderr)
 	case "client":
 		return runClient(ctx, args, stdout, stderr)
+	case "export":
+		return runExport(ctx, args, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "bulkstream", version)
 		return nil

@@ -25,6 +25,8 @@ var forbidden = map[string][]string{
 	"internal/fhir":    {module + "/", "github.com/"},
 	// internal/smart is a leaf: stdlib, go-jose and internal/fhir only.
 	"internal/smart": {module + "/", "github.com/nats-io/", "github.com/cockroachdb/", "github.com/prometheus/", "github.com/julienschmidt/"},
+	// internal/bulkclient is a leaf: stdlib and internal/smart (tokens) only.
+	"internal/bulkclient": {module + "/", "github.com/", "golang.org/"},
 }
 
 // TestForbiddenImports walks every package of the module and fails on an
@@ -96,6 +98,9 @@ func allowed(dir, imp string) bool {
 		return true
 	}
 	if dir == "internal/smart" && imp == module+"/internal/fhir" {
+		return true
+	}
+	if dir == "internal/bulkclient" && imp == module+"/internal/smart" {
 		return true
 	}
 	switch dir {

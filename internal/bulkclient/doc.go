@@ -1,0 +1,32 @@
+// Package bulkclient is a client for FHIR Bulk Data $export servers
+// (SPEC.md): kick-off, status polling, manifest, downloads and cancel.
+// It talks plain HTTP to any server that follows the IG, not only to
+// bulkstream, and imports only the standard library and internal/smart.
+//
+// Contract:
+//
+//   - Kick-off is a GET with query parameters, or a POST of a Parameters
+//     resource (Request.Post). Both send Accept: application/fhir+json and
+//     Prefer: respond-async; the answer must be 202 with Content-Location.
+//   - Polling waits what Retry-After says (seconds or HTTP-date), clamped
+//     to [Config.PollMin, Config.PollMax]; without it the wait grows by
+//     half from PollMin up to PollMax. X-Progress goes to Config.OnProgress.
+//   - Every request is retried on connection errors, 429 and 5xx, with
+//     exponential backoff (jittered) that never waits less than the
+//     server's Retry-After. A 5xx whose OperationOutcome has only codes
+//     outside the transient family (SPEC 3.4) is final: that is how a
+//     failed job is reported on the status URL. A 401 with a token source
+//     drops the cached token and retries once with a fresh one.
+//   - Errors answered with an OperationOutcome become *OutcomeError, whose
+//     message is the issues' diagnostics, never the raw JSON.
+//   - Downloads (Download) run Config.Parallel at a time. Each file goes to
+//     name.part and is renamed to name only once it is complete and its
+//     line count equals the manifest's count (when the manifest has one).
+//     The first request sends Accept-Encoding: gzip and is decoded here; a
+//     body cut short is resumed with Range: bytes=N- (identity encoding,
+//     N = the decoded bytes already in the .part file). A 200 answer to a
+//     Range request restarts the file from zero.
+//   - The access token (Config.Token) goes on kick-off, status and cancel,
+//     and on downloads only when the manifest says requiresAccessToken.
+//     SMARTTokenSource refreshes the token a minute before it expires.
+package bulkclient

@@ -1,0 +1,212 @@
+package bulkclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Request is what to export. Instants are passed to the server verbatim.
+type Request struct {
+	Types    []string // _type
+	Since    string   // _since, a FHIR instant
+	Until    string   // _until
+	Elements []string // _elements
+	Post     bool     // POST a Parameters resource instead of a GET
+}
+
+// Manifest is a completed job's manifest (SPEC 4).
+type Manifest struct {
+	TransactionTime     string `json:"transactionTime"`
+	Request             string `json:"request"`
+	RequiresAccessToken bool   `json:"requiresAccessToken"`
+	Output              []File `json:"output"`
+	Deleted             []File `json:"deleted"`
+	Error               []File `json:"error"`
+	// Raw is the manifest as the server sent it.
+	Raw json.RawMessage `json:"-"`
+}
+
+// File is one output, deleted or error item of a manifest.
+type File struct {
+	Type  string `json:"type"`
+	URL   string `json:"url"`
+	Count *int64 `json:"count,omitempty"` // nil when the server gave none
+}
+
+// Job is a kicked-off export.
+type Job struct {
+	// StatusURL is the Content-Location of the kick-off answer.
+	StatusURL string
+	c         *Client
+	start     time.Time
+}
+
+// Kickoff starts an export and returns the job.
+func (c *Client) Kickoff(ctx context.Context, r Request) (*Job, error) {
+	u := c.base + "/$export"
+	newReq := func(ctx context.Context) (*http.Request, error) {
+		var req *http.Request
+		var err error
+		if r.Post {
+			body, err := json.Marshal(r.parameters())
+			if err != nil {
+				return nil, err
+			}
+			req, err = http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+			if err != nil {
+				return nil, err
+			}
+			req.Header.Set("Content-Type", "application/fhir+json")
+		} else {
+			q := r.query().Encode()
+			if q != "" {
+				q = "?" + q
+			}
+			req, err = http.NewRequestWithContext(ctx, http.MethodGet, u+q, nil)
+			if err != nil {
+				return nil, err
+			}
+		}
+		req.Header.Set("Accept", "application/fhir+json")
+		req.Header.Set("Prefer", "respond-async")
+		return req, nil
+	}
+	resp, err := c.do(ctx, true, newReq)
+	if err != nil {
+		return nil, fmt.Errorf("kick-off: %w", err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return nil, fmt.Errorf("kick-off: %s %s: %s, want 202 Accepted", resp.Request.Method, u, resp.Status)
+	}
+	loc := resp.Header.Get("Content-Location")
+	if loc == "" {
+		return nil, errors.New("kick-off: 202 without Content-Location")
+	}
+	// Resolve a relative location, which some servers send despite the IG.
+	su, err := resp.Request.URL.Parse(loc)
+	if err != nil {
+		return nil, fmt.Errorf("kick-off: Content-Location %q: %w", loc, err)
+	}
+	return &Job{StatusURL: su.String(), c: c, start: time.Now()}, nil
+}
+
+// Resume returns the Job for a status URL of an earlier kick-off.
+func (c *Client) Resume(statusURL string) *Job {
+	return &Job{StatusURL: statusURL, c: c, start: time.Now()}
+}
+
+func (r Request) query() url.Values {
+	q := url.Values{}
+	if len(r.Types) > 0 {
+		q.Set("_type", strings.Join(r.Types, ","))
+	}
+	if r.Since != "" {
+		q.Set("_since", r.Since)
+	}
+	if r.Until != "" {
+		q.Set("_until", r.Until)
+	}
+	if len(r.Elements) > 0 {
+		q.Set("_elements", strings.Join(r.Elements, ","))
+	}
+	return q
+}
+
+// parameters is the POST body: one entry per value (SPEC 2.2).
+func (r Request) parameters() map[string]any {
+	ps := []map[string]any{}
+	for _, t := range r.Types {
+		ps = append(ps, map[string]any{"name": "_type", "valueString": t})
+	}
+	if r.Since != "" {
+		ps = append(ps, map[string]any{"name": "_since", "valueInstant": r.Since})
+	}
+	if r.Until != "" {
+		ps = append(ps, map[string]any{"name": "_until", "valueInstant": r.Until})
+	}
+	for _, e := range r.Elements {
+		ps = append(ps, map[string]any{"name": "_elements", "valueString": e})
+	}
+	return map[string]any{"resourceType": "Parameters", "parameter": ps}
+}
+
+// Wait polls the status URL until the job completes and returns its
+// manifest. A failed job is an *OutcomeError.
+func (j *Job) Wait(ctx context.Context) (*Manifest, error) {
+	c := j.c
+	wait := c.cfg.PollMin
+	for {
+		resp, err := c.do(ctx, true, func(ctx context.Context) (*http.Request, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.StatusURL, nil)
+			if err == nil {
+				req.Header.Set("Accept", "application/json")
+			}
+			return req, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+		switch resp.StatusCode {
+		case http.StatusOK:
+			var m Manifest
+			raw, err := readJSON(resp, &m)
+			if err != nil {
+				return nil, fmt.Errorf("manifest: %w", err)
+			}
+			m.Raw = raw
+			if m.TransactionTime == "" {
+				return nil, fmt.Errorf("manifest: no transactionTime in %.200s", raw)
+			}
+			return &m, nil
+		case http.StatusAccepted:
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if c.cfg.OnProgress != nil {
+				c.cfg.OnProgress(resp.Header.Get("X-Progress"), time.Since(j.start))
+			}
+			if ra := retryAfter(resp.Header, time.Now()); ra > 0 {
+				wait = ra
+			}
+			wait = min(max(wait, c.cfg.PollMin), c.cfg.PollMax)
+			if err := sleep(ctx, wait); err != nil {
+				return nil, err
+			}
+			wait += wait / 2
+		default:
+			resp.Body.Close()
+			return nil, fmt.Errorf("status: %s %s: unexpected %s", resp.Request.Method, j.StatusURL, resp.Status)
+		}
+	}
+}
+
+// Cancel sends DELETE to the status URL: the server cancels a running
+// job, or deletes a finished job's files. A 404 (already gone) is no error.
+func (j *Job) Cancel(ctx context.Context) error {
+	resp, err := j.c.do(ctx, true, func(ctx context.Context) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, j.StatusURL, nil)
+		if err == nil {
+			req.Header.Set("Accept", "application/fhir+json")
+		}
+		return req, err
+	})
+	var oe *OutcomeError
+	if errors.As(err, &oe) && oe.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("cancel: %w", err)
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	return nil
+}
