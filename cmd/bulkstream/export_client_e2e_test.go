@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkstream/bulkstream/internal/synth"
@@ -366,5 +370,129 @@ func TestExportCommandCancel(t *testing.T) {
 				t.Errorf("stderr does not name the kept job:\n%s", stderr.String())
 			}
 		})
+	}
+}
+
+// faultyProxy sits between `bulkstream export` and a real bulkstream and
+// misbehaves once per kind: the first kick-off gets 429 + Retry-After, the
+// first status poll a 503, and the first GET of every file is cut off
+// after half its body. It records the Range header of every file request.
+type faultyProxy struct {
+	target atomic.Pointer[url.URL]
+	rp     *httputil.ReverseProxy
+
+	mu         sync.Mutex
+	kickoffs   int
+	polls      int
+	cut        map[string]bool     // file path → already cut once
+	fileRanges map[string][]string // file path → Range of each request
+}
+
+func newFaultyProxy() *faultyProxy {
+	p := &faultyProxy{cut: map[string]bool{}, fileRanges: map[string][]string{}}
+	p.rp = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(p.target.Load())
+		r.Out.Host = r.In.Host // the server builds no URL from Host anyway
+	}}
+	return p
+}
+
+func (p *faultyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	var fault string
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/$export"):
+		p.kickoffs++
+		if p.kickoffs == 1 {
+			fault = "429"
+		}
+	case strings.Contains(r.URL.Path, "/bulkstatus/") && r.Method == http.MethodGet:
+		p.polls++
+		if p.polls == 1 {
+			fault = "503"
+		}
+	case strings.Contains(r.URL.Path, "/bulkfiles/"):
+		p.fileRanges[r.URL.Path] = append(p.fileRanges[r.URL.Path], r.Header.Get("Range"))
+		if !p.cut[r.URL.Path] {
+			p.cut[r.URL.Path] = true
+			fault = "cut"
+		}
+	}
+	p.mu.Unlock()
+	switch fault {
+	case "429":
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "slow down", http.StatusTooManyRequests)
+	case "503":
+		http.Error(w, "upstream unavailable", http.StatusServiceUnavailable)
+	case "cut":
+		// Fetch the whole file, send its headers and half of it, then drop
+		// the connection.
+		rec := httptest.NewRecorder()
+		p.rp.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		body := rec.Body.Bytes()
+		w.WriteHeader(rec.Code)
+		w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	default:
+		p.rp.ServeHTTP(w, r)
+	}
+}
+
+// TestExportCommandThroughFaults: against a real bulkstream behind a proxy
+// that answers 429 and 503 once and cuts every file's first download in
+// half, `bulkstream export` retries, resumes each file with Range, and
+// ends with exactly the published data.
+func TestExportCommandThroughFaults(t *testing.T) {
+	p := newFaultyProxy()
+	front := httptest.NewServer(p)
+	t.Cleanup(front.Close)
+	s := startServerWith(t, serverOpts{args: []string{"--public-url", front.URL}})
+	back, err := url.Parse(strings.TrimSuffix(s.base, "/fhir"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.target.Store(back)
+
+	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	err = sample.Each(func(typ, id string, line []byte) error {
+		if typ != "Patient" && typ != "Condition" && typ != "Encounter" {
+			return nil
+		}
+		want[typ+"/"+id] = withoutMeta(t, line)
+		return s.pub.Upsert(t.Context(), line)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.pub.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	if _, err := runExportCmd(t, "--url", front.URL+"/fhir", "--out", out, "--parallel", "2"); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, "export through faults", readNDJSONDir(t, out, "*.ndjson"), want)
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.kickoffs < 2 || p.polls < 2 {
+		t.Errorf("kick-offs %d, polls %d: the 429 and the 503 were not retried", p.kickoffs, p.polls)
+	}
+	if len(p.fileRanges) != 3 {
+		t.Errorf("files requested %v, want the 3 types' files", p.fileRanges)
+	}
+	for path, ranges := range p.fileRanges {
+		if len(ranges) < 2 || ranges[0] != "" || !strings.HasPrefix(ranges[1], "bytes=") || ranges[1] == "bytes=0-" {
+			t.Errorf("%s: Range headers %q: want none, then a resume from the bytes already received", path, ranges)
+		}
 	}
 }
