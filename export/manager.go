@@ -704,6 +704,9 @@ func clientMessage(err error) string {
 	if isNoSpace(err) {
 		return "the server ran out of disk space while writing the export files; try again later"
 	}
+	if isNotWritable(err) {
+		return "the server cannot write the export files: its export directory is read-only or not writable; try again later"
+	}
 	return "internal error while exporting; the server log has the details"
 }
 

@@ -4,6 +4,7 @@ package export
 
 import (
 	"errors"
+	"io/fs"
 	"syscall"
 )
 
@@ -12,3 +13,6 @@ func freeBytes(string) (int64, bool, error) { return 0, false, nil }
 
 // isNoSpace reports a full disk.
 func isNoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) }
+
+// isNotWritable reports a permission error.
+func isNotWritable(err error) bool { return errors.Is(err, fs.ErrPermission) }

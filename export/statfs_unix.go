@@ -4,6 +4,7 @@ package export
 
 import (
 	"errors"
+	"io/fs"
 	"syscall"
 )
 
@@ -20,4 +21,9 @@ func freeBytes(dir string) (int64, bool, error) {
 // isNoSpace reports a full disk or an exhausted quota.
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// isNotWritable reports a read-only filesystem or a permission error.
+func isNotWritable(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, fs.ErrPermission)
 }

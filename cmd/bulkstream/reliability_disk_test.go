@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkstream/bulkstream/ingest"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on dir, or skips the test when
+// this environment cannot (not root, no CAP_SYS_ADMIN, not Linux). It is
+// unmounted at cleanup, after processes started later have been stopped.
+func mountTmpfs(t *testing.T, dir string, size int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+}
+
+// remount changes the mount options of dir (e.g. "ro", "rw").
+func remount(t *testing.T, dir, opt string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "remount,"+opt, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s %s: %v %s", opt, dir, err, out)
+	}
+}
+
+// outcome decodes an OperationOutcome body and returns its first issue.
+func outcomeIssue(t *testing.T, what string, body []byte) (code, diagnostics string) {
+	t.Helper()
+	var oo struct {
+		ResourceType string
+		Issue        []struct{ Severity, Code, Diagnostics string }
+	}
+	if err := json.Unmarshal(body, &oo); err != nil || oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 {
+		t.Fatalf("%s: not an OperationOutcome with an issue (%v): %s", what, err, body)
+	}
+	return oo.Issue[0].Code, oo.Issue[0].Diagnostics
+}
+
+// getOK checks that GET u answers 200.
+func getOK(t *testing.T, u string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET %s: %d %s", u, resp.StatusCode, b)
+	}
+}
+
+// TestDiskTrouble puts <data-dir>/exports on a 64 KiB tmpfs and checks
+// three kinds of disk trouble against the real binary:
+//   - low free space (--min-free-bytes above the tmpfs size): kick-off
+//     answers 503 with an OperationOutcome and Retry-After;
+//   - a full disk while writing: the job fails with an OperationOutcome
+//     naming the lack of disk space, and its partial files are removed;
+//   - a read-only export directory: the job fails with an OperationOutcome
+//     saying the directory is not writable;
+//
+// and that meanwhile the service keeps serving (/healthz, /readyz,
+// metadata, exports that fit) and ingest keeps applying.
+func TestDiskTrouble(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs and runs the binary")
+	}
+	data := t.TempDir()
+	exports := filepath.Join(data, "exports")
+	if err := os.Mkdir(exports, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	const fsSize = 64 << 10
+	mountTmpfs(t, exports, fsSize)
+
+	ns := runNATS(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ingest.NewPublisher(js, ingest.PublisherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := 0
+	publish := func(n int, body func(i int) []byte) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for i := range n {
+			if err := pub.Upsert(ctx, body(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		published += n
+	}
+
+	addr := freeAddr(t)
+	base := "http://" + addr + "/fhir"
+	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr}
+	waitServing := func() {
+		t.Helper()
+		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			if code, reasons := readyz(addr); code != 200 {
+				return fmt.Errorf("/readyz %d %v", code, reasons)
+			}
+			return nil
+		})
+	}
+	applied := func(want int) {
+		t.Helper()
+		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+			if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(want) {
+				return fmt.Errorf("applied sequence %v, want %d", got, want)
+			}
+			return nil
+		})
+	}
+	stillServing := func() {
+		t.Helper()
+		getOK(t, "http://"+addr+"/healthz")
+		getOK(t, "http://"+addr+"/readyz")
+		getOK(t, base+"/metadata")
+	}
+
+	// 1. Low free space: the kick-off is refused up front.
+	p := start(t, append(serveArgs, "--min-free-bytes", fmt.Sprint(2*fsSize))...)
+	waitServing()
+	const patients = 2000 // ~250 KB of NDJSON: does not fit in 64 KiB
+	publish(patients, reliabilityPatient)
+	applied(published)
+	req, _ := http.NewRequest("GET", base+"/$export?_type=Patient", nil)
+	req.Header.Set("Accept", "application/fhir+json")
+	req.Header.Set("Prefer", "respond-async")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("kick-off with low disk: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	code, diag := outcomeIssue(t, "kick-off with low disk", body)
+	t.Logf("low disk: kick-off %d %s: %s", resp.StatusCode, code, diag)
+	if !strings.Contains(diag, "disk space") {
+		t.Errorf("kick-off with low disk: diagnostics %q do not name the disk space", diag)
+	}
+	stillServing()
+	p.stop(t)
+
+	// 2. Full disk while writing: the free-space check is off, so the
+	// job starts and runs out of space.
+	p = start(t, append(serveArgs, "--min-free-bytes", "-1")...)
+	waitServing()
+	status := kickoffExport(t, base, "_type=Patient")
+	// Ingest carries on while the job fails.
+	orgs := func(i int) []byte {
+		return fmt.Appendf(nil, `{"resourceType":"Organization","id":"disk-org-%03d","name":"Org %d"}`, i, i)
+	}
+	publish(100, orgs)
+	code2, body := pollExport(t, status, 30*time.Second)
+	if code2 != http.StatusInternalServerError {
+		t.Fatalf("export on a full disk: %d %s, want 500 with an OperationOutcome", code2, body)
+	}
+	code, diag = outcomeIssue(t, "export on a full disk", body)
+	t.Logf("full disk: status %d %s: %s", code2, code, diag)
+	if code != "processing" || !strings.Contains(diag, "disk space") {
+		t.Errorf("export on a full disk: issue %s %q, want processing naming the disk space", code, diag)
+	}
+	if ents, err := os.ReadDir(exports); err != nil || len(ents) != 0 {
+		t.Errorf("partial export files left on the full disk: %v %v", ents, err)
+	}
+	applied(published)
+	stillServing()
+	// An export that fits works on the same disk.
+	code2, body = pollExport(t, kickoffExport(t, base, "_type=Organization"), 30*time.Second)
+	if code2 != 200 {
+		t.Fatalf("small export after the full disk: %d %s", code2, body)
+	}
+	if _, ids := exportedIDs(t, body); len(ids) != 100 {
+		t.Errorf("small export after the full disk: %d organizations, want 100", len(ids))
+	}
+
+	// 3. Read-only export directory (root ignores mode bits, so the
+	// filesystem itself is made read-only).
+	remount(t, exports, "ro")
+	status = kickoffExport(t, base, "_type=Organization")
+	publish(50, func(i int) []byte { return orgs(100 + i) })
+	code2, body = pollExport(t, status, 30*time.Second)
+	if code2 != http.StatusInternalServerError {
+		t.Fatalf("export to a read-only directory: %d %s, want 500 with an OperationOutcome", code2, body)
+	}
+	code, diag = outcomeIssue(t, "export to a read-only directory", body)
+	t.Logf("read-only: status %d %s: %s", code2, code, diag)
+	if code != "processing" || !strings.Contains(diag, "not writable") {
+		t.Errorf("export to a read-only directory: issue %s %q", code, diag)
+	}
+	applied(published)
+	stillServing()
+	remount(t, exports, "rw")
+	code2, body = pollExport(t, kickoffExport(t, base, "_type=Organization"), 30*time.Second)
+	if code2 != 200 {
+		t.Fatalf("export after the directory is writable again: %d %s", code2, body)
+	}
+	if _, ids := exportedIDs(t, body); len(ids) != 150 {
+		t.Errorf("export after the directory is writable again: %d organizations, want 150", len(ids))
+	}
+	p.stop(t)
+	t.Logf("%d events published and applied across the disk faults", published)
+}
