@@ -147,7 +147,11 @@ type Manager struct {
 	queue   []*job          // queued jobs, oldest first
 	started bool
 	closed  bool
-	avgJob  time.Duration // moving average of worker time per completed job
+	// avgJob is the moving average of worker time per completed job,
+	// under its own leaf mutex: run updates it holding a job's mu, and
+	// admitLocked takes job mus holding m.mu, so m.mu here would deadlock.
+	avgMu  sync.Mutex
+	avgJob time.Duration
 
 	wake   chan struct{} // a job was queued
 	ctx    context.Context
@@ -476,7 +480,9 @@ func (m *Manager) admitLocked(now time.Time, client string, quota int) error {
 // left of the jobs that hold the limit (0: unknown). m.mu is held.
 func (m *Manager) tooMany(reason string, limit int, wait time.Duration) error {
 	if wait == 0 {
+		m.avgMu.Lock()
 		wait = cmp.Or(m.avgJob, 10*time.Second)
+		m.avgMu.Unlock()
 	}
 	return &TooManyJobsError{RetryAfter: clamp(wait.Round(time.Second), time.Second, time.Minute),
 		Reason: reason, Limit: limit}

@@ -135,8 +135,8 @@ func (m *Manager) run(j *job) {
 // observeJob folds a completed job's worker time into the average used to
 // estimate a 429's Retry-After.
 func (m *Manager) observeJob(d time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.avgMu.Lock()
+	defer m.avgMu.Unlock()
 	if m.avgJob == 0 {
 		m.avgJob = d
 	} else {
