@@ -210,5 +210,19 @@ type api struct {
 
 // ServeHTTP instruments, logs and guards every request, routed or not.
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.instrument(w, r, a.router)
+	a.instrument(w, r, http.HandlerFunc(a.limitURL))
+}
+
+// MaxURLBytes caps a request target (path and query): longer ones are 414
+// OperationOutcomes. The longest legitimate URL, a GET kick-off with many
+// _typeFilter values, is far shorter; longer ones can use POST.
+const MaxURLBytes = 32 << 10
+
+func (a *api) limitURL(w http.ResponseWriter, r *http.Request) {
+	if len(r.RequestURI) > MaxURLBytes {
+		a.respondError(w, r, &httpError{status: http.StatusRequestURITooLong, code: "too-long",
+			diag: fmt.Sprintf("request URL of %d bytes is longer than %d; use POST $export for long requests", len(r.RequestURI), MaxURLBytes)})
+		return
+	}
+	a.router.ServeHTTP(w, r)
 }

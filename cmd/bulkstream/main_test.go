@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -164,10 +163,13 @@ func runCmd(t testing.TB, args ...string) string {
 	return stdout.String()
 }
 
+// metricsClient bounds a scrape: a server that stops answering reads as down.
+var metricsClient = &http.Client{Timeout: 10 * time.Second}
+
 // scrape returns the value of an unlabelled metric from /metrics, or -1
 // when the server does not answer.
 func scrape(addr, name string) float64 {
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := metricsClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return -1
 	}
@@ -256,140 +258,8 @@ func appliedSeq(t testing.TB, dir string) uint64 {
 	return x.AppliedSeq()
 }
 
-// TestKillDuringIngest kill -9s the real binary at random moments while a
-// large publish runs, restarts it, and checks that the final index holds
-// every published event exactly once (version numbers count the events of
-// each resource) and equals a clean replay of the stream (rebuild).
-func TestKillDuringIngest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds data and kills processes")
-	}
-	ns := runNATS(t)
-	gen := t.TempDir()
-	runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "2", "--seed", "3", "--changes", "6000", "--out", gen)
-
-	// What the publisher sends: resource lines, then updates, then deletes.
-	want := map[string]int{} // Type/id → number of events
-	deleted := map[string]bool{}
-	for _, f := range []string{"resources.ndjson", "updates.ndjson"} {
-		b, err := os.ReadFile(filepath.Join(gen, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for l := range bytes.Lines(b) {
-			var r struct{ ResourceType, ID string }
-			if err := json.Unmarshal(l, &r); err != nil {
-				t.Fatal(err)
-			}
-			want[r.ResourceType+"/"+r.ID]++
-		}
-	}
-	b, err := os.ReadFile(filepath.Join(gen, "deletes.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for l := range strings.Lines(string(b)) {
-		l = strings.TrimSpace(l)
-		want[l]++
-		deleted[l] = true
-	}
-
-	url := ns.ClientURL()
-	data := t.TempDir()
-	addr := freeAddr(t)
-	serveArgs := []string{"serve", "--nats-url", url, "--data-dir", data, "--listen", addr, "--batch-size", "200"}
-
-	pubDone := make(chan string, 1)
-	go func() {
-		// The publisher is its own process: killing serve must not stop it.
-		var out bytes.Buffer
-		for _, args := range [][]string{
-			{"publish", "--nats-url", url, filepath.Join(gen, "resources.ndjson"), filepath.Join(gen, "updates.ndjson")},
-			{"publish", "--nats-url", url, "--delete", filepath.Join(gen, "deletes.txt")},
-		} {
-			cmd := exec.Command(binPath, args...)
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Run(); err != nil {
-				pubDone <- fmt.Sprintf("publish: %v\n%s", err, out.String())
-				return
-			}
-		}
-		pubDone <- ""
-	}()
-
-	total := 0
-	for _, n := range want {
-		total += n
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	kills, duringPublish, midIngest := 0, 0, 0
-	for published := false; kills < 8 || !published; {
-		p := start(t, serveArgs...)
-		time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
-		p.kill9()
-		kills++
-		select {
-		case msg := <-pubDone:
-			if msg != "" {
-				t.Fatal(msg)
-			}
-			published = true
-		default:
-		}
-		if !published {
-			duringPublish++
-		}
-		if seq := appliedSeq(t, filepath.Join(data, "index")); seq > 0 && seq < uint64(total) {
-			midIngest++
-		}
-		if kills > 60 {
-			t.Fatal("publisher did not finish")
-		}
-	}
-	t.Logf("killed serve %d times: %d during the publish, %d with the index part-way through the stream", kills, duringPublish, midIngest)
-	if duringPublish < 2 || midIngest < 3 {
-		t.Errorf("the kills missed the work: %d during the publish, %d part-way; make the data set larger", duringPublish, midIngest)
-	}
-
-	// Final run: catch up with the whole stream, then stop cleanly.
-	p := start(t, serveArgs...)
-	checkFor(t, 2*time.Minute, 100*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(total) {
-			return fmt.Errorf("applied sequence %v, want %d", got, total)
-		}
-		return nil
-	})
-	p.stop(t)
-
-	digest, keys, versions, counts := dumpIndex(t, filepath.Join(data, "index"))
-	if len(versions) != len(want) {
-		t.Errorf("index has %d resources and tombstones, want %d", len(versions), len(want))
-	}
-	for id, n := range want {
-		wantV := strconv.Itoa(n)
-		if deleted[id] {
-			wantV = "deleted"
-		}
-		if versions[id] != wantV {
-			t.Errorf("%s: version %q, want %q (events %d)", id, versions[id], wantV, n)
-			break
-		}
-	}
-	var tombs int64
-	for _, c := range counts {
-		tombs += c.Tombstones
-	}
-	if tombs != int64(len(deleted)) {
-		t.Errorf("tombstones = %d, want %d", tombs, len(deleted))
-	}
-
-	// A clean replay of the stream gives the same index, byte for byte.
-	runCmd(t, "rebuild", "--nats-url", url, "--data-dir", data)
-	digest2, keys2, _, _ := dumpIndex(t, filepath.Join(data, "index"))
-	if digest2 != digest || keys2 != keys {
-		t.Errorf("rebuild: %d keys digest %s, want %d keys digest %s", keys2, digest2, keys, digest)
-	}
-}
+// TestCrashLoopIngest (reliability_crash_test.go) kill -9s serve during
+// ingest and checks the index against the acked log and a rebuild.
 
 // TestServeEmbeddedDefault runs serve the way `make run` does, with its
 // embedded NATS server, publishes through that server, restarts, and checks

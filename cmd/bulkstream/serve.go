@@ -156,6 +156,11 @@ func connectNATS(c natsConfig, log *slog.Logger) (*stack, error) {
 	return &st, nil
 }
 
+// maxHeaderBytes caps the request line and headers (net/http's default is
+// 1 MiB): 256 KiB holds a URL of httpapi.MaxURLBytes, which the API
+// refuses with a 414 OperationOutcome, and any token.
+const maxHeaderBytes = 256 << 10
+
 func (st *stack) close() {
 	if st.nc != nil {
 		st.nc.Close()
@@ -264,6 +269,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		Handler:           httpapi.New(hcfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes, // 431 past it
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	hs.TLSConfig = tlsConfig
