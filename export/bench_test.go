@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/index/indextest"
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
 
@@ -62,27 +62,8 @@ func rawScanWrite(b *testing.B, x *index.Index, path string) (n, size int64) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	w := bufio.NewWriterSize(f, writeBufferSize)
-	snap, err := x.Snapshot()
+	n, size, err = indextest.WriteLive(x, f)
 	if err != nil {
-		b.Fatal(err)
-	}
-	defer snap.Close()
-	for _, c := range snap.Counts() {
-		err := snap.Scan(context.Background(), c.Type, 0, index.Unbounded, func(e index.Entry) error {
-			if e.Deleted {
-				return nil
-			}
-			n++
-			size += int64(len(e.Resource)) + 1
-			w.Write(e.Resource)
-			return w.WriteByte('\n')
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
 		b.Fatal(err)
 	}
 	return n, size

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/index/indextest"
 )
 
 // The end-to-end export benchmark is configured by environment variables
@@ -443,34 +442,6 @@ func sampleMem(addr string, pid int) (memSample, bool) {
 	}, true
 }
 
-// scrapeClient bounds every scrape: a server that stops answering fails
-// the benchmark instead of hanging it.
-var scrapeClient = &http.Client{Timeout: 10 * time.Second}
-
-// scrapeAll reads the named (label-less) metrics from one /metrics scrape.
-func scrapeAll(addr string, names ...string) map[string]float64 {
-	resp, err := scrapeClient.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		name, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		for _, n := range names {
-			if name == n {
-				out[n], _ = strconv.ParseFloat(v, 64)
-			}
-		}
-	}
-	return out
-}
-
 // run is one export: kick-off, polls, manifest, every file downloaded.
 func (c *benchClient) run(b *testing.B, query url.Values) exportTimes {
 	b.Helper()
@@ -494,19 +465,7 @@ func (c *benchClient) export(b *testing.B, query url.Values) benchManifest {
 
 func (c *benchClient) kickoff(b *testing.B, query url.Values) string {
 	b.Helper()
-	req, _ := http.NewRequest("GET", c.base+"/$export?"+query.Encode(), nil)
-	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("Prefer", "respond-async")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		b.Fatalf("kick-off %s: %d %s", query.Encode(), resp.StatusCode, body)
-	}
-	return resp.Header.Get("Content-Location")
+	return kickoffExport(b, c.http, c.base, query.Encode())
 }
 
 func (c *benchClient) poll(b *testing.B, status string) benchManifest {
@@ -742,27 +701,8 @@ func rawScanWrite(b *testing.B, x *index.Index, path string) (n, size int64) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	w := bufio.NewWriterSize(f, 256<<10)
-	snap, err := x.Snapshot()
+	n, size, err = indextest.WriteLive(x, f)
 	if err != nil {
-		b.Fatal(err)
-	}
-	defer snap.Close()
-	for _, c := range snap.Counts() {
-		err := snap.Scan(context.Background(), c.Type, 0, index.Unbounded, func(e index.Entry) error {
-			if e.Deleted {
-				return nil
-			}
-			n++
-			size += int64(len(e.Resource)) + 1
-			w.Write(e.Resource)
-			return w.WriteByte('\n')
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
 		b.Fatal(err)
 	}
 	return n, size

@@ -3,6 +3,9 @@
 package indextest
 
 import (
+	"bufio"
+	"context"
+	"io"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -40,4 +43,32 @@ func OpenOptions(t testing.TB, opts *index.Options) *index.Index {
 		}
 	})
 	return x
+}
+
+// WriteLive is the physical limit of an export, for benchmarks to compare
+// against: one snapshot of x, every type scanned in order, each live
+// resource written with '\n' to w through a 256 KiB bufio.Writer. It
+// returns the resources and bytes written.
+func WriteLive(x *index.Index, w io.Writer) (n, size int64, err error) {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	snap, err := x.Snapshot()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer snap.Close()
+	for _, c := range snap.Counts() {
+		err := snap.Scan(context.Background(), c.Type, 0, index.Unbounded, func(e index.Entry) error {
+			if e.Deleted {
+				return nil
+			}
+			n++
+			size += int64(len(e.Resource)) + 1
+			bw.Write(e.Resource)
+			return bw.WriteByte('\n')
+		})
+		if err != nil {
+			return n, size, err
+		}
+	}
+	return n, size, bw.Flush()
 }
