@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulkstream/bulkstream/export"
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/index/indextest"
 )
@@ -46,18 +45,7 @@ func conformanceServer(t *testing.T) http.Handler {
 	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
 		t.Fatal(err)
 	}
-	m, err := export.NewManager(export.Config{Dir: t.TempDir(), MinFreeBytes: -1}, x, fixedHead(len(changes)), x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	m := startManager(t, x, len(changes))
 	return New(Config{Jobs: m, PublicURL: testPublicURL, Version: "test"})
 }
 

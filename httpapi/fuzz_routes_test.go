@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulkstream/bulkstream/export"
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/index/indextest"
 )
@@ -29,18 +27,7 @@ func fuzzJobServer(f *testing.F) (h http.Handler, jobID, fileName string) {
 	if _, err := x.Apply(f.Context(), changes, 0); err != nil {
 		f.Fatal(err)
 	}
-	m, err := export.NewManager(export.Config{Dir: f.TempDir(), MinFreeBytes: -1}, x, fixedHead(len(changes)), x)
-	if err != nil {
-		f.Fatal(err)
-	}
-	if err := m.Start(f.Context()); err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		if err := m.Close(context.Background()); err != nil {
-			f.Error(err)
-		}
-	})
+	m := startManager(f, x, len(changes))
 	h = New(Config{Jobs: m, PublicURL: testPublicURL, Version: "test"})
 	statusURL := kickoffOK(f, h, request{method: "GET", target: "/fhir/$export?_since=2000-01-01T00:00:00Z", header: kickoffHeaders()})
 	man := awaitManifest(f, h, statusURL)

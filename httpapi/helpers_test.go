@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bulkstream/bulkstream/export"
+	"github.com/bulkstream/bulkstream/index"
 )
 
 var update = flag.Bool("update", false, "update golden files in testdata/")
@@ -225,4 +226,23 @@ func golden(t testing.TB, name string, got []byte) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs:\n got: %s\nwant: %s", path, got, want)
 	}
+}
+
+// startManager starts a real export.Manager over x, with the stream head
+// at head (so jobs need not wait), closed when the test ends.
+func startManager(tb testing.TB, x *index.Index, head int) *export.Manager {
+	tb.Helper()
+	m, err := export.NewManager(export.Config{Dir: tb.TempDir(), MinFreeBytes: -1}, x, fixedHead(head), x)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := m.Start(tb.Context()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := m.Close(context.Background()); err != nil {
+			tb.Error(err)
+		}
+	})
+	return m
 }

@@ -261,14 +261,7 @@ func TestRedeliveryNotAppliedTwice(t *testing.T) {
 	}
 	p := newPublisher(t, js)
 	const n = 50
-	for i := range n {
-		if err := p.Upsert(t.Context(), []byte(`{"resourceType":"Patient","id":"p`+jsonNumber(uint64(i))+`"}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	publishPatients(t, p, n)
 	idx := openIndex(t)
 	app := &crashingApplier{Index: idx, lag: true}
 	c := startConsumer(t, js, app, cfg)
@@ -698,14 +691,7 @@ func TestBatchesFromOnePull(t *testing.T) {
 	}
 	p := newPublisher(t, js)
 	const n = 100
-	for i := range n {
-		if err := p.Upsert(t.Context(), []byte(`{"resourceType":"Patient","id":"p`+jsonNumber(uint64(i))+`"}`)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	publishPatients(t, p, n)
 	idx := openIndex(t)
 	app := &batchRecorder{Index: idx}
 	c := startConsumer(t, js, app, cfg)
@@ -729,5 +715,18 @@ func TestBatchesFromOnePull(t *testing.T) {
 	}
 	if res, _ := countOf(idx, "Patient"); res != n {
 		t.Errorf("count %d, want %d", res, n)
+	}
+}
+
+// publishPatients publishes Patients p0…p<n-1> and waits for their acks.
+func publishPatients(t *testing.T, p *ingest.Publisher, n int) {
+	t.Helper()
+	for i := range n {
+		if err := p.Upsert(t.Context(), []byte(`{"resourceType":"Patient","id":"p`+jsonNumber(uint64(i))+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }

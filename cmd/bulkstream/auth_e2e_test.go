@@ -28,7 +28,6 @@ import (
 	"time"
 
 	"github.com/bulkstream/bulkstream/internal/smart"
-	"github.com/bulkstream/bulkstream/internal/synth"
 )
 
 // e2eClient is a registered client: its id and private JWK.
@@ -147,13 +146,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	hup := make(chan os.Signal, 1)
 	s := startServerWith(t, serverOpts{args: []string{"--clients", clientsFile}, sighup: hup})
 
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sample.Each(func(_, _ string, line []byte) error { return s.pub.Upsert(t.Context(), line) }); err != nil {
-		t.Fatal(err)
-	}
+	s.publishSample(t)
 
 	hc := &http.Client{Timeout: 30 * time.Second}
 	token := func(c e2eClient, scope string) string {

@@ -82,21 +82,7 @@ func sameState(t *testing.T, what string, got, want map[string]string) {
 // downloads exactly the published data.
 func TestExportCommandFull(t *testing.T) {
 	s := startServer(t)
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{}
-	err = sample.Each(func(typ, id string, line []byte) error {
-		want[typ+"/"+id] = withoutMeta(t, line)
-		return s.pub.Upsert(t.Context(), line)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.pub.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	want := withoutMetas(t, s.publishSample(t))
 	out := t.TempDir()
 	stdout, err := runExportCmd(t, "--url", s.base, "--out", out, "--parallel", "3")
 	if err != nil {
@@ -274,24 +260,7 @@ func TestExportCommandAuth(t *testing.T) {
 	clientsFile := filepath.Join(dir, "clients.json")
 	writeClientsFile(t, clientsFile, entry, rsEntry)
 	s := startServerWith(t, serverOpts{args: []string{"--clients", clientsFile}})
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{}
-	err = sample.Each(func(typ, id string, line []byte) error {
-		if typ == "Patient" || typ == "Condition" {
-			want[typ+"/"+id] = withoutMeta(t, line)
-			return s.pub.Upsert(t.Context(), line)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.pub.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	want := withoutMetas(t, s.publishSample(t, "Patient", "Condition"))
 	keyFile := filepath.Join(dir, "exporter.jwk")
 	rsKeyFile := filepath.Join(dir, "rs.jwk")
 	os.WriteFile(keyFile, app.key, 0o600)
@@ -312,7 +281,7 @@ func TestExportCommandAuth(t *testing.T) {
 		t.Errorf("RS384 client exported nothing")
 	}
 	// Beyond its scope: 403, shown as the server's diagnostics.
-	_, err = runExportCmd(t, "--url", s.base, "--out", t.TempDir(), "--type", "Condition", "--client-id", rsApp.id, "--key", rsKeyFile)
+	_, err := runExportCmd(t, "--url", s.base, "--out", t.TempDir(), "--type", "Condition", "--client-id", rsApp.id, "--key", rsKeyFile)
 	if err == nil || !strings.Contains(err.Error(), "403 Forbidden: ") || strings.Contains(err.Error(), "{") {
 		t.Errorf("export beyond the scope: %v", err)
 	}
@@ -458,24 +427,7 @@ func TestExportCommandThroughFaults(t *testing.T) {
 	}
 	p.target.Store(back)
 
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{}
-	err = sample.Each(func(typ, id string, line []byte) error {
-		if typ != "Patient" && typ != "Condition" && typ != "Encounter" {
-			return nil
-		}
-		want[typ+"/"+id] = withoutMeta(t, line)
-		return s.pub.Upsert(t.Context(), line)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.pub.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	want := withoutMetas(t, s.publishSample(t, "Patient", "Condition", "Encounter"))
 	out := t.TempDir()
 	if _, err := runExportCmd(t, "--url", front.URL+"/fhir", "--out", out, "--parallel", "2"); err != nil {
 		t.Fatal(err)

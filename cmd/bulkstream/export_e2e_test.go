@@ -12,17 +12,53 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkstream/bulkstream/ingest"
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
+
+// publishSample publishes the Synthea sample's resources of the given
+// types (every type when none), waits for the acks, and returns the
+// published lines by Type/id.
+func (s *testServer) publishSample(t *testing.T, types ...string) map[string][]byte {
+	t.Helper()
+	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := map[string][]byte{}
+	err = sample.Each(func(typ, id string, line []byte) error {
+		if len(types) > 0 && !slices.Contains(types, typ) {
+			return nil
+		}
+		published[typ+"/"+id] = bytes.Clone(line)
+		return s.pub.Upsert(t.Context(), line)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.pub.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return published
+}
+
+// withoutMetas is withoutMeta of every resource of m.
+func withoutMetas(t *testing.T, m map[string][]byte) map[string]string {
+	t.Helper()
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = withoutMeta(t, v)
+	}
+	return out
+}
 
 // testServer is bulkstream serve running in this process, on its embedded
 // NATS server, with a publisher connected to it.
@@ -86,15 +122,7 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 		resp.Body.Close()
 		return nil
 	})
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectJS(t, "nats://"+natsAddr)
 	pub, err := ingest.NewPublisher(js, ingest.PublisherConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -125,19 +153,7 @@ type manifest struct {
 // every output resource by Type/id, and the Type/id of every deletion.
 func (s *testServer) export(t *testing.T, query url.Values) (manifest, map[string]json.RawMessage, []string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", s.base+"/$export?"+query.Encode(), nil)
-	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("Prefer", "respond-async")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("kick-off %s: %d %s", query.Encode(), resp.StatusCode, body)
-	}
-	status := resp.Header.Get("Content-Location")
+	status := kickoffExport(t, http.DefaultClient, s.base, query.Encode())
 	var m manifest
 	polls := 0
 	checkFor(t, 2*time.Minute, 10*time.Millisecond, func() error {
@@ -164,27 +180,7 @@ func (s *testServer) export(t *testing.T, query url.Values) (manifest, map[strin
 			return nil
 		}
 	})
-	resources := map[string]json.RawMessage{}
-	for _, o := range m.Output {
-		lines := download(t, o.URL)
-		if len(lines) != o.Count {
-			t.Errorf("%s: %d lines, manifest count %d", o.URL, len(lines), o.Count)
-		}
-		for _, l := range lines {
-			var r struct{ ResourceType, ID string }
-			if err := json.Unmarshal(l, &r); err != nil {
-				t.Fatalf("%s: %v", o.URL, err)
-			}
-			if r.ResourceType != o.Type {
-				t.Errorf("%s: a %s in the %s file", o.URL, r.ResourceType, o.Type)
-			}
-			key := r.ResourceType + "/" + r.ID
-			if _, dup := resources[key]; dup {
-				t.Errorf("%s exported twice", key)
-			}
-			resources[key] = l
-		}
-	}
+	resources := downloadOutputs(t, m)
 	var deleted []string
 	for _, d := range m.Deleted {
 		for _, l := range download(t, d.URL) {
@@ -210,6 +206,35 @@ func (s *testServer) export(t *testing.T, query url.Values) (manifest, map[strin
 		}
 	}
 	return m, resources, deleted
+}
+
+// downloadOutputs downloads every output file of m and returns each
+// resource by Type/id. A line count other than the manifest's, a resource
+// in another type's file, or one exported twice fails the test.
+func downloadOutputs(t *testing.T, m manifest) map[string]json.RawMessage {
+	t.Helper()
+	resources := map[string]json.RawMessage{}
+	for _, o := range m.Output {
+		lines := download(t, o.URL)
+		if len(lines) != o.Count {
+			t.Errorf("%s: %d lines, manifest count %d", o.URL, len(lines), o.Count)
+		}
+		for _, l := range lines {
+			var r struct{ ResourceType, ID string }
+			if err := json.Unmarshal(l, &r); err != nil {
+				t.Fatalf("%s: %v", o.URL, err)
+			}
+			if r.ResourceType != o.Type {
+				t.Errorf("%s: a %s in the %s file", o.URL, r.ResourceType, o.Type)
+			}
+			key := r.ResourceType + "/" + r.ID
+			if _, dup := resources[key]; dup {
+				t.Errorf("%s exported twice", key)
+			}
+			resources[key] = l
+		}
+	}
+	return resources
 }
 
 // download fetches an NDJSON file, gzip-encoded to exercise that path.
@@ -268,21 +293,7 @@ func withoutMeta(t *testing.T, b []byte) string {
 // _type, _since and _until against the published data.
 func TestExportSynthea(t *testing.T) {
 	s := startServer(t)
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	input := map[string][]byte{}
-	err = sample.Each(func(typ, id string, line []byte) error {
-		input[typ+"/"+id] = bytes.Clone(line)
-		return s.pub.Upsert(t.Context(), line)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.pub.Flush(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	input := s.publishSample(t)
 
 	// No wait for ingest here: the job itself waits until everything
 	// published before the kick-off is applied.

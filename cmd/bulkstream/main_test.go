@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkstream/bulkstream/index"
 )
@@ -163,26 +166,42 @@ func runCmd(t testing.TB, args ...string) string {
 	return stdout.String()
 }
 
-// metricsClient bounds a scrape: a server that stops answering reads as down.
+// metricsClient bounds every scrape: a server that stops answering reads
+// as down instead of hanging the test.
 var metricsClient = &http.Client{Timeout: 10 * time.Second}
 
-// scrape returns the value of an unlabelled metric from /metrics, or -1
-// when the server does not answer.
-func scrape(addr, name string) float64 {
+// scrapeAll reads the named (label-less) metrics from one /metrics scrape.
+func scrapeAll(addr string, names ...string) map[string]float64 {
 	resp, err := metricsClient.Get("http://" + addr + "/metrics")
 	if err != nil {
-		return -1
+		return nil
 	}
 	defer resp.Body.Close()
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		for _, n := range names {
+			if name == n {
+				out[n], _ = strconv.ParseFloat(v, 64)
+			}
 		}
 	}
-	return -1
+	return out
+}
+
+// scrape reads one label-less metric; -1 when the server does not answer
+// or does not have it.
+func scrape(addr, name string) float64 {
+	v, ok := scrapeAll(addr, name)[name]
+	if !ok {
+		return -1
+	}
+	return v
 }
 
 // checkFor polls f until it returns nil or the time is up.
@@ -351,4 +370,51 @@ func sampleLines(t testing.TB, n int) []byte {
 		n--
 	}
 	return b.Bytes()
+}
+
+// connectJS connects to the NATS server at url, closing the connection
+// when the test ends, and returns its JetStream handle.
+func connectJS(tb testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
+
+// kickoffResponse sends the Bulk Data kick-off GET base/$export?query
+// (Accept: application/fhir+json, Prefer: respond-async) and returns the
+// response with its body read and closed.
+func kickoffResponse(tb testing.TB, hc *http.Client, base, query string) (*http.Response, []byte) {
+	tb.Helper()
+	req, err := http.NewRequest("GET", base+"/$export?"+query, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/fhir+json")
+	req.Header.Set("Prefer", "respond-async")
+	resp, err := hc.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body
+}
+
+// kickoffExport starts an export and returns its status URL
+// (Content-Location); anything but 202 fails the test.
+func kickoffExport(tb testing.TB, hc *http.Client, base, query string) string {
+	tb.Helper()
+	resp, body := kickoffResponse(tb, hc, base, query)
+	if resp.StatusCode != http.StatusAccepted {
+		tb.Fatalf("kick-off %s: %d %s", query, resp.StatusCode, body)
+	}
+	return resp.Header.Get("Content-Location")
 }

@@ -207,16 +207,7 @@ func (s *opsStack) do(t testing.TB, method, path string) *http.Response {
 	if !strings.HasPrefix(u, "http") {
 		u = s.srv.URL + path
 	}
-	req, err := http.NewRequestWithContext(t.Context(), method, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("Prefer", "respond-async")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := get(t, u, method)
 	t.Cleanup(func() { resp.Body.Close() })
 	return resp
 }

@@ -130,24 +130,6 @@ func readyz(addr string) (int, map[string]string) {
 	return resp.StatusCode, body.Reasons
 }
 
-// kickoffExport starts $export with query and returns the status URL.
-func kickoffExport(t *testing.T, base, query string) string {
-	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/$export?"+query, nil)
-	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("Prefer", "respond-async")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("kick-off %s: %d %s", query, resp.StatusCode, body)
-	}
-	return resp.Header.Get("Content-Location")
-}
-
 // pollExport polls a status URL until the job is finished and returns the
 // final status code and body (200 with a manifest, or an error outcome).
 func pollExport(t *testing.T, status string, total time.Duration) (int, []byte) {
@@ -179,22 +161,8 @@ func exportedIDs(t *testing.T, body []byte) (manifest, map[string]bool) {
 		t.Fatalf("manifest: %v\n%s", err, body)
 	}
 	ids := map[string]bool{}
-	for _, o := range m.Output {
-		lines := download(t, o.URL)
-		if len(lines) != o.Count {
-			t.Errorf("%s: %d lines, manifest count %d", o.URL, len(lines), o.Count)
-		}
-		for _, l := range lines {
-			var r struct{ ResourceType, ID string }
-			if err := json.Unmarshal(l, &r); err != nil {
-				t.Fatalf("%s: %v", o.URL, err)
-			}
-			key := r.ResourceType + "/" + r.ID
-			if ids[key] {
-				t.Errorf("%s exported twice", key)
-			}
-			ids[key] = true
-		}
+	for key := range downloadOutputs(t, m) {
+		ids[key] = true
 	}
 	return m, ids
 }
@@ -232,15 +200,7 @@ func TestBrokerOutage(t *testing.T) {
 
 	// The publisher reconnects quickly and forever, and retries each
 	// publish (same Nats-Msg-Id) long enough to ride out the outage.
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectJitter(0, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectJitter(0, 0))
 	pub, err := ingest.NewPublisher(js, ingest.PublisherConfig{AckTimeout: time.Second, MaxRetries: 40})
 	if err != nil {
 		t.Fatal(err)
@@ -310,7 +270,7 @@ func TestBrokerOutage(t *testing.T) {
 	// Nothing is applied while the broker is down; an export kicked off
 	// now (the stream head cannot be read) covers what is applied.
 	appliedDown := scrape(addr, "bulkstream_index_applied_sequence")
-	duringStatus := kickoffExport(t, base, "_type=Patient")
+	duringStatus := kickoffExport(t, http.DefaultClient, base, "_type=Patient")
 	duringCode, duringBody := pollExport(t, duringStatus, 30*time.Second)
 	duringDone := time.Since(down)
 	if got := scrape(addr, "bulkstream_index_applied_sequence"); got != appliedDown {
@@ -412,7 +372,7 @@ func TestBrokerOutage(t *testing.T) {
 	t.Logf("export kicked off during the outage: completed %v after the broker stopped, %d resources", duringDone.Round(time.Millisecond), len(ids))
 
 	// A full export after recovery holds exactly what was published.
-	code, body := pollExport(t, kickoffExport(t, base, "_type=Patient"), 30*time.Second)
+	code, body := pollExport(t, kickoffExport(t, http.DefaultClient, base, "_type=Patient"), 30*time.Second)
 	if code != http.StatusOK {
 		t.Fatalf("export after recovery: %d %s", code, body)
 	}

@@ -325,15 +325,7 @@ func TestCrashLoopIngest(t *testing.T) {
 		}
 		return nil
 	})
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, natsURL)
 	var acked atomic.Int64
 	pubCtx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -481,24 +473,6 @@ type crashJob struct {
 	status string // Content-Location
 	types  []string
 	since  uint64 // µs; 0 for a full export
-}
-
-// crashKickoff starts an export and returns its status URL.
-func crashKickoff(t *testing.T, base string, q url.Values) string {
-	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/$export?"+q.Encode(), nil)
-	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("Prefer", "respond-async")
-	resp, err := crashClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("kick-off %s: %d %s", q.Encode(), resp.StatusCode, body)
-	}
-	return resp.Header.Get("Content-Location")
 }
 
 // ndjsonKeys downloads an NDJSON file (no compression) and returns the
@@ -653,7 +627,7 @@ func TestCrashDuringExport(t *testing.T) {
 		p := start(t, serveArgs...)
 		waitUp()
 		j := queries[k%len(queries)]
-		j.status = crashKickoff(t, base, j.query)
+		j.status = kickoffExport(t, crashClient, base, j.query.Encode())
 		jobs = append(jobs, &j)
 		if k%4 == 0 {
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)

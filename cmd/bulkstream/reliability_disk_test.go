@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/bulkstream/bulkstream/ingest"
 )
 
@@ -97,15 +94,7 @@ func TestDiskTrouble(t *testing.T) {
 	mountTmpfs(t, exports, fsSize)
 
 	ns := runNATS(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, ns.ClientURL())
 	pub, err := ingest.NewPublisher(js, ingest.PublisherConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -160,15 +149,7 @@ func TestDiskTrouble(t *testing.T) {
 	const patients = 2000 // ~250 KB of NDJSON: does not fit in 64 KiB
 	publish(patients, reliabilityPatient)
 	applied(published)
-	req, _ := http.NewRequest("GET", base+"/$export?_type=Patient", nil)
-	req.Header.Set("Accept", "application/fhir+json")
-	req.Header.Set("Prefer", "respond-async")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := kickoffResponse(t, http.DefaultClient, base, "_type=Patient")
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("kick-off with low disk: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
@@ -184,7 +165,7 @@ func TestDiskTrouble(t *testing.T) {
 	// job starts and runs out of space.
 	p = start(t, append(serveArgs, "--min-free-bytes", "-1")...)
 	waitServing()
-	status := kickoffExport(t, base, "_type=Patient")
+	status := kickoffExport(t, http.DefaultClient, base, "_type=Patient")
 	// Ingest carries on while the job fails.
 	orgs := func(i int) []byte {
 		return fmt.Appendf(nil, `{"resourceType":"Organization","id":"disk-org-%03d","name":"Org %d"}`, i, i)
@@ -205,7 +186,7 @@ func TestDiskTrouble(t *testing.T) {
 	applied(published)
 	stillServing()
 	// An export that fits works on the same disk.
-	code2, body = pollExport(t, kickoffExport(t, base, "_type=Organization"), 30*time.Second)
+	code2, body = pollExport(t, kickoffExport(t, http.DefaultClient, base, "_type=Organization"), 30*time.Second)
 	if code2 != 200 {
 		t.Fatalf("small export after the full disk: %d %s", code2, body)
 	}
@@ -216,7 +197,7 @@ func TestDiskTrouble(t *testing.T) {
 	// 3. Read-only export directory (root ignores mode bits, so the
 	// filesystem itself is made read-only).
 	remount(t, exports, "ro")
-	status = kickoffExport(t, base, "_type=Organization")
+	status = kickoffExport(t, http.DefaultClient, base, "_type=Organization")
 	publish(50, func(i int) []byte { return orgs(100 + i) })
 	code2, body = pollExport(t, status, 30*time.Second)
 	if code2 != http.StatusInternalServerError {
@@ -230,7 +211,7 @@ func TestDiskTrouble(t *testing.T) {
 	applied(published)
 	stillServing()
 	remount(t, exports, "rw")
-	code2, body = pollExport(t, kickoffExport(t, base, "_type=Organization"), 30*time.Second)
+	code2, body = pollExport(t, kickoffExport(t, http.DefaultClient, base, "_type=Organization"), 30*time.Second)
 	if code2 != 200 {
 		t.Fatalf("export after the directory is writable again: %d %s", code2, body)
 	}

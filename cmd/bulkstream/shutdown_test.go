@@ -12,9 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestGracefulShutdown sends SIGTERM to the real binary in the middle of
@@ -104,7 +101,7 @@ func TestGracefulShutdown(t *testing.T) {
 		return nil
 	})
 	base := "http://" + addr + "/fhir"
-	ref := kickoff(t, base+"/$export")
+	ref := kickoffExport(t, http.DefaultClient, base, "")
 	refFiles := awaitManifest(t, ref)
 	var biggest string
 	var biggestLen int64
@@ -124,7 +121,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if _, err := io.ReadFull(dl.Body, head); err != nil {
 		t.Fatal(err)
 	}
-	job := kickoff(t, base+"/$export")
+	job := kickoffExport(t, http.DefaultClient, base, "")
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(p.stderr.String(), "shutting down") {
@@ -156,15 +153,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 func streamLastSeq(t testing.TB, url string) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connectJS(t, url)
 	s, err := js.Stream(t.Context(), "FHIR")
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +161,8 @@ func streamLastSeq(t testing.TB, url string) uint64 {
 	return s.CachedInfo().State.LastSeq
 }
 
+// get sends method u with the Bulk Data kick-off headers (harmless on
+// the other routes); the caller closes the body.
 func get(t testing.TB, u, method string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, u, nil)
@@ -185,18 +176,6 @@ func get(t testing.TB, u, method string) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
-}
-
-// kickoff starts an export and returns its status URL.
-func kickoff(t testing.TB, u string) string {
-	t.Helper()
-	resp := get(t, u, "GET")
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("kick-off: %d %s", resp.StatusCode, body)
-	}
-	return resp.Header.Get("Content-Location")
 }
 
 // awaitManifest polls a job's status URL until it completes and returns
