@@ -14,6 +14,9 @@
 #              the same data (the limit), per data size
 #   ./internal/smart/  token endpoint and bearer-check costs next to the
 #              bare ECDSA P-384 / RSA-3072 operations
+#   ./cmd/bulkstream/  TestLoadConcurrentExports (issue 7): 50 export
+#              clients against the real binary while ingest runs, next to
+#              one client alone on the same server
 #
 # One op of the ingest benchmarks is a pass over the whole stream, so they
 # run a fixed number of times; one op of the index ones is one batch or one
@@ -30,6 +33,7 @@
 #   EXPORT_BENCH_SIZES      data sets of BenchmarkExportE2E (sample,100k,1M:
 #                           the Synthea sample as is, then gen'd counts)
 #   EXPORT_BENCH_DOWNLOADS  files the benchmark client downloads at once (2)
+#   LOAD_DURATION           how long the 50-client load runs (30s)
 #   BENCH_OUT               report file (BENCHMARKS.md)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +47,7 @@ E2E_BENCHTIME=${E2E_BENCHTIME:-3x}
 AUTH_BENCHTIME=${AUTH_BENCHTIME:-1s}
 export EXPORT_BENCH_SIZES=${EXPORT_BENCH_SIZES:-sample,100k,1M}
 export EXPORT_BENCH_DOWNLOADS=${EXPORT_BENCH_DOWNLOADS:-2}
+export LOAD_DURATION=${LOAD_DURATION:-30s}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 GOAL=60 # percent of the slower limit
 # Export goals (issue 3).
@@ -62,6 +67,7 @@ ingest_cmd=("$GO" test -run '^$' -bench 'Ingest|Raw' -benchtime "$INGEST_BENCHTI
 index_cmd=("$GO" test -run '^$' -bench 'Apply|Raw|Scan' -benchtime "$INDEX_BENCHTIME" -count "$BENCH_COUNT" -timeout 60m ./index/)
 auth_cmd=("$GO" test -run '^$' -bench . -benchtime "$AUTH_BENCHTIME" -count "$BENCH_COUNT" -timeout 10m ./internal/smart/)
 e2e_cmd=("$GO" test -v -run '^$' -bench 'ExportE2E' -benchtime "$E2E_BENCHTIME" -count "$BENCH_COUNT" -timeout 60m ./cmd/bulkstream/)
+load_cmd=("$GO" test -v -run '^TestLoadConcurrentExports$' -count 1 -timeout 10m ./cmd/bulkstream/)
 show() { # the command as one shell line, quoting only where needed
   local a out=()
   for a; do
@@ -76,6 +82,7 @@ show() { # the command as one shell line, quoting only where needed
 ingest_line="BULKSTREAM_BENCH_SCALE=$BULKSTREAM_BENCH_SCALE $(show "${ingest_cmd[@]}")"
 index_line=$(show "${index_cmd[@]}")
 auth_line=$(show "${auth_cmd[@]}")
+load_line="LOAD_DURATION=$LOAD_DURATION $(show "${load_cmd[@]}")"
 e2e_line="EXPORT_BENCH_SIZES=$EXPORT_BENCH_SIZES EXPORT_BENCH_DOWNLOADS=$EXPORT_BENCH_DOWNLOADS $(show "${e2e_cmd[@]}")"
 
 start=$(date +%s)
@@ -97,6 +104,7 @@ run "$ingest_line" "${ingest_cmd[@]}"
 run "$index_line" "${index_cmd[@]}"
 run "$e2e_line" "${e2e_cmd[@]}"
 run "$auth_line" "${auth_cmd[@]}"
+run "$load_line" "${load_cmd[@]}"
 elapsed=$(($(date +%s) - start))
 
 tmpdir=${TMPDIR:-/tmp}
@@ -207,6 +215,31 @@ summary() {
           printf "| `%s` | %s | %s | %s |\n", label, (unit == "" ? "–" : num(v(n, unit)) " " unit), mb(v(n, "MB/s")), (lim == "" ? "–" : pct(v(n, unit), lim))
         }
       }
+    }' "$raw"
+}
+
+# load_summary: the LOAD line of TestLoadConcurrentExports ("LOAD name
+# value name value ...") as a table, loaded next to alone.
+load_summary() {
+  awk '
+    { for (i = 1; i <= NF; i++) if ($i == "LOAD") { for (j = i + 1; j + 1 <= NF; j += 2) v[$j] = $(j + 1); found = 1 } }
+    function num(x,   s, out) {
+      s = sprintf("%.0f", x); out = ""
+      while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
+      return s out
+    }
+    END {
+      if (!found) { print "The load test did not run (see the output below)."; exit }
+      printf "%s clients for %s s, while a writer published %s events (%s events/s: creates, updates, deletes).\n\n", v["clients"], v["seconds"], num(v["events"]), num(v["events/s"])
+      print "| figure | 50 clients + ingest | one client alone, no ingest (limit) | loaded / alone |"
+      print "|---|---:|---:|---:|"
+      printf "| exports completed, all checked exact | %s (%s full, %s `_since`) | – | – |\n", num(v["exports"]), num(v["full"]), num(v["since"])
+      printf "| exports/s | %.1f | %.1f | %.1f× |\n", v["exports/s"], v["alone-exports/s"], v["exports/s"] / v["alone-exports/s"]
+      printf "| kick-off → manifest, p50 | %s ms | %s ms | %.0f %% |\n", v["p50-ms"], v["alone-p50-ms"], 100 * v["p50-ms"] / v["alone-p50-ms"]
+      printf "| kick-off → manifest, p99 | %s ms | %s ms | %.0f %% |\n", v["p99-ms"], v["alone-p99-ms"], 100 * v["p99-ms"] / v["alone-p99-ms"]
+      printf "| kick-off → manifest, max | %s ms | – | – |\n", v["max-ms"]
+      printf "| refusals (all 429, retried after Retry-After) | %s | – | – |\n", num(v["429s"])
+      printf "| RSS of serve, before → peak (goal ≤ 256 MB) | %s → %s MB (Go %s MB, non-Go %s MB at most) | – | – |\n", v["base-RSS-MB"], v["peak-RSS-MB"], v["peak-Go-MB"], v["peak-non-Go-MB"]
     }' "$raw"
 }
 
@@ -325,6 +358,7 @@ export_summary() {
   echo "  - \`$index_line\`"
   echo "  - \`$e2e_line\`"
   echo "  - \`$auth_line\`"
+  echo "  - \`$load_line\`"
   echo
   echo "## Summary"
   echo
@@ -378,6 +412,24 @@ EOF
   echo "A token request costs one assertion check, one jti fsync and one Issue. Every protected request"
   echo "verifies its bearer token; the first request of a token pays the ES384 verification, later ones"
   echo "hit a bounded cache of verified signatures (expiry is still checked every time)."
+  echo
+  echo "### Load: 50 concurrent export clients while ingest runs (\`TestLoadConcurrentExports\`)"
+  echo
+  load_summary
+  echo
+  cat <<'EOF2'
+The real binary (serve on its embedded NATS, `--max-export-jobs 16`) holds 800 resources (Patient and
+Observation) at the start. First one client alone runs full exports back to back for 2 s: that is the
+limit. Then a writer publishes about 1,000 events/s in batches of 20 (creates, updates, deletes of the
+same 800 ids) while 50 clients export: half repeat full exports, half chain `_since` exports onto the
+transactionTime of their previous one. Every client polls its status URL every 50 ms (the first poll of
+a job always answers 202), downloads every file (gzip every other time) and checks each export, or
+each chained state, against the publisher's log: it must equal the store after some prefix of the log,
+exactly. A 429 is retried after its Retry-After; any other refusal fails the test. Time to manifest
+counts from the kick-off that was accepted. RSS is sampled every 100 ms from /proc and /metrics.
+The alone time to manifest is mostly the client's 50 ms poll interval, so the loaded/alone ratio
+is what 50 clients and ingest add. `make test` runs the same test for 12 s.
+EOF2
   echo
   echo "## Raw output"
   echo

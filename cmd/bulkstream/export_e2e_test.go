@@ -60,10 +60,12 @@ func withoutMetas(t *testing.T, m map[string][]byte) map[string]string {
 	return out
 }
 
-// testServer is bulkstream serve running in this process, on its embedded
-// NATS server, with a publisher connected to it.
+// testServer is bulkstream serve, in this process or as the real binary,
+// on its embedded NATS server, with a publisher connected to it.
 type testServer struct {
 	base string // http://addr/fhir
+	addr string // the HTTP listen address
+	proc *proc  // the serve process (binary only)
 	pub  *ingest.Publisher
 	nc   *nats.Conn
 }
@@ -75,6 +77,7 @@ type serverOpts struct {
 	client  *http.Client   // for the readiness probe (a TLS client trusting the cert)
 	sighup  chan os.Signal // the SIGHUP hook (securityConfig.sighup)
 	dataDir string         // default t.TempDir()
+	binary  bool           // run the built binary instead of serve in this process (no sighup)
 }
 
 func startServer(t *testing.T) *testServer { return startServerWith(t, serverOpts{}) }
@@ -99,15 +102,21 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 		t.Fatal(err)
 	}
 	c.Security.sighup = o.sighup
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, c, slog.New(slog.DiscardHandler)) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	var p *proc
+	if o.binary {
+		p = start(t, append([]string{"serve"}, args...)...)
+		done = p.done
+	} else {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { done <- serve(ctx, c, slog.New(slog.DiscardHandler)) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		})
+	}
 	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case err := <-done:
@@ -127,7 +136,7 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testServer{base: o.scheme + "://" + addr + "/fhir", pub: pub, nc: nc}
+	return &testServer{base: o.scheme + "://" + addr + "/fhir", addr: addr, proc: p, pub: pub, nc: nc}
 }
 
 type manifest struct {
