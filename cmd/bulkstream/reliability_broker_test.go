@@ -175,15 +175,15 @@ func reliabilityPatient(i int) []byte {
 // broker for a few seconds while a publisher keeps publishing and an
 // export is kicked off, restarts it on the same store and address, and
 // checks: /readyz reports the outage (with the nats reason) and the
-// recovery, ingest resumes by itself, the export kicked off during the
-// outage completes, and nothing is lost (applied sequence = stream last
+// recovery, ingest resumes by itself and counts the reconnect, the export
+// kicked off during the outage completes, and nothing is lost (applied sequence = stream last
 // sequence = events published; a final export holds exactly the published
 // resources).
 func TestBrokerOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a broker outage of several seconds")
 	}
-	const outage = 6 * time.Second
+	const outage = 10 * time.Second
 	natsAddr, store := freeAddr(t), t.TempDir()
 	ns := startNATSProc(t, natsAddr, store)
 	natsURL := "nats://" + natsAddr
@@ -261,6 +261,9 @@ func TestBrokerOutage(t *testing.T) {
 		return nil
 	})
 	t.Logf("outage: /readyz 503 after %v: %v", time.Since(down).Round(time.Millisecond), reasons)
+	if got := scrape(addr, "bulkstream_ingest_nats_connected"); got != 0 {
+		t.Errorf("bulkstream_ingest_nats_connected = %v during the outage, want 0", got)
+	}
 	if resp, err := http.Get("http://" + addr + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz during the outage: %v %v", resp, err)
 	} else {
@@ -294,6 +297,12 @@ func TestBrokerOutage(t *testing.T) {
 		return nil
 	})
 	t.Logf("recovery: /readyz 200 %v after the broker restarted", time.Since(up).Round(time.Millisecond))
+	if got := scrape(addr, "bulkstream_ingest_nats_connected"); got != 1 {
+		t.Errorf("bulkstream_ingest_nats_connected = %v after the recovery, want 1", got)
+	}
+	if got := scrape(addr, "bulkstream_ingest_nats_reconnects_total"); got < 1 {
+		t.Errorf("bulkstream_ingest_nats_reconnects_total = %v after the broker came back, want ≥ 1", got)
+	}
 
 	// Keep publishing after the restart, then stop and settle every ack.
 	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
