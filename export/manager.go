@@ -142,9 +142,13 @@ type Manager struct {
 	hookScan func(ctx context.Context) error
 
 	// Lock order: mu before any job's mu.
-	mu      sync.Mutex
-	all     map[string]*job // every known job
-	queue   []*job          // queued jobs, oldest first
+	mu  sync.Mutex
+	all map[string]*job // every known job
+	// active holds every queued or running job, and finished ones until
+	// the next admission prunes them: admission looks at these only, not
+	// at the day of finished jobs kept for download.
+	active  map[*job]struct{}
+	queue   []*job // queued jobs, oldest first
 	started bool
 	closed  bool
 	// avgJob is the moving average of worker time per completed job,
@@ -173,13 +177,14 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		return nil, errors.New("export: NewManager needs a Source and a JobStore")
 	}
 	m := &Manager{
-		cfg:  cfg,
-		src:  src,
-		head: head,
-		jobs: jobs,
-		log:  cfg.Logger.With("component", "export"),
-		all:  map[string]*job{},
-		wake: make(chan struct{}, 1),
+		cfg:    cfg,
+		src:    src,
+		head:   head,
+		jobs:   jobs,
+		log:    cfg.Logger.With("component", "export"),
+		all:    map[string]*job{},
+		active: map[*job]struct{}{},
+		wake:   make(chan struct{}, 1),
 	}
 	m.met = newMetrics(m)
 	if cfg.Registerer != nil {
@@ -266,6 +271,7 @@ func (m *Manager) load() error {
 				}
 			}
 			resume = append(resume, j)
+			m.active[j] = struct{}{}
 		default:
 			m.log.Error("dropping export job in unknown state", "job", id, "state", rec.State)
 			drop = append(drop, id)
@@ -426,6 +432,7 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 		return "", err
 	}
 	m.all[id] = j
+	m.active[j] = struct{}{}
 	m.queue = append(m.queue, j)
 	m.signal()
 	m.log.Info("export job queued", "job", id, "client", req.Client, "types", len(req.Types),
@@ -450,9 +457,11 @@ func (m *Manager) admitLocked(now time.Time, client string, quota int) error {
 	}
 	active, mine := 0, 0
 	wait, myWait := time.Duration(0), time.Duration(0)
-	for _, j := range m.all {
+	for j := range m.active {
 		j.mu.Lock()
-		if s := j.rec.State; s == Queued || s == Running {
+		if s := j.rec.State; s != Queued && s != Running {
+			delete(m.active, j) // finished: admission need not look again
+		} else {
 			active++
 			d, ok := j.remaining(now)
 			if ok && (wait == 0 || d < wait) {
@@ -609,6 +618,7 @@ func (m *Manager) remove(j *job, why string) bool {
 	if m.all[j.id] == j {
 		delete(m.all, j.id)
 	}
+	delete(m.active, j)
 	if i := slices.Index(m.queue, j); i >= 0 {
 		m.queue = slices.Delete(m.queue, i, i+1)
 	}
