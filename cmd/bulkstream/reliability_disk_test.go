@@ -73,6 +73,22 @@ func getOK(t *testing.T, u string) {
 	}
 }
 
+// jobFails polls the job at status until it ends, and checks that it
+// failed with a 500 OperationOutcome whose issue is "processing" (start a
+// new export later) with diagnostics containing want.
+func jobFails(t *testing.T, what, status, want string) {
+	t.Helper()
+	code, body := pollExport(t, status, 30*time.Second)
+	if code != http.StatusInternalServerError {
+		t.Fatalf("%s: %d %s, want 500 with an OperationOutcome", what, code, body)
+	}
+	issue, diag := outcomeIssue(t, what, body)
+	t.Logf("%s: status %d %s: %s", what, code, issue, diag)
+	if issue != "processing" || !strings.Contains(diag, want) {
+		t.Errorf("%s: issue %s %q, want processing with %q", what, issue, diag, want)
+	}
+}
+
 // TestDiskTrouble puts <data-dir>/exports on a 64 KiB tmpfs and checks
 // three kinds of disk trouble against the real binary:
 //   - low free space (--min-free-bytes above the tmpfs size): kick-off
@@ -198,15 +214,7 @@ func TestDiskTrouble(t *testing.T) {
 		status := kickoffExport(t, http.DefaultClient, base, "_type=Patient")
 		// Ingest carries on while the job fails.
 		publish(100, orgs)
-		code2, body := pollExport(t, status, 30*time.Second)
-		if code2 != http.StatusInternalServerError {
-			t.Fatalf("export on a full disk: %d %s, want 500 with an OperationOutcome", code2, body)
-		}
-		code, diag = outcomeIssue(t, "export on a full disk", body)
-		t.Logf("full disk: status %d %s: %s", code2, code, diag)
-		if code != "processing" || !strings.Contains(diag, "disk space") {
-			t.Errorf("export on a full disk: issue %s %q, want processing naming the disk space", code, diag)
-		}
+		jobFails(t, "export on a full disk", status, "disk space")
 		if ents, err := os.ReadDir(exports); err != nil || len(ents) != 0 {
 			t.Errorf("partial export files left on the full disk: %v %v", ents, err)
 		}
@@ -232,15 +240,7 @@ func TestDiskTrouble(t *testing.T) {
 	readOnly(true)
 	status := kickoffExport(t, http.DefaultClient, base, "_type=Organization")
 	publish(50, func(i int) []byte { return orgs(100 + i) })
-	code2, body = pollExport(t, status, 30*time.Second)
-	if code2 != http.StatusInternalServerError {
-		t.Fatalf("export to a read-only directory: %d %s, want 500 with an OperationOutcome", code2, body)
-	}
-	code, diag = outcomeIssue(t, "export to a read-only directory", body)
-	t.Logf("read-only: status %d %s: %s", code2, code, diag)
-	if code != "processing" || !strings.Contains(diag, "not writable") {
-		t.Errorf("export to a read-only directory: issue %s %q", code, diag)
-	}
+	jobFails(t, "export to a read-only directory", status, "not writable")
 	applied(published)
 	stillServing()
 	readOnly(false)
