@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,7 @@ const (
 	DefaultFileMaxResources = 100_000
 	DefaultFileMaxBytes     = 256 << 20
 	DefaultTTL              = 24 * time.Hour
+	DefaultMaxFinishedJobs  = 10_000
 	DefaultMinFreeBytes     = 256 << 20
 	DefaultMaxCatchUpWait   = 10 * time.Minute
 )
@@ -52,6 +54,12 @@ type Config struct {
 	// TTL is how long a completed (or failed) job's manifest and files
 	// stay available (DefaultTTL).
 	TTL time.Duration
+	// MaxFinishedJobs caps the completed and failed jobs kept for
+	// download: past it the oldest finished ones are removed before their
+	// TTL, so a client that never deletes its jobs cannot grow memory and
+	// disk without bound (DefaultMaxFinishedJobs, a few KB of memory each;
+	// negative: no cap).
+	MaxFinishedJobs int
 	// MinFreeBytes: Kickoff answers *UnavailableError while the
 	// filesystem of Dir has less free space (DefaultMinFreeBytes;
 	// negative disables the check).
@@ -87,6 +95,9 @@ func (c *Config) ensureDefaults() {
 	}
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
+	}
+	if c.MaxFinishedJobs == 0 {
+		c.MaxFinishedJobs = DefaultMaxFinishedJobs
 	}
 	if c.MinFreeBytes == 0 {
 		c.MinFreeBytes = DefaultMinFreeBytes
@@ -157,12 +168,16 @@ type Manager struct {
 	avgMu  sync.Mutex
 	avgJob time.Duration
 
-	wake   chan struct{} // a job was queued
-	ctx    context.Context
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
-	unreg  sync.Once
-	closeE error
+	wake chan struct{} // a job was queued
+	// sweep asks the expiry loop to run now: finishedSinceSweep jobs have
+	// finished since it last did, a tenth of MaxFinishedJobs.
+	sweep              chan struct{}
+	finishedSinceSweep atomic.Int64
+	ctx                context.Context
+	stop               context.CancelFunc
+	wg                 sync.WaitGroup
+	unreg              sync.Once
+	closeE             error
 }
 
 // NewManager returns a Manager over src, exporting to cfg.Dir and keeping
@@ -185,6 +200,7 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		all:    map[string]*job{},
 		active: map[*job]struct{}{},
 		wake:   make(chan struct{}, 1),
+		sweep:  make(chan struct{}, 1),
 	}
 	m.met = newMetrics(m)
 	if cfg.Registerer != nil {
@@ -649,7 +665,8 @@ func (m *Manager) remove(j *job, why string) bool {
 	return true
 }
 
-// expiryLoop removes expired jobs.
+// expiryLoop removes expired jobs, and the oldest finished ones past
+// MaxFinishedJobs.
 func (m *Manager) expiryLoop() {
 	t := time.NewTicker(clamp(m.cfg.TTL/4, time.Second, time.Minute))
 	defer t.Stop()
@@ -658,25 +675,57 @@ func (m *Manager) expiryLoop() {
 		case <-m.ctx.Done():
 			return
 		case <-t.C:
-			m.expire()
+		case <-m.sweep:
+		}
+		m.expire()
+	}
+}
+
+// noteFinished counts a job that completed or failed, and wakes the expiry
+// loop when a tenth of MaxFinishedJobs have finished since its last sweep.
+// It takes no lock: run calls it holding j.mu.
+func (m *Manager) noteFinished() {
+	limit := int64(m.cfg.MaxFinishedJobs)
+	if limit <= 0 {
+		return
+	}
+	if m.finishedSinceSweep.Add(1) >= max(1, limit/10) {
+		select {
+		case m.sweep <- struct{}{}:
+		default:
 		}
 	}
 }
 
-// expire removes every finished job past its expiry.
+// expire removes every finished job past its expiry, then the oldest
+// finished jobs beyond MaxFinishedJobs.
 func (m *Manager) expire() {
-	m.mu.Lock()
+	m.finishedSinceSweep.Store(0)
+	type finished struct {
+		j  *job
+		at time.Time
+	}
 	var old []*job
+	var kept []finished
+	m.mu.Lock()
 	for _, j := range m.all {
 		j.mu.Lock()
 		if m.expired(j) {
 			old = append(old, j)
+		} else if s := j.rec.State; s == Completed || s == Failed {
+			kept = append(kept, finished{j, j.rec.Finished})
 		}
 		j.mu.Unlock()
 	}
 	m.mu.Unlock()
 	for _, j := range old {
 		m.remove(j, "expired")
+	}
+	if limit := m.cfg.MaxFinishedJobs; limit > 0 && len(kept) > limit {
+		slices.SortFunc(kept, func(a, b finished) int { return a.at.Compare(b.at) })
+		for _, f := range kept[:len(kept)-limit] {
+			m.remove(f.j, "evicted: past the cap on finished jobs")
+		}
 	}
 }
 

@@ -105,6 +105,7 @@ func (m *Manager) run(j *job) {
 		m.met.duration.WithLabelValues(resultCompleted).Observe(end.Sub(start).Seconds())
 		m.met.toManifest.Observe(end.Sub(j.rec.Created).Seconds())
 		m.observeJob(end.Sub(start))
+		m.noteFinished()
 		log.Info("export job completed", "transaction_time", mf.TransactionTime,
 			"files", len(mf.Output)+len(mf.Deleted)+len(mf.Error), "lines", j.written.Load(),
 			"duration", end.Sub(start))
@@ -130,6 +131,7 @@ func (m *Manager) run(j *job) {
 	}
 	m.met.finished.WithLabelValues(resultFailed).Inc()
 	m.met.duration.WithLabelValues(resultFailed).Observe(end.Sub(start).Seconds())
+	m.noteFinished()
 }
 
 // observeJob folds a completed job's worker time into the average used to

@@ -92,6 +92,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.PublicURL, "public-url", "", "base URL clients reach this server at, for Content-Location and manifest URLs (default http://<listen>)")
 	fs.StringVar(&c.BasePath, "base-path", httpapi.DefaultBasePath, "path of the FHIR endpoints ($export, metadata, status and files)")
 	fs.DurationVar(&c.Export.TTL, "export-ttl", export.DefaultTTL, "how long a finished export's manifest and files stay available")
+	fs.IntVar(&c.Export.MaxFinishedJobs, "max-finished-exports", export.DefaultMaxFinishedJobs, "finished exports kept for download; past it the oldest are removed before --export-ttl (-1: no cap)")
 	fs.IntVar(&c.Export.Workers, "export-workers", export.DefaultWorkers, "export jobs running at once")
 	fs.IntVar(&c.Export.MaxActiveJobs, "max-export-jobs", export.DefaultMaxActiveJobs, "queued plus running export jobs; past it kick-off answers 429")
 	fs.Int64Var(&c.Export.FileMaxResources, "file-max-resources", export.DefaultFileMaxResources, "resources per NDJSON file before a new file starts")
