@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,6 +160,28 @@ func reportRate(b *testing.B, n int, unit string) {
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), unit)
 }
 
+// cpuClock sums the process's CPU time, user and system over every thread
+// (the in-process NATS server and Pebble's goroutines included), over the
+// timed parts of a benchmark. Two cores give at most 2 s of it per second,
+// so CPU per event bounds the rate whatever the code's parallelism.
+type cpuClock struct{ total, mark time.Duration }
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func (c *cpuClock) start(b *testing.B) { c.mark = processCPU(b) }
+func (c *cpuClock) stop(b *testing.B)  { c.total += processCPU(b) - c.mark }
+
+// report reports the CPU microseconds per message, n messages per op.
+func (c *cpuClock) report(b *testing.B, n int, unit string) {
+	b.ReportMetric(float64(c.total.Microseconds())/float64(n*b.N), "cpu-us/"+unit)
+}
+
 func BenchmarkIngest(b *testing.B) { benchIngest(b, nil) }
 
 // BenchmarkIngestNoSync is BenchmarkIngest with unsynced commits: the
@@ -174,6 +197,7 @@ func benchIngest(b *testing.B, opts *index.Options) {
 	ctx := context.Background()
 	b.SetBytes(d.bytes)
 	b.ReportAllocs()
+	var cpu cpuClock
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
@@ -196,6 +220,7 @@ func benchIngest(b *testing.B, opts *index.Options) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		cpu.start(b)
 
 		// The consumer's goroutine, and Pebble's flushes and compactions
 		// started from it, inherit the label.
@@ -211,6 +236,7 @@ func benchIngest(b *testing.B, opts *index.Options) {
 			b.Fatalf("waiting for sequence %d (applied %d): %v", last, idx.AppliedSeq(), err)
 		}
 
+		cpu.stop(b)
 		b.StopTimer()
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		if err := c.Close(cctx); err != nil {
@@ -237,6 +263,7 @@ func benchIngest(b *testing.B, opts *index.Options) {
 		b.StartTimer()
 	}
 	reportRate(b, len(d.msgs), "events/s")
+	cpu.report(b, len(d.msgs), "event")
 }
 
 // BenchmarkRawConsume is limit 1: the stream consumed through a durable
@@ -252,6 +279,7 @@ func BenchmarkRawConsume(b *testing.B) {
 	const batchSize = ingest.DefaultBatchSize
 	b.SetBytes(d.bytes)
 	b.ReportAllocs()
+	var cpu cpuClock
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
@@ -265,6 +293,7 @@ func BenchmarkRawConsume(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+		cpu.start(b)
 
 		var (
 			n     int
@@ -294,6 +323,7 @@ func BenchmarkRawConsume(b *testing.B) {
 			}
 		}
 
+		cpu.stop(b)
 		b.StopTimer()
 		if n != len(d.msgs) || bytes != d.bytes {
 			b.Fatalf("consumed %d messages of %d bytes, want %d of %d", n, bytes, len(d.msgs), d.bytes)
@@ -304,6 +334,7 @@ func BenchmarkRawConsume(b *testing.B) {
 		b.StartTimer()
 	}
 	reportRate(b, len(d.msgs), "msgs/s")
+	cpu.report(b, len(d.msgs), "msg")
 }
 
 // rawFetch is ingest.Consumer's fetch: every message available up to
@@ -355,6 +386,7 @@ func BenchmarkRawPebble(b *testing.B) {
 	b.Logf("%d messages, %.1f MB of bodies, average key %.1f bytes", len(d.msgs), float64(d.bytes)/1e6, float64(keyBytes)/float64(len(d.msgs)))
 	b.SetBytes(d.bytes)
 	b.ReportAllocs()
+	var cpu cpuClock
 	i := 0
 	for b.Loop() {
 		b.StopTimer()
@@ -370,6 +402,7 @@ func BenchmarkRawPebble(b *testing.B) {
 		ts := uint64(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
 		var key []byte
 		b.StartTimer()
+		cpu.start(b)
 
 		for start := 0; start < len(d.msgs); start += batchSize {
 			wb := db.NewBatch()
@@ -393,6 +426,7 @@ func BenchmarkRawPebble(b *testing.B) {
 			}
 		}
 
+		cpu.stop(b)
 		b.StopTimer()
 		// The timed writes leave compaction work behind (Ingest, running
 		// longer, pays part of its own); log how much.
@@ -408,6 +442,7 @@ func BenchmarkRawPebble(b *testing.B) {
 		b.StartTimer()
 	}
 	reportRate(b, len(d.msgs), "keys/s")
+	cpu.report(b, len(d.msgs), "key")
 }
 
 // benchPebbleGauges formats the index's Pebble metrics in reg.

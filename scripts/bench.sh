@@ -152,7 +152,7 @@ auth_summary() {
 }
 
 summary() {
-  awk -v goal="$GOAL" '
+  awk -v goal="$GOAL" -v ncpu="$(nproc)" '
     /^Benchmark/ {
       name = $1; sub(/-[0-9]+$/, "", name)
       if (!(name in runs)) order[++nnames] = name
@@ -168,6 +168,7 @@ summary() {
       return s out
     }
     function mb(x) { return x == "" ? "–" : sprintf("%.1f", x) }
+    function f2(x) { return x == "" ? "–" : sprintf("%.2f", x) }
     function pct(a, b) { return (a == "" || b == "" || b == 0) ? "–" : sprintf("%.0f %%", 100 * a / b) }
     END {
       ing = "BenchmarkIngest"; nos = "BenchmarkIngestNoSync"
@@ -178,16 +179,22 @@ summary() {
       else if (l2 != "") { slow = l2; slowname = "raw Pebble synced batches" }
       print "### Ingest: JetStream → Pebble, next to its two limits"
       print ""
-      print "| benchmark | what | rate | MB/s | % of slower limit |"
-      print "|---|---|---:|---:|---:|"
-      if (has(ing, "events/s")) printf "| `Ingest` | ingest.Consumer → index, synced commits | %s events/s | %s | **%s** |\n", num(v(ing, "events/s")), mb(v(ing, "MB/s")), pct(v(ing, "events/s"), slow)
-      if (has(nos, "events/s")) printf "| `IngestNoSync` | the same, index NoSync (no fsync) | %s events/s | %s | %s |\n", num(v(nos, "events/s")), mb(v(nos, "MB/s")), pct(v(nos, "events/s"), slow)
-      if (l1 != "") printf "| `RawConsume` | limit 1: pull consume + AckAll, no decode, no store | %s msgs/s | %s | %s |\n", num(l1), mb(v(rc, "MB/s")), pct(l1, slow)
-      if (l2 != "") printf "| `RawPebble` | limit 2: plain Pebble, synced batches of 500, no NATS | %s keys/s | %s | %s |\n", num(l2), mb(v(rp, "MB/s")), pct(l2, slow)
+      print "| benchmark | what | rate | MB/s | % of slower limit | CPU µs per message |"
+      print "|---|---|---:|---:|---:|---:|"
+      if (has(ing, "events/s")) printf "| `Ingest` | ingest.Consumer → index, synced commits | %s events/s | %s | **%s** | %s |\n", num(v(ing, "events/s")), mb(v(ing, "MB/s")), pct(v(ing, "events/s"), slow), f2(v(ing, "cpu-us/event"))
+      if (has(nos, "events/s")) printf "| `IngestNoSync` | the same, index NoSync (no fsync) | %s events/s | %s | %s | %s |\n", num(v(nos, "events/s")), mb(v(nos, "MB/s")), pct(v(nos, "events/s"), slow), f2(v(nos, "cpu-us/event"))
+      if (l1 != "") printf "| `RawConsume` | limit 1: pull consume + AckAll, no decode, no store | %s msgs/s | %s | %s | %s |\n", num(l1), mb(v(rc, "MB/s")), pct(l1, slow), f2(v(rc, "cpu-us/msg"))
+      if (l2 != "") printf "| `RawPebble` | limit 2: plain Pebble, synced batches of 500, no NATS | %s keys/s | %s | %s | %s |\n", num(l2), mb(v(rp, "MB/s")), pct(l2, slow), f2(v(rp, "cpu-us/key"))
+      c1 = v(rc, "cpu-us/msg"); c2 = v(rp, "cpu-us/key")
+      if (c1 != "" && c2 != "" && c1 + c2 > 0) {
+        cl = ncpu * 1e6 / (c1 + c2)
+        printf "| – | CPU bound of both together: %d cores / (%s + %s µs) | %s events/s | – | %s | – |\n", ncpu, f2(c1), f2(c2), num(cl), pct(cl, slow)
+      }
       print ""
       if (has(ing, "events/s") && slow != "") {
         r = 100 * v(ing, "events/s") / slow
         printf "Ingest runs at **%.0f %%** of the slower limit (%s, %s/s); goal ≥ %d %%: **%s**.\n", r, slowname, num(slow), goal, (r >= goal ? "met" : "NOT met")
+        if (cl != "") printf "It does the work of both limits on the same %d cores: the CPU they spend per message, added, allows at most %s events/s (an upper bound: it assumes every core busy all the time), and ingest runs at **%.0f %%** of that.\n", ncpu, num(cl), 100 * v(ing, "events/s") / cl
       } else {
         print "The ingest benchmarks did not run (see the output below)."
       }
@@ -371,6 +378,10 @@ export_summary() {
   echo "configuration and the same fetch pattern (FetchNoWait of 500), acking the last message of each batch."
   echo "\`RawPebble\` writes the bodies under ~60-byte keys of the index's c/ layout in synced batches of 500"
   echo "(one key per message; the index also writes an r/ key and reads one per event)."
+  echo "CPU µs per message is the process's user + system CPU time (getrusage: every thread, the in-process"
+  echo "NATS server and Pebble included) over the timed part, divided by the messages. Ingest does the work of"
+  echo "both limits (and decodes, and reads and writes the r/ key) on the same cores, so their CPU per message"
+  echo "added bounds its rate on this machine, whatever the overlap between them."
   echo
   echo "### Export: \`bulkstream serve\` end to end, next to the raw scan + write of the same data"
   echo
