@@ -117,7 +117,8 @@ var metricRef = regexp.MustCompile(`\b(?:bulkstream|go|process)_[a-zA-Z0-9_]+\b|
 // and the alert rules query is registered by serve's wiring, and every
 // required panel is there. With promtool on the PATH (Debian package
 // prometheus, installed by .ci/run) the scrape config and the rules are
-// also checked by Prometheus itself.
+// also checked by Prometheus itself, and the rules' unit tests
+// (ops/prometheus/alerts_test.yml) run.
 func TestOpsFilesUseRegisteredMetrics(t *testing.T) {
 	s := newOpsStack(t)
 	known := func(name string) bool {
@@ -200,6 +201,8 @@ func TestOpsFilesUseRegisteredMetrics(t *testing.T) {
 	for _, args := range [][]string{
 		{"check", "config", "../../ops/prometheus/prometheus.yml"},
 		{"check", "rules", "../../ops/prometheus/alerts.yml"},
+		// Each alert fires on its trouble and not on a healthy server.
+		{"test", "rules", "../../ops/prometheus/alerts_test.yml"},
 	} {
 		if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
