@@ -23,7 +23,7 @@ const (
 // readinessChecks are the /readyz checks: the index is open, the NATS
 // connection is up, ingest lags the stream by at most maxLag (0: not
 // checked) and the server is not shutting down.
-func readinessChecks(idx *index.Index, nc *nats.Conn, cons lagger, maxLag time.Duration, draining *atomic.Bool) map[string]httpapi.Readiness {
+func readinessChecks(idx *index.Index, nc *nats.Conn, cons lagger, maxLag time.Duration, stopping *atomic.Bool) map[string]httpapi.Readiness {
 	checks := map[string]httpapi.Readiness{
 		"index": httpapi.ReadinessFunc(idx.Ready),
 		"nats": httpapi.ReadinessFunc(func() error {
@@ -33,7 +33,7 @@ func readinessChecks(idx *index.Index, nc *nats.Conn, cons lagger, maxLag time.D
 			return nil
 		}),
 		"shutdown": httpapi.ReadinessFunc(func() error {
-			if draining.Load() {
+			if stopping.Load() {
 				return errDraining
 			}
 			return nil

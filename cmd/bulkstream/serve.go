@@ -36,9 +36,12 @@ type serveConfig struct {
 	LogLevel  string
 	LogFormat string
 	// ReadyMaxLag is the ingest lag past which /readyz answers 503 (0:
-	// not checked); ShutdownTimeout bounds the wait for requests in
-	// flight after SIGTERM.
+	// not checked). After SIGTERM, /readyz answers 503 at once while
+	// everything else is served as usual for ShutdownDelay (so that a load
+	// balancer stops sending new requests first); then kick-offs are
+	// refused and ShutdownTimeout bounds the wait for requests in flight.
 	ReadyMaxLag     time.Duration
+	ShutdownDelay   time.Duration
 	ShutdownTimeout time.Duration
 	Export          export.Config
 	Security        securityConfig
@@ -101,6 +104,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.ReadyMaxLag, "ready-max-lag", defaultReadyMaxLag, "/readyz answers 503 while ingest lags the stream by more (0: no lag check)")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while kick-offs are still served, before draining (for load balancers to stop routing here)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGTERM, how long downloads and requests in flight may take before their connections are closed")
 	bindSecurityFlags(fs, &c.Security)
 }
@@ -242,7 +246,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if publicURL == "" {
 		publicURL = c.Security.scheme() + "://" + ln.Addr().String()
 	}
-	var draining atomic.Bool // set on SIGTERM: kick-offs and /readyz answer 503
+	// On SIGTERM, stopping makes /readyz answer 503; --shutdown-delay
+	// later, draining makes kick-offs answer 503 too.
+	var stopping, draining atomic.Bool
 	hcfg := httpapi.Config{
 		Metrics:    metrics.Handler(reg),
 		Registerer: reg,
@@ -251,7 +257,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		BasePath:   c.BasePath,
 		Version:    version,
 		Logger:     log,
-		Checks:     readinessChecks(idx, st.nc, cons, c.ReadyMaxLag, &draining),
+		Checks:     readinessChecks(idx, st.nc, cons, c.ReadyMaxLag, &stopping),
 	}
 	if clients != nil {
 		a, closeAuth, err := openAuth(ctx, c, clients, hcfg.FHIRBase(), log)
@@ -295,10 +301,20 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	case err := <-httpErr:
 		return fmt.Errorf("http server: %w", err)
 	}
-	// Then, in order: refuse kick-offs, let requests in flight (downloads)
-	// finish within --shutdown-timeout, and on return the deferred calls
-	// checkpoint running jobs, stop ingest after its batch, close NATS and
-	// close the index.
+	// Then, in order: report not ready and keep serving for
+	// --shutdown-delay, refuse kick-offs, let requests in flight
+	// (downloads) finish within --shutdown-timeout, and on return the
+	// deferred calls checkpoint running jobs, stop ingest after its batch,
+	// close NATS and close the index.
+	stopping.Store(true)
+	if c.ShutdownDelay > 0 {
+		log.Info("not ready; serving until the shutdown delay is over", "shutdown_delay", c.ShutdownDelay)
+		select {
+		case <-time.After(c.ShutdownDelay):
+		case err := <-httpErr:
+			return fmt.Errorf("http server: %w", err)
+		}
+	}
 	draining.Store(true)
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()

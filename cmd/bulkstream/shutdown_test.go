@@ -216,3 +216,55 @@ func exportedLines(t testing.TB, urls []string) int {
 	}
 	return n
 }
+
+// TestShutdownDelay: with --shutdown-delay, SIGTERM makes /readyz answer
+// 503 at once while kick-offs are still accepted, and the process drains
+// and exits only once the delay is over.
+func TestShutdownDelay(t *testing.T) {
+	const delay = 2 * time.Second
+	ns := runNATS(t)
+	addr := freeAddr(t)
+	base := "http://" + addr + "/fhir"
+	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", addr,
+		"--shutdown-delay", delay.String())
+	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if code, reasons := readyz(addr); code != 200 {
+			return fmt.Errorf("/readyz %d %v", code, reasons)
+		}
+		return nil
+	})
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	signalled := time.Now()
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if code, reasons := readyz(addr); code != http.StatusServiceUnavailable || reasons["shutdown"] == "" {
+			return fmt.Errorf("/readyz after SIGTERM: %d %v, want 503 with a shutdown reason", code, reasons)
+		}
+		return nil
+	})
+	// Still serving: a kick-off is accepted and its job completes.
+	if resp, body := kickoffResponse(t, http.DefaultClient, base, ""); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("kick-off during the shutdown delay: %d %s, want 202", resp.StatusCode, body)
+	} else if code, body := pollExport(t, resp.Header.Get("Content-Location"), delay); code != http.StatusOK {
+		t.Errorf("export kicked off during the shutdown delay: %d %s", code, body)
+	}
+	if since := time.Since(signalled); since >= delay {
+		t.Fatalf("the checks took %v, longer than the delay: the test proves nothing", since)
+	}
+	select {
+	case err := <-p.done:
+		t.Fatalf("exited %v after SIGTERM, before the %v delay (%v):\n%s", time.Since(signalled), delay, err, p.stderr)
+	case <-time.After(delay - time.Since(signalled) - 100*time.Millisecond):
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr)
+		}
+		t.Logf("exited %v after SIGTERM", time.Since(signalled).Round(time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit within 30s of the delay:\n%s", p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), "serving until the shutdown delay is over") {
+		t.Errorf("no shutdown delay log line:\n%s", p.stderr)
+	}
+}
