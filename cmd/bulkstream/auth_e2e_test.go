@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -501,5 +502,78 @@ func TestSigningKeyRotation(t *testing.T) {
 	}
 	if !strings.Contains(string(hdr), kids[1]) {
 		t.Errorf("token header %s not signed by the new key %s", hdr, kids[1])
+	}
+}
+
+// TestDownloadOutlivesToken: the bearer token is checked when a request
+// starts, so a download that began with a valid token finishes after the
+// token expires (a large file takes longer than a 5-minute token), while
+// any new request with that token is refused and a fresh token resumes.
+func TestDownloadOutlivesToken(t *testing.T) {
+	const lifetime = time.Second
+	dir := t.TempDir()
+	app, e := newClientEntry(t, "app", "ES384", []string{"system/*.rs"}, 1)
+	clientsFile := filepath.Join(dir, "clients.json")
+	writeClientsFile(t, clientsFile, e)
+	s := startServerWith(t, serverOpts{args: []string{"--clients", clientsFile, "--token-lifetime", lifetime.String()}})
+	s.publishSample(t, "Observation")
+
+	hc := &http.Client{Timeout: 30 * time.Second}
+	token := func() string {
+		t.Helper()
+		tok, _, err := fetchToken(t.Context(), hc, s.base, app.id, app.key, "system/*.rs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok.AccessToken
+	}
+	c := authClient{t: t, token: token()}
+	resp, body := c.kickoff(s.base, "?_type=Observation")
+	wantStatus(t, "kick-off", resp, body, http.StatusAccepted)
+	m := c.manifestOf(resp.Header.Get("Content-Location"))
+	out := m["output"].([]any)[0].(map[string]any)
+	fileURL, count := out["url"].(string), int(out["count"].(float64))
+
+	// Start the download, read a little, and stall until the token has
+	// expired (with the verifier's leeway).
+	req, _ := http.NewRequest("GET", fileURL, nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	dl, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Body.Close()
+	if dl.StatusCode != http.StatusOK {
+		t.Fatalf("download: %d", dl.StatusCode)
+	}
+	r := bufio.NewReader(dl.Body)
+	first, err := r.ReadBytes('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Now()
+	time.Sleep(lifetime + smart.TokenLeeway + 500*time.Millisecond)
+
+	// The same token no longer opens anything.
+	resp, body = c.do("GET", fileURL, nil)
+	wantStatus(t, "a new download with the expired token", resp, body, http.StatusUnauthorized)
+
+	// The download in flight still runs to its last line.
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("the download started before the token expired broke off: %v", err)
+	}
+	if n := 1 + bytes.Count(rest, []byte("\n")); n != count {
+		t.Errorf("download across the token's expiry: %d lines, manifest count %d", n, count)
+	}
+	t.Logf("%d lines (%d bytes) downloaded, finished %v after the token was issued with a %v lifetime",
+		count, len(first)+len(rest), time.Since(issued).Round(time.Millisecond), lifetime)
+
+	// A fresh token resumes where a broken download would have left off.
+	c.token = token()
+	resp, body = c.do("GET", fileURL, http.Header{"Range": {fmt.Sprintf("bytes=%d-", len(first))}})
+	wantStatus(t, "resume with a fresh token", resp, body, http.StatusPartialContent)
+	if !bytes.Equal(body, rest) {
+		t.Errorf("resumed download with a fresh token: %d bytes, want the %d after the first line", len(body), len(rest))
 	}
 }
