@@ -45,6 +45,10 @@ type Auth struct {
 	// Replay remembers client assertion ids (jti) so that each assertion
 	// is accepted once.
 	Replay smart.ReplayCache
+	// JWKS fetches and caches the key sets of clients registered by
+	// jwks_url (SPEC 8.2). nil is allowed while no client is; a client
+	// registered by URL then gets a 500 server_error.
+	JWKS *smart.JWKSCache
 	// Now is the clock for assertion and token checks; nil means
 	// time.Now. It should be the Signer's clock too.
 	Now func() time.Time
@@ -141,7 +145,8 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.now()
-	client, err := smart.VerifyAssertion(auth.Clients.Registry(), form.Get("client_assertion"), a.tokenURL, now, auth.Replay)
+	// The request's context bounds a jwks_url fetch.
+	client, err := smart.VerifyAssertion(r.Context(), auth.Clients.Registry(), form.Get("client_assertion"), a.tokenURL, now, auth.Replay, auth.JWKS)
 	if err != nil {
 		a.tokenError(w, r, "", err)
 		return
@@ -220,7 +225,9 @@ func readTokenForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 // tokenError answers a refused token request: an *smart.OAuthError with
 // its code (invalid_client 401, the others 400), anything else a logged
 // 500 server_error. Refusals are logged at info with their reason (never
-// the assertion): operators debugging a client need them.
+// the assertion) and, when there is one, the underlying cause that the
+// client is not told (a failed jwks_url fetch's network error): operators
+// debugging a client need them.
 func (a *api) tokenError(w http.ResponseWriter, r *http.Request, client string, err error) {
 	var oe *smart.OAuthError
 	if !errors.As(err, &oe) {
@@ -234,8 +241,11 @@ func (a *api) tokenError(w http.ResponseWriter, r *http.Request, client string, 
 		status = http.StatusUnauthorized
 	}
 	a.metrics.tokens.WithLabelValues(tokenResult(oe.Code)).Inc()
-	a.log.Info("token request refused", "client", client, "error", oe.Code, "reason", oe.Description,
-		"remote", r.RemoteAddr)
+	attrs := []any{"client", client, "error", oe.Code, "reason", oe.Description, "remote", r.RemoteAddr}
+	if oe.Err != nil {
+		attrs = append(attrs, "cause", oe.Err.Error()) // for the operator only, e.g. why a jwks_url fetch failed
+	}
+	a.log.Info("token request refused", attrs...)
 	writeOAuth(w, status, oauthError{Error: oe.Code, Description: oe.Description})
 }
 

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,9 +52,50 @@ type authEnv struct {
 	registry *smart.Clients
 	regPath  string
 	signer   *smart.Signer
+	jwks     *smart.JWKSCache
+	auth     *Auth
+	keySrv   *jwksServer // publishes app-url's keys
 	mu       sync.Mutex
 	now      time.Time
 }
+
+// jwksServer is a client's JWK Set endpoint on loopback, counting requests.
+type jwksServer struct {
+	*httptest.Server
+	hits atomic.Int64
+
+	mu           sync.Mutex
+	status       int
+	cacheControl string
+	body         []byte
+}
+
+func newJWKSServer(t testing.TB, body []byte) *jwksServer {
+	t.Helper()
+	s := &jwksServer{status: http.StatusOK, cacheControl: "max-age=60", body: body}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		s.hits.Add(1)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		w.Header().Set("Cache-Control", s.cacheControl)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(s.status)
+		_, _ = w.Write(s.body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) set(status int, cacheControl string, body []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status, s.cacheControl = status, cacheControl
+	if body != nil {
+		s.body = body
+	}
+}
+
+func (s *jwksServer) jwksURL() string { return s.URL + "/.well-known/jwks.json" }
 
 func (e *authEnv) clock() time.Time {
 	e.mu.Lock()
@@ -97,7 +141,9 @@ func writeRegistry(t testing.TB, path string, entries ...map[string]any) {
 }
 
 // newAuthEnv registers app1 (ES384, everything, 2 jobs), app2 (RS384,
-// everything) and narrow (ES384, Patient only).
+// everything), narrow (ES384, Patient only), and app-url (ES384,
+// everything) whose keys are published on e.keySrv (max-age=60) and
+// registered by jwks_url.
 func newAuthEnv(t *testing.T) *authEnv {
 	t.Helper()
 	dir := t.TempDir()
@@ -117,8 +163,17 @@ func newAuthEnv(t *testing.T) *authEnv {
 		e.clients[c.id] = tc
 		entries = append(entries, entry)
 	}
+	tc, entry := newTestClient(t, "app-url", "ES384", []string{"system/*.rs"}, 2)
+	set, err := json.Marshal(entry["jwks"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keySrv = newJWKSServer(t, set)
+	delete(entry, "jwks")
+	entry["jwks_url"] = e.keySrv.jwksURL()
+	e.clients["app-url"] = tc
+	entries = append(entries, entry)
 	writeRegistry(t, e.regPath, entries...)
-	var err error
 	if e.registry, err = smart.OpenClients(e.regPath); err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +185,11 @@ func newAuthEnv(t *testing.T) *authEnv {
 	if e.signer, err = smart.OpenKeys(filepath.Join(dir, "keys"), e.clock, &smart.SignerOptions{Issuer: testPublicURL + "/fhir"}); err != nil {
 		t.Fatal(err)
 	}
-	e.h = New(Config{Jobs: e.jobs, PublicURL: testPublicURL, Version: "1.2.3-test",
-		Auth: &Auth{Clients: e.registry, Signer: e.signer, Replay: replay, Now: e.clock}})
+	if e.jwks, err = smart.NewJWKSCache(&smart.JWKSCacheOptions{Now: e.clock}); err != nil {
+		t.Fatal(err)
+	}
+	e.auth = &Auth{Clients: e.registry, Signer: e.signer, Replay: replay, Now: e.clock, JWKS: e.jwks}
+	e.h = New(Config{Jobs: e.jobs, PublicURL: testPublicURL, Version: "1.2.3-test", Auth: e.auth})
 	return e
 }
 
@@ -256,7 +314,7 @@ func checkOAuthAnswer(t testing.TB, rec *httptest.ResponseRecorder) {
 // error, as JSON, never cached, and without a token in the answer.
 func TestTokenEndpointErrors(t *testing.T) {
 	e := newAuthEnv(t)
-	app1, app2 := e.clients["app1"], e.clients["app2"]
+	app1, app2, appURL := e.clients["app1"], e.clients["app2"], e.clients["app-url"]
 	stranger, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +375,15 @@ func TestTokenEndpointErrors(t *testing.T) {
 		{name: "iss of another client", form: edited(app1, func(_, cl map[string]any) { cl["iss"], cl["sub"] = "app2", "app2" }), status: 401, code: "invalid_client"},
 		{name: "unknown kid", form: edited(app1, func(h, _ map[string]any) { h["kid"] = "no-such-kid" }), status: 401, code: "invalid_client"},
 		{name: "kid missing", form: edited(app1, func(h, _ map[string]any) { delete(h, "kid") }), status: 401, code: "invalid_client"},
-		{name: "jku", form: edited(app1, func(h, _ map[string]any) { h["jku"] = "test-bad-jku" }), status: 401, code: "invalid_client"},
+		{name: "jku", form: edited(app1, func(h, _ map[string]any) { h["jku"] = "test-bad-jku" }), status: 401, code: "invalid_client", desc: "registered its keys inline"},
+		{name: "jku with a client registered inline", form: edited(app1, func(h, _ map[string]any) { h["jku"] = e.keySrv.jwksURL() }), status: 401, code: "invalid_client", desc: "leave jku out"},
+		{name: "jku not the registered jwks_url", form: edited(appURL, func(h, _ map[string]any) { h["jku"] = "test-bad-jku" }), status: 401, code: "invalid_client", desc: "jku is not the jwks_url registered"},
+		{name: "jku another server", form: edited(appURL, func(h, _ map[string]any) { h["jku"] = "https://attacker.example/jwks.json" }), status: 401, code: "invalid_client", desc: "jku is not the jwks_url registered"},
+		{name: "jwks_url client, unknown kid", form: edited(appURL, func(h, _ map[string]any) { h["kid"] = "no-such-kid" }), status: 401, code: "invalid_client", desc: "jwks_url"},
+		{name: "jwks_url client, another client's key", form: edited(appURL, func(h, _ map[string]any) {
+			h["kid"], h["sign"] = app1.kid, signWith(app1.key, "ES384")
+		}), status: 401, code: "invalid_client"},
+		{name: "jwks_url client, signed by a stranger", form: edited(appURL, func(h, _ map[string]any) { h["sign"] = signWith(stranger, "ES384") }), status: 401, code: "invalid_client", desc: "signature"},
 		{name: "signed by a stranger's key", form: edited(app1, func(h, _ map[string]any) { h["sign"] = signWith(stranger, "ES384") }), status: 401, code: "invalid_client"},
 		{name: "signed by another client's key", form: edited(app1, func(h, _ map[string]any) {
 			h["alg"], h["sign"] = "RS384", signWith(app2.key, "RS384")
@@ -393,6 +459,7 @@ func TestTokenEndpointIssues(t *testing.T) {
 		{"app1", "system/Patient.cruds", "system/Patient.rs"},
 		{"narrow", "system/*.rs", "system/Patient.rs"},
 		{"narrow", "system/Patient.rs system/Observation.rs", "system/Patient.rs"},
+		{"app-url", "system/*.rs", "system/*.rs"}, // keys fetched from its jwks_url
 	}
 	for _, tt := range tests {
 		rec := e.postToken(tokenForm(e.assertion(t, e.clients[tt.client], nil), tt.scope), "application/x-www-form-urlencoded; charset=UTF-8")
@@ -422,6 +489,83 @@ func TestTokenEndpointIssues(t *testing.T) {
 	if rec := serve(e.h, request{method: "GET", target: "/fhir/auth/token"}); rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET token endpoint = %d, want 405", rec.Code)
 	}
+}
+
+// TestTokenEndpointJWKSURL: a client registered by jwks_url (SPEC 8.2)
+// gets tokens with keys fetched from its loopback key server, with or
+// without jku; the set is reused within its max-age, fetched again after
+// it or for a rotated key; a failing key server is invalid_client naming
+// the URL, and the operator's log has the cause.
+func TestTokenEndpointJWKSURL(t *testing.T) {
+	e := newAuthEnv(t)
+	var logs bytes.Buffer
+	h := New(Config{Jobs: e.jobs, PublicURL: testPublicURL, Version: "1.2.3-test", Auth: e.auth,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c := e.clients["app-url"]
+	post := func(edit func(h, cl map[string]any)) *httptest.ResponseRecorder {
+		t.Helper()
+		return serve(h, request{method: "POST", target: "/fhir/auth/token",
+			header: http.Header{"Content-Type": {formContentType}}, body: tokenForm(e.assertion(t, c, edit), "system/*.rs").Encode()})
+	}
+	wantToken := func(what string, rec *httptest.ResponseRecorder) {
+		t.Helper()
+		if rec.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", what, rec.Code, rec.Body)
+		}
+		var tr tokenResponse
+		if err := json.Unmarshal(rec.Body.Bytes(), &tr); err != nil {
+			t.Fatal(err)
+		}
+		if claims, err := e.signer.Verify(tr.AccessToken, e.clock()); err != nil || claims.ClientID != "app-url" {
+			t.Fatalf("%s: token %+v, %v", what, claims, err)
+		}
+	}
+	wantHits := func(want int64) {
+		t.Helper()
+		if got := e.keySrv.hits.Load(); got != want {
+			t.Fatalf("the key server got %d requests, want %d", got, want)
+		}
+	}
+
+	wantToken("without jku", post(nil))
+	wantHits(1)
+	wantToken("with jku", post(func(h, _ map[string]any) { h["jku"] = e.keySrv.jwksURL() }))
+	wantHits(1) // max-age=60
+
+	// Expired: fetched again, and a failing key server is invalid_client.
+	e.advance(61 * time.Second)
+	e.keySrv.set(http.StatusInternalServerError, "", nil)
+	rec := post(nil)
+	checkOAuthAnswer(t, rec)
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), `"invalid_client"`) ||
+		!strings.Contains(rec.Body.String(), e.keySrv.jwksURL()+" answered HTTP 500") {
+		t.Fatalf("key server down: %d %s", rec.Code, rec.Body)
+	}
+	wantHits(2)
+	if !strings.Contains(logs.String(), "token request refused") || !strings.Contains(logs.String(), "cause=") {
+		t.Errorf("the refusal is not logged with its cause: %s", logs.String())
+	}
+	e.keySrv.set(http.StatusOK, "max-age=60", nil)
+	wantToken("key server back", post(nil))
+	wantHits(3)
+
+	// Rotation: a new key under a new kid, picked up once the refetch
+	// interval since the last fetch has passed.
+	rotated, entry := newTestClient(t, "app-url", "ES384", []string{"system/*.rs"}, 1)
+	set, err := json.Marshal(entry["jwks"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keySrv.set(http.StatusOK, "max-age=60", set)
+	c = rotated
+	rec = post(nil)
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "has no key with kid") {
+		t.Fatalf("rotated key right after a fetch: %d %s, want invalid_client (refetch rate limit)", rec.Code, rec.Body)
+	}
+	wantHits(3)
+	e.advance(smart.DefaultJWKSRefetchInterval)
+	wantToken("rotated key", post(nil))
+	wantHits(4)
 }
 
 func TestSmartDiscoveryAndCapabilityStatement(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -147,6 +148,17 @@ func openAuth(ctx context.Context, c serveConfig, clients *smart.Clients, fhirBa
 	if err != nil {
 		return nil, nil, err
 	}
+	// The key sets of clients registered by jwks_url. The cache outlives
+	// registry reloads (it is keyed by URL), so a SIGHUP does not make
+	// every such client's keys be fetched again.
+	jwksTransport := newJWKSTransport()
+	jwks, err := smart.NewJWKSCache(&smart.JWKSCacheOptions{
+		Client: &http.Client{Transport: jwksTransport, Timeout: smart.DefaultJWKSTimeout},
+	})
+	if err != nil {
+		replay.Close()
+		return nil, nil, err
+	}
 
 	hup := c.Security.sighup
 	stopNotify := func() {}
@@ -189,9 +201,29 @@ func openAuth(ctx context.Context, c serveConfig, clients *smart.Clients, fhirBa
 		stopNotify()
 		cancel()
 		wg.Wait()
+		jwksTransport.CloseIdleConnections()
 		return replay.Close()
 	}
-	return &httpapi.Auth{Clients: clients, Signer: signer, Replay: replay}, closeAuth, nil
+	return &httpapi.Auth{Clients: clients, Signer: signer, Replay: replay, JWKS: jwks}, closeAuth, nil
+}
+
+// newJWKSTransport is the HTTP transport of jwks_url fetches: every phase
+// bounded (the whole request by smart.DefaultJWKSTimeout, and by the token
+// request's context), TLS 1.2 or later with the system roots, proxies from
+// the environment (HTTPS_PROXY, NO_PROXY), and a few idle connections per
+// key server, since the same clients come back every few minutes.
+func newJWKSTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: smart.DefaultJWKSTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   smart.DefaultJWKSTimeout,
+		ResponseHeaderTimeout: smart.DefaultJWKSTimeout,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          32,
+		MaxIdleConnsPerHost:   2,
+		IdleConnTimeout:       90 * time.Second,
+	}
 }
 
 // reloadClients re-reads the clients file (on SIGHUP). Requests in flight

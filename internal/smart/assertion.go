@@ -1,6 +1,7 @@
 package smart
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"encoding/json"
@@ -50,19 +51,29 @@ type assertionClaims struct {
 //
 // tokenURL is this server's token endpoint URL as clients know it (the
 // configured public URL); aud must equal it or be an array containing it.
-// The checks, in order:
+// jwks fetches the keys of clients registered by jwks_url; it may be nil
+// when no client is (such a client then fails with a plain error, the
+// server's fault). ctx bounds that fetch. The checks, in order:
 //
 //   - a compact JWS of at most 16 KiB whose alg is RS384 or ES384 (never
 //     none, HMAC or RS256; ES384 signatures raw r‖s, not DER);
-//   - header kid present; header jku absent: this server only knows the
-//     JWKS registered inline or by file, so an assertion pointing at a key
-//     URL is refused rather than fetched; typ, if present, is JWT; other
-//     header members (BDT adds kty) are ignored, including an embedded jwk,
-//     which is never used;
-//   - iss names a registered client, and exactly one of its keys has the
-//     header kid, a kty that fits alg (RSA for RS384, EC for ES384) and no
-//     conflicting alg or use;
-//   - the signature verifies with that key;
+//   - header kid present; typ, if present, is JWT; other header members
+//     (BDT adds kty) are ignored, including an embedded jwk or x5c, which
+//     is never used;
+//   - iss names a registered client;
+//   - header jku (SPEC 8.4 step 1), if present, is a string equal to the
+//     client's registered jwks_url, byte for byte; a client registered
+//     inline or by file may not send jku at all. The key URL is always
+//     the registered one: jku only confirms it, and is never fetched
+//     because the assertion names it;
+//   - the candidate keys (step 2) are the client's inline or file keys,
+//     or those its jwks_url publishes (jwks.Keys: cached within the
+//     response's Cache-Control, fetched again once for an unknown kid
+//     subject to a per-URL rate limit). A failed fetch is invalid_client
+//     naming the URL and what went wrong;
+//   - exactly one candidate has the header kid, a kty that fits alg (RSA
+//     for RS384, EC for ES384) and no conflicting alg or use (step 3);
+//   - the signature verifies with that key (step 4);
 //   - sub = iss, aud contains tokenURL, exp present, after now − ClockSkew
 //     and at most now + MaxAssertionLifetime + ClockSkew, nbf and iat (if
 //     present) not after now + ClockSkew, jti present (≤ 256 bytes);
@@ -72,8 +83,9 @@ type assertionClaims struct {
 // Every rejection is an *OAuthError with Code "invalid_client" and a
 // Description that names the failed check. An error from the replay cache
 // is returned wrapped, not as an *OAuthError: it is the server's fault, and
-// the assertion is refused (fail closed) without blaming the client.
-func VerifyAssertion(reg *Registry, assertion, tokenURL string, now time.Time, replay ReplayCache) (*Client, error) {
+// the assertion is refused (fail closed) without blaming the client. So is
+// ctx ending during a key fetch.
+func VerifyAssertion(ctx context.Context, reg *Registry, assertion, tokenURL string, now time.Time, replay ReplayCache, jwks *JWKSCache) (*Client, error) {
 	if reg == nil || replay == nil || tokenURL == "" {
 		return nil, errors.New("smart: VerifyAssertion needs a registry, a replay cache and the token URL")
 	}
@@ -99,9 +111,6 @@ func VerifyAssertion(reg *Registry, assertion, tokenURL string, now time.Time, r
 	if h.KeyID == "" {
 		return nil, invalidClient("assertion header has no kid")
 	}
-	if _, ok := h.ExtraHeaders["jku"]; ok {
-		return nil, invalidClient("assertion header has jku: this server does not fetch key URLs; sign with a key registered for the client and leave jku out")
-	}
 	if typ, ok := h.ExtraHeaders[jose.HeaderType]; ok {
 		if s, _ := typ.(string); !strings.EqualFold(s, "JWT") {
 			return nil, invalidClient("assertion header typ must be JWT")
@@ -121,9 +130,33 @@ func VerifyAssertion(reg *Registry, assertion, tokenURL string, now time.Time, r
 	if !ok {
 		return nil, invalidClient(fmt.Sprintf("unknown client %q (iss)", truncate(unverified.Iss)))
 	}
+	if jku, ok := h.ExtraHeaders["jku"]; ok {
+		s, isString := jku.(string)
+		switch {
+		case client.JWKSURL == "":
+			return nil, invalidClient(fmt.Sprintf("assertion header has jku, but client %q registered its keys inline, not by jwks_url: leave jku out", client.ID))
+		case !isString || s != client.JWKSURL:
+			return nil, invalidClient(fmt.Sprintf("assertion header jku is not the jwks_url registered for client %q (%s)", client.ID, client.JWKSURL))
+		}
+	}
+	keys := client.keys
+	if client.JWKSURL != "" {
+		if jwks == nil {
+			return nil, fmt.Errorf("smart: client %q is registered by jwks_url, but VerifyAssertion has no JWKSCache", client.ID)
+		}
+		keys, err = jwks.Keys(ctx, client.JWKSURL, h.KeyID)
+		if err != nil {
+			var fe *JWKSFetchError
+			if !errors.As(err, &fe) {
+				return nil, err
+			}
+			return nil, &OAuthError{Code: CodeInvalidClient, Err: err,
+				Description: fmt.Sprintf("the keys of client %q could not be fetched: jwks_url %s %s", client.ID, fe.URL, fe.Reason)}
+		}
+	}
 	var key *jose.JSONWebKey
-	for i := range client.keys {
-		k := &client.keys[i]
+	for i := range keys {
+		k := &keys[i]
 		if k.KeyID != h.KeyID || !keyFitsAlg(k, alg) {
 			continue
 		}
@@ -133,6 +166,9 @@ func VerifyAssertion(reg *Registry, assertion, tokenURL string, now time.Time, r
 		key = k
 	}
 	if key == nil {
+		if client.JWKSURL != "" {
+			return nil, invalidClient(fmt.Sprintf("the jwks_url of client %q has no key with kid %q for alg %s", client.ID, truncate(h.KeyID), alg))
+		}
 		return nil, invalidClient(fmt.Sprintf("client %q has no registered key with kid %q for alg %s", client.ID, truncate(h.KeyID), alg))
 	}
 	payload, err := jws.Verify(key)

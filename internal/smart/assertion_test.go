@@ -101,7 +101,8 @@ func TestVerifyAssertion(t *testing.T) {
 		{name: "unknown kid", header: with(ecHeader, "kid", "nope"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: `no registered key with kid "nope"`},
 		{name: "kid of another client", header: with(ecHeader, "kid", "other1"), claims: claims("app-ec"), sign: es384Raw(f.other), wantErr: `no registered key with kid "other1"`},
 		{name: "kid whose kty does not fit alg", header: with(rsaHeader, "kid", "ec1"), claims: claims("app-ec"), sign: rs384(f.rsa), wantErr: `no registered key with kid "ec1" for alg RS384`},
-		{name: "jku present", header: with(ecHeader, "jku", "test-bad-jku"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: "jku"},
+		{name: "jku with a client registered inline", header: with(ecHeader, "jku", "test-bad-jku"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: `jku, but client "app-ec" registered its keys inline`},
+		{name: "jku URL with a client registered inline", header: with(ecHeader, "jku", "https://client.example/jwks.json"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: "registered its keys inline, not by jwks_url: leave jku out"},
 		{name: "typ not JWT", header: with(ecHeader, "typ", "at+jwt"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: "typ"},
 		{name: "unknown iss", header: ecHeader, claims: claims("nobody"), sign: es384Raw(f.ec), wantErr: `unknown client "nobody"`},
 		{name: "no iss", header: ecHeader, claims: with(claims("app-ec"), "iss", nil), sign: es384Raw(f.ec), wantErr: "no iss"},
@@ -141,7 +142,7 @@ func TestVerifyAssertion(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer replay.Close()
-			client, err := VerifyAssertion(f.reg, tok, testTokenURL, now, replay)
+			client, err := VerifyAssertion(t.Context(), f.reg, tok, testTokenURL, now, replay, nil)
 			if tc.wantErr != "" {
 				wantOAuth(t, err, CodeInvalidClient, tc.wantErr)
 				if n := replay.len(); n != 0 {
@@ -174,19 +175,19 @@ func TestVerifyAssertionReplay(t *testing.T) {
 	// A forged assertion carrying the jti must not burn it: the replay
 	// check runs only after the signature verified.
 	forged := rawJWS(t, header, claims, es384Raw(newECKey(t)))
-	if _, err := VerifyAssertion(f.reg, forged, testTokenURL, now, replay); err == nil {
+	if _, err := VerifyAssertion(t.Context(), f.reg, forged, testTokenURL, now, replay, nil); err == nil {
 		t.Fatal("forged assertion accepted")
 	}
 	tok := rawJWS(t, header, claims, es384Raw(f.ec))
-	if _, err := VerifyAssertion(f.reg, tok, testTokenURL, now, replay); err != nil {
+	if _, err := VerifyAssertion(t.Context(), f.reg, tok, testTokenURL, now, replay, nil); err != nil {
 		t.Fatalf("first use: %v", err)
 	}
-	_, err = VerifyAssertion(f.reg, tok, testTokenURL, now.Add(time.Second), replay)
+	_, err = VerifyAssertion(t.Context(), f.reg, tok, testTokenURL, now.Add(time.Second), replay, nil)
 	wantOAuth(t, err, CodeInvalidClient, "already used")
 
 	// The same jti from another client is a different entry.
 	other := rawJWS(t, map[string]any{"alg": "ES384", "kid": "other1"}, map[string]any{"iss": "other", "sub": "other", "aud": testTokenURL, "exp": now.Add(4 * time.Minute).Unix(), "jti": "once"}, es384Raw(f.other))
-	if _, err := VerifyAssertion(f.reg, other, testTokenURL, now, replay); err != nil {
+	if _, err := VerifyAssertion(t.Context(), f.reg, other, testTokenURL, now, replay, nil); err != nil {
 		t.Fatalf("same jti, other client: %v", err)
 	}
 
@@ -198,7 +199,7 @@ func TestVerifyAssertionReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = VerifyAssertion(f.reg, tok, testTokenURL, now.Add(time.Minute), replay)
+	_, err = VerifyAssertion(t.Context(), f.reg, tok, testTokenURL, now.Add(time.Minute), replay, nil)
 	wantOAuth(t, err, CodeInvalidClient, "already used")
 }
 
@@ -213,7 +214,7 @@ func TestVerifyAssertionReplayCacheFailure(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	tok := rawJWS(t, map[string]any{"alg": "ES384", "kid": "ec1"},
 		map[string]any{"iss": "app-ec", "sub": "app-ec", "aud": testTokenURL, "exp": now.Add(time.Minute).Unix(), "jti": "x"}, es384Raw(f.ec))
-	client, err := VerifyAssertion(f.reg, tok, testTokenURL, now, failingReplay{})
+	client, err := VerifyAssertion(t.Context(), f.reg, tok, testTokenURL, now, failingReplay{}, nil)
 	var oe *OAuthError
 	if err == nil || errors.As(err, &oe) || client != nil {
 		t.Fatalf("got (%v, %v), want a non-OAuth error and no client (fail closed, server's fault)", client, err)
@@ -234,7 +235,7 @@ func TestVerifyAssertionDescriptionsLeakNoKeys(t *testing.T) {
 		rawJWS(t, map[string]any{"alg": "HS384", "kid": "rsa1"}, map[string]any{"iss": "app-rsa"}, hs384(f.rsaPubDER)),
 		rawJWS(t, map[string]any{"alg": "RS384", "kid": "rsa1"}, map[string]any{"iss": "app-rsa", "sub": "x"}, rs384(f.rsa)),
 	} {
-		_, err := VerifyAssertion(f.reg, tok, testTokenURL, now, replay)
+		_, err := VerifyAssertion(t.Context(), f.reg, tok, testTokenURL, now, replay, nil)
 		if err == nil {
 			t.Fatal("accepted")
 		}

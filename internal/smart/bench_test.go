@@ -49,7 +49,7 @@ func BenchmarkVerifyAssertion(b *testing.B) {
 				b.Fatal(err)
 			}
 			for b.Loop() {
-				if _, err := VerifyAssertion(reg, a, testTokenURL, now, neverSeen{}); err != nil {
+				if _, err := VerifyAssertion(b.Context(), reg, a, testTokenURL, now, neverSeen{}, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -11,7 +11,8 @@
 // A backend client owns an asymmetric key pair and is registered out of
 // band in a JSON registry file (LoadRegistry; Clients swaps a reloaded
 // registry in atomically, keeping the old one when the new file is
-// invalid). To get a token it signs a short-lived JWT assertion
+// invalid), with its public keys inline, in a file, or as the URL of a
+// JWK Set it publishes (JWKSCache fetches and caches those). To get a token it signs a short-lived JWT assertion
 // (SignAssertion on the client side) and posts it with the requested
 // scopes; the token endpoint calls VerifyAssertion, then GrantScopes with
 // the client's allowed scopes, then Signer.Issue. Resource requests carry
@@ -20,7 +21,7 @@
 // per token, not once per request.
 //
 //	client                           token endpoint                       resource server
-//	SignAssertion ─ assertion ─▶ VerifyAssertion(reg, a, url, now, replay)
+//	SignAssertion ─ assertion ─▶ VerifyAssertion(ctx, reg, a, url, now, replay, jwks)
 //	                             GrantScopes(scope, client.Scopes)
 //	              ◀─ token ───── Signer.Issue(client.ID, scopes, 0)
 //	              ─ Bearer ───────────────────────────────────────────▶ Signer.Verify(token, now)
@@ -32,11 +33,41 @@
 //     enforced by go-jose at parse time (never none, HMAC, RS256 or a
 //     DER-encoded ECDSA signature). Registry keys must be RSA ≥ 2048 bits or
 //     EC P-384, so a registered key can always verify one of the two.
-//   - Key sources: only inline or file JWKS. SPEC 8.2 prefers JWKS URLs;
-//     fetching them (TLS, Cache-Control, SSRF limits) is deliberately left
-//     out, so an assertion with a jku header is refused: we would not fetch
-//     it, and accepting it while ignoring it would hide a client
-//     misconfiguration. An embedded jwk or x5c header is never used.
+//   - Key sources (SPEC 8.2, 8.4): each client registers exactly one of
+//     jwks (inline), jwks_file or jwks_url. A jwks_url must be an absolute
+//     https URL (≤ 2 KiB, no userinfo, no fragment); plain http only for
+//     a loopback host (localhost, 127.0.0.0/8, ::1), for tests and local
+//     development. URLs come only from the operator's registry: an
+//     assertion's jku header must equal the client's registered jwks_url
+//     byte for byte and is then redundant; a jku from a client registered
+//     inline or by file, or any other jku (BDT's test-bad-jku), is
+//     invalid_client. Nothing an assertion says is ever fetched, so a
+//     token request cannot aim this server at an arbitrary URL. An
+//     embedded jwk or x5c header is never used.
+//   - Fetching (JWKSCache, built by the caller with its own http.Client;
+//     cmd/bulkstream gives it 5 s timeouts): GET with Accept:
+//     application/json, 200 only, body ≤ 256 KiB, at most 3 redirects to
+//     URLs the registry would accept (never https → http), and the same
+//     key checks as a registry (a private key fails the whole set;
+//     members beside "keys" and exact repeats of a key are tolerated, as
+//     published sets have them). A failure is invalid_client whose
+//     description names the URL and the kind of failure (HTTP status,
+//     timeout, TLS, size, which key is unacceptable) but not resolved
+//     addresses; the full cause is in OAuthError.Err for the server log.
+//     The package logs nothing.
+//   - Caching (SPEC 8.4: never beyond Cache-Control): no-store, no-cache
+//     and max-age=0 → used for the one assertion only; max-age=N (less
+//     Age) → reused up to N s, capped at 1 h so a withdrawn key stops
+//     working within the hour; no Cache-Control freshness → Expires,
+//     else 5 min. Failures are not cached. An unknown kid in a fresh set
+//     triggers one refetch (key rotation), at most one per URL every
+//     10 s, so random kids cannot turn this server against a client's key
+//     server; concurrent lookups share one fetch, bounded by the context
+//     of the request that started it (its waiters retry if it goes away).
+//     An expired or no-store set is fetched for every assertion that
+//     needs it: those requests come one-for-one from token requests, at
+//     most one in flight per URL. The cache is keyed by URL and outlives
+//     registry reloads.
 //   - Key selection (SPEC 8.4): keys of the client named by iss whose kid
 //     equals the header kid, whose kty fits alg and whose own alg/use (if
 //     set) agree; exactly one must remain. kids are unique per client.
@@ -73,6 +104,6 @@
 //     3072-bit RSA; the kid is the RFC 7638 thumbprint.
 //
 // No package state: every component is built by its constructor
-// (LoadRegistry, OpenClients, OpenReplayFile, OpenKeys) and is safe for
-// concurrent use.
+// (LoadRegistry, OpenClients, OpenReplayFile, OpenKeys, NewJWKSCache) and
+// is safe for concurrent use.
 package smart

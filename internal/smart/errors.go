@@ -19,11 +19,18 @@ const (
 type OAuthError struct {
 	Code        string
 	Description string
+	// Err, when set, is the underlying cause (a failed jwks_url fetch, for
+	// example), for the server's log. It is not part of Error() and is
+	// never sent to the client: it may name internal addresses.
+	Err error
 }
 
 func (e *OAuthError) Error() string {
 	return "smart: " + e.Code + ": " + e.Description
 }
+
+// Unwrap returns the underlying cause, if any.
+func (e *OAuthError) Unwrap() error { return e.Err }
 
 func invalidClient(desc string) *OAuthError {
 	return &OAuthError{Code: CodeInvalidClient, Description: desc}

@@ -37,7 +37,7 @@ func FuzzVerifyAssertion(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, assertion string) {
-		c, err := VerifyAssertion(reg, assertion, testTokenURL, now, memReplay{})
+		c, err := VerifyAssertion(t.Context(), reg, assertion, testTokenURL, now, memReplay{}, nil)
 		if err == nil {
 			if c == nil || c.ID != "app" {
 				t.Fatalf("accepted %q", assertion)

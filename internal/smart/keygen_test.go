@@ -69,7 +69,7 @@ func TestClientKeyEndToEnd(t *testing.T) {
 			if h := jws.Signatures[0].Header; h.KeyID == "" || h.ExtraHeaders[jose.HeaderType] != "JWT" {
 				t.Fatalf("assertion header = %+v, want kid and typ JWT", h)
 			}
-			got, err := VerifyAssertion(registry, assertion, testTokenURL, now, replay)
+			got, err := VerifyAssertion(t.Context(), registry, assertion, testTokenURL, now, replay, nil)
 			if err != nil {
 				t.Fatalf("VerifyAssertion: %v", err)
 			}
@@ -81,10 +81,10 @@ func TestClientKeyEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := VerifyAssertion(registry, again, testTokenURL, now, replay); err != nil {
+			if _, err := VerifyAssertion(t.Context(), registry, again, testTokenURL, now, replay, nil); err != nil {
 				t.Fatalf("second assertion: %v", err)
 			}
-			if _, err := VerifyAssertion(registry, again, testTokenURL, now, replay); err == nil {
+			if _, err := VerifyAssertion(t.Context(), registry, again, testTokenURL, now, replay, nil); err == nil {
 				t.Fatal("replayed assertion accepted")
 			}
 			// Another client's id with this key is refused.
@@ -96,7 +96,7 @@ func TestClientKeyEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = VerifyAssertion(registry, forged, testTokenURL, now, replay)
+			_, err = VerifyAssertion(t.Context(), registry, forged, testTokenURL, now, replay, nil)
 			wantOAuth(t, err, CodeInvalidClient, "has no registered key")
 
 			granted, err := GrantScopes("system/Patient.read system/Observation.rs", got.Scopes)

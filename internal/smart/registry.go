@@ -2,6 +2,7 @@ package smart
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -46,12 +48,20 @@ type Client struct {
 	// MaxJobs is the client's concurrent export quota (DefaultMaxJobs when
 	// the entry leaves it out).
 	MaxJobs int
+	// JWKSURL is the client's registered jwks_url, "" when its keys are
+	// registered inline (jwks) or by file (jwks_file). The keys behind it
+	// are fetched by a JWKSCache when an assertion is verified.
+	JWKSURL string
 
-	keys []jose.JSONWebKey // public RSA (≥ MinRSABits) or EC P-384 keys
+	keys []jose.JSONWebKey // inline or file keys: public RSA (≥ MinRSABits) or EC P-384; nil with JWKSURL
 }
 
-// KeyIDs returns the kids of the client's registered keys, in file order.
+// KeyIDs returns the kids of the client's inline or file keys, in file
+// order; nil for a client registered by jwks_url (its keys are fetched).
 func (c *Client) KeyIDs() []string {
+	if c.keys == nil {
+		return nil
+	}
 	ids := make([]string, len(c.keys))
 	for i, k := range c.keys {
 		ids[i] = k.KeyID
@@ -87,6 +97,7 @@ type clientEntry struct {
 	ID       string          `json:"id"`
 	JWKS     json.RawMessage `json:"jwks,omitempty"`
 	JWKSFile string          `json:"jwks_file,omitempty"`
+	JWKSURL  string          `json:"jwks_url,omitempty"`
 	Scopes   []string        `json:"scopes"`
 	MaxJobs  *int            `json:"max_jobs,omitempty"`
 }
@@ -98,16 +109,22 @@ type rawJWKS struct {
 // LoadRegistry reads and validates a client registry file:
 //
 //	{"clients": [{"id": "app1", "jwks": {"keys": [...]}, "scopes": ["system/*.rs"], "max_jobs": 2},
-//	             {"id": "app2", "jwks_file": "app2.jwks.json", "scopes": ["system/Patient.read"]}]}
+//	             {"id": "app2", "jwks_file": "app2.jwks.json", "scopes": ["system/Patient.read"]},
+//	             {"id": "app3", "jwks_url": "https://app3.example/.well-known/jwks.json", "scopes": ["system/*.rs"]}]}
 //
 // Each client has a unique id of 1 to 128 characters from [A-Za-z0-9._~-]
-// (not starting with '.'), exactly one of jwks (inline JWK Set) or
-// jwks_file (a JWK Set file, relative to the registry file's directory), at
-// least one key, and at least one scope. Every key has kid (unique within
-// the client) and kty; only public RSA keys of at least MinRSABits bits and
-// public EC P-384 keys are accepted, because only RS384 and ES384 are
-// verified. A key with private members (d, p, q, …, k) is refused with an
-// error that says so: never put a private key in the registry. Unknown
+// (not starting with '.'), exactly one key source, and at least one scope.
+// The key source is jwks (inline JWK Set), jwks_file (a JWK Set file,
+// relative to the registry file's directory) or jwks_url (SPEC 8.2: a JWK
+// Set the client publishes, fetched when it authenticates; see
+// JWKSCache). A jwks_url is an absolute https URL of at most 2 KiB
+// without userinfo or fragment; plain http is accepted only for a loopback
+// host (localhost, 127.0.0.0/8, ::1), for tests and local development.
+// Inline and file sets need at least one key. Every key has kid (unique
+// within the client) and kty; only public RSA keys of at least MinRSABits
+// bits and public EC P-384 keys are accepted, because only RS384 and ES384
+// are verified. A key with private members (d, p, q, …, k) is refused with
+// an error that says so: never put a private key in the registry. Unknown
 // fields are errors, so that a typo does not silently change the policy.
 // Every error names the file and client.
 func LoadRegistry(path string) (*Registry, error) {
@@ -168,10 +185,29 @@ func loadClient(dir string, e clientEntry) (*Client, error) {
 	c.Scopes = append([]string(nil), e.Scopes...)
 
 	hasInline := len(bytes.TrimSpace(e.JWKS)) > 0 && string(bytes.TrimSpace(e.JWKS)) != "null"
+	var sources []string
+	for _, s := range []struct {
+		name string
+		set  bool
+	}{{"jwks", hasInline}, {"jwks_file", e.JWKSFile != ""}, {"jwks_url", e.JWKSURL != ""}} {
+		if s.set {
+			sources = append(sources, s.name)
+		}
+	}
+	switch len(sources) {
+	case 2:
+		return nil, fmt.Errorf("both %s and %s: give exactly one key source", sources[0], sources[1])
+	case 3:
+		return nil, fmt.Errorf("%s all given: give exactly one key source", strings.Join(sources, ", "))
+	}
 	var jwks []byte
 	switch {
-	case hasInline && e.JWKSFile != "":
-		return nil, errors.New("both jwks and jwks_file: give exactly one")
+	case e.JWKSURL != "":
+		if err := validateJWKSURL(e.JWKSURL); err != nil {
+			return nil, fmt.Errorf("jwks_url: %w", err)
+		}
+		c.JWKSURL = e.JWKSURL
+		return c, nil
 	case hasInline:
 		jwks = e.JWKS
 	case e.JWKSFile != "":
@@ -185,7 +221,7 @@ func loadClient(dir string, e clientEntry) (*Client, error) {
 		}
 		jwks = b
 	default:
-		return nil, errors.New("no keys: give jwks (inline JWK Set) or jwks_file")
+		return nil, errors.New("no keys: give jwks (inline JWK Set), jwks_file or jwks_url")
 	}
 	keys, err := parsePublicJWKS(jwks)
 	if err != nil {
@@ -216,32 +252,56 @@ func validateClientID(id string) error {
 	return nil
 }
 
-// parsePublicJWKS parses a JWK Set of public signature keys.
+// parsePublicJWKS parses a registered (inline or file) JWK Set of public
+// signature keys. Unknown members are errors, as everywhere in the
+// registry, and so is a repeated kid.
 func parsePublicJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	var set rawJWKS
 	if err := decodeStrict(data, &set); err != nil {
 		return nil, fmt.Errorf("jwks: %w", err)
 	}
-	if len(set.Keys) == 0 {
+	return publicKeys(set.Keys, false)
+}
+
+// publicKeys validates the members of a JWK Set with parsePublicJWK. A
+// kid may appear once; with sameDup, a later entry that repeats an
+// earlier one exactly (same kid, same public key) is dropped instead of
+// refused, as some published sets do.
+func publicKeys(raws []json.RawMessage, sameDup bool) ([]jose.JSONWebKey, error) {
+	if len(raws) == 0 {
 		return nil, errors.New("jwks has no keys")
 	}
-	if len(set.Keys) > maxKeysPerClient {
-		return nil, fmt.Errorf("jwks has %d keys: at most %d", len(set.Keys), maxKeysPerClient)
+	if len(raws) > maxKeysPerClient {
+		return nil, fmt.Errorf("jwks has %d keys: at most %d", len(raws), maxKeysPerClient)
 	}
-	keys := make([]jose.JSONWebKey, 0, len(set.Keys))
-	seen := map[string]bool{}
-	for i, raw := range set.Keys {
+	keys := make([]jose.JSONWebKey, 0, len(raws))
+	seen := map[string]int{}
+	for i, raw := range raws {
 		k, err := parsePublicJWK(raw)
 		if err != nil {
 			return nil, fmt.Errorf("key #%d: %w", i+1, err)
 		}
-		if seen[k.KeyID] {
+		if j, dup := seen[k.KeyID]; dup {
+			if sameDup && sameKey(&keys[j], &k) {
+				continue
+			}
 			return nil, fmt.Errorf("key #%d: duplicate kid %q", i+1, k.KeyID)
 		}
-		seen[k.KeyID] = true
+		seen[k.KeyID] = len(keys)
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// sameKey reports whether a and b are the same public key with the same
+// kid, alg and use.
+func sameKey(a, b *jose.JSONWebKey) bool {
+	if a.KeyID != b.KeyID || a.Algorithm != b.Algorithm || a.Use != b.Use {
+		return false
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	ka, ok := a.Key.(equaler)
+	return ok && ka.Equal(b.Key)
 }
 
 func parsePublicJWK(raw json.RawMessage) (jose.JSONWebKey, error) {

@@ -24,6 +24,9 @@ func TestLoadRegistry(t *testing.T) {
 		return fmt.Sprintf(`{"id":%q,"jwks":{"keys":[%s]},"scopes":["system/*.rs"]}`, id, keys)
 	}
 	reg := func(clients ...string) string { return `{"clients":[` + strings.Join(clients, ",") + `]}` }
+	urlClient := func(u string) string {
+		return fmt.Sprintf(`{"id":"a","jwks_url":%q,"scopes":["system/*.rs"]}`, u)
+	}
 
 	tests := []struct {
 		name    string
@@ -58,6 +61,25 @@ func TestLoadRegistry(t *testing.T) {
 					t.Fatalf("client f = %+v", c)
 				}
 			}},
+		{name: "jwks_url", file: reg(`{"id":"u","jwks_url":"https://client.example/.well-known/jwks.json?v=2","scopes":["system/*.rs"]}`,
+			`{"id":"v","jwks_url":"http://127.0.0.1:8080/jwks.json","scopes":["system/*.rs"]}`,
+			`{"id":"w","jwks_url":"http://localhost/jwks.json","scopes":["system/*.rs"]}`,
+			`{"id":"x","jwks_url":"http://[::1]:9/jwks.json","scopes":["system/*.rs"]}`,
+			`{"id":"y","jwks_url":"http://127.200.0.1/jwks.json","scopes":["system/*.rs"]}`),
+			check: func(t *testing.T, r *Registry) {
+				c, ok := r.Client("u")
+				if !ok || c.JWKSURL != "https://client.example/.well-known/jwks.json?v=2" || c.KeyIDs() != nil {
+					t.Fatalf("client u = %+v, keys %q; want the jwks_url and no inline keys", c, c.KeyIDs())
+				}
+				for _, id := range []string{"v", "w", "x", "y"} {
+					if c, ok := r.Client(id); !ok || c.JWKSURL == "" {
+						t.Fatalf("loopback http client %s = %+v", id, c)
+					}
+				}
+				if c, _ := r.Client("u"); c.MaxJobs != DefaultMaxJobs {
+					t.Fatalf("max_jobs = %d", c.MaxJobs)
+				}
+			}},
 		{name: "empty registry", file: `{"clients":[]}`, check: func(t *testing.T, r *Registry) {
 			if r.Len() != 0 {
 				t.Fatal("not empty")
@@ -88,6 +110,22 @@ func TestLoadRegistry(t *testing.T) {
 		{name: "no keys", file: reg(client("a", "")), wantErr: "jwks has no keys"},
 		{name: "neither jwks nor file", file: reg(`{"id":"a","scopes":["system/*.rs"]}`), wantErr: "no keys: give jwks"},
 		{name: "both jwks and file", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"jwks_file":"x.json","scopes":["system/*.rs"]}`), wantErr: "both jwks and jwks_file"},
+		{name: "both jwks and jwks_url", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"jwks_url":"https://c.example/jwks.json","scopes":["system/*.rs"]}`), wantErr: "both jwks and jwks_url"},
+		{name: "both jwks_file and jwks_url", file: reg(`{"id":"a","jwks_file":"x.json","jwks_url":"https://c.example/jwks.json","scopes":["system/*.rs"]}`), wantErr: "both jwks_file and jwks_url"},
+		{name: "all three key sources", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"jwks_file":"x.json","jwks_url":"https://c.example/jwks.json","scopes":["system/*.rs"]}`), wantErr: "jwks, jwks_file, jwks_url all given"},
+		{name: "jwks_url http not loopback", file: reg(urlClient("http://client.example/jwks.json")), wantErr: "plain http is accepted only for a loopback host"},
+		{name: "jwks_url http private address", file: reg(urlClient("http://10.0.0.1/jwks.json")), wantErr: "plain http is accepted only for a loopback host"},
+		{name: "jwks_url http localhost lookalike", file: reg(urlClient("http://localhost.example.com/jwks.json")), wantErr: "plain http is accepted only for a loopback host"},
+		{name: "jwks_url other scheme", file: reg(urlClient("ftp://client.example/jwks.json")), wantErr: `scheme "ftp", want https`},
+		{name: "jwks_url relative", file: reg(urlClient("/.well-known/jwks.json")), wantErr: "not an absolute https URL"},
+		{name: "jwks_url without host", file: reg(urlClient("https:///jwks.json")), wantErr: "not an absolute https URL"},
+		{name: "jwks_url opaque", file: reg(urlClient("https:client.example/jwks.json")), wantErr: "not an absolute https URL"},
+		{name: "jwks_url userinfo", file: reg(urlClient("https://user:secret@client.example/jwks.json")), wantErr: "must not contain userinfo"},
+		{name: "jwks_url fragment", file: reg(urlClient("https://client.example/jwks.json#k1")), wantErr: "must not contain a fragment"},
+		{name: "jwks_url empty fragment", file: reg(urlClient("https://client.example/jwks.json#")), wantErr: "must not contain a fragment"},
+		{name: "jwks_url too long", file: reg(urlClient("https://client.example/" + strings.Repeat("a", 2048))), wantErr: "longer than 2048 bytes"},
+		{name: "jwks_url not a URL", file: reg(urlClient("https://client example/jwks.json")), wantErr: "not a valid URL"},
+		{name: "jwks_uri typo", file: reg(`{"id":"a","jwks_uri":"https://c.example/jwks.json","scopes":["system/*.rs"]}`), wantErr: `unknown field "jwks_uri"`},
 		{name: "missing jwks_file", file: reg(`{"id":"a","jwks_file":"nope.json","scopes":["system/*.rs"]}`), wantErr: "jwks_file: open"},
 		{name: "no scopes", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"scopes":[]}`), wantErr: "no scopes"},
 		{name: "bad scope", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"scopes":["system/Foo.rs"]}`), wantErr: `unknown resource type "Foo"`},
