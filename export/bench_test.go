@@ -3,7 +3,6 @@ package export
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -49,25 +48,10 @@ func benchIndex(b *testing.B, scale int) (x *index.Index, n, size int64) {
 	if len(batch) > 0 {
 		flush()
 	}
-	n, size = rawScanWrite(b, x, filepath.Join(b.TempDir(), "probe.ndjson"))
+	n, size = indextest.WriteLiveFile(b, x, filepath.Join(b.TempDir(), "probe.ndjson"))
 	return x, n, size
 }
 
-// rawScanWrite is the physical limit of an export: one snapshot, every
-// type scanned, each value written with '\n' to one bufio file, no fsync.
-func rawScanWrite(b *testing.B, x *index.Index, path string) (n, size int64) {
-	b.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	n, size, err = indextest.WriteLive(x, f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return n, size
-}
 
 // BenchmarkExport measures a full export through the Manager (kick-off to
 // completed manifest: snapshot, scans, split and fsynced files, manifest
@@ -125,7 +109,7 @@ func BenchmarkRawScanWrite(b *testing.B) {
 			b.SetBytes(size)
 			b.ReportAllocs()
 			for b.Loop() {
-				rawScanWrite(b, x, path)
+				indextest.WriteLiveFile(b, x, path)
 			}
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
 		})

@@ -676,7 +676,7 @@ func benchRawScanWrite(b *testing.B, dir, tmp string) {
 	defer os.Remove(path)
 	// One untimed pass, as the exports had theirs: the reopened index's
 	// block and table caches start cold.
-	rawScanWrite(b, x, path)
+	indextest.WriteLiveFile(b, x, path)
 	var n, size int64
 	for b.Loop() {
 		// A new file each time, as an export writes: truncating the last
@@ -686,7 +686,7 @@ func benchRawScanWrite(b *testing.B, dir, tmp string) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		n, size = rawScanWrite(b, x, path)
+		n, size = indextest.WriteLiveFile(b, x, path)
 	}
 	secs := b.Elapsed().Seconds() / float64(b.N)
 	b.ReportMetric(float64(n), "resources")
@@ -695,15 +695,3 @@ func benchRawScanWrite(b *testing.B, dir, tmp string) {
 	b.ReportMetric(float64(size)/1e6/secs, "MB/s")
 }
 
-func rawScanWrite(b *testing.B, x *index.Index, path string) (n, size int64) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	n, size, err = indextest.WriteLive(x, f)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return n, size
-}

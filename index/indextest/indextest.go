@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"os"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -71,4 +72,20 @@ func WriteLive(x *index.Index, w io.Writer) (n, size int64, err error) {
 		}
 	}
 	return n, size, bw.Flush()
+}
+
+// WriteLiveFile is WriteLive into the file at path, created or
+// truncated, failing tb on any error.
+func WriteLiveFile(tb testing.TB, x *index.Index, path string) (n, size int64) {
+	tb.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	n, size, err = WriteLive(x, f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n, size
 }
