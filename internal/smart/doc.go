@@ -47,10 +47,13 @@
 //   - Fetching (JWKSCache, built by the caller with its own http.Client;
 //     cmd/bulkstream gives it 5 s timeouts): GET with Accept:
 //     application/json, 200 only, body ≤ 256 KiB, at most 3 redirects to
-//     URLs the registry would accept (never https → http), and the same
-//     key checks as a registry (a private key fails the whole set;
-//     members beside "keys" and exact repeats of a key are tolerated, as
-//     published sets have them). A failure is invalid_client whose
+//     URLs the registry would accept (never https → http), and each key
+//     checked as in a registry, except that, as RFC 7517 section 5 says,
+//     keys this server cannot verify with (other kty, curve, alg or use,
+//     RSA under MinRSABits, no kid) are ignored, as are members beside
+//     "keys" and exact repeats of a key: a published set may serve other
+//     purposes too. A private key fails the whole set, and so does a set
+//     without one usable key. A failure is invalid_client whose
 //     description names the URL and the kind of failure (HTTP status,
 //     timeout, TLS, size, which key is unacceptable) but not resolved
 //     addresses; the full cause is in OAuthError.Err for the server log.

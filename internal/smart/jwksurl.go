@@ -288,11 +288,12 @@ func (c *JWKSCache) fetch(ctx context.Context, jwksURL string, now time.Time) ([
 	return keys, freshness(resp.Header, now, c.defaultMaxAge, c.maxAge), nil
 }
 
-// parseFetchedJWKS parses a published JWK Set. Each key gets the
-// registry's checks (parsePublicJWK), and a private key fails the whole
-// set. Unlike a registry entry, members other than "keys" are ignored
-// (RFC 7517 section 5), and an exact repeat of a key is dropped (some
-// published sets, BDT's among them, list a key twice).
+// parseFetchedJWKS parses a published JWK Set. Unlike a registry entry
+// (RFC 7517 section 5): members other than "keys" are ignored, so are keys
+// this server cannot verify with (another kty, curve or alg, RSA under
+// MinRSABits, use "enc", no kid), and an exact repeat of a key is dropped
+// (some published sets, BDT's among them, list a key twice). A private key
+// fails the whole set, and so does a set without one usable key.
 func parseFetchedJWKS(data []byte) ([]jose.JSONWebKey, error) {
 	var set rawJWKS
 	if err := json.Unmarshal(data, &set); err != nil {

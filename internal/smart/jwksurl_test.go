@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -675,4 +676,52 @@ func TestNewJWKSCacheOptions(t *testing.T) {
 	if _, err := NewJWKSCache(&JWKSCacheOptions{Client: hc}); err != nil || hc.CheckRedirect != nil {
 		t.Fatalf("NewJWKSCache changed the given client (%v)", err)
 	}
+}
+
+// TestJWKSPublishedSetIgnoresUnusableKeys: a published set may carry keys
+// for other purposes (RFC 7517 section 5: ignore what is not understood or
+// out of range). They are skipped, the usable key verifies, and an
+// assertion naming a skipped key is refused as having no usable key. A
+// private key still fails the whole set.
+func TestJWKSPublishedSetIgnoresUnusableKeys(t *testing.T) {
+	ec := newECKey(t)
+	p256, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encKey := strings.Replace(jwkJSON(t, &newECKey(t).PublicKey, "enc1"), `"kid"`, `"use":"enc","kid"`, 1)
+	ps256 := strings.Replace(jwkJSON(t, &fixtureRSA().PublicKey, "ps1"), `"kid"`, `"alg":"PS256","kid"`, 1)
+	okp := `{"kty":"OKP","crv":"Ed25519","kid":"ed1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`
+	set := `{"keys":[` + strings.Join([]string{
+		jwkJSON(t, &p256.PublicKey, "p256"),
+		jwkJSON(t, &newRSAKey(t, 1024).PublicKey, "rsa1024"),
+		jwkJSON(t, &newECKey(t).PublicKey, ""),
+		encKey, ps256, okp,
+		jwkJSON(t, &ec.PublicKey, "ec1"),
+	}, ",") + `]}`
+	ks := newKeyServer(t, set)
+	f := &urlFixture{ks: ks, reg: urlRegistry(t, ks.url()), ec: ec, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
+	f.cache = newTestCache(t, &JWKSCacheOptions{Now: f.clock.Now})
+	f.mustVerify(t, f.ecAssertion(t))
+	keys, err := f.cache.Keys(t.Context(), ks.url(), "ec1")
+	if err != nil || len(keys) != 1 || keys[0].KeyID != "ec1" {
+		t.Fatalf("Keys = %v, %v; want only ec1", keys, err)
+	}
+	// An assertion signed with the skipped P-256 key, under its kid.
+	p256Sig := func(tb testing.TB, in []byte) []byte {
+		h := sha256.Sum256(in)
+		r, s, err := ecdsa.Sign(rand.Reader, p256, h[:])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+	}
+	_, err = f.verify(t.Context(), f.assertion(t, "url-app", map[string]any{"alg": "ES384", "kid": "p256"}, p256Sig))
+	wantOAuth(t, err, CodeInvalidClient, `has no key with kid "p256"`)
+
+	// Private key material anywhere in the set still refuses all of it.
+	ks.set(http.StatusOK, "no-store", `{"keys":[`+jwkJSON(t, p256, "p256")+`,`+jwkJSON(t, &ec.PublicKey, "ec1")+`]}`)
+	f.clock.Add(MaxJWKSMaxAge) // the cached set has expired
+	_, err = f.verify(t.Context(), f.ecAssertion(t))
+	wantOAuth(t, err, CodeInvalidClient, `kid "p256": private key material ("d") found`)
 }

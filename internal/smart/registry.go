@@ -264,10 +264,15 @@ func parsePublicJWKS(data []byte) ([]jose.JSONWebKey, error) {
 }
 
 // publicKeys validates the members of a JWK Set with parsePublicJWK. A
-// kid may appear once; with sameDup, a later entry that repeats an
-// earlier one exactly (same kid, same public key) is dropped instead of
-// refused, as some published sets do.
-func publicKeys(raws []json.RawMessage, sameDup bool) ([]jose.JSONWebKey, error) {
+// kid may appear once. A registry's own set (published false) must be all
+// usable: a key this server cannot verify with is an operator's mistake.
+// A set published at a jwks_url (published true) may also serve other
+// purposes, so, as RFC 7517 section 5 says, keys of a type, curve, size,
+// alg or use this server does not support, or without a kid, are ignored,
+// and a later entry that repeats an earlier one exactly is dropped (some
+// published sets list a key twice); at least one usable key must remain.
+// Private key material fails any set: it must never be published.
+func publicKeys(raws []json.RawMessage, published bool) ([]jose.JSONWebKey, error) {
 	if len(raws) == 0 {
 		return nil, errors.New("jwks has no keys")
 	}
@@ -276,19 +281,27 @@ func publicKeys(raws []json.RawMessage, sameDup bool) ([]jose.JSONWebKey, error)
 	}
 	keys := make([]jose.JSONWebKey, 0, len(raws))
 	seen := map[string]int{}
+	var ignored []string
 	for i, raw := range raws {
 		k, err := parsePublicJWK(raw)
 		if err != nil {
+			if published && !errors.Is(err, errPrivateKey) {
+				ignored = append(ignored, fmt.Sprintf("key #%d: %v", i+1, err))
+				continue
+			}
 			return nil, fmt.Errorf("key #%d: %w", i+1, err)
 		}
 		if j, dup := seen[k.KeyID]; dup {
-			if sameDup && sameKey(&keys[j], &k) {
+			if published && sameKey(&keys[j], &k) {
 				continue
 			}
 			return nil, fmt.Errorf("key #%d: duplicate kid %q", i+1, k.KeyID)
 		}
 		seen[k.KeyID] = len(keys)
 		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("no key this server can verify with (%s)", strings.Join(ignored, "; "))
 	}
 	return keys, nil
 }
@@ -304,23 +317,26 @@ func sameKey(a, b *jose.JSONWebKey) bool {
 	return ok && ka.Equal(b.Key)
 }
 
+// errPrivateKey marks a JWK with private members: refused in any set.
+var errPrivateKey = errors.New("private key material")
+
 func parsePublicJWK(raw json.RawMessage) (jose.JSONWebKey, error) {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &members); err != nil {
 		return jose.JSONWebKey{}, fmt.Errorf("not a JSON object: %w", err)
 	}
 	kid, _ := jsonString(members["kid"])
+	for _, m := range privateMembers {
+		if _, ok := members[m]; ok {
+			return jose.JSONWebKey{}, fmt.Errorf("kid %q: %w (%q) found: register only the public key (the client keeps the private key)", kid, errPrivateKey, m)
+		}
+	}
 	if kid == "" {
 		return jose.JSONWebKey{}, errors.New("missing kid")
 	}
 	kty, _ := jsonString(members["kty"])
 	if kty == "" {
 		return jose.JSONWebKey{}, fmt.Errorf("kid %q: missing kty", kid)
-	}
-	for _, m := range privateMembers {
-		if _, ok := members[m]; ok {
-			return jose.JSONWebKey{}, fmt.Errorf("kid %q: private key material (%q) found: register only the public key (the client keeps the private key)", kid, m)
-		}
 	}
 	if kty != "RSA" && kty != "EC" {
 		return jose.JSONWebKey{}, fmt.Errorf("kid %q: kty %q not supported: use RSA (RS384) or EC P-384 (ES384)", kid, kty)
