@@ -52,7 +52,6 @@ func benchIndex(b *testing.B, scale int) (x *index.Index, n, size int64) {
 	return x, n, size
 }
 
-
 // BenchmarkExport measures a full export through the Manager (kick-off to
 // completed manifest: snapshot, scans, split and fsynced files, manifest
 // persisted) against BenchmarkRawScanWrite.

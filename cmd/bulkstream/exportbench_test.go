@@ -694,4 +694,3 @@ func benchRawScanWrite(b *testing.B, dir, tmp string) {
 	b.ReportMetric(float64(n)/secs, "resources/s")
 	b.ReportMetric(float64(size)/1e6/secs, "MB/s")
 }
-

@@ -3,6 +3,9 @@ package main
 import (
 	"flag"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -39,5 +42,54 @@ func TestREADMEListsServeFlags(t *testing.T) {
 	}
 	if n < 20 {
 		t.Errorf("serve has %d flags: the flag set was not read", n)
+	}
+}
+
+// TestREADMEGuaranteesNameRealTests: every test or fuzz target the
+// README's Guarantees section cites as proof exists in the module.
+func TestREADMEGuaranteesNameRealTests(t *testing.T) {
+	readme := readFile(t, "../../README.md")
+	_, section, ok := strings.Cut(readme, "\n## Guarantees\n")
+	if !ok {
+		t.Fatal("README has no \"## Guarantees\" section")
+	}
+	if i := strings.Index(section, "\n## "); i >= 0 {
+		section = section[:i]
+	}
+	cited := map[string]bool{}
+	for _, m := range regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z0-9_]+)`").FindAllStringSubmatch(section, -1) {
+		cited[m[1]] = true
+	}
+	if len(cited) < 20 {
+		t.Fatalf("the Guarantees section cites %d tests: it was not parsed", len(cited))
+	}
+	defined := map[string]bool{}
+	decl := regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)[A-Za-z0-9_]+)\(`)
+	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" || d.Name() == "data") {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range decl.FindAllStringSubmatch(string(b), -1) {
+			defined[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range cited {
+		if !defined[name] {
+			t.Errorf("the README's Guarantees cite %s, which no test file defines", name)
+		}
 	}
 }
