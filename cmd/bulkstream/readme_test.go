@@ -11,17 +11,24 @@ import (
 	"testing"
 )
 
+// readmeSection returns the README's section under heading (a whole
+// line, e.g. "## Guarantees"), up to the next heading.
+func readmeSection(t *testing.T, heading string) string {
+	t.Helper()
+	_, section, ok := strings.Cut(readFile(t, "../../README.md"), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("README has no %q section", heading)
+	}
+	if i := strings.Index(section, "\n#"); i >= 0 {
+		section = section[:i]
+	}
+	return section
+}
+
 // TestREADMEListsServeFlags: the README's `serve` configuration table has
 // a row for every flag serve takes, and no row for a flag it does not.
 func TestREADMEListsServeFlags(t *testing.T) {
-	readme := readFile(t, "../../README.md")
-	_, table, ok := strings.Cut(readme, "### `serve` configuration")
-	if !ok {
-		t.Fatal("README has no \"### `serve` configuration\" section")
-	}
-	if i := strings.Index(table, "\n#"); i >= 0 {
-		table = table[:i]
-	}
+	table := readmeSection(t, "### `serve` configuration")
 	rows := map[string]bool{}
 	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z0-9-]+)` \\|").FindAllStringSubmatch(table, -1) {
 		rows[m[1]] = true
@@ -48,14 +55,7 @@ func TestREADMEListsServeFlags(t *testing.T) {
 // TestREADMEGuaranteesNameRealTests: every test or fuzz target the
 // README's Guarantees section cites as proof exists in the module.
 func TestREADMEGuaranteesNameRealTests(t *testing.T) {
-	readme := readFile(t, "../../README.md")
-	_, section, ok := strings.Cut(readme, "\n## Guarantees\n")
-	if !ok {
-		t.Fatal("README has no \"## Guarantees\" section")
-	}
-	if i := strings.Index(section, "\n## "); i >= 0 {
-		section = section[:i]
-	}
+	section := readmeSection(t, "## Guarantees")
 	cited := map[string]bool{}
 	for _, m := range regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z0-9_]+)`").FindAllStringSubmatch(section, -1) {
 		cited[m[1]] = true
