@@ -320,7 +320,7 @@ func summarize(results []bulkclient.FileResult) (*exportSummary, error) {
 					}
 					s.errors++
 					if len(s.messages) < 5 {
-						s.messages = append(s.messages, cmp(is.Diagnostics, is.Details.Text, is.Code))
+						s.messages = append(s.messages, is.Message())
 					}
 				}
 				return nil
@@ -331,16 +331,6 @@ func summarize(results []bulkclient.FileResult) (*exportSummary, error) {
 		}
 	}
 	return s, nil
-}
-
-// cmp returns the first non-empty string.
-func cmp(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 func (s *exportSummary) print(w io.Writer, txTime string, elapsed time.Duration) {

@@ -2,6 +2,7 @@ package bulkclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -119,19 +120,17 @@ type Issue struct {
 	} `json:"details"`
 }
 
+// Message is the issue's diagnostics, else its details text, else its code.
+func (is Issue) Message() string {
+	return cmp.Or(is.Diagnostics, is.Details.Text, is.Code)
+}
+
 func (e *OutcomeError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: %s", e.Method, e.URL, e.Status)
 	var msgs []string
 	for _, is := range e.Issues {
-		m := is.Diagnostics
-		if m == "" {
-			m = is.Details.Text
-		}
-		if m == "" {
-			m = is.Code
-		}
-		if m != "" {
+		if m := is.Message(); m != "" {
 			msgs = append(msgs, m)
 		}
 	}
