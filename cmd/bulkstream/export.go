@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -337,13 +338,7 @@ func (s *exportSummary) print(w io.Writer, txTime string, elapsed time.Duration)
 	fmt.Fprintf(w, "exported %d files, %d resources, %d deleted, %s in %v (%.0f resources/s); transactionTime %s\n",
 		s.files, s.resources, s.deleted, humanBytes(s.bytes), elapsed.Round(time.Millisecond),
 		float64(s.resources)/max(elapsed.Seconds(), 1e-3), txTime)
-	for _, t := range slices.Sorted(func(yield func(string) bool) {
-		for k := range s.perType {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, t := range slices.Sorted(maps.Keys(s.perType)) {
 		fmt.Fprintf(w, "  %-28s %d\n", t, s.perType[t])
 	}
 	for _, m := range s.messages {
