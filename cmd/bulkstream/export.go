@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -109,10 +108,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
-		cfg.Token = &bulkclient.SMARTTokenSource{
-			HTTPClient: &http.Client{Timeout: 30 * time.Second},
-			BaseURL:    *base, TokenURL: *tokenURL, ClientID: *clientID, Key: key,
-		}
+		cfg.Token = &bulkclient.SMARTTokenSource{BaseURL: *base, TokenURL: *tokenURL, ClientID: *clientID, Key: key}
 	}
 	c, err := bulkclient.New(cfg)
 	if err != nil {
