@@ -145,8 +145,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := clearPrevious(*out); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	items := m.Items()
-	ui.total = len(items)
+	ui.total = len(m.Items())
 	results, err := c.Download(ctx, m, *out, ui.downloaded)
 	ui.endLine()
 	if err != nil {
