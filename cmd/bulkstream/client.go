@@ -104,12 +104,8 @@ func runClientToken(ctx context.Context, args []string, stdout, stderr io.Writer
 	return err
 }
 
-// tokenResponse is the token endpoint's success answer.
-type tokenResponse = bulkclient.TokenResponse
-
-// fetchToken runs the client-credentials flow against the server at base:
-// discovery, signed assertion, token request. It returns the decoded
-// response and its raw JSON.
-func fetchToken(ctx context.Context, hc *http.Client, base, clientID string, key []byte, scope string) (tokenResponse, []byte, error) {
+// fetchToken is bulkclient.FetchToken: discovery, signed assertion, token
+// request; the decoded response and its raw JSON.
+func fetchToken(ctx context.Context, hc *http.Client, base, clientID string, key []byte, scope string) (bulkclient.TokenResponse, []byte, error) {
 	return bulkclient.FetchToken(ctx, hc, base, clientID, key, scope)
 }
