@@ -52,34 +52,30 @@ type Job struct {
 // Kickoff starts an export and returns the job.
 func (c *Client) Kickoff(ctx context.Context, r Request) (*Job, error) {
 	u := c.base + "/$export"
-	newReq := func(ctx context.Context) (*http.Request, error) {
-		var req *http.Request
-		var err error
+	method, target := http.MethodGet, u
+	var body []byte
+	if r.Post {
+		b, err := json.Marshal(r.parameters())
+		if err != nil {
+			return nil, fmt.Errorf("kick-off: %w", err)
+		}
+		method, body = http.MethodPost, b
+	} else if q := r.query().Encode(); q != "" {
+		target += "?" + q
+	}
+	resp, err := c.do(ctx, true, func(ctx context.Context) (*http.Request, error) {
+		// A nil body gives a GET without one (http.NoBody).
+		req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
 		if r.Post {
-			body, err := json.Marshal(r.parameters())
-			if err != nil {
-				return nil, err
-			}
-			req, err = http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-			if err != nil {
-				return nil, err
-			}
 			req.Header.Set("Content-Type", "application/fhir+json")
-		} else {
-			q := r.query().Encode()
-			if q != "" {
-				q = "?" + q
-			}
-			req, err = http.NewRequestWithContext(ctx, http.MethodGet, u+q, nil)
-			if err != nil {
-				return nil, err
-			}
 		}
 		req.Header.Set("Accept", "application/fhir+json")
 		req.Header.Set("Prefer", "respond-async")
 		return req, nil
-	}
-	resp, err := c.do(ctx, true, newReq)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("kick-off: %w", err)
 	}
