@@ -140,13 +140,33 @@ func (c *Client) Download(ctx context.Context, m *Manifest, dir string, onFile f
 // errRestart asks for the file from its first byte again.
 var errRestart = errors.New("restart download")
 
+// partFile is the .part file of a download. It keeps the size and the
+// line count of what has been written, so the file is not read back.
+type partFile struct {
+	f     *os.File
+	size  int64
+	lines lineCounter
+}
+
+func (p *partFile) Write(b []byte) (int, error) {
+	n, err := p.f.Write(b)
+	p.size += int64(n)
+	p.lines.Write(b[:n])
+	return n, err
+}
+
+// restart forgets what was written: the next write goes to byte 0.
+func (p *partFile) restart() {
+	p.size, p.lines = 0, lineCounter{}
+}
+
 // downloadFile fetches one file into path.part, resuming with Range after
 // a broken body, verifies its line count and renames it to path.
 func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path string) (FileResult, error) {
 	start := time.Now()
 	r := FileResult{Item: it, Path: path}
 	part := path + ".part"
-	fh, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	fh, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return r, err
 	}
@@ -155,10 +175,10 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 			fh.Close()
 		}
 	}()
-	var have int64
+	pf := &partFile{f: fh}
 	for attempt := 1; ; attempt++ {
-		resumed := have > 0
-		err := c.fetchInto(ctx, it.URL, auth, fh, &have, &r.Wire)
+		resumed := pf.size > 0
+		err := c.fetchInto(ctx, it.URL, auth, pf, &r.Wire)
 		if err == nil {
 			if resumed {
 				r.Resumes++
@@ -173,7 +193,7 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 			return r, fmt.Errorf("download: %w", err) // do has retried what can be
 		}
 		if errors.Is(err, errRestart) || oe != nil {
-			have = 0
+			pf.restart()
 		} else if resumed {
 			r.Resumes++
 		}
@@ -188,17 +208,10 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 			return r, err
 		}
 	}
-	if err := fh.Truncate(have); err != nil {
+	if err := fh.Truncate(pf.size); err != nil {
 		return r, err
 	}
 	if err := fh.Sync(); err != nil {
-		return r, err
-	}
-	if _, err := fh.Seek(0, io.SeekStart); err != nil {
-		return r, err
-	}
-	lines, err := countLines(fh)
-	if err != nil {
 		return r, err
 	}
 	err = fh.Close()
@@ -206,9 +219,9 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 	if err != nil {
 		return r, err
 	}
-	r.Lines, r.Bytes = lines, have
-	if it.Count != nil && *it.Count != lines {
-		return r, &CountError{URL: it.URL, Lines: lines, Want: *it.Count}
+	r.Lines, r.Bytes = pf.lines.count(), pf.size
+	if it.Count != nil && *it.Count != r.Lines {
+		return r, &CountError{URL: it.URL, Lines: r.Lines, Want: *it.Count}
 	}
 	if err := os.Rename(part, path); err != nil {
 		return r, err
@@ -217,12 +230,12 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 	return r, nil
 }
 
-// fetchInto GETs u and writes the decoded body into fh from offset *have,
-// which it advances by what was written, even on error. With *have > 0 it
-// asks for the rest with Range on the identity encoding; otherwise for the
-// whole file, gzip accepted.
-func (c *Client) fetchInto(ctx context.Context, u string, auth bool, fh *os.File, have, wire *int64) error {
-	from := *have
+// fetchInto GETs u and writes the decoded body into dst from offset
+// dst.size, which advances by what was written, even on error. With
+// dst.size > 0 it asks for the rest with Range on the identity encoding;
+// otherwise for the whole file, gzip accepted.
+func (c *Client) fetchInto(ctx context.Context, u string, auth bool, dst *partFile, wire *int64) error {
+	from := dst.size
 	resp, err := c.do(ctx, auth, func(ctx context.Context) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 		if err != nil {
@@ -250,11 +263,11 @@ func (c *Client) fetchInto(ctx context.Context, u string, auth bool, fh *os.File
 		}
 	case resp.StatusCode == http.StatusOK:
 		from = 0 // the server ignored Range, or there was none
+		dst.restart()
 	default:
 		return fmt.Errorf("%w: GET %s: unexpected %s", errRestart, u, resp.Status)
 	}
-	*have = from
-	if _, err := fh.Seek(from, io.SeekStart); err != nil {
+	if _, err := dst.f.Seek(from, io.SeekStart); err != nil {
 		return err
 	}
 	body := io.Reader(&countReader{r: resp.Body, n: wire})
@@ -272,10 +285,8 @@ func (c *Client) fetchInto(ctx context.Context, u string, auth bool, fh *os.File
 	default:
 		return fmt.Errorf("%w: GET %s: unsupported Content-Encoding %q", errRestart, u, enc)
 	}
-	n, err := io.Copy(fh, body)
-	*have += n
-	if err != nil {
-		return fmt.Errorf("GET %s: body cut after %d bytes: %w", u, *have, err)
+	if _, err := io.Copy(dst, body); err != nil {
+		return fmt.Errorf("GET %s: body cut after %d bytes: %w", u, dst.size, err)
 	}
 	return nil
 }
@@ -305,33 +316,32 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// countLines counts the lines of r that hold more than white space.
-func countLines(r io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
-	var n int64
-	content := false
-	for {
-		k, err := r.Read(buf)
-		for _, b := range buf[:k] {
-			switch b {
-			case '\n':
-				if content {
-					n++
-				}
-				content = false
-			case ' ', '\t', '\r':
-			default:
-				content = true
+// lineCounter counts the lines written to it that hold more than white
+// space; a last line without a newline counts too.
+type lineCounter struct {
+	n       int64
+	content bool // the current line has a non-blank byte
+}
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		switch b {
+		case '\n':
+			if c.content {
+				c.n++
 			}
-		}
-		if err == io.EOF {
-			if content {
-				n++
-			}
-			return n, nil
-		}
-		if err != nil {
-			return n, err
+			c.content = false
+		case ' ', '\t', '\r':
+		default:
+			c.content = true
 		}
 	}
+	return len(p), nil
+}
+
+func (c *lineCounter) count() int64 {
+	if c.content {
+		return c.n + 1
+	}
+	return c.n
 }
