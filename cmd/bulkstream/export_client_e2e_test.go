@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,7 +112,7 @@ func TestExportCommandFull(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", w, stdout)
 		}
 	}
-	if !strings.Contains(stdout, "  Patient") || !strings.Contains(stdout, " "+itoa(nPatients)+"\n") {
+	if !strings.Contains(stdout, "  Patient") || !strings.Contains(stdout, " "+strconv.Itoa(nPatients)+"\n") {
 		t.Errorf("summary lacks the Patient count %d:\n%s", nPatients, stdout)
 	}
 
@@ -129,11 +130,6 @@ func TestExportCommandFull(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "resourceType") || !strings.Contains(err.Error(), "400 Bad Request: ") || !strings.Contains(err.Error(), "NoSuchType") {
 		t.Errorf("unknown type: %v", err)
 	}
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }
 
 // TestExportCommandIncremental: --state and --apply over several runs
