@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Kinds of manifest files.
@@ -69,9 +68,7 @@ type FileResult struct {
 	Path    string // local path
 	Lines   int64  // non-blank lines (resources)
 	Bytes   int64  // bytes on disk (decoded)
-	Wire    int64  // body bytes received, over all attempts
 	Resumes int    // Range requests that continued the file
-	Elapsed time.Duration
 }
 
 // CountError is a file whose line count differs from the manifest's.
@@ -163,7 +160,6 @@ func (p *partFile) restart() {
 // downloadFile fetches one file into path.part, resuming with Range after
 // a broken body, verifies its line count and renames it to path.
 func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path string) (FileResult, error) {
-	start := time.Now()
 	r := FileResult{Item: it, Path: path}
 	part := path + ".part"
 	fh, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -178,7 +174,7 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 	pf := &partFile{f: fh}
 	for attempt := 1; ; attempt++ {
 		resumed := pf.size > 0
-		err := c.fetchInto(ctx, it.URL, auth, pf, &r.Wire)
+		err := c.fetchInto(ctx, it.URL, auth, pf)
 		if err == nil {
 			if resumed {
 				r.Resumes++
@@ -226,7 +222,6 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 	if err := os.Rename(part, path); err != nil {
 		return r, err
 	}
-	r.Elapsed = time.Since(start)
 	return r, nil
 }
 
@@ -234,7 +229,7 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 // dst.size, which advances by what was written, even on error. With
 // dst.size > 0 it asks for the rest with Range on the identity encoding;
 // otherwise for the whole file, gzip accepted.
-func (c *Client) fetchInto(ctx context.Context, u string, auth bool, dst *partFile, wire *int64) error {
+func (c *Client) fetchInto(ctx context.Context, u string, auth bool, dst *partFile) error {
 	from := dst.size
 	resp, err := c.do(ctx, auth, func(ctx context.Context) (*http.Request, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -270,7 +265,7 @@ func (c *Client) fetchInto(ctx context.Context, u string, auth bool, dst *partFi
 	if _, err := dst.f.Seek(from, io.SeekStart); err != nil {
 		return err
 	}
-	body := io.Reader(&countReader{r: resp.Body, n: wire})
+	body := io.Reader(resp.Body)
 	switch enc := strings.ToLower(resp.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
 	case "gzip", "x-gzip":
@@ -303,17 +298,6 @@ func contentRangeStart(v string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(first), 10, 64)
 	return n, err == nil
-}
-
-type countReader struct {
-	r io.Reader
-	n *int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	*c.n += int64(n)
-	return n, err
 }
 
 // lineCounter counts the lines written to it that hold more than white

@@ -20,12 +20,6 @@ type TokenSource interface {
 	Token(ctx context.Context) (string, error)
 }
 
-// StaticToken is a fixed bearer token.
-type StaticToken string
-
-// Token returns the token.
-func (t StaticToken) Token(context.Context) (string, error) { return string(t), nil }
-
 // TokenResponse is the token endpoint's success answer (SMART Backend
 // Services, RFC 6749 section 5.1).
 type TokenResponse struct {
