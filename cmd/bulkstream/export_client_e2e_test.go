@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,7 +113,7 @@ func TestExportCommandFull(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", w, stdout)
 		}
 	}
-	if !strings.Contains(stdout, "  Patient") || !strings.Contains(stdout, " "+strconv.Itoa(nPatients)+"\n") {
+	if !regexp.MustCompile(`(?m)^  Patient +` + strconv.Itoa(nPatients) + `$`).MatchString(stdout) {
 		t.Errorf("summary lacks the Patient count %d:\n%s", nPatients, stdout)
 	}
 

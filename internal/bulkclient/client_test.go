@@ -3,7 +3,6 @@ package bulkclient
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -391,7 +390,7 @@ func TestSMARTTokenSource(t *testing.T) {
 	if _, err := c.Kickoff(t.Context(), Request{}); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, step := range []struct {
 		advance time.Duration
 		want    string
