@@ -46,19 +46,11 @@ func TestGracefulShutdown(t *testing.T) {
 			return nil
 		})
 	}
-	// sigterm stops p and checks that it exited cleanly.
+	// sigterm stops p, checks that it exited cleanly and logged each
+	// step of the shutdown.
 	sigterm := func(p *proc) {
 		t.Helper()
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-p.done:
-			if err != nil {
-				t.Fatalf("exit after SIGTERM: %v\n%s", err, p.stderr)
-			}
-		case <-time.After(30 * time.Second):
-			p.cmd.Process.Kill()
-			t.Fatalf("no exit within 30s of SIGTERM:\n%s", p.stderr)
-		}
+		p.stop(t)
 		for _, line := range []string{"shutting down", "http server stopped", "ingest stopped"} {
 			if !strings.Contains(p.stderr.String(), line) {
 				t.Errorf("no %q log line:\n%s", line, p.stderr)
