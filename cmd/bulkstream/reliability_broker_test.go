@@ -130,6 +130,17 @@ func readyz(addr string) (int, map[string]string) {
 	return resp.StatusCode, body.Reasons
 }
 
+// waitReady waits until /readyz answers 200.
+func waitReady(t testing.TB, addr string) {
+	t.Helper()
+	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if code, reasons := readyz(addr); code != 200 {
+			return fmt.Errorf("/readyz %d %v", code, reasons)
+		}
+		return nil
+	})
+}
+
 // pollExport polls a status URL until the job is finished and returns the
 // final status code and body (200 with a manifest, or an error outcome).
 func pollExport(t *testing.T, status string, total time.Duration) (int, []byte) {
@@ -191,12 +202,7 @@ func TestBrokerOutage(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr + "/fhir"
 	p := start(t, "serve", "--nats-url", natsURL, "--data-dir", t.TempDir(), "--listen", addr, "--batch-size", "50")
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if code, reasons := readyz(addr); code != 200 {
-			return fmt.Errorf("/readyz %d %v", code, reasons)
-		}
-		return nil
-	})
+	waitReady(t, addr)
 
 	// The publisher reconnects quickly and forever, and retries each
 	// publish (same Nats-Msg-Id) long enough to ride out the outage.
@@ -290,12 +296,7 @@ func TestBrokerOutage(t *testing.T) {
 	t.Logf("broker down for %v; %d events published during the outage", up.Sub(down).Round(time.Millisecond), sentDuring)
 
 	// Recovery: /readyz answers 200 again without any restart of serve.
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if code, reasons := readyz(addr); code != 200 {
-			return fmt.Errorf("/readyz after the restart: %d %v", code, reasons)
-		}
-		return nil
-	})
+	waitReady(t, addr)
 	t.Logf("recovery: /readyz 200 %v after the broker restarted", time.Since(up).Round(time.Millisecond))
 	if got := scrape(addr, "bulkstream_ingest_nats_connected"); got != 1 {
 		t.Errorf("bulkstream_ingest_nats_connected = %v after the recovery, want 1", got)

@@ -160,15 +160,6 @@ func TestDiskTrouble(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr + "/fhir"
 	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr}
-	waitServing := func() {
-		t.Helper()
-		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			if code, reasons := readyz(addr); code != 200 {
-				return fmt.Errorf("/readyz %d %v", code, reasons)
-			}
-			return nil
-		})
-	}
 	applied := func(want int) {
 		t.Helper()
 		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -187,7 +178,7 @@ func TestDiskTrouble(t *testing.T) {
 
 	// 1. Low free space: the kick-off is refused up front.
 	p := start(t, append(serveArgs, "--min-free-bytes", fmt.Sprint(minFree))...)
-	waitServing()
+	waitReady(t, addr)
 	const patients = 2000 // ~250 KB of NDJSON: does not fit in 64 KiB
 	publish(patients, reliabilityPatient)
 	applied(published)
@@ -206,7 +197,7 @@ func TestDiskTrouble(t *testing.T) {
 	// 2. Full disk while writing: the free-space check is off, so the
 	// job starts and runs out of space.
 	p = start(t, append(serveArgs, "--min-free-bytes", "-1")...)
-	waitServing()
+	waitReady(t, addr)
 	orgs := func(i int) []byte {
 		return fmt.Appendf(nil, `{"resourceType":"Organization","id":"disk-org-%03d","name":"Org %d"}`, i, i)
 	}

@@ -219,12 +219,7 @@ func TestShutdownDelay(t *testing.T) {
 	base := "http://" + addr + "/fhir"
 	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", addr,
 		"--shutdown-delay", delay.String())
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if code, reasons := readyz(addr); code != 200 {
-			return fmt.Errorf("/readyz %d %v", code, reasons)
-		}
-		return nil
-	})
+	waitReady(t, addr)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	signalled := time.Now()
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
