@@ -277,12 +277,7 @@ func countLines(b *testing.B, file string) uint64 {
 // exports are not measured against the tail of the bulk load.
 func waitApplied(b *testing.B, addr string, seq uint64) {
 	b.Helper()
-	checkFor(b, 10*time.Minute, 50*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(seq) {
-			return fmt.Errorf("applied sequence %v, want %d", got, seq)
-		}
-		return nil
-	})
+	waitAppliedSeq(b, addr, seq, 10*time.Minute)
 	last, since := -1.0, time.Now()
 	checkFor(b, 5*time.Minute, 250*time.Millisecond, func() error {
 		if n := scrape(addr, "bulkstream_index_pebble_compactions_total"); n != last {

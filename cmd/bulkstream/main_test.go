@@ -202,6 +202,18 @@ func scrape(addr, name string) float64 {
 	return v
 }
 
+// waitAppliedSeq waits until the server at addr reports the applied
+// sequence want.
+func waitAppliedSeq(t testing.TB, addr string, want uint64, total time.Duration) {
+	t.Helper()
+	checkFor(t, total, 50*time.Millisecond, func() error {
+		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(want) {
+			return fmt.Errorf("applied sequence %v, want %d", got, want)
+		}
+		return nil
+	})
+}
+
 // checkFor polls f until it returns nil or the time is up.
 func checkFor(t testing.TB, total, sleep time.Duration, f func() error) {
 	t.Helper()
@@ -276,12 +288,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCmd(t, "publish", "--nats-url", "nats://"+natsAddr, f)
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != 500 {
-			return fmt.Errorf("applied sequence %v, want 500", got)
-		}
-		return nil
-	})
+	waitAppliedSeq(t, addr, 500, 30*time.Second)
 	resp, err := http.Get("http://" + addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -294,12 +301,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 
 	// Restart on the same data dir: the stream and the index are still there.
 	p = start(t, args...)
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != 500 {
-			return fmt.Errorf("applied sequence after restart %v, want 500", got)
-		}
-		return nil
-	})
+	waitAppliedSeq(t, addr, 500, 30*time.Second)
 	p.stop(t)
 	if !strings.Contains(p.stderr.String(), "embedded nats server started") {
 		t.Errorf("no embedded server log line:\n%s", p.stderr)

@@ -351,12 +351,7 @@ func TestBrokerOutage(t *testing.T) {
 	if last != uint64(total) || s.CachedInfo().State.Msgs != uint64(total) {
 		t.Errorf("stream: last sequence %d, %d messages; want %d events, each once", last, s.CachedInfo().State.Msgs, total)
 	}
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(last) {
-			return fmt.Errorf("applied sequence %v, want stream last sequence %d", got, last)
-		}
-		return nil
-	})
+	waitAppliedSeq(t, addr, last, 30*time.Second)
 	if dlq, err := js.Stream(ctx, ingest.DefaultDLQStream); err == nil && dlq.CachedInfo().State.Msgs != 0 {
 		t.Errorf("%d events dead-lettered", dlq.CachedInfo().State.Msgs)
 	}

@@ -411,12 +411,7 @@ func TestCrashLoopIngest(t *testing.T) {
 
 	// Final run: catch up with the whole stream, then stop cleanly.
 	p = start(t, serveArgs...)
-	checkFor(t, time.Minute, 50*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(n) {
-			return fmt.Errorf("applied sequence %v, want %d", got, n)
-		}
-		return nil
-	})
+	waitAppliedSeq(t, addr, n, time.Minute)
 	p.stop(t)
 
 	// Every stored event reflected once: per resource, the version counts
@@ -562,12 +557,7 @@ func TestCrashDuringExport(t *testing.T) {
 		}
 		total += bytes.Count(b, []byte("\n"))
 	}
-	checkFor(t, time.Minute, 20*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(total) {
-			return fmt.Errorf("applied sequence %v, want %d", got, total)
-		}
-		return nil
-	})
+	waitAppliedSeq(t, addr, uint64(total), time.Minute)
 	p.stop(t)
 
 	// The index, for the expected contents: commit time and tombstone flag

@@ -162,12 +162,7 @@ func TestDiskTrouble(t *testing.T) {
 	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr}
 	applied := func(want int) {
 		t.Helper()
-		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(want) {
-				return fmt.Errorf("applied sequence %v, want %d", got, want)
-			}
-			return nil
-		})
+		waitAppliedSeq(t, addr, uint64(want), 30*time.Second)
 	}
 	stillServing := func() {
 		t.Helper()

@@ -86,12 +86,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// 2. Restart: ingest resumes and catches up.
 	p = start(t, args...)
-	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(last) {
-			return fmt.Errorf("applied sequence %v, want %d", got, last)
-		}
-		return nil
-	})
+	waitAppliedSeq(t, addr, last, 2*time.Minute)
 	base := "http://" + addr + "/fhir"
 	ref := kickoffExport(t, http.DefaultClient, base, "")
 	refFiles := awaitManifest(t, ref)
