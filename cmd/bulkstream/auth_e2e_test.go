@@ -359,14 +359,7 @@ func TestServeRefusesOpenNonLoopback(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, c, slog.New(slog.NewTextHandler(&logs, nil))) }()
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
+	waitHealthy(t, "127.0.0.1:"+port)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -627,19 +627,6 @@ func procStatusKB(b *testing.B, pid int, field string) int64 {
 	return n
 }
 
-// waitHealthy waits until serve answers /healthz.
-func waitHealthy(b *testing.B, addr string) {
-	b.Helper()
-	checkFor(b, 2*time.Minute, 20*time.Millisecond, func() error {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
-}
-
 // waitIdle waits until the process's RSS has moved by less than 1 MB for
 // 3 s: whatever a restart does in the background (stream recovery,
 // compactions, the GC returning start-up garbage) is over.

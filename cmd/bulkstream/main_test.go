@@ -202,6 +202,19 @@ func scrape(addr, name string) float64 {
 	return v
 }
 
+// waitHealthy waits until serve at addr answers /healthz.
+func waitHealthy(t testing.TB, addr string) {
+	t.Helper()
+	checkFor(t, 2*time.Minute, 20*time.Millisecond, func() error {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+}
+
 // waitAppliedSeq waits until the server at addr reports the applied
 // sequence want.
 func waitAppliedSeq(t testing.TB, addr string, want uint64, total time.Duration) {
@@ -273,14 +286,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 	natsAddr, addr := freeAddr(t), freeAddr(t)
 	args := []string{"serve", "--data-dir", data, "--listen", addr, "--nats-listen", natsAddr}
 	p := start(t, args...)
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return nil
-	})
+	waitHealthy(t, addr)
 
 	lines := sampleLines(t, 500)
 	f := filepath.Join(t.TempDir(), "sample.ndjson")
