@@ -165,7 +165,7 @@ func pollExport(t *testing.T, status string, total time.Duration) (int, []byte) 
 
 // exportedIDs downloads every output file of a manifest and returns the
 // Type/id of each resource; a resource exported twice fails the test.
-func exportedIDs(t *testing.T, body []byte) (manifest, map[string]bool) {
+func exportedIDs(t *testing.T, body []byte) map[string]bool {
 	t.Helper()
 	var m manifest
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -175,7 +175,7 @@ func exportedIDs(t *testing.T, body []byte) (manifest, map[string]bool) {
 	for key := range downloadOutputs(t, m) {
 		ids[key] = true
 	}
-	return m, ids
+	return ids
 }
 
 func reliabilityPatient(i int) []byte {
@@ -361,7 +361,7 @@ func TestBrokerOutage(t *testing.T) {
 	if duringCode != http.StatusOK {
 		t.Fatalf("export kicked off during the outage: %d %s", duringCode, duringBody)
 	}
-	_, ids := exportedIDs(t, duringBody)
+	ids := exportedIDs(t, duringBody)
 	switch {
 	case duringDone < up.Sub(down) && len(ids) != int(appliedDown):
 		t.Errorf("export during the outage: %d resources, want the %v applied", len(ids), appliedDown)
@@ -381,7 +381,7 @@ func TestBrokerOutage(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("export after recovery: %d %s", code, body)
 	}
-	_, ids = exportedIDs(t, body)
+	ids = exportedIDs(t, body)
 	if len(ids) != total {
 		t.Errorf("export after recovery: %d resources, want %d", len(ids), total)
 	}

@@ -215,7 +215,7 @@ func TestDiskTrouble(t *testing.T) {
 	if code2 != 200 {
 		t.Fatalf("small export after the full disk: %d %s", code2, body)
 	}
-	if _, ids := exportedIDs(t, body); len(ids) != 100 {
+	if ids := exportedIDs(t, body); len(ids) != 100 {
 		t.Errorf("small export after the full disk: %d organizations, want 100", len(ids))
 	}
 
@@ -234,7 +234,7 @@ func TestDiskTrouble(t *testing.T) {
 	if code2 != 200 {
 		t.Fatalf("export after the directory is writable again: %d %s", code2, body)
 	}
-	if _, ids := exportedIDs(t, body); len(ids) != 150 {
+	if ids := exportedIDs(t, body); len(ids) != 150 {
 		t.Errorf("export after the directory is writable again: %d organizations, want 150", len(ids))
 	}
 	p.stop(t)
