@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -718,13 +719,7 @@ func TestCrashDuringExport(t *testing.T) {
 		wantRes, wantDel := map[string][]string{}, map[string][]string{}
 		types := j.types
 		if len(types) == 0 {
-			types = slices.Collect(func(yield func(string) bool) {
-				for typ := range byType {
-					if !yield(typ) {
-						return
-					}
-				}
-			})
+			types = slices.Collect(maps.Keys(byType))
 		}
 		for _, typ := range types {
 			for _, e := range byType[typ] {
