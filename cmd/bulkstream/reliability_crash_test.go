@@ -686,10 +686,7 @@ func TestCrashDuringExport(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		if resp.StatusCode != http.StatusOK {
-			var oo struct{ ResourceType string }
-			if json.Unmarshal(body, &oo) != nil || oo.ResourceType != "OperationOutcome" {
-				t.Errorf("%s: %d without an OperationOutcome: %s", j.status, resp.StatusCode, body)
-			}
+			outcomeIssue(t, j.status, body)
 			t.Logf("%s (%s) failed: %d %s", j.status, j.query.Encode(), resp.StatusCode, body)
 			failed++
 			continue

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -79,23 +77,11 @@ func TestOversizedRequests(t *testing.T) {
 			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
 				t.Errorf("Content-Type %q", ct)
 			}
-			var oo struct {
-				ResourceType string
-				Issue        []struct{ Severity, Code, Diagnostics string }
-			}
-			if err := json.NewDecoder(bytes.NewReader(b)).Decode(&oo); err != nil || oo.ResourceType != "OperationOutcome" ||
-				len(oo.Issue) == 0 || oo.Issue[0].Diagnostics == "" {
-				t.Errorf("not an OperationOutcome (%v): %.300s", err, b)
+			if _, diag := outcomeIssue(t, tc.name, b); diag == "" {
+				t.Errorf("an OperationOutcome without diagnostics: %.300s", b)
 			}
 		})
 	}
 	// Still serving.
-	resp, err := http.Get(s.base + "/metadata")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("metadata after the hostile requests: %d", resp.StatusCode)
-	}
+	getOK(t, s.base+"/metadata")
 }
