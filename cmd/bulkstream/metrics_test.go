@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -212,29 +211,6 @@ func (s *opsStack) do(t testing.TB, method, path string) *http.Response {
 	return resp
 }
 
-// waitManifest polls a status URL until the job completes and returns
-// its file URLs.
-func (s *opsStack) waitManifest(t testing.TB, status string) []string {
-	t.Helper()
-	var urls []string
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		resp := s.do(t, http.MethodGet, status)
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		var m struct{ Output []struct{ URL string } }
-		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-			return err
-		}
-		urls = nil
-		for _, o := range m.Output {
-			urls = append(urls, o.URL)
-		}
-		return nil
-	})
-	return urls
-}
-
 func patient(id string) string {
 	return fmt.Sprintf(`{"resourceType":"Patient","id":%q,"gender":"unknown"}`, id)
 }
@@ -341,7 +317,7 @@ func TestMetricsMove(t *testing.T) {
 			do: func(t *testing.T) {
 				s.publish(t, patient("d"))
 				s.waitApplied(t)
-				s.waitManifest(t, status)
+				awaitManifest(t, status, 10*time.Second)
 			},
 			want: []sample{
 				{name: "bulkstream_export_catch_up_wait_seconds", delta: 1},
@@ -358,7 +334,7 @@ func TestMetricsMove(t *testing.T) {
 		{
 			action: "download the file",
 			do: func(t *testing.T) {
-				urls := s.waitManifest(t, status)
+				urls := awaitManifest(t, status, 10*time.Second)
 				if len(urls) != 1 {
 					t.Fatalf("manifest has %d files, want 1", len(urls))
 				}

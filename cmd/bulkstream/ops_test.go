@@ -107,7 +107,7 @@ func TestReadyzAndDraining(t *testing.T) {
 		t.Errorf("kick-off while draining = %d %s Retry-After %q, want 503 OperationOutcome with Retry-After",
 			resp.StatusCode, oo.ResourceType, resp.Header.Get("Retry-After"))
 	}
-	s.waitManifest(t, kick.Header.Get("Content-Location")) // status still answers
+	awaitManifest(t, kick.Header.Get("Content-Location"), 10*time.Second) // status still answers
 }
 
 // metricRef matches the metric names a PromQL expression of ours can use.

@@ -143,7 +143,7 @@ func waitReady(t testing.TB, addr string) {
 
 // pollExport polls a status URL until the job is finished and returns the
 // final status code and body (200 with a manifest, or an error outcome).
-func pollExport(t *testing.T, status string, total time.Duration) (int, []byte) {
+func pollExport(t testing.TB, status string, total time.Duration) (int, []byte) {
 	t.Helper()
 	var code int
 	var body []byte

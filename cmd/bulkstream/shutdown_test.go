@@ -89,7 +89,7 @@ func TestGracefulShutdown(t *testing.T) {
 	waitAppliedSeq(t, addr, last, 2*time.Minute)
 	base := "http://" + addr + "/fhir"
 	ref := kickoffExport(t, http.DefaultClient, base, "")
-	refFiles := awaitManifest(t, ref)
+	refFiles := awaitManifest(t, ref, 2*time.Minute)
 	var biggest string
 	var biggestLen int64
 	for _, u := range refFiles {
@@ -131,7 +131,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// undisturbed job did.
 	p = start(t, args...)
 	serving(p)
-	files := awaitManifest(t, job)
+	files := awaitManifest(t, job, 2*time.Minute)
 	if got, want := exportedLines(t, files), exportedLines(t, refFiles); got != want || want != total {
 		t.Errorf("resumed job exported %d resources, want %d (the undisturbed job: %d)", got, total, want)
 	}
@@ -166,26 +166,21 @@ func get(t testing.TB, u, method string) *http.Response {
 }
 
 // awaitManifest polls a job's status URL until it completes and returns
-// its output file URLs.
-func awaitManifest(t testing.TB, status string) []string {
+// its output file URLs; a job that fails fails the test.
+func awaitManifest(t testing.TB, status string, total time.Duration) []string {
 	t.Helper()
-	var urls []string
-	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
-		resp := get(t, status, "GET")
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		var m struct{ Output []struct{ URL string } }
-		if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-			return err
-		}
-		urls = urls[:0]
-		for _, o := range m.Output {
-			urls = append(urls, o.URL)
-		}
-		return nil
-	})
+	code, body := pollExport(t, status, total)
+	if code != http.StatusOK {
+		t.Fatalf("%s: %d %s", status, code, body)
+	}
+	var m manifest
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("manifest: %v\n%s", err, body)
+	}
+	urls := make([]string, len(m.Output))
+	for i, o := range m.Output {
+		urls[i] = o.URL
+	}
 	return urls
 }
 
