@@ -184,17 +184,12 @@ func awaitManifest(t testing.TB, status string, total time.Duration) []string {
 	return urls
 }
 
-func exportedLines(t testing.TB, urls []string) int {
+// exportedLines downloads the files at urls and returns their lines.
+func exportedLines(t *testing.T, urls []string) int {
 	t.Helper()
 	n := 0
 	for _, u := range urls {
-		resp := get(t, u, "GET")
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			t.Fatalf("download %s: %d %v", u, resp.StatusCode, err)
-		}
-		n += bytes.Count(b, []byte("\n"))
+		n += len(download(t, u))
 	}
 	return n
 }
