@@ -77,15 +77,8 @@ func newOpsStack(t *testing.T) *opsStack {
 		s.names[mf.GetName()] = true
 	}
 
-	ns := runNATS(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	if s.js, err = jetstream.New(nc); err != nil {
-		t.Fatal(err)
-	}
+	var nc *nats.Conn
+	nc, s.js = connectJS(t, runNATS(t).ClientURL())
 	idx, err := index.Open(t.TempDir(), &index.Options{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
