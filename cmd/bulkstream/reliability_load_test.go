@@ -136,11 +136,7 @@ func TestLoadConcurrentExports(t *testing.T) {
 		}
 		// The position is taken before publishing, so an export never
 		// sees an event the log lacks.
-		log.mu.Lock()
-		pos := len(log.events)
-		log.events = append(log.events, loadEvent{key, false})
-		log.mu.Unlock()
-		return s.pub.Upsert(ctx, body(typ, id, pos))
+		return s.pub.Upsert(ctx, body(typ, id, log.add(key, false)))
 	}
 	// A store to start from.
 	n := 0
