@@ -556,11 +556,12 @@ func TestDownloadOutlivesToken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the download started before the token expired broke off: %v", err)
 	}
-	if n := 1 + bytes.Count(rest, []byte("\n")); n != count {
-		t.Errorf("download across the token's expiry: %d lines, manifest count %d", n, count)
+	lines := 1 + bytes.Count(rest, []byte("\n"))
+	if lines != count {
+		t.Errorf("download across the token's expiry: %d lines, manifest count %d", lines, count)
 	}
 	t.Logf("%d lines (%d bytes) downloaded, finished %v after the token was issued with a %v lifetime",
-		count, len(first)+len(rest), time.Since(issued).Round(time.Millisecond), lifetime)
+		lines, len(first)+len(rest), time.Since(issued).Round(time.Millisecond), lifetime)
 
 	// A fresh token resumes where a broken download would have left off.
 	c.token = token()
