@@ -250,24 +250,26 @@ func publishLines(b *testing.B, natsURL string, del bool, file string) uint64 {
 	return countLines(b, file)
 }
 
-func countLines(b *testing.B, file string) uint64 {
-	b.Helper()
+// countLines returns the number of lines of file (gunzipped if it ends
+// in .gz).
+func countLines(t testing.TB, file string) uint64 {
+	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	var r io.Reader = f
 	if strings.HasSuffix(file, ".gz") {
 		zr, err := gzip.NewReader(f)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 		r = zr
 	}
 	n, _, err := countNewlines(r, make([]byte, 1<<20))
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	return uint64(n)
 }

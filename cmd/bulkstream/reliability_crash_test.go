@@ -551,15 +551,11 @@ func TestCrashDuringExport(t *testing.T) {
 	waitUp()
 	runBounded(t, time.Minute, "publish", "--nats-url", natsURL, filepath.Join(gen, genResourcesFile), filepath.Join(gen, genUpdatesFile))
 	runBounded(t, time.Minute, "publish", "--nats-url", natsURL, "--delete", filepath.Join(gen, genDeletesFile))
-	var total int
+	var total uint64
 	for _, f := range []string{genResourcesFile, genUpdatesFile, genDeletesFile} {
-		b, err := os.ReadFile(filepath.Join(gen, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += bytes.Count(b, []byte("\n"))
+		total += countLines(t, filepath.Join(gen, f))
 	}
-	waitAppliedSeq(t, addr, uint64(total), time.Minute)
+	waitAppliedSeq(t, addr, total, time.Minute)
 	p.stop(t)
 
 	// The index, for the expected contents: commit time and tombstone flag

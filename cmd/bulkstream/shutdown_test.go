@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -27,12 +25,8 @@ func TestGracefulShutdown(t *testing.T) {
 	ns := runNATS(t)
 	gen := t.TempDir()
 	runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "2", "--seed", "5", "--out", gen)
-	resources := filepath.Join(gen, "resources.ndjson")
-	b, err := os.ReadFile(resources)
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := bytes.Count(b, []byte("\n"))
+	resources := filepath.Join(gen, genResourcesFile)
+	total := int(countLines(t, resources))
 
 	data, addr := t.TempDir(), freeAddr(t)
 	args := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr,
