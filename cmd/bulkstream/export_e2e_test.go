@@ -29,7 +29,7 @@ import (
 // published lines by Type/id.
 func (s *testServer) publishSample(t *testing.T, types ...string) map[string][]byte {
 	t.Helper()
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
+	sample, err := synth.OpenSample(genSample)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +420,7 @@ func keys(m map[string]json.RawMessage) []string {
 // duplicated, nothing resurrected.
 func TestChainedIncrementalExports(t *testing.T) {
 	s := startServer(t)
-	sample, err := synth.OpenSample("../../testdata/synthea-r4-100-patients.ndjson.gz")
+	sample, err := synth.OpenSample(genSample)
 	if err != nil {
 		t.Fatal(err)
 	}

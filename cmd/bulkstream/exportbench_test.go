@@ -47,7 +47,6 @@ const (
 	exportBenchNATSEnv      = "EXPORT_BENCH_NATS"
 	exportBenchKeepEnv      = "EXPORT_BENCH_KEEP"
 	defaultExportBenchSizes = "sample,100k,1M"
-	samplePath              = "../../testdata/synthea-r4-100-patients.ndjson.gz"
 	sampleResources         = 38483
 	// exportBenchPoll is how often the status URL is polled: fast, so
 	// time-to-manifest measures the server, not the client's patience (a
@@ -179,11 +178,11 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 	t0 := time.Now()
 	var resFile, updFile, delFile string
 	if sz.scale == 0 {
-		resFile = samplePath
+		resFile = genSample
 	} else {
 		gen := filepath.Join(tmp, "gen")
 		n := sz.scale * sampleResources
-		runCmd(b, "gen", "--sample", samplePath, "--scale", strconv.Itoa(sz.scale), "--seed", "1",
+		runCmd(b, "gen", "--sample", genSample, "--scale", strconv.Itoa(sz.scale), "--seed", "1",
 			"--changes", strconv.Itoa(n/100), "--out", gen)
 		resFile = filepath.Join(gen, genResourcesFile)
 		updFile, delFile = filepath.Join(gen, genUpdatesFile), filepath.Join(gen, genDeletesFile)

@@ -341,7 +341,7 @@ func TestServeRefusesConflictingStream(t *testing.T) {
 // sampleLines returns the first n lines of the Synthea sample.
 func sampleLines(t testing.TB, n int) []byte {
 	t.Helper()
-	out := runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "1")
+	out := runCmd(t, "gen", "--sample", genSample, "--scale", "1")
 	var b bytes.Buffer
 	for l := range strings.Lines(out) {
 		if n == 0 {

@@ -309,7 +309,7 @@ func TestCrashLoopIngest(t *testing.T) {
 
 	ns := runNATS(t)
 	gen := t.TempDir()
-	runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "1",
+	runCmd(t, "gen", "--sample", genSample, "--scale", "1",
 		"--seed", strconv.FormatUint(seed%1000+1, 10), "--changes", "3000", "--out", gen)
 	evs := crashEvents(t, gen, rng)
 
@@ -528,7 +528,7 @@ func TestCrashDuringExport(t *testing.T) {
 
 	ns := runNATS(t)
 	gen := t.TempDir()
-	runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "1",
+	runCmd(t, "gen", "--sample", genSample, "--scale", "1",
 		"--seed", "5", "--changes", "2000", "--out", gen)
 	natsURL := ns.ClientURL()
 	data := t.TempDir()

@@ -24,7 +24,7 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	ns := runNATS(t)
 	gen := t.TempDir()
-	runCmd(t, "gen", "--sample", "../../testdata/synthea-r4-100-patients.ndjson.gz", "--scale", "2", "--seed", "5", "--out", gen)
+	runCmd(t, "gen", "--sample", genSample, "--scale", "2", "--seed", "5", "--out", gen)
 	resources := filepath.Join(gen, genResourcesFile)
 	total := int(countLines(t, resources))
 
