@@ -75,7 +75,8 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// proc is a running bulkstream subprocess.
+// proc is a running subprocess: bulkstream, or nats-server
+// (startNATSProc).
 type proc struct {
 	cmd    *exec.Cmd
 	stderr *syncBuffer
@@ -101,9 +102,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// start runs the bulkstream binary with args until the test ends.
 func start(t testing.TB, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binPath, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	return startBin(t, binPath, args...)
+}
+
+// startBin runs bin with args until the test ends; when the test has
+// failed, it logs the end of the process's stderr first.
+func startBin(t testing.TB, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stderr = p.stderr
 	p.cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
 	if err := p.cmd.Start(); err != nil {
@@ -124,7 +133,7 @@ func start(t testing.TB, args ...string) *proc {
 			case <-time.After(5 * time.Second):
 			}
 			out := p.stderr.String()
-			t.Logf("bulkstream %s stderr (last 64 KB):\n%s", strings.Join(args, " "), out[max(0, len(out)-64<<10):])
+			t.Logf("%s %s stderr (last 64 KB):\n%s", filepath.Base(bin), strings.Join(args, " "), out[max(0, len(out)-64<<10):])
 		}
 		p.cmd.Process.Kill()
 		<-p.done
@@ -139,11 +148,11 @@ func (p *proc) stop(t testing.TB) {
 	select {
 	case err := <-p.done:
 		if err != nil {
-			t.Fatalf("bulkstream exited with %v after SIGTERM:\n%s", err, p.stderr)
+			t.Fatalf("%s exited with %v after SIGTERM:\n%s", filepath.Base(p.cmd.Path), err, p.stderr)
 		}
 	case <-time.After(30 * time.Second):
 		p.cmd.Process.Kill()
-		t.Fatalf("bulkstream did not stop within 30s of SIGTERM:\n%s", p.stderr)
+		t.Fatalf("%s did not stop within 30s of SIGTERM:\n%s", filepath.Base(p.cmd.Path), p.stderr)
 	}
 }
 

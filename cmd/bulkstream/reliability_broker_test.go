@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,44 +47,20 @@ func natsServerPath(t testing.TB) string {
 	return natsServerBin.path
 }
 
-// natsProc is a standalone nats-server process with JetStream.
-type natsProc struct {
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
-}
-
-// startNATSProc runs nats-server on addr (host:port) storing in store, and
-// waits until JetStream answers.
-func startNATSProc(t testing.TB, addr, store string) *natsProc {
+// startNATSProc runs a standalone nats-server with JetStream on addr
+// (host:port) storing in store, and waits until JetStream answers.
+func startNATSProc(t testing.TB, addr, store string) *proc {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &natsProc{out: &syncBuffer{}, done: make(chan error, 1)}
-	n.cmd = exec.Command(natsServerPath(t), "-a", host, "-p", port, "-js", "-sd", store, "-n", "reliability")
-	n.cmd.Stdout, n.cmd.Stderr = n.out, n.out
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { n.done <- n.cmd.Wait() }()
-	t.Cleanup(func() {
-		if n.cmd.ProcessState != nil {
-			return
-		}
-		n.cmd.Process.Kill()
-		<-n.done
-		if t.Failed() {
-			out := n.out.String()
-			t.Logf("nats-server output (last 16 KB):\n%s", out[max(0, len(out)-16<<10):])
-		}
-	})
+	n := startBin(t, natsServerPath(t), "-a", host, "-p", port, "-js", "-sd", store, "-n", "reliability")
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case err := <-n.done:
 			n.done <- err
-			t.Fatalf("nats-server exited: %v\n%s", err, n.out)
+			t.Fatalf("nats-server exited: %v\n%s", err, n.stderr)
 		default:
 		}
 		nc, err := nats.Connect("nats://"+addr, nats.NoReconnect())
@@ -103,18 +78,6 @@ func startNATSProc(t testing.TB, addr, store string) *natsProc {
 		return err
 	})
 	return n
-}
-
-// stop sends SIGTERM and waits for nats-server to exit.
-func (n *natsProc) stop(t testing.TB) {
-	t.Helper()
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(15 * time.Second):
-		n.cmd.Process.Kill()
-		t.Fatalf("nats-server did not stop within 15s of SIGTERM:\n%s", n.out)
-	}
 }
 
 // readyz returns /readyz's status code and reasons (nil when it does not
