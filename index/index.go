@@ -251,13 +251,13 @@ func (x *Index) rlockDB() error {
 }
 
 // Ready reports whether the store is open: nil, or ErrClosed. It backs
-// the readiness probe.
+// the readiness probe, so it does not take the commit lock: a probe never
+// waits for a batch being synced.
 func (x *Index) Ready() error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.closed {
-		return ErrClosed
+	if err := x.rlockDB(); err != nil {
+		return err
 	}
+	x.dbMu.RUnlock()
 	return nil
 }
 

@@ -637,6 +637,9 @@ func TestJobs(t *testing.T) {
 func TestClosed(t *testing.T) {
 	x := indextest.Open(t)
 	mustApply(t, x, genChanges(1, 5), 0)
+	if err := x.Ready(); err != nil {
+		t.Fatalf("Ready on an open index = %v", err)
+	}
 	if err := x.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -645,6 +648,7 @@ func TestClosed(t *testing.T) {
 	}
 	ctx := t.Context()
 	for name, err := range map[string]error{
+		"Ready":     x.Ready(),
 		"Apply":     func() error { _, err := x.Apply(ctx, genChanges(2, 1), 0); return err }(),
 		"Snapshot":  func() error { _, err := x.Snapshot(); return err }(),
 		"SetOrigin": x.SetOrigin(t0),
