@@ -193,6 +193,7 @@ func New(cfg Config) http.Handler {
 		}
 	}
 	a.router = a.routes()
+	a.limited = http.HandlerFunc(a.limitURL)
 	return a
 }
 
@@ -201,7 +202,8 @@ type api struct {
 	log      *slog.Logger
 	metrics  *metrics
 	router   *httprouter.Router
-	fhirBase string // PublicURL + BasePath
+	limited  http.Handler // limitURL, then router: built once, not per request
+	fhirBase string       // PublicURL + BasePath
 	docs     conformance
 
 	tokenURL  string // [base]/auth/token, absolute; "" when auth is off
@@ -210,7 +212,7 @@ type api struct {
 
 // ServeHTTP instruments, logs and guards every request, routed or not.
 func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a.instrument(w, r, http.HandlerFunc(a.limitURL))
+	a.instrument(w, r, a.limited)
 }
 
 // MaxURLBytes caps a request target (path and query): longer ones are 414
