@@ -121,9 +121,10 @@ func (a *api) instrument(w http.ResponseWriter, r *http.Request, h http.Handler)
 		if quietRoutes[rec.route] {
 			level = slog.LevelDebug
 		}
-		attrs := []slog.Attr{slog.String("route", rec.route), slog.String("method", r.Method),
+		attrs := append(make([]slog.Attr, 0, 6), // room for client: no allocation
+			slog.String("route", rec.route), slog.String("method", r.Method),
 			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
-			slog.Duration("duration", d)}
+			slog.Duration("duration", d))
 		if rec.client != "" {
 			attrs = append(attrs, slog.String("client", rec.client))
 		}
