@@ -1,6 +1,7 @@
 package smart
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -126,10 +127,10 @@ func NewJWKSCache(opts *JWKSCacheOptions) (*JWKSCache, error) {
 		return nil, errors.New("smart: JWKSCacheOptions: negative limit")
 	}
 	c := &JWKSCache{
-		maxBytes:        cmp0(o.MaxBytes, DefaultMaxJWKSBytes),
-		defaultMaxAge:   cmp0(o.DefaultMaxAge, DefaultJWKSMaxAge),
-		maxAge:          cmp0(o.MaxAge, MaxJWKSMaxAge),
-		refetchInterval: cmp0(o.RefetchInterval, DefaultJWKSRefetchInterval),
+		maxBytes:        cmp.Or(o.MaxBytes, DefaultMaxJWKSBytes),
+		defaultMaxAge:   cmp.Or(o.DefaultMaxAge, DefaultJWKSMaxAge),
+		maxAge:          cmp.Or(o.MaxAge, MaxJWKSMaxAge),
+		refetchInterval: cmp.Or(o.RefetchInterval, DefaultJWKSRefetchInterval),
 		now:             o.Now,
 		entries:         map[string]*jwksEntry{},
 	}
@@ -146,13 +147,6 @@ func NewJWKSCache(opts *JWKSCacheOptions) (*JWKSCache, error) {
 	hc.CheckRedirect = checkJWKSRedirect
 	c.client = &hc
 	return c, nil
-}
-
-func cmp0[T int64 | time.Duration](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // JWKSFetchError is a failed jwks_url fetch: the URL did not answer 200
