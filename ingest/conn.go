@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,13 +22,8 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 	log = log.With("component", "nats")
 	// A flapping connection or a stream of async errors (slow consumer,
 	// permission errors) logs a few lines a minute, with counts.
-	var mu sync.Mutex
 	var limit logLimiter
-	allow := func(key string) (int, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		return limit.allow(key, time.Now())
-	}
+	allow := func(key string) (int, bool) { return limit.allow(key, time.Now()) }
 	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.MaxReconnects(-1),
