@@ -59,34 +59,11 @@ func BenchmarkExport(b *testing.B) {
 	for _, scale := range benchScales {
 		b.Run(fmt.Sprint("scale=", scale), func(b *testing.B) {
 			x, n, size := benchIndex(b, scale)
-			m, err := NewManager(Config{Dir: b.TempDir(), MinFreeBytes: -1}, x, nil, x)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := m.Start(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			defer m.Close(context.Background())
+			m := startOver(b, x)
 			b.SetBytes(size)
 			b.ReportAllocs()
 			for b.Loop() {
-				id, err := m.submit(context.Background(), fullRequest(), 0, time.Now())
-				if err != nil {
-					b.Fatal(err)
-				}
-				j := m.lookup(id)
-				for {
-					j.mu.Lock()
-					s := j.rec.State
-					j.mu.Unlock()
-					if s == Completed {
-						break
-					}
-					if s == Failed {
-						b.Fatal(j.rec.Error)
-					}
-					time.Sleep(100 * time.Microsecond)
-				}
+				id, _ := exportAll(b, m, 100*time.Microsecond)
 				b.StopTimer()
 				if err := m.Cancel("", id); err != nil {
 					b.Fatal(err)

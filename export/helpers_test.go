@@ -167,6 +167,50 @@ func (e *testEnv) manager(t testing.TB, cfg Config, setup func(*Manager)) *Manag
 	return m
 }
 
+// startOver starts a Manager over x alone (no stream head, no disk
+// check), exporting to a temporary directory, and closes it when tb ends:
+// for benchmarks and harnesses that bring their own index.
+func startOver(tb testing.TB, x *index.Index) *Manager {
+	tb.Helper()
+	m, err := NewManager(Config{Dir: tb.TempDir(), MinFreeBytes: -1}, x, nil, x)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := m.Close(context.Background()); err != nil {
+			tb.Error(err)
+		}
+	})
+	return m
+}
+
+// exportAll queues a full export and polls its job's state every poll
+// until it completes, failing tb if it fails. It reads the job directly,
+// not through Status, so as to add nothing to what is measured.
+func exportAll(tb testing.TB, m *Manager, poll time.Duration) (string, *job) {
+	tb.Helper()
+	id, err := m.submit(context.Background(), fullRequest(), 0, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	j := m.lookup(id)
+	for {
+		j.mu.Lock()
+		s, msg := j.rec.State, j.rec.Error
+		j.mu.Unlock()
+		switch s {
+		case Completed:
+			return id, j
+		case Failed:
+			tb.Fatal(msg)
+		}
+		time.Sleep(poll)
+	}
+}
+
 // fullRequest exports everything.
 func fullRequest() Request {
 	return Request{Until: index.Unbounded, OutputFormat: "application/fhir+ndjson", RequestURL: "http://x/$export"}

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -41,16 +40,9 @@ func TestExportMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer x.Close()
+	t.Cleanup(func() { x.Close() }) // after the manager's
 	logMem(t, "opened")
-	m, err := NewManager(Config{Dir: t.TempDir(), MinFreeBytes: -1}, x, nil, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close(context.Background())
+	m := startOver(t, x)
 	for i := range runs {
 		done := make(chan struct{})
 		peak := make(chan string, 1)
@@ -72,23 +64,7 @@ func TestExportMemory(t *testing.T) {
 			}
 		}()
 		t0 := time.Now()
-		id, err := m.submit(context.Background(), fullRequest(), 0, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		j := m.lookup(id)
-		for {
-			j.mu.Lock()
-			s, msg := j.rec.State, j.rec.Error
-			j.mu.Unlock()
-			if s == Completed {
-				break
-			}
-			if s == Failed {
-				t.Fatal(msg)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		id, j := exportAll(t, m, time.Millisecond)
 		close(done)
 		t.Logf("export %d: %v, lines %d; at max RSS: %s", i+1, time.Since(t0).Round(time.Millisecond), j.written.Load(), <-peak)
 		if err := m.Cancel("", id); err != nil {
