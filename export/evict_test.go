@@ -29,23 +29,22 @@ func TestMaxFinishedJobs(t *testing.T) {
 		return errors.Is(err, ErrNotFound)
 	}
 	// The sweep runs in the expiry loop, woken by each finish here (a
-	// tenth of 4 rounds up to 1).
+	// tenth of 4 rounds up to 1). A job leaves Status before remove
+	// deletes its record and files, so those are polled for too.
 	checkFor(t, 10*time.Second, func() error {
 		for _, id := range ids[:jobs-limit] {
 			if !gone(id) {
 				return fmt.Errorf("job %s, one of the %d oldest, is still kept", id, jobs-limit)
 			}
+			if _, err := os.Stat(m.jobDir(id)); !os.IsNotExist(err) {
+				return fmt.Errorf("evicted job %s: files still on disk (%v)", id, err)
+			}
+			if _, err := e.x.GetJob(id); !errors.Is(err, index.ErrNotFound) {
+				return fmt.Errorf("evicted job %s: record still stored (%v)", id, err)
+			}
 		}
 		return nil
 	})
-	for _, id := range ids[:jobs-limit] {
-		if _, err := os.Stat(m.jobDir(id)); !os.IsNotExist(err) {
-			t.Errorf("evicted job %s: files still on disk (%v)", id, err)
-		}
-		if _, err := e.x.GetJob(id); !errors.Is(err, index.ErrNotFound) {
-			t.Errorf("evicted job %s: record still stored (%v)", id, err)
-		}
-	}
 	for _, id := range ids[jobs-limit:] {
 		if st, err := m.Status("", id); err != nil || st.State != Completed {
 			t.Errorf("job %s, one of the %d newest: %+v %v, want completed", id, limit, st, err)
