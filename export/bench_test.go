@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -90,4 +91,33 @@ func BenchmarkRawScanWrite(b *testing.B) {
 			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "resources/s")
 		})
 	}
+}
+
+// BenchmarkFinishedJobMemory measures the Go heap a finished job holds
+// while it is kept for download (README, Memory: what
+// --max-finished-exports bounds): jobs with two output files over a small
+// store, run to completion, heap compared after GC.
+func BenchmarkFinishedJobMemory(b *testing.B) {
+	e := newEnv(b)
+	var rs []resource
+	for i := range 20 {
+		for _, typ := range []string{"Patient", "Observation"} {
+			id := fmt.Sprint(typ, "-", i)
+			rs = append(rs, resource{typ, id, fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)})
+		}
+	}
+	e.f.apply(b, rs...)
+	m := e.manager(b, Config{}, nil)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for b.Loop() {
+		wait(b, m, submit(b, m, fullRequest()))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(heap()-before)/float64(b.N), "heap-bytes/job")
 }
