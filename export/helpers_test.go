@@ -172,19 +172,8 @@ func (e *testEnv) manager(t testing.TB, cfg Config, setup func(*Manager)) *Manag
 // for benchmarks and harnesses that bring their own index.
 func startOver(tb testing.TB, x *index.Index) *Manager {
 	tb.Helper()
-	m, err := NewManager(Config{Dir: tb.TempDir(), MinFreeBytes: -1}, x, nil, x)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := m.Start(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := m.Close(context.Background()); err != nil {
-			tb.Error(err)
-		}
-	})
-	return m
+	// A head at 0: jobs wait for nothing beyond what is applied.
+	return (&testEnv{x: x, head: &fakeHead{}, dir: tb.TempDir()}).manager(tb, Config{}, nil)
 }
 
 // exportAll queues a full export and polls its job's state every poll
