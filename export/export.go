@@ -17,6 +17,10 @@ var (
 	ErrNotFound = errors.New("export: job not found")
 	// ErrClosed: the manager is shutting down (503).
 	ErrClosed = errors.New("export: manager closed")
+	// ErrFileDamaged: a file of a completed job no longer matches the size
+	// and digest recorded when it was written (truncated or changed on
+	// disk); it is never served (500), and the job reports it.
+	ErrFileDamaged = errors.New("export: file damaged on disk")
 )
 
 // Param is one kick-off parameter, from the query string (one per value,
@@ -171,6 +175,10 @@ type File interface {
 	// Size and ModTime for http.ServeContent.
 	Size() int64
 	ModTime() time.Time
+	// Digest is the SHA-256 of the file's bytes recorded when the file was
+	// written, lower-case hex; httpapi serves it as the strong ETag. OpenFile
+	// never returns a file whose bytes no longer match it (ErrFileDamaged).
+	Digest() string
 }
 
 // Source is the index the manager exports from; *index.Index satisfies it.

@@ -63,12 +63,14 @@ func (mf *Manifest) files() []FileInfo {
 
 type osFile struct {
 	*os.File
-	size int64
-	mod  time.Time
+	size   int64
+	mod    time.Time
+	digest string
 }
 
 func (f *osFile) Size() int64        { return f.size }
 func (f *osFile) ModTime() time.Time { return f.mod }
+func (f *osFile) Digest() string     { return f.digest }
 
 // jobDir is where a job's files are.
 func (m *Manager) jobDir(id string) string { return filepath.Join(m.cfg.Dir, id) }

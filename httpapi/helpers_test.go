@@ -131,6 +131,7 @@ type memFile struct {
 
 func (m *memFile) Close() error       { return nil }
 func (m *memFile) ModTime() time.Time { return m.mod }
+func (m *memFile) Digest() string     { return "" }
 
 var _ export.File = (*memFile)(nil)
 var _ Jobs = (*fakeJobs)(nil)
