@@ -222,6 +222,10 @@ type Kickoff struct {
 	// MaxJobs is the client's own quota of queued plus running jobs, on
 	// top of Config.MaxActiveJobs; 0 means none.
 	MaxJobs int
+	// MaxFinished caps the client's own completed and failed jobs kept
+	// for download: past it the client's oldest finished job is removed.
+	// 0 means Config.MaxFinishedJobsPerClient; negative, no per-client cap.
+	MaxFinished int
 }
 
 // ParseOptions tells ParseRequest what it cannot know by itself.
