@@ -197,7 +197,8 @@ func VerifyAssertion(ctx context.Context, reg *Registry, assertion, tokenURL str
 	case !now.Before(exp.Add(ClockSkew)):
 		return nil, invalidClient("assertion has expired")
 	case exp.After(now.Add(MaxAssertionLifetime + ClockSkew)):
-		return nil, invalidClient("assertion exp is more than 5 minutes ahead")
+		return nil, invalidClient(fmt.Sprintf("assertion exp is more than %d minutes ahead (plus %d s allowed for clock skew)",
+			int(MaxAssertionLifetime/time.Minute), int(ClockSkew/time.Second)))
 	case c.Nbf != nil && c.Nbf.Time().After(now.Add(ClockSkew)):
 		return nil, invalidClient("assertion is not valid yet (nbf)")
 	case c.Iat != nil && c.Iat.Time().After(now.Add(ClockSkew)):

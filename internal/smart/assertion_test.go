@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,10 @@ func TestVerifyAssertion(t *testing.T) {
 		{name: "aud array ok", header: ecHeader, claims: with(claims("app-ec"), "aud", []string{"x", testTokenURL}), sign: es384Raw(f.ec), want: "app-ec"},
 		{name: "BDT kty header and no typ ok", header: with(ecHeader, "kty", "EC", "typ", nil), claims: claims("app-ec"), sign: es384Raw(f.ec), want: "app-ec"},
 		{name: "exp at the 5 min + skew limit ok", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(MaxAssertionLifetime+ClockSkew).Unix()), sign: es384Raw(f.ec), want: "app-ec"},
+		// The window the README states, in literal numbers: exp at most
+		// 5 minutes ahead plus 60 s of clock skew, at most 60 s past.
+		{name: "exp 6 min ahead ok", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(6*time.Minute).Unix()), sign: es384Raw(f.ec), want: "app-ec"},
+		{name: "exp 59 s past ok", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(-59*time.Second).Unix()), sign: es384Raw(f.ec), want: "app-ec"},
 		{name: "exp just passed within skew ok", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(-30*time.Second).Unix()), sign: es384Raw(f.ec), want: "app-ec"},
 
 		{name: "alg none", header: with(ecHeader, "alg", "none"), claims: claims("app-ec"), sign: noSig, wantErr: `alg "none" is not allowed`},
@@ -113,7 +118,9 @@ func TestVerifyAssertion(t *testing.T) {
 		{name: "aud with trailing slash", header: ecHeader, claims: with(claims("app-ec"), "aud", testTokenURL+"/"), sign: es384Raw(f.ec), wantErr: "aud must be the token endpoint"},
 		{name: "no aud", header: ecHeader, claims: with(claims("app-ec"), "aud", nil), sign: es384Raw(f.ec), wantErr: "no aud"},
 		{name: "no exp", header: ecHeader, claims: with(claims("app-ec"), "exp", nil), sign: es384Raw(f.ec), wantErr: "no exp"},
-		{name: "exp too far", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(MaxAssertionLifetime+ClockSkew+time.Second).Unix()), sign: es384Raw(f.ec), wantErr: "more than 5 minutes"},
+		{name: "exp too far", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(MaxAssertionLifetime+ClockSkew+time.Second).Unix()), sign: es384Raw(f.ec), wantErr: "more than 5 minutes ahead (plus 60 s allowed for clock skew)"},
+		{name: "exp 6 min 1 s ahead", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(6*time.Minute+time.Second).Unix()), sign: es384Raw(f.ec), wantErr: "more than 5 minutes ahead"},
+		{name: "exp 60 s past", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(-60*time.Second).Unix()), sign: es384Raw(f.ec), wantErr: "expired"},
 		{name: "expired", header: ecHeader, claims: with(claims("app-ec"), "exp", now.Add(-ClockSkew).Unix()), sign: es384Raw(f.ec), wantErr: "expired"},
 		{name: "not yet valid", header: ecHeader, claims: with(claims("app-ec"), "nbf", now.Add(2*time.Minute).Unix()), sign: es384Raw(f.ec), wantErr: "nbf"},
 		{name: "iat in the future", header: ecHeader, claims: with(claims("app-ec"), "iat", now.Add(2*time.Minute).Unix()), sign: es384Raw(f.ec), wantErr: "iat"},
@@ -243,6 +250,25 @@ func TestVerifyAssertionDescriptionsLeakNoKeys(t *testing.T) {
 			if strings.Contains(err.Error(), s) {
 				t.Fatalf("error %q contains key material", err)
 			}
+		}
+	}
+}
+
+// TestREADMEStatesAssertionWindow: the README's token-endpoint refusals
+// state the exp window VerifyAssertion enforces, clock skew included.
+func TestREADMEStatesAssertionWindow(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := strings.Join(strings.Fields(string(b)), " ")
+	for _, want := range []string{
+		fmt.Sprintf("`exp` %d s or more in the past", int(ClockSkew/time.Second)),
+		fmt.Sprintf("`exp` at most %d minutes ahead is allowed, plus %d s of clock skew: %d minutes in all",
+			int(MaxAssertionLifetime/time.Minute), int(ClockSkew/time.Second), int((MaxAssertionLifetime+ClockSkew)/time.Minute)),
+	} {
+		if !strings.Contains(readme, want) {
+			t.Errorf("README does not say %q", want)
 		}
 	}
 }

@@ -48,13 +48,25 @@ type Client struct {
 	// MaxJobs is the client's concurrent export quota (DefaultMaxJobs when
 	// the entry leaves it out).
 	MaxJobs int
+	// MaxFinished caps the client's own finished exports kept for
+	// download (export.Kickoff.MaxFinished): 0, also when the entry leaves
+	// max_finished_exports out, means the server's default; -1 means no
+	// per-client cap (the server-wide cap still applies).
+	MaxFinished int
 	// JWKSURL is the client's registered jwks_url, "" when its keys are
 	// registered inline (jwks) or by file (jwks_file). The keys behind it
 	// are fetched by a JWKSCache when an assertion is verified.
 	JWKSURL string
 
 	keys []jose.JSONWebKey // inline or file keys: public RSA (≥ MinRSABits) or EC P-384; nil with JWKSURL
+	read Scopes            // the resource types Scopes let it export
 }
+
+// ReadScopes is what the client's registered scopes let it export now:
+// every request's access is its token's scopes intersected with these
+// (Scopes.Intersect), so narrowing a client in the registry and reloading
+// narrows its unexpired tokens too.
+func (c *Client) ReadScopes() Scopes { return c.read }
 
 // KeyIDs returns the kids of the client's inline or file keys, in file
 // order; nil for a client registered by jwks_url (its keys are fetched).
@@ -100,6 +112,8 @@ type clientEntry struct {
 	JWKSURL  string          `json:"jwks_url,omitempty"`
 	Scopes   []string        `json:"scopes"`
 	MaxJobs  *int            `json:"max_jobs,omitempty"`
+	// MaxFinished is max_finished_exports: see Client.MaxFinished.
+	MaxFinished *int `json:"max_finished_exports,omitempty"`
 }
 
 type rawJWKS struct {
@@ -114,6 +128,8 @@ type rawJWKS struct {
 //
 // Each client has a unique id of 1 to 128 characters from [A-Za-z0-9._~-]
 // (not starting with '.'), exactly one key source, and at least one scope.
+// max_jobs (at least 1) defaults to DefaultMaxJobs; max_finished_exports
+// (see Client.MaxFinished) to 0, the server's default.
 // The key source is jwks (inline JWK Set), jwks_file (a JWK Set file,
 // relative to the registry file's directory) or jwks_url (SPEC 8.2: a JWK
 // Set the client publishes, fetched when it authenticates; see
@@ -167,6 +183,12 @@ func loadClient(dir string, e clientEntry) (*Client, error) {
 		}
 		c.MaxJobs = *e.MaxJobs
 	}
+	if e.MaxFinished != nil {
+		if *e.MaxFinished < -1 {
+			return nil, fmt.Errorf("max_finished_exports %d: want a positive cap, 0 for the server's default or -1 for no per-client cap", *e.MaxFinished)
+		}
+		c.MaxFinished = *e.MaxFinished
+	}
 	if len(e.Scopes) == 0 {
 		return nil, errors.New("no scopes: list at least one, for example \"system/*.rs\"")
 	}
@@ -183,6 +205,11 @@ func loadClient(dir string, e clientEntry) (*Client, error) {
 		}
 	}
 	c.Scopes = append([]string(nil), e.Scopes...)
+	read, err := readScopes(c.Scopes)
+	if err != nil {
+		return nil, err // unreachable: every scope parsed above
+	}
+	c.read = read
 
 	hasInline := len(bytes.TrimSpace(e.JWKS)) > 0 && string(bytes.TrimSpace(e.JWKS)) != "null"
 	var sources []string

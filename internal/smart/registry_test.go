@@ -35,7 +35,7 @@ func TestLoadRegistry(t *testing.T) {
 		wantErr string
 		check   func(t *testing.T, r *Registry)
 	}{
-		{name: "inline EC and RSA", file: reg(client("app-1", ecPub+","+rsaPub), `{"id":"b_2.x~y","jwks":{"keys":[`+ecPub2+`]},"scopes":["system/Patient.read","system/Observation.rs"],"max_jobs":5}`),
+		{name: "inline EC and RSA", file: reg(client("app-1", ecPub+","+rsaPub), `{"id":"b_2.x~y","jwks":{"keys":[`+ecPub2+`]},"scopes":["system/Patient.read","system/Observation.rs"],"max_jobs":5,"max_finished_exports":7}`),
 			check: func(t *testing.T, r *Registry) {
 				c, ok := r.Client("app-1")
 				if !ok {
@@ -44,8 +44,17 @@ func TestLoadRegistry(t *testing.T) {
 				if c.MaxJobs != DefaultMaxJobs || !slices.Equal(c.KeyIDs(), []string{"k1", "r1"}) || !slices.Equal(c.Scopes, []string{"system/*.rs"}) {
 					t.Fatalf("app-1 = %+v, keys %q", c, c.KeyIDs())
 				}
-				if c, _ := r.Client("b_2.x~y"); c == nil || c.MaxJobs != 5 {
-					t.Fatalf("b_2.x~y = %+v, want max_jobs 5", c)
+				if c, _ := r.Client("b_2.x~y"); c == nil || c.MaxJobs != 5 || c.MaxFinished != 7 {
+					t.Fatalf("b_2.x~y = %+v, want max_jobs 5, max_finished_exports 7", c)
+				}
+				if c.MaxFinished != 0 {
+					t.Fatalf("app-1 max_finished_exports = %d, want 0 (the server's default)", c.MaxFinished)
+				}
+				if rs := c.ReadScopes(); !rs.All() {
+					t.Fatalf("app-1 ReadScopes = %q, want every type", rs)
+				}
+				if c, _ := r.Client("b_2.x~y"); !slices.Equal(c.ReadScopes().Types(), []string{"Observation", "Patient"}) {
+					t.Fatalf("b_2.x~y ReadScopes = %q", c.ReadScopes().Types())
 				}
 				if _, ok := r.Client("nobody"); ok {
 					t.Fatal("unknown client found")
@@ -89,6 +98,14 @@ func TestLoadRegistry(t *testing.T) {
 		{name: "not JSON", file: `{"clients":`, wantErr: "unexpected EOF"},
 		{name: "trailing data", file: `{"clients":[]} {}`, wantErr: "trailing data"},
 		{name: "unknown field", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"scopes":["system/*.rs"],"max_job":3}`), wantErr: `unknown field "max_job"`},
+		{name: "max_finished_exports -1 is no per-client cap", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"scopes":["system/*.rs"],"max_finished_exports":-1}`),
+			check: func(t *testing.T, r *Registry) {
+				if c, _ := r.Client("a"); c.MaxFinished != -1 {
+					t.Fatalf("max_finished_exports = %d, want -1", c.MaxFinished)
+				}
+			}},
+		{name: "max_finished_exports below -1", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"scopes":["system/*.rs"],"max_finished_exports":-2}`), wantErr: `client "a": max_finished_exports -2: want a positive cap`},
+		{name: "max_finished_exports not a number", file: reg(`{"id":"a","jwks":{"keys":[` + ecPub + `]},"scopes":["system/*.rs"],"max_finished_exports":"5"}`), wantErr: "max_finished_exports"},
 		{name: "duplicate id", file: reg(client("a", ecPub), client("a", ecPub2)), wantErr: `duplicate client id "a"`},
 		{name: "missing id", file: reg(client("", ecPub)), wantErr: `client "#1": missing id`},
 		{name: "id with space", file: reg(client("a b", ecPub)), wantErr: `id has character ' '`},

@@ -261,3 +261,67 @@ func (s Scopes) Types() []string {
 
 // String returns the scope string as granted (space-separated).
 func (s Scopes) String() string { return s.str }
+
+// Empty reports whether the scopes allow no resource type at all.
+func (s Scopes) Empty() bool { return !s.all && len(s.types) == 0 }
+
+// Intersect returns what both s and o allow: an access token's granted
+// scopes narrowed to what its client's registry entry allows now, so that
+// narrowing a client's scopes and reloading the registry takes effect at
+// its tokens' next request. When the result allows what s allows, it
+// keeps s's string; otherwise its string lists the remaining types as
+// system/<Type>.rs (empty when nothing is left).
+func (s Scopes) Intersect(o Scopes) Scopes {
+	var r Scopes
+	switch {
+	case s.all && o.all:
+		r.all = true
+	case s.all:
+		r.types = slices.Clone(o.types)
+	case o.all:
+		r.types = slices.Clone(s.types)
+	default:
+		for _, t := range s.types {
+			if _, found := slices.BinarySearch(o.types, t); found {
+				r.types = append(r.types, t)
+			}
+		}
+	}
+	if r.all == s.all && slices.Equal(r.types, s.types) {
+		r.str = s.str
+		return r
+	}
+	toks := make([]string, len(r.types))
+	for i, t := range r.types {
+		toks[i] = sysPrefix + t + ".rs"
+	}
+	r.str = strings.Join(toks, " ")
+	return r
+}
+
+// readScopes is what a list of validated scopes lets a bearer export: the
+// ones with read and search access, like ParseScopes, without its limits
+// on a client-supplied string.
+func readScopes(list []string) (Scopes, error) {
+	var s Scopes
+	for _, tok := range list {
+		sc, err := parseScope(tok)
+		if err != nil {
+			return Scopes{}, err
+		}
+		if sc.perms&permRead != permRead {
+			continue
+		}
+		if sc.typ == wildcard {
+			s.all = true
+		} else if !slices.Contains(s.types, sc.typ) {
+			s.types = append(s.types, sc.typ)
+		}
+	}
+	if s.all {
+		s.types = nil
+	}
+	slices.Sort(s.types)
+	s.str = strings.Join(list, " ")
+	return s, nil
+}

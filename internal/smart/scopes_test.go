@@ -155,6 +155,46 @@ func TestParseScopes(t *testing.T) {
 	}
 }
 
+// TestScopesIntersect: a token's scopes narrowed to its client's current
+// registry entry.
+func TestScopesIntersect(t *testing.T) {
+	tests := []struct {
+		token, registry string
+		all             bool
+		types           []string
+		str             string
+	}{
+		{token: "system/*.rs", registry: "system/*.read", all: true, str: "system/*.rs"},
+		{token: "system/*.rs", registry: "system/Patient.rs system/Group.read", types: []string{"Group", "Patient"}, str: "system/Group.rs system/Patient.rs"},
+		{token: "system/Patient.rs system/Observation.rs", registry: "system/*.rs", types: []string{"Observation", "Patient"}, str: "system/Patient.rs system/Observation.rs"},
+		{token: "system/Patient.rs system/Observation.rs", registry: "system/Patient.rs", types: []string{"Patient"}, str: "system/Patient.rs"},
+		{token: "system/Patient.read", registry: "system/Patient.rs system/Condition.rs", types: []string{"Patient"}, str: "system/Patient.read"},
+		{token: "system/Observation.rs", registry: "system/Patient.rs system/Observation.write", types: nil, str: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.token+" ∩ "+tc.registry, func(t *testing.T) {
+			tok, err := ParseScopes(tc.token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg, err := readScopes(strings.Fields(tc.registry))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := tok.Intersect(reg)
+			if got.All() != tc.all || !tc.all && !slices.Equal(got.Types(), tc.types) {
+				t.Errorf("= all %v types %q, want all %v types %q", got.All(), got.Types(), tc.all, tc.types)
+			}
+			if got.Empty() != (!tc.all && len(tc.types) == 0) {
+				t.Errorf("Empty() = %v", got.Empty())
+			}
+			if got.String() != tc.str {
+				t.Errorf("String() = %q, want %q", got.String(), tc.str)
+			}
+		})
+	}
+}
+
 // FuzzGrantScopes checks GrantScopes never panics and never grants
 // anything but read+search scopes covered by the allowed set.
 func FuzzGrantScopes(f *testing.F) {
