@@ -37,10 +37,12 @@ type Request struct {
 	// type present in the snapshot.
 	Types []string `json:"types,omitempty"`
 	// Since and Until bound meta.lastUpdated: Since < t <= Until, in
-	// commit-clock microseconds. Since 0 means no _since; Until
-	// index.Unbounded means no _until.
-	Since uint64 `json:"since,omitempty"`
-	Until uint64 `json:"until"`
+	// commit-clock microseconds. HasSince says whether _since was given
+	// (Since is 0 for a _since at or before the Unix epoch, which still
+	// lists deletions); Until index.Unbounded means no _until.
+	Since    uint64 `json:"since,omitempty"`
+	HasSince bool   `json:"hasSince,omitempty"`
+	Until    uint64 `json:"until"`
 	// Elements is the parsed _elements: the top-level elements to keep,
 	// for all types (Type "") or for one type. Empty means whole resources.
 	Elements []Element `json:"elements,omitempty"`
@@ -56,6 +58,10 @@ type Request struct {
 	RequestURL string `json:"request"`
 	// Client is the authenticated client id ("" when auth is off).
 	Client string `json:"client,omitempty"`
+	// MaxFinished is the client's cap on its own finished jobs, resolved
+	// at kick-off (Kickoff.MaxFinished or Config.MaxFinishedJobsPerClient):
+	// > 0 a cap, < 0 none, 0 (records written before it) the Config's.
+	MaxFinished int `json:"maxFinished,omitempty"`
 }
 
 // Element is one _elements entry: Name of a top-level element, for every
@@ -69,7 +75,7 @@ type Element struct {
 // an OperationOutcome carrying Code and Diagnostics.
 type RequestError struct {
 	Param       string // the offending parameter, if any
-	Code        string // OperationOutcome issue code: "invalid", "not-supported", "value"
+	Code        string // OperationOutcome issue code: "invalid", "not-supported", "value", "too-costly"
 	Diagnostics string
 }
 

@@ -207,7 +207,7 @@ func fullRequest() Request {
 
 func sinceRequest(since uint64) Request {
 	r := fullRequest()
-	r.Since = since
+	r.Since, r.HasSince = since, true
 	return r
 }
 

@@ -44,6 +44,10 @@ func decodeRecord(b []byte) (jobRecord, error) {
 	if r.Version != recordVersion {
 		return r, fmt.Errorf("unsupported job record version %d", r.Version)
 	}
+	if r.Request.Since > 0 {
+		// Records written before HasSince: Since 0 meant no _since.
+		r.Request.HasSince = true
+	}
 	return r, nil
 }
 
@@ -69,7 +73,7 @@ type job struct {
 	typeIdx   int    // 1-based
 	typeN     int
 	full      bool // a full export without _until: total is exact
-	since     uint64
+	deletions bool // a _since export: deletions are written too
 	total     int64 // full: resources to write; otherwise entries that may be scanned
 	entries   int64 // scan entries of all types (upper bound of scanned)
 	scanStart time.Time
@@ -134,7 +138,7 @@ func (j *job) progress(now time.Time, appliedSeq uint64) (string, time.Duration)
 			s = fmt.Sprintf("exporting %s: %d%% (%s of %s resources)", j.typ, pct, group(written), group(j.total))
 		} else {
 			what := "resources and deletions"
-			if j.since == 0 {
+			if !j.deletions {
 				what = "resources"
 			}
 			s = fmt.Sprintf("exporting %s (type %d of %d): %s %s so far",

@@ -3,7 +3,6 @@ package export
 import (
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +21,25 @@ const (
 	paramElements     = "_elements"
 )
 
+// Limits of a kick-off, generous for real clients (R4 has 146 resource
+// types, and a client asking for more than a thousand top-level elements
+// wants whole resources): past one, ParseRequest refuses the request with
+// a *RequestError naming the parameter and the limit, lenient or not. They
+// bound the memory and CPU a kick-off and its job record can take.
+const (
+	// MaxTypeEntries caps the _type entries of a kick-off, all _type
+	// parameters together, duplicates and skipped entries included.
+	MaxTypeEntries = 500
+	// MaxElementsEntries caps the _elements entries, counted the same way.
+	MaxElementsEntries = 1000
+	// MaxIgnored caps what a lenient kick-off may skip (ignored parameters
+	// and skipped entries, each one line of the manifest's error file).
+	MaxIgnored = 100
+	// maxElementName bounds an element name: R4's longest are about 30
+	// characters.
+	maxElementName = 64
+)
+
 // ndjsonFormat is the only output format; every accepted _outputFormat
 // spelling means it.
 const ndjsonFormat = "application/fhir+ndjson"
@@ -31,6 +49,7 @@ const (
 	codeInvalid      = "invalid"       // the request is malformed as a whole (cardinality, ordering)
 	codeValue        = "value"         // a value is not of the parameter's type (instant, list entry)
 	codeNotSupported = "not-supported" // well-formed but not something this server does
+	codeTooCostly    = "too-costly"    // past a limit of this server
 )
 
 // unsupportedParams are the IG's kick-off parameters this server does not
@@ -78,8 +97,8 @@ var knownParams = []string{
 //     instant rounded down to the microsecond, so t > Since ⟺ t > _since
 //     for every commit time t. _until is exclusive too ("changed before"):
 //     Until (inclusive, see Request) is the last whole microsecond before
-//     _until. A _since at or before the Unix epoch is Since 0, i.e. no
-//     _since.
+//     _until. A _since at or before the Unix epoch is Since 0 with
+//     HasSince set: every resource, and every deletion, is after it.
 //   - _type: each entry must be an R4 resource type. An unknown or empty
 //     entry is refused; when lenient it is skipped and reported in
 //     Ignored, unless that leaves no type at all, which is refused
@@ -92,6 +111,10 @@ var knownParams = []string{
 //   - patient, includeAssociatedData, _typeFilter, organizeOutputBy,
 //     allowPartialManifests and unknown parameters are refused
 //     (not-supported); when lenient they are ignored and reported.
+//   - More than MaxTypeEntries _type entries, MaxElementsEntries
+//     _elements entries or MaxIgnored ignored items are refused (code
+//     too-costly), lenient or not. Deduplication uses sets, so parsing is
+//     linear in the size of the request.
 //
 // The first problem found, in parameter order, is the error; checks that
 // involve several parameters (_since/_until order, no type left) come
@@ -128,6 +151,15 @@ type requestParser struct {
 
 	hasType     bool     // some _type parameter was given
 	typeSkipped []string // lenient: the _type entries skipped, for the "no type left" error
+
+	// Entry counts, for the limits, and sets for O(1) deduplication.
+	typeEntries, elementEntries int
+	typeSet                     map[string]struct{}
+	elementSet                  map[Element]struct{}
+	ignoredSet                  map[string]struct{}
+	// probes counts the membership checks of deduplication: one per entry,
+	// whatever the request size (tests check it stays linear).
+	probes int
 }
 
 func (p *requestParser) param(prm Param) error {
@@ -191,16 +223,44 @@ func (p *requestParser) once(prm Param) error {
 }
 
 // ignore reports e as the error, or when lenient records it in Ignored
-// (once) and carries on.
+// (once) and carries on; past MaxIgnored distinct items it refuses the
+// request.
 func (p *requestParser) ignore(e *RequestError) error {
 	if !p.opts.Lenient {
 		return e
 	}
 	d := "ignored (lenient handling): " + e.Diagnostics
-	if !slices.Contains(p.req.Ignored, d) {
-		p.req.Ignored = append(p.req.Ignored, d)
+	if !addOnce(&p.ignoredSet, d, &p.probes) {
+		return nil
 	}
+	if len(p.req.Ignored) >= MaxIgnored {
+		return &RequestError{Param: e.Param, Code: codeTooCostly, Diagnostics: fmt.Sprintf(
+			"more than %d parameters or entries would be ignored (lenient handling); this one is %s: remove the ones this server does not support",
+			MaxIgnored, quote(e.Param))}
+	}
+	p.req.Ignored = append(p.req.Ignored, d)
 	return nil
+}
+
+// addOnce adds k to the set *set (created on first use) and reports
+// whether it was new; probes counts the lookup.
+func addOnce[K comparable](set *map[K]struct{}, k K, probes *int) bool {
+	*probes++
+	if *set == nil {
+		*set = map[K]struct{}{}
+	}
+	if _, dup := (*set)[k]; dup {
+		return false
+	}
+	(*set)[k] = struct{}{}
+	return true
+}
+
+// tooMany is the error of a list parameter past its limit.
+func tooMany(param string, limit int) *RequestError {
+	return &RequestError{Param: param, Code: codeTooCostly, Diagnostics: fmt.Sprintf(
+		"%s has more than %d entries (all %s parameters together); this server accepts at most %d",
+		param, limit, param, limit)}
 }
 
 func (p *requestParser) instantParam(prm Param) (instant, error) {
@@ -220,6 +280,9 @@ func (p *requestParser) instantParam(prm Param) (instant, error) {
 
 func (p *requestParser) types(prm Param) error {
 	for entry := range strings.SplitSeq(prm.Value, ",") {
+		if p.typeEntries++; p.typeEntries > MaxTypeEntries {
+			return tooMany(paramType, MaxTypeEntries)
+		}
 		typ := strings.TrimSpace(entry)
 		var e *RequestError
 		switch {
@@ -231,8 +294,8 @@ func (p *requestParser) types(prm Param) error {
 			e = &RequestError{Param: paramType, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
 				"_type %s is not a FHIR R4 resource type%s", quote(typ), typeHint(typ))}
 		default:
-			if !slices.Contains(p.req.Types, typ) {
-				p.req.Types = append(p.req.Types, typ)
+			if addOnce(&p.typeSet, typ, &p.probes) {
+				p.req.Types = append(p.req.Types, strings.Clone(typ))
 			}
 			continue
 		}
@@ -246,6 +309,9 @@ func (p *requestParser) types(prm Param) error {
 
 func (p *requestParser) elements(prm Param) error {
 	for entry := range strings.SplitSeq(prm.Value, ",") {
+		if p.elementEntries++; p.elementEntries > MaxElementsEntries {
+			return tooMany(paramElements, MaxElementsEntries)
+		}
 		entry = strings.TrimSpace(entry)
 		el, e := parseElement(entry, prm.Value)
 		if e != nil {
@@ -254,8 +320,9 @@ func (p *requestParser) elements(prm Param) error {
 			}
 			continue
 		}
-		if !slices.Contains(p.req.Elements, el) {
-			p.req.Elements = append(p.req.Elements, el)
+		if addOnce(&p.elementSet, el, &p.probes) {
+			// Copies, so the job does not pin the whole parameter value.
+			p.req.Elements = append(p.req.Elements, Element{Type: strings.Clone(el.Type), Name: strings.Clone(el.Name)})
 		}
 	}
 	return nil
@@ -287,16 +354,16 @@ func parseElement(entry, value string) (Element, *RequestError) {
 		if strings.HasSuffix(name, "[x]") {
 			hint = " (name the element as it appears in JSON, e.g. valueQuantity for value[x])"
 		}
-		return bad(codeValue, "_elements %s: %s is not an element name (a lower-case letter, then letters and digits)%s",
+		return bad(codeValue, "_elements %s: %s is not an element name (a lower-case letter, then letters and digits, at most 64)%s",
 			quote(entry), quote(name), hint)
 	}
 	return Element{Type: typ, Name: name}, nil
 }
 
 // isElementName reports whether s is a top-level element name as FHIR JSON
-// spells it: [a-z][A-Za-z0-9]*.
+// spells it: [a-z][A-Za-z0-9]*, at most maxElementName characters.
 func isElementName(s string) bool {
-	if s == "" || s[0] < 'a' || s[0] > 'z' {
+	if s == "" || len(s) > maxElementName || s[0] < 'a' || s[0] > 'z' {
 		return false
 	}
 	for i := 1; i < len(s); i++ {
@@ -328,7 +395,7 @@ func (p *requestParser) finish() error {
 			strings.Join(p.typeSkipped, ", "))}
 	}
 	if p.hasSince {
-		p.req.Since = p.since.sinceBound()
+		p.req.Since, p.req.HasSince = p.since.sinceBound(), true
 	}
 	if p.hasUntil {
 		if p.hasSince && p.until.cmp(p.since) <= 0 {

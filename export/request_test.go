@@ -69,7 +69,7 @@ func requestCases(t testing.TB) []requestCase {
 		{name: "since 12 fraction digits", params: ps("_since", "2026-01-02T03:04:05.123456999999Z"),
 			since: us(t, "2026-01-02T03:04:05.123456Z")},
 		{name: "since equal to now", params: ps("_since", index.FormatInstant(testNow)), since: testNow},
-		{name: "since before epoch is no since", params: ps("_since", "1900-01-01T00:00:00Z"), since: 0},
+		{name: "since before epoch: Since 0, HasSince", params: ps("_since", "1900-01-01T00:00:00Z"), since: 0},
 		{name: "since leap day", params: ps("_since", "2024-02-29T00:00:00Z"), since: us(t, "2024-02-29T00:00:00Z")},
 		{name: "since offset +14:00", params: ps("_since", "2026-01-02T03:04:05+14:00"),
 			since: us(t, "2026-01-01T13:04:05Z")},
@@ -297,6 +297,9 @@ func TestParseRequest(t *testing.T) {
 			}
 			if got.Since != tc.since {
 				t.Errorf("Since = %d (%s), want %d (%s)", got.Since, index.FormatInstant(got.Since), tc.since, index.FormatInstant(tc.since))
+			}
+			if hasSince := slices.ContainsFunc(tc.params, func(p Param) bool { return p.Name == "_since" }); got.HasSince != hasSince {
+				t.Errorf("HasSince = %v, want %v", got.HasSince, hasSince)
 			}
 			if got.Until != wantUntil {
 				t.Errorf("Until = %d, want %d", got.Until, wantUntil)

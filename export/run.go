@@ -196,7 +196,7 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 		req.Until = index.Unbounded // a record written without _until
 	}
 	until := min(req.Until, tt)
-	full := req.Since == 0
+	full := !req.HasSince
 
 	// Types to scan, with their entry counts (an upper bound of what the
 	// scan visits) and, for an unbounded full export, the exact number of
@@ -242,7 +242,7 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	}
 	j.setPhase(phaseScanning, func() {
 		j.full = full && req.Until >= tt
-		j.since = req.Since
+		j.deletions = req.HasSince
 		j.total, j.entries = resources, entries
 		if !j.full {
 			j.total = entries
