@@ -72,8 +72,8 @@ type job struct {
 	typ       string // type being scanned
 	typeIdx   int    // 1-based
 	typeN     int
-	full      bool // a full export without _until: total is exact
-	deletions bool // a _since export: deletions are written too
+	full      bool  // a full export without _until: total is exact
+	deletions bool  // a _since export: deletions are written too
 	total     int64 // full: resources to write; otherwise entries that may be scanned
 	entries   int64 // scan entries of all types (upper bound of scanned)
 	scanStart time.Time

@@ -39,7 +39,7 @@ func TestRequestLimits(t *testing.T) {
 			param: "_elements", limit: MaxElementsEntries},
 		{name: "_elements past the limit, lenient, bad entries", lenient: true,
 			params: ps("_elements", list(MaxElementsEntries+1, func(i int) string { return fmt.Sprintf("a.b%d", i) })),
-			param: "_elements", limit: MaxIgnored},
+			param:  "_elements", limit: MaxIgnored},
 		{name: "ignored at the limit", lenient: true, params: manyUnknown(MaxIgnored)},
 		{name: "ignored past the limit", lenient: true, params: manyUnknown(MaxIgnored + 1), param: "x100", limit: MaxIgnored},
 		{name: "repeats of one ignored item count once", lenient: true,
