@@ -380,6 +380,7 @@ func TestDeadLetters(t *testing.T) {
 		{"fhir.Patient.b14", nil, `{"resourceType":"Patient"}`, ingest.ReasonMissingID},
 		{"fhir.Patient.b15", nil, `{"id":"b15"}`, ingest.ReasonMissingType},
 		{"fhir.Patient.b16", nil, `{"resourceType":"Patient","id":"b16","meta":"x"}`, ingest.ReasonBadMeta},
+		{"fhir.Patient.b17", nil, `{"resourceType":"Patient","id":"b17","meta":{"tag":"not-an-array"}}`, ingest.ReasonBadMeta},
 		{"fhir.Patient.%20", del, ``, ingest.ReasonBadID}, // blank delete target ("fhir.Patient." is not even stored)
 		good("g3"),
 	}

@@ -14,7 +14,8 @@
 // (1 MiB), UTF-8, JSON, an object nested at most MaxDepth (64) deep, with
 // no duplicate top-level member, a resourceType from the 146 FHIR R4
 // resource types, an id matching [A-Za-z0-9\-.]{1,64}, and an object meta
-// if any. The body reaches the index compacted but otherwise byte for
+// if any, in which tag, versionId and lastUpdated (the members bulkstream
+// rewrites) appear at most once and tag is an array of objects. The body reaches the index compacted but otherwise byte for
 // byte as published: numbers are never converted, member order is kept.
 //
 // # Dead letters

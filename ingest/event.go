@@ -50,7 +50,7 @@ const (
 	ReasonIDMismatch   = "id_mismatch"   // body id differs from the subject's
 	ReasonMissingType  = "missing_type"  // no resourceType member
 	ReasonMissingID    = "missing_id"    // no id member
-	ReasonBadMeta      = "bad_meta"      // meta is present but not an object
+	ReasonBadMeta      = "bad_meta"      // meta, or a member of it bulkstream edits, has the wrong shape
 )
 
 // Reasons lists every rejection reason.
@@ -258,6 +258,9 @@ func scanResource(data []byte) (resource, *RejectError) {
 			if v[0] != '{' {
 				return resource{}, reject(ReasonBadMeta, "meta is a JSON %s, not an object", jsonKind(v[0]))
 			}
+			if rej := checkMeta(v); rej != nil {
+				return resource{}, rej
+			}
 		}
 	}
 	if sc.i < len(sc.b) {
@@ -280,6 +283,83 @@ func scanResource(data []byte) (resource, *RejectError) {
 	}
 	r.body = buf.Bytes()
 	return r, nil
+}
+
+// checkMeta checks the members of meta (a valid JSON object, whitespace
+// allowed) that bulkstream itself rewrites: versionId and lastUpdated,
+// which the index replaces whatever their value, and tag, to which an
+// _elements export adds its SUBSETTED coding. Each may appear once, and
+// tag must be an array of objects (Codings). Other members are not
+// looked at.
+func checkMeta(meta []byte) *RejectError {
+	const (
+		seenTag = 1 << iota
+		seenVersionID
+		seenLastUpdated
+	)
+	var seen int
+	sc := scanner{b: meta, i: 1}
+	for {
+		sc.skipWS()
+		switch sc.b[sc.i] {
+		case '}':
+			return nil
+		case ',':
+			sc.i++
+			sc.skipWS()
+		}
+		ks := sc.i
+		sc.skipString()
+		key := rawKey(sc.b[ks:sc.i])
+		sc.skipWS()
+		sc.i++ // ':'
+		sc.skipWS()
+		vs := sc.i
+		var bit int
+		switch string(key) {
+		case "tag":
+			bit = seenTag
+			if sc.b[vs] != '[' {
+				return reject(ReasonBadMeta, "meta.tag is a JSON %s, not an array", jsonKind(sc.b[vs]))
+			}
+			if rej := checkCodings(&sc); rej != nil {
+				return rej
+			}
+		case "versionId":
+			bit = seenVersionID
+			sc.skipValue(1)
+		case "lastUpdated":
+			bit = seenLastUpdated
+			sc.skipValue(1)
+		default:
+			sc.skipValue(1)
+		}
+		if seen&bit != 0 {
+			return reject(ReasonBadMeta, "meta.%s appears twice", key)
+		}
+		seen |= bit
+	}
+}
+
+// checkCodings checks that the array at sc.i holds only objects and skips
+// it.
+func checkCodings(sc *scanner) *RejectError {
+	sc.i++ // '['
+	for {
+		sc.skipWS()
+		switch sc.b[sc.i] {
+		case ']':
+			sc.i++
+			return nil
+		case ',':
+			sc.i++
+			sc.skipWS()
+		}
+		if c := sc.b[sc.i]; c != '{' {
+			return reject(ReasonBadMeta, "meta.tag holds a JSON %s, not a Coding object", jsonKind(c))
+		}
+		sc.skipValue(1)
+	}
 }
 
 // validID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.

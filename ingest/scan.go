@@ -15,9 +15,9 @@ import (
 // on the way. It accepts only the plain case: a compact or compactable
 // object whose resourceType and id equal the subject's, without escaped
 // or duplicate top-level names, nested at most MaxDepth deep, with an
-// object meta if any. Everything else it leaves to scanResource, which
-// decides (and explains) as before, so Decode's answers and reasons do not
-// depend on which path ran.
+// object meta if any whose members pass checkMeta. Everything else it
+// leaves to scanResource, which decides (and explains) as before, so
+// Decode's answers and reasons do not depend on which path ran.
 
 // scanStatus is the outcome of scanBody.
 type scanStatus int
@@ -123,6 +123,9 @@ func scanBody(data []byte, typ, id string) (body []byte, l index.BodyLayout, st 
 	}
 	if s.unsure || !haveType || !haveID {
 		return nil, index.BodyLayout{}, scanUnsure
+	}
+	if l.MetaEnd > 0 && checkMeta(data[l.MetaStart:l.MetaEnd]) != nil {
+		return nil, index.BodyLayout{}, scanUnsure // scanResource explains
 	}
 	if s.ws {
 		return compactJSON(make([]byte, 0, n), data), index.BodyLayout{}, scanOK
