@@ -1,6 +1,7 @@
 package index_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -25,47 +26,94 @@ func benchResource(typ, id string, size int) []byte {
 }
 
 // BenchmarkApply measures synced Apply batches of ~1.3 KB resources on a
-// real disk: one op is one batch. Ids cycle through 100k, so after 200
-// batches of 500 the batches are updates (delete old c/ entry + write new).
+// real disk: one op is one batch. Ids cycle through 100k. In the update
+// and noop cases every id is written once before the timer starts; then
+// each change is an update whose body differs from the stored one
+// (update: delete the old c/ entry, write the new one) or equals it but
+// for meta.versionId and meta.lastUpdated (noop: nothing is written).
 func BenchmarkApply(b *testing.B) {
 	for _, batch := range []int{500, 100} {
-		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
-			x, err := index.Open(b.TempDir(), nil)
-			if err != nil {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) { benchApply(b, batch, "insert") })
+	}
+	for _, mode := range []string{"update", "noop"} {
+		b.Run("batch=500/"+mode, func(b *testing.B) { benchApply(b, 500, mode) })
+	}
+}
+
+func benchApply(b *testing.B, batch int, mode string) {
+	x, err := index.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { x.Close() }() // x is replaced in the insert case
+	const nIDs = 100_000
+	ids := make([]string, nIDs)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("patient-%06d", i)
+	}
+	// Two bodies per position in the batch: an update alternates between
+	// them, so that it differs from the version it replaces.
+	var bodies [2][][]byte
+	var bytesPerBatch int64
+	for k := range bodies {
+		bodies[k] = make([][]byte, batch)
+		for j := range bodies[k] {
+			bodies[k][j] = benchResource("Patient", ids[j], 1300)
+			if k == 1 {
+				bodies[k][j] = bytes.Replace(bodies[k][j], []byte("Jane"), []byte("June"), 1)
+			}
+		}
+	}
+	for j := range bodies[0] {
+		bytesPerBatch += int64(len(bodies[0][j]))
+	}
+	changes := make([]index.Change, batch)
+	for j := range changes {
+		changes[j] = index.Change{Type: "Patient"}
+	}
+	ctx := context.Background()
+	msg := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var seq uint64
+	next := func() error {
+		for j := range changes {
+			seq++
+			msg = msg.Add(100 * time.Microsecond)
+			k := 0
+			if mode == "update" {
+				k = int((seq-1)/nIDs) % 2
+			}
+			changes[j].Seq, changes[j].Time, changes[j].ID = seq, msg, ids[int(seq)%nIDs]
+			changes[j].Body = bodies[k][j]
+		}
+		_, err := x.Apply(ctx, changes, 0)
+		return err
+	}
+	if mode != "insert" {
+		for range nIDs / batch {
+			if err := next(); err != nil {
 				b.Fatal(err)
 			}
-			defer x.Close()
-			const nIDs = 100_000
-			ids := make([]string, nIDs)
-			for i := range ids {
-				ids[i] = fmt.Sprintf("patient-%06d", i)
-			}
-			changes := make([]index.Change, batch)
-			var bytesPerBatch int64
-			for j := range changes {
-				changes[j] = index.Change{Type: "Patient", Body: benchResource("Patient", ids[j], 1300)}
-				bytesPerBatch += int64(len(changes[j].Body))
-			}
-			ctx := context.Background()
-			msg := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-			var seq uint64
-			ops := 0
-			b.SetBytes(bytesPerBatch)
-			b.ReportAllocs()
-			for b.Loop() {
-				for j := range changes {
-					seq++
-					msg = msg.Add(100 * time.Microsecond)
-					changes[j].Seq, changes[j].Time, changes[j].ID = seq, msg, ids[int(seq)%nIDs]
-				}
-				if _, err := x.Apply(ctx, changes, 0); err != nil {
-					b.Fatal(err)
-				}
-				ops++
-			}
-			b.ReportMetric(float64(ops*batch)/b.Elapsed().Seconds(), "events/s")
-		})
+		}
 	}
+	ops := 0
+	b.SetBytes(bytesPerBatch)
+	b.ReportAllocs()
+	for b.Loop() {
+		if mode == "insert" && seq >= nIDs {
+			b.StopTimer() // fresh ids: the next batches would be updates
+			x.Close()
+			if x, err = index.Open(b.TempDir(), nil); err != nil {
+				b.Fatal(err)
+			}
+			seq = 0
+			b.StartTimer()
+		}
+		if err := next(); err != nil {
+			b.Fatal(err)
+		}
+		ops++
+	}
+	b.ReportMetric(float64(ops*batch)/b.Elapsed().Seconds(), "events/s")
 }
 
 // BenchmarkRawPebbleSyncedBatch is the physical limit BenchmarkApply is

@@ -125,7 +125,11 @@ func (d *ddIndex) run(t *testing.T, td *datadriven.TestData) string {
 				fmt.Fprintf(&sb, "seq=%d %s/%s skipped\n", c.Seq, c.Type, c.ID)
 				continue
 			}
-			fmt.Fprintf(&sb, "seq=%d %s/%s v%d at %s\n", c.Seq, c.Type, c.ID, r.Version, index.FormatInstant(r.CommitTime))
+			noop := ""
+			if r.Noop {
+				noop = " noop"
+			}
+			fmt.Fprintf(&sb, "seq=%d %s/%s v%d at %s%s\n", c.Seq, c.Type, c.ID, r.Version, index.FormatInstant(r.CommitTime), noop)
 		}
 		sb.WriteString(d.state())
 		return sb.String()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"maps"
 	"math"
@@ -355,6 +356,11 @@ type Result struct {
 	Skipped    bool   // Seq was already applied (redelivery)
 	CommitTime uint64 // µs since the epoch
 	Version    uint64
+	// Noop reports an upsert equal to the stored current version but for
+	// meta.versionId and meta.lastUpdated: nothing was written for it
+	// (its sequence counts as applied), and CommitTime and Version are
+	// those of the stored version.
+	Noop bool
 }
 
 // Apply commits changes, in the order given (stream order), as one synced
@@ -403,7 +409,17 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		return nil, err
 	}
 	kbuf, rkey, vbuf := sc.kbuf[:0], sc.rkey[:0], sc.vbuf[:0]
-	defer func() { sc.kbuf, sc.rkey, sc.vbuf = kbuf[:0], rkey[:0], vbuf[:0] }()
+	// arena holds the stored bytes of every upsert of the batch, so that a
+	// later change of the same resource in the batch can compare with them.
+	arena := sc.arena[:0]
+	defer func() {
+		sc.kbuf, sc.rkey, sc.vbuf = kbuf[:0], rkey[:0], vbuf[:0]
+		if cap(arena) <= maxRetainedBatch {
+			sc.arena = arena[:0]
+		} else {
+			sc.arena = nil
+		}
+	}()
 	var rbuf [resourceRecordLen]byte
 	for i := range changes {
 		c := &changes[i]
@@ -415,11 +431,31 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		if c.Type == "" || strings.IndexByte(c.Type, 0) >= 0 || c.ID == "" {
 			return nil, fmt.Errorf("index: seq %d: invalid type %q or id %q", c.Seq, c.Type, c.ID)
 		}
-		rkey = resourceKey(rkey[:0], c.Type, c.ID)
 		name := resourceName{c.Type, c.ID}
 		old, found := recent[name]
 		clock = nextClock(clock, c.Time)
-		rec := resourceRecord{CommitTime: clock, Version: old.Version + 1, Deleted: c.Delete}
+		if !c.Delete && found && !old.Deleted {
+			// An upsert of what is stored already, but for versionId and
+			// lastUpdated, is a no-op: stamped with the stored version and
+			// commit time, its bytes equal the stored ones.
+			var err error
+			if vbuf, err = stampLayout(vbuf[:0], c.Body, c.Layout, old.Version, old.CommitTime); err != nil {
+				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
+			}
+			same, err := x.sameAsStored(c, old, vbuf, arena)
+			if err != nil {
+				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
+			}
+			if same {
+				applied = c.Seq
+				results[i].Noop = true
+				results[i].CommitTime, results[i].Version = old.CommitTime, old.Version
+				continue
+			}
+		}
+		// versionId is the stream sequence of the change: a function of
+		// the stream, like the commit clock.
+		rec := resourceRecord{CommitTime: clock, Version: c.Seq, Deleted: c.Delete, HasSum: true}
 		if found {
 			kbuf = changeKey(kbuf[:0], c.Type, old.CommitTime, c.ID)
 			if err := b.Delete(kbuf, nil); err != nil {
@@ -441,15 +477,20 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			}
 			count(c.Type, 0, 1)
 		} else {
+			start := len(arena)
 			var err error
-			if vbuf, err = stampLayout(vbuf[:0], c.Body, c.Layout, rec.Version, clock); err != nil {
+			if arena, err = stampLayout(arena, c.Body, c.Layout, rec.Version, clock); err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
-			if err := b.Set(kbuf, vbuf, nil); err != nil {
+			stored := arena[start:]
+			if err := b.Set(kbuf, stored, nil); err != nil {
 				return nil, err
 			}
+			rec.Sum = crc32.Checksum(stored, crcTable)
+			rec.bodyAt, rec.bodyEnd = start, len(arena)
 			count(c.Type, 1, 0)
 		}
+		rkey = resourceKey(rkey[:0], c.Type, c.ID)
 		if err := b.Set(rkey, rec.encode(rbuf[:0]), nil); err != nil {
 			return nil, err
 		}
@@ -514,6 +555,32 @@ type applyScratch struct {
 	recent           map[resourceName]resourceRecord
 	names            []resourceName
 	kbuf, rkey, vbuf []byte
+	arena            []byte
+}
+
+// crcTable is CRC-32C (Castagnoli), computed in hardware on amd64 and arm64.
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// sameAsStored reports whether stamped (an upsert stamped with the stored
+// version and commit time) equals the stored bytes of the resource whose
+// record is old: in arena if this batch wrote them, else in the store. A
+// differing checksum answers without reading them.
+func (x *Index) sameAsStored(c *Change, old resourceRecord, stamped, arena []byte) (bool, error) {
+	if old.HasSum && crc32.Checksum(stamped, crcTable) != old.Sum {
+		return false, nil
+	}
+	if old.bodyEnd > 0 {
+		return bytes.Equal(arena[old.bodyAt:old.bodyEnd], stamped), nil
+	}
+	k := changeKey(x.scratch.kbuf[:0], c.Type, old.CommitTime, c.ID)
+	x.scratch.kbuf = k[:0]
+	v, closer, err := x.db.Get(k)
+	if err != nil {
+		// The r/ record says the entry is there.
+		return false, fmt.Errorf("read stored version: %w", err)
+	}
+	defer closer.Close()
+	return bytes.Equal(v, stamped), nil
 }
 
 // readRecords reads into recent the r/ records of the resources that

@@ -45,14 +45,24 @@ func genChanges(seed uint64, n int) []index.Change {
 		typ := types[r.IntN(len(types))]
 		id := fmt.Sprintf("id-%d", r.IntN(12))
 		c := index.Change{Seq: uint64(i + 1), Time: msg, Type: typ, ID: id}
-		if r.IntN(4) == 0 {
+		switch r.IntN(8) {
+		case 0, 1:
 			c.Delete = true
-		} else {
+		case 2: // the same body every time: a no-op after itself
+			c.Body = fmt.Appendf(nil, `{"resourceType":%q,"id":%q,"n":-1,"v":1.50}`, typ, id)
+		default:
 			c.Body = fmt.Appendf(nil, `{"resourceType":%q,"id":%q,"n":%d,"v":1.50}`, typ, id, i)
 		}
 		out = append(out, c)
 	}
 	return out
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // model is what the index must hold after a prefix of changes.
@@ -67,20 +77,26 @@ type modelRes struct {
 	commit, version uint64
 	deleted         bool
 	seq             uint64
+	body            []byte
 }
 
 func newModel(origin uint64) *model {
 	return &model{clock: origin, res: map[[2]string]modelRes{}, counts: map[string]index.TypeCount{}}
 }
 
-func (m *model) apply(c index.Change) {
+// apply applies c and reports whether it is a no-op: an upsert of the
+// body the resource has (the generated bodies carry no meta).
+func (m *model) apply(c index.Change) (noop bool) {
 	if c.Seq <= m.lastSeen {
-		return
+		return false
 	}
 	m.lastSeen = c.Seq
 	m.clock = max(index.Micros(c.Time), m.clock+1)
 	k := [2]string{c.Type, c.ID}
 	old, found := m.res[k]
+	if found && !old.deleted && !c.Delete && bytes.Equal(old.body, c.Body) {
+		return true
+	}
 	tc := m.counts[c.Type]
 	tc.Type = c.Type
 	if found {
@@ -96,7 +112,8 @@ func (m *model) apply(c index.Change) {
 		tc.Resources++
 	}
 	m.counts[c.Type] = tc
-	m.res[k] = modelRes{commit: m.clock, version: old.version + 1, deleted: c.Delete, seq: c.Seq}
+	m.res[k] = modelRes{commit: m.clock, version: c.Seq, deleted: c.Delete, seq: c.Seq, body: c.Body}
+	return false
 }
 
 func (m *model) sortedCounts() []index.TypeCount {
@@ -197,7 +214,7 @@ func checkAgainstModel(t testing.TB, x *index.Index, m *model) {
 				continue
 			}
 			meta := fmt.Sprintf(`"meta":{"versionId":"%d","lastUpdated":"%s"}`, want.version, index.FormatInstant(want.commit))
-			if !strings.Contains(e.resource, meta) || !strings.Contains(e.resource, fmt.Sprintf(`"n":%d,`, want.seq-1)) {
+			if !strings.Contains(e.resource, meta) || !strings.Contains(e.resource, string(want.body[bytes.Index(want.body, []byte(`"n":`)):])) {
 				t.Fatalf("%s/%s = %s, want %s from seq %d", e.Type, e.ID, e.resource, meta, want.seq)
 			}
 		}
@@ -232,15 +249,17 @@ func TestApplyModel(t *testing.T) {
 			changes := genChanges(seed, 400)
 			m := newModel(0)
 			r := rand.New(rand.NewPCG(seed, 1))
+			noops := 0
 			for i := 0; i < len(changes); {
 				n := min(1+r.IntN(20), len(changes)-i)
 				batch := changes[i : i+n]
 				res := mustApply(t, x, batch, 0)
 				for j, c := range batch {
-					m.apply(c)
+					noop := m.apply(c)
+					noops += b2i(noop)
 					want := m.res[[2]string{c.Type, c.ID}]
-					if res[j].Skipped || res[j].CommitTime != want.commit || res[j].Version != want.version || res[j].Change != &batch[j] {
-						t.Fatalf("seq %d: result %+v, want commit %d version %d", c.Seq, res[j], want.commit, want.version)
+					if res[j].Skipped || res[j].Noop != noop || res[j].CommitTime != want.commit || res[j].Version != want.version || res[j].Change != &batch[j] {
+						t.Fatalf("seq %d: result %+v, want commit %d version %d noop %v", c.Seq, res[j], want.commit, want.version, noop)
 					}
 				}
 				i += n
@@ -249,6 +268,10 @@ func TestApplyModel(t *testing.T) {
 				}
 				checkAgainstModel(t, x, m)
 			}
+			if noops == 0 {
+				t.Fatal("the generated changes hold no no-op")
+			}
+			t.Logf("%d no-ops", noops)
 		})
 	}
 }
@@ -564,9 +587,10 @@ func TestSnapshotIsolation(t *testing.T) {
 				seen[k]++
 			}
 		}
-		// Every change after the snapshot commits after TransactionTime.
+		// Every change after the snapshot commits after TransactionTime
+		// (a no-op commits nothing: it reports the stored version).
 		for _, r := range results[e.seq:] {
-			if r.CommitTime <= e.tt {
+			if !r.Noop && r.CommitTime <= e.tt {
 				t.Fatalf("seq %d committed at %d, not after snapshot TransactionTime %d", r.Change.Seq, r.CommitTime, e.tt)
 			}
 		}

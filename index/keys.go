@@ -94,33 +94,55 @@ func parseResourceKey(k []byte) (typ, id string, err error) {
 }
 
 // resourceRecord is the value under r/<type>\x00<id>: where the resource's
-// current c/ entry is and which version it is.
+// current c/ entry is, which version it is, and a checksum of the stored
+// bytes.
 type resourceRecord struct {
 	CommitTime uint64 // µs since the epoch; the c/ entry's timestamp
-	Version    uint64 // meta.versionId, counting every applied change
+	Version    uint64 // meta.versionId: the stream sequence that wrote it
 	Deleted    bool
+	// Sum is the CRC-32C of the stored resource (0 for a tombstone), and
+	// HasSum whether the record carries one (records written before it
+	// existed do not). Apply uses it only to skip reading the stored bytes
+	// of an update that cannot be a no-op; equality is decided on bytes.
+	Sum    uint32
+	HasSum bool
+	// bodyAt and bodyEnd locate, in Apply's arena, the stored bytes of a
+	// record written by the batch being built (both 0 otherwise). They
+	// are not encoded.
+	bodyAt, bodyEnd int
 }
 
-const resourceRecordLen = 8 + 8 + 1
+const (
+	// resourceRecordLen is the length of an encoded record.
+	resourceRecordLen = 8 + 8 + 1 + 4
+	// legacyRecordLen is the length of a record without Sum.
+	legacyRecordLen = 8 + 8 + 1
+)
 
 func (r resourceRecord) encode(dst []byte) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, r.CommitTime)
 	dst = binary.BigEndian.AppendUint64(dst, r.Version)
 	if r.Deleted {
-		return append(dst, 1)
+		dst = append(dst, 1)
+	} else {
+		dst = append(dst, 0)
 	}
-	return append(dst, 0)
+	return binary.BigEndian.AppendUint32(dst, r.Sum)
 }
 
 func decodeResourceRecord(v []byte) (resourceRecord, error) {
-	if len(v) != resourceRecordLen || v[16] > 1 {
+	if (len(v) != resourceRecordLen && len(v) != legacyRecordLen) || v[16] > 1 {
 		return resourceRecord{}, fmt.Errorf("index: malformed resource record (%d bytes)", len(v))
 	}
-	return resourceRecord{
+	r := resourceRecord{
 		CommitTime: binary.BigEndian.Uint64(v[0:8]),
 		Version:    binary.BigEndian.Uint64(v[8:16]),
 		Deleted:    v[16] == 1,
-	}, nil
+	}
+	if len(v) == resourceRecordLen {
+		r.Sum, r.HasSum = binary.BigEndian.Uint32(v[17:21]), true
+	}
+	return r, nil
 }
 
 // jobKey returns j/<id>.

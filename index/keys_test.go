@@ -103,10 +103,10 @@ func TestResourceKeyRoundTrip(t *testing.T) {
 
 func TestResourceRecordRoundTrip(t *testing.T) {
 	for _, r := range []resourceRecord{
-		{},
-		{CommitTime: 1, Version: 1},
-		{CommitTime: 1_764_179_921_120_000, Version: 3, Deleted: true},
-		{CommitTime: math.MaxUint64, Version: math.MaxUint64, Deleted: true},
+		{HasSum: true},
+		{CommitTime: 1, Version: 1, Sum: 0xdeadbeef, HasSum: true},
+		{CommitTime: 1_764_179_921_120_000, Version: 3, Deleted: true, HasSum: true},
+		{CommitTime: math.MaxUint64, Version: math.MaxUint64, Deleted: true, Sum: math.MaxUint32, HasSum: true},
 	} {
 		v := r.encode([]byte{0xff})[1:]
 		if len(v) != resourceRecordLen {
@@ -117,10 +117,16 @@ func TestResourceRecordRoundTrip(t *testing.T) {
 			t.Errorf("decodeResourceRecord(encode(%+v)) = %+v, %v", r, got, err)
 		}
 	}
-	good := resourceRecord{CommitTime: 5, Version: 2}.encode(nil)
+	// A record written before the checksum existed: no Sum.
+	good := resourceRecord{CommitTime: 5, Version: 2, Sum: 7, HasSum: true}.encode(nil)
+	legacy := good[:legacyRecordLen]
+	if got, err := decodeResourceRecord(legacy); err != nil || got != (resourceRecord{CommitTime: 5, Version: 2}) {
+		t.Errorf("decodeResourceRecord(legacy %x) = %+v, %v", legacy, got, err)
+	}
 	for name, v := range map[string][]byte{
 		"empty":    nil,
 		"short":    good[:16],
+		"between":  good[:legacyRecordLen+2],
 		"long":     append(bytes.Clone(good), 0),
 		"bad flag": append(bytes.Clone(good[:16]), 2),
 	} {
