@@ -74,7 +74,12 @@
 //     Authorization header) or its client no longer in the registry: 401
 //     with error="invalid_token" and error_description, issue code
 //     unknown. Removing a client from the clients file and reloading
-//     therefore cuts off its unexpired tokens at their next request. The
+//     therefore cuts off its unexpired tokens at their next request. A
+//     request gets what both its token's scopes and the client's
+//     registered scopes as they are now allow (smart.Scopes.Intersect), so
+//     a reload that narrows a client narrows its tokens too; when nothing
+//     is left, every protected route is 403 forbidden with
+//     error="insufficient_scope". The
 //     token is checked when a request starts, never again: a download that
 //     began with a valid token finishes even if the token expires during
 //     it.
@@ -156,13 +161,26 @@
 //
 // # Files
 //
-// File names containing "/", "\", NUL or ".." are 404 without asking Jobs.
+// File names containing "/", "\", NUL or "..", and names export never
+// writes (<Type>-<n>.ndjson, <Type>-deleted-<n>.ndjson, error-<n>.ndjson),
+// are 404 without asking Jobs. With auth on, a download needs a token
+// (as narrowed by the registry) whose scopes cover the file's resource
+// type, for a deleted file the type it deletes, else 403 forbidden with
+// error="insufficient_scope" and the scope needed, decided from the name
+// before the job is looked up; a job's error files (OperationOutcomes
+// about its own request) are served to its owner whatever the types.
 // Without a Range header and with gzip accepted (gzip, x-gzip or * with
 // q > 0; an explicit gzip;q=0 wins over *), the file is streamed through
-// gzip (level 1, no Content-Length, no ETag); otherwise http.ServeContent
-// serves it with a strong ETag built from job, name, size and modification
-// time, so Range, If-Range and If-None-Match work. Every file response
-// carries Vary: Accept-Encoding and Cache-Control: no-store.
+// gzip (level 1, no Content-Length, the weak ETag W/"<digest>", which
+// answers If-None-Match with 304); otherwise http.ServeContent serves it
+// with the strong ETag "<digest>" (the SHA-256 export recorded when it
+// wrote the file), so Range, If-Range and If-None-Match work. A file
+// without a recorded digest gets a strong ETag built from job, name, size
+// and modification time, and none when gzipped. A file that no longer
+// matches its recorded size and digest (export.ErrFileDamaged) is never
+// served: 500 exception telling the client to run the export again,
+// logged at ERROR. Every file response carries Vary: Accept-Encoding and
+// Cache-Control: no-store.
 //
 // # Observability
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/bulkstream/bulkstream/export"
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 // file serves GET and HEAD [base]/bulkfiles/:id/:name (SPEC 6): identity
@@ -24,6 +25,18 @@ func (a *api) file(w http.ResponseWriter, r *http.Request) {
 	id, name := ps.ByName("id"), ps.ByName("name")
 	if !validFileName(name) || id == "" {
 		a.respondError(w, r, export.ErrNotFound)
+		return
+	}
+	typ, ok := fileType(name)
+	if !ok {
+		// Not a name export ever writes: never in a manifest.
+		a.respondError(w, r, export.ErrNotFound)
+		return
+	}
+	if p := principalFrom(r.Context()); p != nil && typ != "" && !p.scopes.Allows(typ) {
+		// Decided from the name alone, before the job is looked up, so
+		// the answer says nothing about whether the job or file exists.
+		a.respondError(w, r, forbiddenFile(r, typ))
 		return
 	}
 	f, err := a.cfg.Jobs.OpenFile(clientID(r), id, name)
@@ -37,13 +50,20 @@ func (a *api) file(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", contentTypeNDJSON)
 	h.Set("Cache-Control", "no-store")
 	h.Add("Vary", "Accept-Encoding")
+	digest := f.Digest()
 	if r.Header.Get("Range") == "" && acceptsGzip(r.Header.Values("Accept-Encoding")) {
-		a.serveGzip(w, r, f)
+		a.serveGzip(w, r, f, digest)
 	} else {
-		// The file never changes once listed in a manifest, so name,
-		// size and time identify its bytes: a strong validator for
-		// If-Range and If-None-Match.
-		h.Set("ETag", etag(id, name, f))
+		// The SHA-256 recorded when the file was written identifies its
+		// bytes: a strong validator for If-Range and If-None-Match, and a
+		// client can check a download against it. (Without a recorded
+		// digest: the file never changes once listed in a manifest, so
+		// name, size and time identify its bytes too.)
+		if digest != "" {
+			h.Set("ETag", `"`+digest+`"`)
+		} else {
+			h.Set("ETag", etag(id, name, f))
+		}
 		ei := &errorIntercept{ResponseWriter: w}
 		http.ServeContent(ei, r, name, f.ModTime(), f)
 		if ei.status != 0 {
@@ -64,6 +84,44 @@ func (a *api) file(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// fileType returns the resource type whose data a file holds, from the
+// names export writes (see export's package doc, "Files"):
+// <Type>-<n>.ndjson (resources of Type), <Type>-deleted-<n>.ndjson
+// (deletions of Type: reading them needs the same scope as reading
+// Type) and error-<n>.ndjson ("": OperationOutcomes about the request
+// itself, which its owner may always read). ok is false for any other
+// name.
+func fileType(name string) (typ string, ok bool) {
+	base, found := strings.CutSuffix(name, ".ndjson")
+	if !found {
+		return "", false
+	}
+	i := strings.LastIndexByte(base, '-')
+	if i < 0 || !allDigits(base[i+1:]) {
+		return "", false
+	}
+	typ = strings.TrimSuffix(base[:i], "-deleted")
+	if typ == "error" && base[:i] == "error" {
+		return "", true
+	}
+	if !fhir.IsResourceType(typ) {
+		return "", false
+	}
+	return typ, true
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // validFileName rejects anything that could step out of the job's
 // directory; such names never appear in a manifest, so they are 404.
 func validFileName(name string) bool {
@@ -77,15 +135,34 @@ var gzipWriters = sync.Pool{New: func() any {
 
 // serveGzip streams f compressed. BestSpeed: the files are large NDJSON,
 // which compresses well even at level 1, and CPU is the limit here. There
-// is no Content-Length (it is unknown until the end), no ETag (the bytes
-// differ from the identity representation's) and no Range.
-func (a *api) serveGzip(w http.ResponseWriter, r *http.Request, f export.File) {
+// is no Content-Length (it is unknown until the end) and no Range.
+//
+// The ETag, when the file has a recorded digest, is the identity one made
+// weak, W/"<digest>" (what nginx does when it compresses): RFC 9110
+// section 8.8.3 wants a strong validator to change with the content
+// coding, and the compressed bytes depend on the compressor, so no strong
+// one can be promised; a weak validator only claims semantic equivalence
+// (section 8.8.1), which the gzip and identity representations of one
+// file have. It serves If-None-Match (weak comparison, section 13.1.2:
+// 304) and lets a client check the decompressed bytes against the
+// digest; Range and If-Range, which need a strong validator, are served
+// by the identity path only.
+func (a *api) serveGzip(w http.ResponseWriter, r *http.Request, f export.File, digest string) {
 	h := w.Header()
-	h.Set("Content-Encoding", "gzip")
-	h.Del("Content-Length")
 	if mt := f.ModTime(); !mt.IsZero() {
 		h.Set("Last-Modified", mt.UTC().Format(http.TimeFormat))
 	}
+	if digest != "" {
+		tag := `W/"` + digest + `"`
+		h.Set("ETag", tag)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && weakMatch(inm, digest) {
+			h.Del("Content-Type") // as http.ServeContent's 304
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	h.Set("Content-Encoding", "gzip")
+	h.Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return
@@ -106,6 +183,18 @@ func (a *api) serveGzip(w http.ResponseWriter, r *http.Request, f export.File) {
 		return
 	}
 	_ = http.NewResponseController(w).Flush()
+}
+
+// weakMatch reports whether an If-None-Match value matches the entity tag
+// with opaque-tag digest under weak comparison (RFC 9110 section 8.8.3.2:
+// W/ prefixes ignored): "*" or any listed tag.
+func weakMatch(ifNoneMatch, digest string) bool {
+	for _, t := range splitList(ifNoneMatch) {
+		if t == "*" || strings.TrimPrefix(t, "W/") == `"`+digest+`"` {
+			return true
+		}
+	}
+	return false
 }
 
 // ctxReader stops a copy once the request's context is done.

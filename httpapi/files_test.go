@@ -3,11 +3,16 @@ package httpapi
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/bulkstream/bulkstream/export"
 )
 
 func fileFixture(t *testing.T) (*fakeJobs, http.Handler, []byte) {
@@ -152,5 +157,120 @@ func TestValidFileName(t *testing.T) {
 	}
 	if strings.Contains(fileTarget, "..") {
 		t.Fatal("fixture broken")
+	}
+}
+
+// TestFileDigestETag: a file with a recorded digest is served with it as
+// the strong ETag (identity: If-None-Match, If-Range work on it) and as
+// the weak W/"<digest>" on a gzip response, which honours If-None-Match
+// by weak comparison.
+func TestFileDigestETag(t *testing.T) {
+	jobs, h, content := fileFixture(t)
+	sum := sha256.Sum256(content)
+	digest := hex.EncodeToString(sum[:])
+	jobs.digests["job-1/Patient-1.ndjson"] = digest
+	strong, weak := `"`+digest+`"`, `W/"`+digest+`"`
+
+	plain := serve(h, request{method: "GET", target: fileTarget})
+	if got := plain.Header().Get("ETag"); got != strong {
+		t.Fatalf("identity ETag = %q, want the digest %q", got, strong)
+	}
+	if rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"If-None-Match": {strong}}}); rec.Code != http.StatusNotModified {
+		t.Errorf("identity If-None-Match digest = %d, want 304", rec.Code)
+	}
+	rest := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Range": {"bytes=100-"}, "If-Range": {strong}}})
+	if rest.Code != http.StatusPartialContent || !bytes.Equal(rest.Body.Bytes(), content[100:]) {
+		t.Errorf("If-Range digest = %d, want 206 and the rest", rest.Code)
+	}
+	// A weak validator never satisfies If-Range (strong comparison).
+	if rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Range": {"bytes=100-"}, "If-Range": {weak}}}); rec.Code != http.StatusOK {
+		t.Errorf("If-Range weak = %d, want 200 (the whole file)", rec.Code)
+	}
+
+	gz := http.Header{"Accept-Encoding": {"gzip"}}
+	rec := serve(h, request{method: "GET", target: fileTarget, header: gz})
+	if rec.Code != http.StatusOK || rec.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("gzip = %d %q", rec.Code, rec.Header().Get("Content-Encoding"))
+	}
+	if got := rec.Header().Get("ETag"); got != weak {
+		t.Errorf("gzip ETag = %q, want the weak %q", got, weak)
+	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := sha256.Sum256(got); hex.EncodeToString(s[:]) != digest {
+		t.Error("the decompressed body does not match the ETag's digest")
+	}
+	for _, inm := range []string{weak, strong, `"other", ` + weak, "*"} {
+		h304 := gz.Clone()
+		h304.Set("If-None-Match", inm)
+		rec := serve(h, request{method: "GET", target: fileTarget, header: h304})
+		if rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
+			t.Errorf("gzip If-None-Match %s = %d with %d bytes, want 304 and none", inm, rec.Code, rec.Body.Len())
+		}
+		if rec.Header().Get("ETag") != weak || rec.Header().Get("Content-Encoding") != "" {
+			t.Errorf("gzip 304 headers: %v", rec.Header())
+		}
+	}
+	h200 := gz.Clone()
+	h200.Set("If-None-Match", `W/"other"`)
+	if rec := serve(h, request{method: "GET", target: fileTarget, header: h200}); rec.Code != http.StatusOK {
+		t.Errorf("gzip If-None-Match other = %d, want 200", rec.Code)
+	}
+
+	// Without a recorded digest: today's validator, and none on gzip.
+	delete(jobs.digests, "job-1/Patient-1.ndjson")
+	if got := serve(h, request{method: "GET", target: fileTarget}).Header().Get("ETag"); got == "" || got == strong {
+		t.Errorf("identity ETag without a digest = %q, want the fallback", got)
+	}
+	if got := serve(h, request{method: "GET", target: fileTarget, header: gz}).Header().Get("ETag"); got != "" {
+		t.Errorf("gzip ETag without a digest = %q, want none", got)
+	}
+}
+
+// TestFileDamaged: a file that no longer matches its recorded digest is
+// never served: 500 with an OperationOutcome telling to export again,
+// logged at ERROR.
+func TestFileDamaged(t *testing.T) {
+	jobs := newFakeJobs()
+	jobs.files["job-1/Patient-1.ndjson"] = []byte("{}\n")
+	jobs.openErr = fmt.Errorf("job job-1 file Patient-1.ndjson: size 1, want 3: %w", export.ErrFileDamaged)
+	var logs bytes.Buffer
+	h := New(Config{Jobs: jobs, PublicURL: testPublicURL, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	for _, ae := range []string{"", "gzip"} {
+		rec := serve(h, request{method: "GET", target: fileTarget, header: http.Header{"Accept-Encoding": {ae}}})
+		oo := checkOutcome(t, rec, http.StatusInternalServerError, "damaged")
+		if iss := oo.Issue[0]; iss.Code != "exception" || !strings.Contains(iss.Diagnostics, "run the export again") {
+			t.Errorf("issue = %+v, want exception telling to run the export again", iss)
+		}
+		if rec.Header().Get("ETag") != "" {
+			t.Error("a damaged file's answer carries an ETag")
+		}
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"export file damaged\"") || !strings.Contains(logs.String(), "size 1, want 3") {
+		t.Errorf("log = %s, want an ERROR line with the cause", logs.String())
+	}
+}
+
+func TestFileType(t *testing.T) {
+	for name, want := range map[string]string{
+		"Patient-1.ndjson": "Patient", "Observation-12.ndjson": "Observation",
+		"Patient-deleted-1.ndjson": "Patient", "error-1.ndjson": "", "error-30.ndjson": "",
+	} {
+		if got, ok := fileType(name); !ok || got != want {
+			t.Errorf("fileType(%q) = %q, %v; want %q", name, got, ok, want)
+		}
+	}
+	for _, name := range []string{"", "Patient.ndjson", "Patient-1.json", "Patient-x.ndjson", "Patient-.ndjson",
+		"NotAType-1.ndjson", "error-deleted-1.ndjson", "deleted-1.ndjson", "Patient-deleted-deleted-1.ndjson",
+		"Patient-1.ndjson.tmp", "patient-1.ndjson", "-1.ndjson", "Patient-1-1.ndjson"} {
+		if got, ok := fileType(name); ok {
+			t.Errorf("fileType(%q) = %q, ok; want not a file name", name, got)
+		}
 	}
 }

@@ -37,8 +37,11 @@ type fakeJobs struct {
 	// statusErr, when set, is what Status returns for every id.
 	statusErr error
 	files     map[string][]byte // "id/name" → content
-	modTime   time.Time
-	opened    []string
+	digests   map[string]string // "id/name" → the file's Digest (none when absent)
+	// openErr, when set, is what OpenFile returns for the owner's files.
+	openErr error
+	modTime time.Time
+	opened  []string
 	// owners maps a job id to the client that owns it ("" when absent):
 	// Status, Cancel and OpenFile by anyone else are ErrNotFound.
 	owners map[string]string
@@ -50,6 +53,7 @@ func newFakeJobs() *fakeJobs {
 	return &fakeJobs{
 		statuses: map[string]export.Status{},
 		files:    map[string][]byte{},
+		digests:  map[string]string{},
 		owners:   map[string]string{},
 		modTime:  time.Date(2026, 11, 26, 17, 58, 41, 0, time.UTC),
 	}
@@ -107,11 +111,14 @@ func (f *fakeJobs) OpenFile(client, id, name string) (export.File, error) {
 		return nil, export.ErrNotFound
 	}
 	f.opened = append(f.opened, id+"/"+name)
+	if f.openErr != nil {
+		return nil, f.openErr
+	}
 	b, ok := f.files[id+"/"+name]
 	if !ok {
 		return nil, export.ErrNotFound
 	}
-	return &memFile{Reader: bytes.NewReader(b), mod: f.modTime}, nil
+	return &memFile{Reader: bytes.NewReader(b), mod: f.modTime, digest: f.digests[id+"/"+name]}, nil
 }
 
 func (f *fakeJobs) lastKickoff(t testing.TB) export.Kickoff {
@@ -126,12 +133,13 @@ func (f *fakeJobs) lastKickoff(t testing.TB) export.Kickoff {
 
 type memFile struct {
 	*bytes.Reader
-	mod time.Time
+	mod    time.Time
+	digest string
 }
 
 func (m *memFile) Close() error       { return nil }
 func (m *memFile) ModTime() time.Time { return m.mod }
-func (m *memFile) Digest() string     { return "" }
+func (m *memFile) Digest() string     { return m.digest }
 
 var _ export.File = (*memFile)(nil)
 var _ Jobs = (*fakeJobs)(nil)

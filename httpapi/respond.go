@@ -71,6 +71,7 @@ func badRequest(code, diag string) *httpError {
 //	*export.UnavailableError    503 transient, Retry-After
 //	export.ErrClosed            503 transient, Retry-After
 //	export.ErrNotFound          404 not-found
+//	export.ErrFileDamaged       500 exception: the file no longer matches its recorded digest (logged at ERROR)
 //	context.Canceled/DeadlineExceeded after the client left: nothing written (logged as 499)
 //	anything else               500 exception, generic text; the error is logged
 func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
@@ -117,6 +118,11 @@ func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, export.ErrClosed):
 		status, iss.Code, iss.Diagnostics = http.StatusServiceUnavailable, "transient", "server is shutting down; retry later"
 		w.Header().Set("Retry-After", retryAfter(closedRetryAfter))
+	case errors.Is(err, export.ErrFileDamaged):
+		iss.Code = "exception"
+		iss.Diagnostics = "this export file is damaged on the server (it no longer matches the size and digest " +
+			"recorded when it was written) and cannot be served; run the export again"
+		a.log.Error("export file damaged", "method", r.Method, "path", r.URL.Path, "error", err)
 	case errors.Is(err, export.ErrNotFound):
 		status, iss.Code, iss.Diagnostics = http.StatusNotFound, "not-found", "no such export job or file (unknown, expired or cancelled)"
 	case (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && r.Context().Err() != nil:

@@ -268,7 +268,10 @@ func writeOAuth(w http.ResponseWriter, status int, v any) {
 // principal is the authenticated caller of a protected route.
 type principal struct {
 	client *smart.Client // as registered now
-	scopes smart.Scopes  // as granted in the token
+	// scopes are the token's granted scopes intersected with the client's
+	// registered scopes as they are now: a SIGHUP that narrows a client
+	// narrows its unexpired tokens at their next request.
+	scopes smart.Scopes
 }
 
 type principalKey struct{}
@@ -339,7 +342,9 @@ func quotedText(s string) string {
 // when the request starts: a download that began with a valid token
 // finishes even if the token expires during it. The client must still be
 // in the registry, so removing it and reloading (SIGHUP) cuts off its
-// unexpired tokens too.
+// unexpired tokens too, and the request gets only what both the token
+// and the client's current registry entry allow: a reload that narrows
+// the client's scopes narrows its tokens (403 when nothing is left).
 func (a *api) requireToken(h http.HandlerFunc) http.HandlerFunc {
 	if a.cfg.Auth == nil {
 		return h
@@ -374,7 +379,13 @@ func (a *api) authenticate(r *http.Request) (*principal, error) {
 		return nil, &authError{status: http.StatusUnauthorized, code: smart.CodeInvalidToken,
 			diag: "the access token's client is no longer registered"}
 	}
-	return &principal{client: client, scopes: claims.Scopes}, nil
+	scopes := claims.Scopes.Intersect(client.ReadScopes())
+	if scopes.Empty() {
+		return nil, &authError{status: http.StatusForbidden, code: "insufficient_scope",
+			diag: "the access token's scopes (" + truncate(claims.Scopes.String(), 200) +
+				") no longer allow reading any resource type: the client's registered scopes have changed; get a new token"}
+	}
+	return &principal{client: client, scopes: scopes}, nil
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer <token>"
@@ -402,6 +413,18 @@ func bearerToken(values []string) (string, error) {
 			diag: "the Authorization header has no token after Bearer"}
 	}
 	return tok, nil
+}
+
+// forbiddenFile is the 403 for a download of a file whose resource type
+// the token (as narrowed by the registry) does not cover.
+func forbiddenFile(r *http.Request, typ string) *authError {
+	granted := ""
+	if p := principalFrom(r.Context()); p != nil {
+		granted = p.scopes.String()
+	}
+	return &authError{status: http.StatusForbidden, code: "insufficient_scope", scope: "system/" + typ + ".rs",
+		diag: "the access token (scope " + truncate(granted, 200) + ") does not allow reading " + typ +
+			", the resource type of this file; ask for a token with system/" + typ + ".rs"}
 }
 
 // forbiddenTypes is the 403 for a kick-off whose _type the token does not

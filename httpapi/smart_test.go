@@ -14,12 +14,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/bulkstream/bulkstream/export"
+	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/index/indextest"
 	"github.com/bulkstream/bulkstream/internal/smart"
 )
 
@@ -840,5 +844,244 @@ func TestRemovedClientLosesAccess(t *testing.T) {
 	}
 	if code := get(); code != http.StatusUnauthorized {
 		t.Errorf("after removing app2: %d, want 401", code)
+	}
+}
+
+// scopedExportServer serves e's auth over a real export manager whose
+// index holds Patient p1, Observations o1 and o2 and Organizations g1 and
+// g2, written an hour ago; a second later o2 and g2 were deleted and p1
+// updated. since lies between the two, so a _since=since export has
+// Patient output and Observation and Organization deleted files.
+func scopedExportServer(t *testing.T, e *authEnv) (h http.Handler, since string) {
+	t.Helper()
+	x := indextest.Open(t)
+	at := time.Now().Add(-time.Hour).UTC()
+	var changes []index.Change
+	add := func(typ, id string, del bool, at time.Time) {
+		c := index.Change{Seq: uint64(len(changes) + 1), Time: at, Type: typ, ID: id, Delete: del}
+		if !del {
+			c.Body = []byte(`{"resourceType":"` + typ + `","id":"` + id + `","text":{"status":"v` + strconv.Itoa(len(changes)) + `"}}`)
+		}
+		changes = append(changes, c)
+	}
+	for _, r := range [][2]string{{"Patient", "p1"}, {"Observation", "o1"}, {"Observation", "o2"}, {"Organization", "g1"}, {"Organization", "g2"}} {
+		add(r[0], r[1], false, at)
+	}
+	later := at.Add(time.Second)
+	add("Observation", "o2", true, later)
+	add("Organization", "g2", true, later)
+	add("Patient", "p1", false, later)
+	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := startManager(t, x, len(changes))
+	return New(Config{Jobs: m, PublicURL: testPublicURL, Version: "test", Auth: e.auth}), at.Add(500 * time.Millisecond).Format(time.RFC3339Nano)
+}
+
+// bearerKickoff kicks off an export with tok; query is the part after
+// "?" ("" for none).
+func bearerKickoff(h http.Handler, tok, query string) *httptest.ResponseRecorder {
+	hd := kickoffHeaders()
+	hd.Set("Authorization", "Bearer "+tok)
+	hd.Add("Prefer", "handling=lenient")
+	target := "/fhir/$export"
+	if query != "" {
+		target += "?" + query
+	}
+	return serve(h, request{method: "GET", target: target, header: hd})
+}
+
+// bearerManifest polls statusURL with tok until the manifest, and returns
+// the file URLs by name.
+func bearerManifest(t *testing.T, h http.Handler, tok, statusURL string) map[string]string {
+	t.Helper()
+	var files map[string]string
+	deadline := time.Now().Add(20 * time.Second)
+	for files == nil {
+		rec := serve(h, request{method: "GET", target: local(t, statusURL), header: http.Header{"Authorization": {"Bearer " + tok}}})
+		switch rec.Code {
+		case http.StatusAccepted:
+			if time.Now().After(deadline) {
+				t.Fatal("the export did not complete in time")
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		case http.StatusOK:
+		default:
+			t.Fatalf("status = %d %s", rec.Code, rec.Body)
+		}
+		var m struct{ Output, Deleted, Error []struct{ URL string } }
+		if err := json.Unmarshal(rec.Body.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		files = map[string]string{}
+		for _, f := range slices.Concat(m.Output, m.Deleted, m.Error) {
+			files[f.URL[strings.LastIndexByte(f.URL, '/')+1:]] = local(t, f.URL)
+		}
+	}
+	return files
+}
+
+// TestDownloadNeedsScope: a file is served only to a token whose scopes
+// cover its resource type (a deleted file: the type it deletes); the
+// job's own error file to its owner whatever the types. Others are 403
+// forbidden with an insufficient_scope challenge naming the scope, as the
+// Bulk Data test suite's "Rejects a download if the client scopes do not
+// cover that resource type" wants.
+func TestDownloadNeedsScope(t *testing.T) {
+	e := newAuthEnv(t)
+	h, since := scopedExportServer(t, e)
+	full := e.token(t, "app1", "system/*.rs")
+	rec := bearerKickoff(h, full, "_since="+url.QueryEscape(since)+"&_type=Patient,Observation,Organization&_unknown=1")
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("kick-off = %d %s", rec.Code, rec.Body)
+	}
+	files := bearerManifest(t, h, full, rec.Header().Get("Content-Location"))
+	for _, name := range []string{"Patient-1.ndjson", "Observation-deleted-1.ndjson", "Organization-deleted-1.ndjson", "error-1.ndjson"} {
+		if files[name] == "" {
+			t.Fatalf("manifest lacks %s: %v", name, files)
+		}
+	}
+	rec = bearerKickoff(h, full, "_type=Organization,Observation")
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("kick-off = %d %s", rec.Code, rec.Body)
+	}
+	maps.Copy(files, bearerManifest(t, h, full, rec.Header().Get("Content-Location")))
+
+	obs := e.token(t, "app1", "system/Observation.rs")
+	get := func(tok, name, method string) *httptest.ResponseRecorder {
+		return serve(h, request{method: method, target: files[name], header: http.Header{"Authorization": {"Bearer " + tok}}})
+	}
+	for name, typ := range map[string]string{"Organization-1.ndjson": "Organization", "Organization-deleted-1.ndjson": "Organization", "Patient-1.ndjson": "Patient"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			rec := get(obs, name, method)
+			if rec.Code != http.StatusForbidden {
+				t.Errorf("%s %s with an Observation token = %d, want 403", method, name, rec.Code)
+				continue
+			}
+			if ch := rec.Header().Get("WWW-Authenticate"); !strings.Contains(ch, `error="insufficient_scope"`) || !strings.Contains(ch, `scope="system/`+typ+`.rs"`) {
+				t.Errorf("%s %s: WWW-Authenticate %q", method, name, ch)
+			}
+			if method == "GET" {
+				oo := checkOutcome(t, rec, http.StatusForbidden, "does not allow reading "+typ)
+				if oo.Issue[0].Code != "forbidden" {
+					t.Errorf("%s: issue code %q, want forbidden", name, oo.Issue[0].Code)
+				}
+			}
+		}
+	}
+	for _, name := range []string{"Observation-1.ndjson", "Observation-deleted-1.ndjson", "error-1.ndjson"} {
+		if rec := get(obs, name, "GET"); rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+			t.Errorf("GET %s with an Observation token = %d %s, want 200", name, rec.Code, rec.Body)
+		}
+	}
+	for name := range files {
+		if rec := get(full, name, "GET"); rec.Code != http.StatusOK {
+			t.Errorf("GET %s with a system/*.rs token = %d, want 200", name, rec.Code)
+		}
+	}
+	// Another client's file with a type its token lacks: still 403
+	// (decided from the name, before the job is looked up), so the
+	// answer tells nothing about the job.
+	narrow := e.token(t, "narrow", "system/Patient.rs")
+	if rec := get(narrow, "Organization-1.ndjson", "GET"); rec.Code != http.StatusForbidden {
+		t.Errorf("narrow client, Organization file of app1's job = %d, want 403", rec.Code)
+	}
+	if rec := get(narrow, "Patient-1.ndjson", "GET"); rec.Code != http.StatusNotFound {
+		t.Errorf("narrow client, Patient file of app1's job = %d, want 404", rec.Code)
+	}
+}
+
+// TestRegistryNarrowsTokens: after a reload narrows a client's scopes,
+// the tokens it already holds get only what both the token and the new
+// entry allow, on every route: kick-off (_type and default types),
+// downloads and status; with nothing left, 403 everywhere.
+func TestRegistryNarrowsTokens(t *testing.T) {
+	e := newAuthEnv(t)
+	h, _ := scopedExportServer(t, e)
+	tok := e.token(t, "app2", "system/Patient.rs system/Observation.rs")
+	rec := bearerKickoff(h, tok, "_type=Patient,Observation")
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("kick-off = %d %s", rec.Code, rec.Body)
+	}
+	status := local(t, rec.Header().Get("Content-Location"))
+	files := bearerManifest(t, h, tok, rec.Header().Get("Content-Location"))
+
+	// Reload with app2 allowed Patient (and writing Observation) only.
+	reload := func(app2Scopes ...string) {
+		t.Helper()
+		b, err := os.ReadFile(e.regPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reg struct{ Clients []map[string]any }
+		if err := json.Unmarshal(b, &reg); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range reg.Clients {
+			if c["id"] == "app2" {
+				c["scopes"] = app2Scopes
+			}
+		}
+		writeRegistry(t, e.regPath, reg.Clients...)
+		if err := e.registry.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload("system/Patient.rs", "system/Observation.write")
+
+	rec = bearerKickoff(h, tok, "_type=Observation")
+	checkOutcome(t, rec, http.StatusForbidden, "does not allow exporting Observation")
+	if rec := serve(h, request{method: "GET", target: files["Observation-1.ndjson"], header: http.Header{"Authorization": {"Bearer " + tok}}}); rec.Code != http.StatusForbidden {
+		t.Errorf("Observation download after the reload = %d, want 403", rec.Code)
+	}
+	if rec := serve(h, request{method: "GET", target: files["Patient-1.ndjson"], header: http.Header{"Authorization": {"Bearer " + tok}}}); rec.Code != http.StatusOK {
+		t.Errorf("Patient download after the reload = %d, want 200", rec.Code)
+	}
+	if rec := serve(h, request{method: "GET", target: status, header: http.Header{"Authorization": {"Bearer " + tok}}}); rec.Code != http.StatusOK {
+		t.Errorf("status after the reload = %d, want 200", rec.Code)
+	}
+	// Without _type: only Patient now.
+	rec = bearerKickoff(h, tok, "")
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("kick-off without _type = %d %s", rec.Code, rec.Body)
+	}
+	got := bearerManifest(t, h, tok, rec.Header().Get("Content-Location"))
+	if len(got) != 1 || got["Patient-1.ndjson"] == "" {
+		t.Errorf("kick-off without _type after the reload exported %v, want Patient only", slices.Sorted(maps.Keys(got)))
+	}
+	// A Patient export still works end to end.
+	rec = bearerKickoff(h, tok, "_type=Patient")
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("Patient kick-off = %d %s", rec.Code, rec.Body)
+	}
+	for name, target := range bearerManifest(t, h, tok, rec.Header().Get("Content-Location")) {
+		if rec := serve(h, request{method: "GET", target: target, header: http.Header{"Authorization": {"Bearer " + tok}}}); rec.Code != http.StatusOK {
+			t.Errorf("GET %s = %d", name, rec.Code)
+		}
+	}
+
+	// Nothing of the token left: 403 on every protected route.
+	reload("system/Condition.rs")
+	for _, req := range []request{
+		{method: "GET", target: "/fhir/$export", header: kickoffHeaders()},
+		{method: "GET", target: status},
+		{method: "DELETE", target: status},
+		{method: "GET", target: files["Patient-1.ndjson"]},
+	} {
+		req.header = req.header.Clone()
+		if req.header == nil {
+			req.header = http.Header{}
+		}
+		req.header.Set("Authorization", "Bearer "+tok)
+		rec := serve(h, req)
+		checkOutcome(t, rec, http.StatusForbidden, "no longer allow reading any resource type")
+		if ch := rec.Header().Get("WWW-Authenticate"); !strings.Contains(ch, `error="insufficient_scope"`) {
+			t.Errorf("%s %s: WWW-Authenticate %q", req.method, req.target, ch)
+		}
+	}
+	// A new token for what the client may read now works.
+	if rec := bearerKickoff(h, e.token(t, "app2", "system/*.rs"), ""); rec.Code != http.StatusAccepted {
+		t.Errorf("kick-off with a new token = %d %s", rec.Code, rec.Body)
 	}
 }
