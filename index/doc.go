@@ -7,7 +7,8 @@
 // All integers are big-endian, so byte order is numeric order.
 //
 //	c/<type>\x00<commitTs u64>/<id>  stored resource JSON, or an empty value for a tombstone
-//	r/<type>\x00<id>                 commitTs u64, versionId u64, deleted byte: where the c/ entry is
+//	r/<type>\x00<id>                 commitTs u64, versionId u64, deleted byte, CRC-32C u32 of the c/ value:
+//	                                 where the c/ entry is (records written before the checksum lack it)
 //	m/applied_seq                    u64: last JetStream stream sequence applied
 //	m/clock                          u64: last commit time handed out (µs since the epoch)
 //	m/types                          JSON [{type, resources, tombstones}]: counts by type
@@ -29,10 +30,20 @@
 //     starting at the origin given to SetOrigin (the stream's creation time).
 //     It depends on nothing but the stream, so a rebuild from the same
 //     stream yields the same keys and bytes.
-//   - meta.versionId counts every applied change of the resource (deletes
-//     included), starting at 1; meta.lastUpdated is the commit time as a UTC
-//     instant with six fractional digits. Every other byte of the published
-//     resource is kept, numbers included.
+//   - meta.versionId is the stream sequence of the change that wrote the
+//     version (a delete included), so it depends on nothing but the stream:
+//     a replay of a compacted stream, which keeps only the last message per
+//     resource, gives the same versionId, and it never goes down.
+//     meta.lastUpdated is the commit time as a UTC instant with six
+//     fractional digits. Every other byte of the published resource is
+//     kept, numbers included.
+//   - An upsert of a live resource whose stored form, stamped with the
+//     current version's versionId and commit time, equals the stored bytes
+//     (it differs at most in meta.versionId and meta.lastUpdated) is a
+//     no-op: nothing is written for it but the applied sequence and clock,
+//     and Result.Noop reports it. The CRC-32C in the r/ record only spares
+//     reading the stored bytes when they differ; equality is decided on the
+//     bytes. Deletes are never no-ops.
 //   - Snapshot takes a Pebble snapshot and reads the clock under the commit
 //     lock, so every entry in it has CommitTime <= TransactionTime and every
 //     later change has a greater one.

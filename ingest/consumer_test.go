@@ -10,6 +10,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,7 +145,8 @@ func TestSyntheaEndToEnd(t *testing.T) {
 				t.Fatalf("%s/%s differs from the input", typ, e.ID)
 			}
 			v, lu := metaOf(t, e.Resource)
-			if v != "1" || !lastUpdatedRE.MatchString(lu) || lu != index.FormatInstant(e.CommitTime) {
+			// versionId is the stream sequence of the publish.
+			if n, err := strconv.ParseUint(v, 10, 64); err != nil || n == 0 || n > head || !lastUpdatedRE.MatchString(lu) || lu != index.FormatInstant(e.CommitTime) {
 				t.Fatalf("%s/%s: meta versionId %q lastUpdated %q (commit time %d)", typ, e.ID, v, lu, e.CommitTime)
 			}
 		}

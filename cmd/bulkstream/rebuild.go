@@ -17,11 +17,13 @@ import (
 )
 
 // runRebuild drops the index and replays the stream into a fresh one. The
-// commit clock is a function of the stream alone, so the result is the
-// index the live consumer built, byte for byte (as long as the stream still
-// holds every message; a compacted stream yields the same current state
-// with lower version numbers). Job records are carried over. bulkstream
-// serve must not be running: the index's lock makes rebuild fail if it is.
+// commit clock and versionId (the stream sequence of the change) are
+// functions of the stream alone, so the result is the index the live
+// consumer built, byte for byte, also from a compacted stream (there, a
+// resource whose surviving message was a no-op republish gets that
+// message's higher sequence and commit time). Job records are carried
+// over. bulkstream serve must not be running: the index's lock makes
+// rebuild fail if it is.
 func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c natsConfig
 	fs := newFlagSet("rebuild", stderr)
