@@ -23,6 +23,8 @@ const (
 	DefaultDuplicates       = 2 * time.Minute
 	DefaultDLQMaxAge        = 0 // keep dead letters until an operator purges them
 	DefaultPendingRefresh   = 5 * time.Second
+	DefaultMinFreeBytes     = 64 << 20 // serve's --ingest-min-free-bytes
+	DefaultDiskPoll         = time.Second
 )
 
 // Config configures the streams, the durable consumer and the fetch loop.
@@ -72,6 +74,21 @@ type Config struct {
 	// (DefaultPendingRefresh; negative: never).
 	PendingRefresh time.Duration
 
+	// MinFreeBytes is the free space, on the filesystem of DiskDir (the
+	// index directory), below which ingest pauses: before each batch is
+	// committed it needs MinFreeBytes plus twice the batch's size free,
+	// else nothing is committed or acked (the events stay in the stream)
+	// until the space is there again, checked every DiskPoll. Negative,
+	// or DiskDir empty: no check. serve uses DefaultMinFreeBytes.
+	MinFreeBytes int64
+	DiskDir      string
+	// DiskPoll is how often a paused consumer measures the free space
+	// again (DefaultDiskPoll).
+	DiskPoll time.Duration
+	// FreeBytes measures the free bytes on dir's filesystem (ok false:
+	// cannot be measured, no pause); nil uses statfs. Tests replace it.
+	FreeBytes func(dir string) (free int64, ok bool, err error)
+
 	// Logger receives the consumer's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer, if set, gets the consumer's metrics.
@@ -117,6 +134,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PendingRefresh == 0 {
 		c.PendingRefresh = DefaultPendingRefresh
+	}
+	if c.DiskPoll == 0 {
+		c.DiskPoll = DefaultDiskPoll
+	}
+	if c.FreeBytes == nil {
+		c.FreeBytes = statfsFree
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -178,6 +201,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxEventBytes < 1 {
 		bad("MaxEventBytes", "%d is not positive", c.MaxEventBytes)
+	}
+	if c.DiskPoll < 10*time.Millisecond {
+		bad("DiskPoll", "%v is shorter than 10ms", c.DiskPoll)
 	}
 	return errors.Join(errs...)
 }

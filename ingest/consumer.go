@@ -64,6 +64,8 @@ type Consumer struct {
 	g   *gauges
 	// deadLogs rate-limits the dead-letter warnings (commit goroutine).
 	deadLogs logLimiter
+	// diskLogs rate-limits the free-space measurement failures.
+	diskLogs logLimiter
 
 	mu      sync.Mutex
 	started bool
@@ -353,6 +355,13 @@ func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
 	}
 	if b.err != nil {
 		return "fetch", b.err
+	}
+	// Nothing is in flight now: while the disk is low, nothing is
+	// committed. The batch is dropped after a pause and delivered again
+	// by the resync (its deliveries may have timed out meanwhile).
+	if paused, err := c.waitDisk(ctx, batchBytes(b)); paused || err != nil {
+		*needResync = true
+		return "", err
 	}
 	c.next = 1 - c.next
 	c.queued = b.last

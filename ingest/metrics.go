@@ -28,6 +28,7 @@ type gauges struct {
 	lastTimeUS  atomic.Int64 // JetStream timestamp of the last applied message, µs
 	pending     atomic.Uint64
 	caughtUp    atomic.Bool
+	diskPaused  atomic.Bool
 	conn        func() *nats.Conn
 	nowForTests func() time.Time
 }
@@ -97,6 +98,15 @@ func newMetrics(g *gauges) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "pending_messages",
 			Help: "Stream messages not yet delivered to the consumer, as of the last fetch.",
 		}, func() float64 { return float64(g.pending.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "disk_paused",
+			Help: "1 while ingest is paused because the index disk has less free space than --ingest-min-free-bytes.",
+		}, func() float64 {
+			if g.diskPaused.Load() {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "nats_connected",
 			Help: "1 when the NATS connection is up.",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -22,13 +23,20 @@ const (
 
 // readinessChecks are the /readyz checks: the index is open, the NATS
 // connection is up, ingest lags the stream by at most maxLag (0: not
-// checked) and the server is not shutting down.
-func readinessChecks(idx *index.Index, nc *nats.Conn, cons lagger, maxLag time.Duration, stopping *atomic.Bool) map[string]httpapi.Readiness {
+// checked) and is not paused for a low disk, and the server is not
+// shutting down.
+func readinessChecks(idx *index.Index, nc *nats.Conn, cons ingestState, maxLag time.Duration, stopping *atomic.Bool) map[string]httpapi.Readiness {
 	checks := map[string]httpapi.Readiness{
 		"index": httpapi.ReadinessFunc(idx.Ready),
 		"nats": httpapi.ReadinessFunc(func() error {
 			if s := nc.Status(); s != nats.CONNECTED {
 				return fmt.Errorf("nats connection %s", s)
+			}
+			return nil
+		}),
+		"disk": httpapi.ReadinessFunc(func() error {
+			if cons.DiskPaused() {
+				return errors.New("ingest paused: the index disk has less free space than --ingest-min-free-bytes")
 			}
 			return nil
 		}),
@@ -50,10 +58,13 @@ func readinessChecks(idx *index.Index, nc *nats.Conn, cons lagger, maxLag time.D
 	return checks
 }
 
-// lagger is what the lag check needs of *ingest.Consumer.
-type lagger interface{ Lag() time.Duration }
+// ingestState is what the ingest checks need of *ingest.Consumer.
+type ingestState interface {
+	Lag() time.Duration
+	DiskPaused() bool
+}
 
-var _ lagger = (*ingest.Consumer)(nil)
+var _ ingestState = (*ingest.Consumer)(nil)
 
 var errDraining = fmt.Errorf("shutting down: %w", export.ErrClosed)
 
