@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -25,6 +26,12 @@ var (
 	ErrNotFound = errors.New("index: not found")
 	// ErrClosed is returned by calls on a closed Index.
 	ErrClosed = errors.New("index: closed")
+	// ErrFailed is returned, wrapped with Pebble's message, by writes to
+	// an index whose store hit an error it cannot go on from (a failed
+	// WAL write or MANIFEST update, typically a full disk), and by Ready.
+	// Nothing is written after it; reads still work. Restart the process
+	// once the cause is fixed: the store recovers from its WAL on open.
+	ErrFailed = errors.New("index: store failed")
 )
 
 // formatVersion pins Pebble's on-disk format so that a dependency upgrade
@@ -56,12 +63,12 @@ const (
 
 // pebbleOptions returns the Pebble options of an index. None of them
 // changes the keys or values stored, only how Pebble lays them out.
-func pebbleOptions(opts *Options, cache *pebble.Cache) *pebble.Options {
+func pebbleOptions(opts *Options, cache *pebble.Cache, fatal *fatalState) *pebble.Options {
 	o := &pebble.Options{
 		FS:                          opts.FS,
 		Cache:                       cache,
 		FormatMajorVersion:          formatVersion,
-		Logger:                      pebbleLogger{opts.Logger.With("component", "pebble")},
+		Logger:                      pebbleLogger{opts.Logger.With("component", "pebble"), fatal},
 		MemTableSize:                memTableSize,
 		MemTableStopWritesThreshold: memTableStopWrites,
 		L0CompactionThreshold:       4,
@@ -94,6 +101,9 @@ type Index struct {
 	opts   *Options
 	log    *slog.Logger
 	syncWO *pebble.WriteOptions
+	// fatal is set by Pebble's Logger.Fatalf: the store failed, and every
+	// write is refused from then on.
+	fatal *fatalState
 
 	// mu is the commit lock: Apply holds it while it commits a batch and
 	// publishes the new state; Snapshot holds it to pair a Pebble snapshot
@@ -137,7 +147,14 @@ func Open(dir string, opts *Options) (*Index, error) {
 	// sequential scan never reads twice (peak RSS at 1M resources 812 MB
 	// against 111 MB now, BenchmarkExportE2E).
 	cache := pebble.NewCache(opts.CacheSize + memTableSize)
-	db, err := pebble.Open(dir, pebbleOptions(opts, cache))
+	fatal := &fatalState{}
+	db, err := pebble.Open(dir, pebbleOptions(opts, cache, fatal))
+	if err == nil {
+		err = fatal.err() // Fatalf during Open, which then went on
+		if err != nil {
+			db.Close()
+		}
+	}
 	if err != nil {
 		cache.Unref()
 		return nil, fmt.Errorf("open index %q: %w", dir, err)
@@ -145,6 +162,7 @@ func Open(dir string, opts *Options) (*Index, error) {
 	x := &Index{
 		db:      db,
 		cache:   cache,
+		fatal:   fatal,
 		opts:    opts,
 		log:     opts.Logger.With("component", "index"),
 		syncWO:  pebble.Sync,
@@ -251,15 +269,16 @@ func (x *Index) rlockDB() error {
 	return nil
 }
 
-// Ready reports whether the store is open: nil, or ErrClosed. It backs
-// the readiness probe, so it does not take the commit lock: a probe never
-// waits for a batch being synced.
+// Ready reports whether the store is open and writable: nil, ErrClosed,
+// or ErrFailed with Pebble's message. It backs the readiness probe, so it
+// does not take the commit lock: a probe never waits for a batch being
+// synced.
 func (x *Index) Ready() error {
 	if err := x.rlockDB(); err != nil {
 		return err
 	}
 	x.dbMu.RUnlock()
-	return nil
+	return x.fatal.err()
 }
 
 // AppliedSeq returns the last stream sequence whose batch is committed.
@@ -306,7 +325,7 @@ func (x *Index) SetOrigin(origin time.Time) error {
 		return nil
 	}
 	us := Micros(origin)
-	if err := x.db.Set(keyClock, encodeUint64(us), x.syncWO); err != nil {
+	if err := x.write(func() error { return x.db.Set(keyClock, encodeUint64(us), x.syncWO) }); err != nil {
 		return fmt.Errorf("index: set origin: %w", err)
 	}
 	x.clock = us
@@ -380,6 +399,9 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	defer x.mu.Unlock()
 	if x.closed {
 		return nil, ErrClosed
+	}
+	if err := x.fatal.err(); err != nil {
+		return nil, err
 	}
 	applied, clock := x.appliedSeq, x.clock
 	var types map[string]TypeCount // copied on first write
@@ -517,7 +539,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			return nil, err
 		}
 	}
-	if err := b.Commit(x.syncWO); err != nil {
+	if err := x.write(func() error { return b.Commit(x.syncWO) }); err != nil {
 		x.dropBatch()
 		return nil, fmt.Errorf("index: commit batch up to seq %d: %w", applied, err)
 	}
@@ -753,7 +775,7 @@ func (x *Index) PutJob(id string, record []byte) error {
 		return err
 	}
 	defer x.dbMu.RUnlock()
-	return x.db.Set(jobKey(id), record, pebble.Sync)
+	return x.write(func() error { return x.db.Set(jobKey(id), record, pebble.Sync) })
 }
 
 // GetJob returns a copy of the job record, or ErrNotFound.
@@ -779,7 +801,7 @@ func (x *Index) DeleteJob(id string) error {
 		return err
 	}
 	defer x.dbMu.RUnlock()
-	return x.db.Delete(jobKey(id), pebble.Sync)
+	return x.write(func() error { return x.db.Delete(jobKey(id), pebble.Sync) })
 }
 
 // Jobs calls fn for every job record in id order.
@@ -839,8 +861,37 @@ func (x *Index) Dump(fn func(key, value []byte) error) error {
 	return it.Error()
 }
 
+// write runs a Pebble write unless the store has failed, and reports a
+// failure Pebble signalled during it: after Logger.Fatalf, Pebble's
+// commit returns nil although the batch is not durable.
+func (x *Index) write(fn func() error) error {
+	if err := x.fatal.err(); err != nil {
+		return err
+	}
+	if err := fn(); err != nil {
+		return err
+	}
+	return x.fatal.err()
+}
+
+// fatalState records the first Logger.Fatalf of a Pebble store.
+type fatalState struct {
+	msg atomic.Pointer[string]
+}
+
+// err returns nil, or ErrFailed with the first fatal message.
+func (f *fatalState) err() error {
+	if m := f.msg.Load(); m != nil {
+		return fmt.Errorf("%w: %s", ErrFailed, *m)
+	}
+	return nil
+}
+
 // pebbleLogger adapts slog to pebble.Logger.
-type pebbleLogger struct{ l *slog.Logger }
+type pebbleLogger struct {
+	l     *slog.Logger
+	fatal *fatalState
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Debug(fmt.Sprintf(format, args...))
@@ -848,7 +899,18 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error(fmt.Sprintf(format, args...))
 }
+
+// Fatalf does not exit or panic, which would take the HTTP API (and an
+// embedded NATS server) down with the store: it logs, and marks the store
+// failed so that Ready reports it and writes are refused. Pebble calls it
+// on errors it cannot go on from (a WAL or MANIFEST write failing, e.g.
+// on a full disk) and then returns as if the write had succeeded, so
+// every write checks the mark after Pebble returns (see write).
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	if p.fatal.msg.CompareAndSwap(nil, &msg) {
+		p.l.Error("index store failed: writes stop until a restart", "error", msg)
+		return
+	}
+	p.l.Error(msg)
 }

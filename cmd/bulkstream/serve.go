@@ -107,6 +107,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while kick-offs are still served, before draining (for load balancers to stop routing here)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGTERM, how long downloads and requests in flight may take before their connections are closed")
 	bindSecurityFlags(fs, &c.Security)
+	fs.Int64Var(&c.Ingest.MinFreeBytes, "ingest-min-free-bytes", ingest.DefaultMinFreeBytes, "ingest pauses (events stay in the stream) while the index disk has less free space (negative: no check)")
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -211,6 +212,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 
 	icfg := c.Ingest
 	icfg.Logger, icfg.Registerer = log, reg
+	icfg.DiskDir = filepath.Join(c.DataDir, "index") // --ingest-min-free-bytes is checked there
 	cons, err := ingest.New(icfg, st.js, idx)
 	if err != nil {
 		return err
