@@ -16,9 +16,14 @@ import (
 	"github.com/bulkstream/bulkstream/index"
 )
 
-type fixedLag time.Duration
+// fakeIngest is an ingest with a given lag and disk pause.
+type fakeIngest struct {
+	lag    time.Duration
+	paused bool
+}
 
-func (l fixedLag) Lag() time.Duration { return time.Duration(l) }
+func (f fakeIngest) Lag() time.Duration { return f.lag }
+func (f fakeIngest) DiskPaused() bool   { return f.paused }
 
 // TestReadinessChecks: each check names its reason when it fails.
 func TestReadinessChecks(t *testing.T) {
@@ -33,11 +38,11 @@ func TestReadinessChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idx.Close()
-	var draining atomic.Bool
+	var draining, paused atomic.Bool
 
 	failing := func(lag time.Duration, maxLag time.Duration) map[string]string {
 		got := map[string]string{}
-		for name, c := range readinessChecks(idx, nc, fixedLag(lag), maxLag, &draining) {
+		for name, c := range readinessChecks(idx, nc, fakeIngest{lag, paused.Load()}, maxLag, &draining) {
 			if err := c.Ready(); err != nil {
 				got[name] = err.Error()
 			}
@@ -53,6 +58,11 @@ func TestReadinessChecks(t *testing.T) {
 	if got := failing(time.Hour, 0); len(got) != 0 {
 		t.Errorf("--ready-max-lag 0: failing checks %v, want none", got)
 	}
+	paused.Store(true)
+	if got := failing(0, time.Minute); !strings.Contains(got["disk"], "--ingest-min-free-bytes") || len(got) != 1 {
+		t.Errorf("ingest paused for a low disk: failing checks %v, want disk", got)
+	}
+	paused.Store(false)
 	draining.Store(true)
 	if got := failing(0, time.Minute); !strings.Contains(got["shutdown"], "shutting down") || len(got) != 1 {
 		t.Errorf("draining: failing checks %v, want shutdown", got)
