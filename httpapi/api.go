@@ -52,7 +52,10 @@ func (f ReadinessFunc) Ready() error { return f() }
 // Defaults for Config fields left zero.
 const (
 	DefaultBasePath     = "/fhir"
-	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxBodyBytes caps a POST kick-off body: a Parameters
+	// resource naming every R4 type and a long _elements list is under
+	// 16 KiB, so no real client comes near it.
+	DefaultMaxBodyBytes = 256 << 10
 )
 
 // Config holds the handler's dependencies.
@@ -216,9 +219,13 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // MaxURLBytes caps a request target (path and query): longer ones are 414
-// OperationOutcomes. The longest legitimate URL, a GET kick-off with many
-// _typeFilter values, is far shorter; longer ones can use POST.
-const MaxURLBytes = 32 << 10
+// OperationOutcomes. 8 KiB is the request line most proxies and servers
+// pass (nginx's default large_client_header_buffers, Apache's
+// LimitRequestLine), so a client that works through them never hits it; a
+// GET kick-off naming all 146 R4 types is 2.3 KiB, and longer
+// requests can use POST. It also bounds the manifest's request, which a
+// finished job keeps in memory.
+const MaxURLBytes = 8 << 10
 
 func (a *api) limitURL(w http.ResponseWriter, r *http.Request) {
 	if len(r.RequestURI) > MaxURLBytes {

@@ -61,7 +61,7 @@ func TestErrorResponses(t *testing.T) {
 			status: 400, diag: "must be an array"},
 		{name: "post-too-large", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
 			body: `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"` + strings.Repeat("A", DefaultMaxBodyBytes) + `"}]}`},
-			status: 413, code: "too-long", diag: "exceeds 1048576 bytes"},
+			status: 413, code: "too-long", diag: "larger than the limit of 262144 bytes"},
 		{name: "post-bad-value-type", req: request{method: "POST", target: "/fhir/$export", header: postHeaders(),
 			body: `{"resourceType":"Parameters","parameter":[{"name":"_since","valueQuantity":{"value":1}}]}`},
 			status: 400, diag: "valueQuantity is not a supported value type", expression: "_since"},

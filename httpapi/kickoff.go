@@ -26,8 +26,9 @@ func (a *api) kickoff(w http.ResponseWriter, r *http.Request) {
 	if p := principalFrom(r.Context()); p != nil {
 		// export enforces what the token allows: the job's owner, the
 		// types (403 for a _type outside them; without _type only these
-		// are exported) and the client's job quota.
-		k.Client, k.MaxJobs = p.client.ID, p.client.MaxJobs
+		// are exported), the client's job quota and its own cap on
+		// finished jobs kept for download (0: the server's default).
+		k.Client, k.MaxJobs, k.MaxFinished = p.client.ID, p.client.MaxJobs, p.client.MaxFinished
 		if !p.scopes.All() {
 			k.AllowedTypes = p.scopes.Types()
 			if len(k.AllowedTypes) == 0 {
@@ -239,12 +240,17 @@ func (a *api) readParameters(w http.ResponseWriter, r *http.Request) ([]export.P
 		return nil, &httpError{status: http.StatusUnsupportedMediaType, code: "not-supported",
 			diag: fmt.Sprintf("Content-Encoding %q is not supported on a kick-off body", truncate(ce, 100))}
 	}
+	tooLarge := &httpError{status: http.StatusRequestEntityTooLarge, code: "too-long",
+		diag: fmt.Sprintf("the kick-off body is larger than the limit of %d bytes; "+
+			"a Parameters resource naming every resource type fits well within it", a.cfg.MaxBodyBytes)}
+	if r.ContentLength > a.cfg.MaxBodyBytes {
+		return nil, tooLarge // refused before reading any of it
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, &httpError{status: http.StatusRequestEntityTooLarge, code: "too-long",
-				diag: fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit)}
+			return nil, tooLarge
 		}
 		return nil, badRequest("incomplete", "reading the request body: "+err.Error())
 	}

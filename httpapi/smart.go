@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"mime"
@@ -178,6 +179,10 @@ func (a *api) token(w http.ResponseWriter, r *http.Request) {
 	writeOAuth(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "bearer", ExpiresIn: expiresIn, Scope: scopes.String()})
 }
 
+// errTokenRequestTooLarge marks a token request body over
+// maxTokenRequestBytes: 413 instead of 400.
+var errTokenRequestTooLarge = errors.New("token request body over the size limit")
+
 // readTokenForm reads and checks the form of a token request. Every
 // refusal is an *smart.OAuthError.
 func readTokenForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
@@ -186,9 +191,18 @@ func readTokenForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
 	if err != nil || !strings.EqualFold(mt, formContentType) {
 		return nil, invalid("the token request must be a form: Content-Type " + formContentType)
 	}
+	tooLarge := &smart.OAuthError{Code: smart.CodeInvalidRequest, Err: errTokenRequestTooLarge,
+		Description: fmt.Sprintf("the token request body is larger than the limit of %d bytes", maxTokenRequestBytes)}
+	if r.ContentLength > maxTokenRequestBytes {
+		return nil, tooLarge
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTokenRequestBytes))
 	if err != nil {
-		return nil, invalid("the token request body could not be read or is too large")
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, invalid("the token request body could not be read")
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
@@ -237,8 +251,11 @@ func (a *api) tokenError(w http.ResponseWriter, r *http.Request, client string, 
 		return
 	}
 	status := http.StatusBadRequest
-	if oe.Code == smart.CodeInvalidClient {
+	switch {
+	case oe.Code == smart.CodeInvalidClient:
 		status = http.StatusUnauthorized
+	case errors.Is(oe.Err, errTokenRequestTooLarge):
+		status = http.StatusRequestEntityTooLarge // the body is still an RFC 6749 error
 	}
 	a.metrics.tokens.WithLabelValues(tokenResult(oe.Code)).Inc()
 	attrs := []any{"client", client, "error", oe.Code, "reason", oe.Description, "remote", r.RemoteAddr}

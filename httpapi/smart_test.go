@@ -370,7 +370,8 @@ func TestTokenEndpointErrors(t *testing.T) {
 			status: 400, code: "invalid_scope"},
 		{name: "parameter repeated", form: func() url.Values { f := good(); f.Add("scope", "system/*.read"); return f }(),
 			status: 400, code: "invalid_request", desc: "repeated"},
-		{name: "body too large", form: with("scope", strings.Repeat("system/Patient.rs ", 5000)), status: 400, code: "invalid_request"},
+		{name: "body too large", form: with("scope", strings.Repeat("system/Patient.rs ", 5000)), status: 413, code: "invalid_request",
+			desc: "larger than the limit of 65536 bytes"},
 		{name: "bad aud", form: edited(app1, func(_, cl map[string]any) { cl["aud"] = "test-bad-aud-value" }), status: 401, code: "invalid_client", desc: "aud"},
 		{name: "aud of another server", form: edited(app1, func(_, cl map[string]any) { cl["aud"] = "https://other.example.org/fhir/auth/token" }), status: 401, code: "invalid_client"},
 		{name: "bad iss", form: edited(app1, func(_, cl map[string]any) { cl["iss"] = "test-bad-iss" }), status: 401, code: "invalid_client"},
@@ -793,8 +794,9 @@ func TestKickoffAuthorization(t *testing.T) {
 		t.Fatalf("kick-off = %d %s", rec.Code, rec.Body)
 	}
 	k := e.jobs.lastKickoff(t)
-	if k.Client != "app1" || k.MaxJobs != 2 || k.AllowedTypes != nil {
-		t.Errorf("kick-off of app1 = client %q, max jobs %d, types %q; want app1, 2, all", k.Client, k.MaxJobs, k.AllowedTypes)
+	if k.Client != "app1" || k.MaxJobs != 2 || k.AllowedTypes != nil || k.MaxFinished != 0 {
+		t.Errorf("kick-off of app1 = client %q, max jobs %d, types %q, max finished %d; want app1, 2, all, 0 (the server's default)",
+			k.Client, k.MaxJobs, k.AllowedTypes, k.MaxFinished)
 	}
 	if rec := kick("app1", "system/Patient.rs system/Observation.read", "?_type=Patient"); rec.Code != http.StatusAccepted {
 		t.Fatalf("kick-off = %d %s", rec.Code, rec.Body)
@@ -807,6 +809,29 @@ func TestKickoffAuthorization(t *testing.T) {
 	}
 	if k := e.jobs.lastKickoff(t); k.Client != "narrow" || k.MaxJobs != 1 || !slices.Equal(k.AllowedTypes, []string{"Patient"}) {
 		t.Errorf("kick-off of narrow = %+v", k)
+	}
+
+	// max_finished_exports from the registry as it is now.
+	for _, n := range []int{7, -1} {
+		b, err := os.ReadFile(e.regPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reg struct{ Clients []map[string]any }
+		if err := json.Unmarshal(b, &reg); err != nil {
+			t.Fatal(err)
+		}
+		reg.Clients[0]["max_finished_exports"] = n // app1
+		writeRegistry(t, e.regPath, reg.Clients...)
+		if err := e.registry.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if rec := kick("app1", "system/*.rs", ""); rec.Code != http.StatusAccepted {
+			t.Fatalf("kick-off = %d %s", rec.Code, rec.Body)
+		}
+		if k := e.jobs.lastKickoff(t); k.MaxFinished != n {
+			t.Errorf("kick-off of app1 with max_finished_exports %d: Kickoff.MaxFinished = %d", n, k.MaxFinished)
+		}
 	}
 
 	e.jobs.kickoffErr = &export.ForbiddenError{Types: []string{"Observation"}}

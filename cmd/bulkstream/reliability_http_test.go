@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/bulkstream/bulkstream/httpapi"
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 // TestOversizedRequests sends oversized headers, URLs and bodies to a real
@@ -57,9 +58,14 @@ func TestOversizedRequests(t *testing.T) {
 		{"100 KB file path", kick("GET", "/bulkfiles/x/"+strings.Repeat("a", 100<<10), "", nil), 414, true},
 		{"16 MiB POST body", kick("POST", "/$export", params(16<<20), map[string]string{"Content-Type": "application/fhir+json"}), 413, true},
 		{"2 MiB POST body", kick("POST", "/$export", params(2<<20), map[string]string{"Content-Type": "application/fhir+json"}), 413, true},
+		{"300 KB POST body", kick("POST", "/$export", params(300<<10), map[string]string{"Content-Type": "application/fhir+json"}), 413, true},
+		{"9 KB URL", kick("GET", "/$export?_type="+strings.Repeat("Patient,", 9<<10/8)+"Patient", "", nil), 414, true},
 		// Long but legitimate: the limits are not hit.
-		{"16 KB URL", kick("GET", "/$export?_type="+strings.Repeat("Patient,", 16<<10/8)+"Patient", "", nil), 202, false},
-		{"900 KB POST body", kick("POST", "/$export", params(900<<10), map[string]string{"Content-Type": "application/fhir+json"}), 202, false},
+		// The longest real requests: every R4 type, in the URL and in a
+		// POST body padded to 200 KB.
+		{"every type in the URL", kick("GET", "/$export?_type="+strings.Join(fhir.ResourceTypes(), ","), "", nil), 202, false},
+		{"200 KB POST body", kick("POST", "/$export", `{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"`+
+			strings.Join(fhir.ResourceTypes(), ",")+`"}]}`+strings.Repeat(" ", 200<<10), map[string]string{"Content-Type": "application/fhir+json"}), 202, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := http.DefaultClient.Do(tc.req)
