@@ -58,8 +58,9 @@
 //     3.3) → smart.VerifyAssertion (invalid_client; the jti is burned
 //     only once everything else holds) → smart.GrantScopes
 //     (invalid_scope) → Signer.Issue. invalid_client is 401 (without a
-//     WWW-Authenticate: no HTTP authentication scheme was used), every
-//     other OAuth error 400; an error that is not an *smart.OAuthError
+//     WWW-Authenticate: no HTTP authentication scheme was used), a body
+//     over 64 KiB 413 invalid_request naming the limit, every other
+//     OAuth error 400; an error that is not an *smart.OAuthError
 //     (replay file, keys) is a logged 500 server_error. Every answer is
 //     JSON with Cache-Control: no-store and Pragma: no-cache; errors are
 //     {error, error_description} and never echo the assertion. Success:
@@ -85,8 +86,9 @@
 //     it.
 //   - Jobs get the caller's client id: another client's job is 404 with
 //     the same body as an unknown job. The kick-off carries Client,
-//     MaxJobs (from the registry as it is now) and AllowedTypes (nil for
-//     system/*); export decides, and its *export.ForbiddenError becomes 403
+//     MaxJobs and MaxFinished (max_finished_exports; both from the
+//     registry as it is now) and AllowedTypes (nil for system/*, else the
+//     token's types narrowed by the registry); export decides, and its *export.ForbiddenError becomes 403
 //     forbidden with WWW-Authenticate: Bearer error="insufficient_scope"
 //     and the scope needed; a client-quota *export.TooManyJobsError says
 //     so in the 429's diagnostics.
@@ -103,9 +105,12 @@
 // not split (export.ParseRequest does that). POST: the body is a FHIR
 // Parameters resource sent as application/fhir+json or application/json
 // (charset allowed; anything else, or no Content-Type, is 415), at most
-// Config.MaxBodyBytes (413). Each parameter entry needs a name and exactly
-// one of valueString, valueCode, valueId, valueUri, valueUrl,
-// valueCanonical, valueInstant, valueDateTime, valueDate, valueBoolean,
+// Config.MaxBodyBytes (DefaultMaxBodyBytes, 256 KiB; 413 naming the
+// limit, refused from Content-Length before reading when it says so). On
+// every route a request target over MaxURLBytes (8 KiB) is 414. Each
+// parameter entry needs a name and exactly one of valueString, valueCode,
+// valueId, valueUri, valueUrl, valueCanonical, valueInstant,
+// valueDateTime, valueDate, valueBoolean,
 // valueInteger, valuePositiveInt, valueUnsignedInt (stringified),
 // valueReference (its reference) or valueCoding (its code); part, resource,
 // other value types, null values and unknown elements are 400. An empty or

@@ -18,14 +18,18 @@
 // the client's allowed scopes, then Signer.Issue. Resource requests carry
 // the access token, which Signer.Verify checks without touching the client
 // registry or the assertion again, so an ES384 assertion check is paid once
-// per token, not once per request.
+// per token, not once per request. What a request may read is the token's
+// scopes intersected with the client's registered scopes as they are now
+// (Client.ReadScopes), so a registry reload that narrows a client narrows
+// its unexpired tokens too.
 //
 //	client                           token endpoint                       resource server
 //	SignAssertion ─ assertion ─▶ VerifyAssertion(ctx, reg, a, url, now, replay, jwks)
 //	                             GrantScopes(scope, client.Scopes)
 //	              ◀─ token ───── Signer.Issue(client.ID, scopes, 0)
 //	              ─ Bearer ───────────────────────────────────────────▶ Signer.Verify(token, now)
-//	                                                                     claims.Scopes.Allows(type)
+//	                                                                     claims.Scopes.Intersect(
+//	                                                                       client.ReadScopes()).Allows(type)
 //
 // # Decisions
 //
