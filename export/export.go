@@ -2,7 +2,10 @@ package export
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -173,6 +176,32 @@ type FileInfo struct {
 	Name  string `json:"name"`  // file name within the job, e.g. "Patient-1.ndjson"
 	Count int64  `json:"count"` // lines (resources) in the file, exact
 	Bytes int64  `json:"bytes"`
+	// SHA256 is the digest of the file's bytes, computed while it was
+	// written (zero in records written before digests: such files are
+	// served unchecked). It is kept in the job record; the manifest
+	// clients see does not show it (the download's ETag does).
+	SHA256 Digest `json:"sha256,omitzero"`
+
+	// stamp is the file's identity on disk when its bytes were last known
+	// to match SHA256 (in memory only; see OpenFile).
+	stamp fileStamp
+}
+
+// Digest is a SHA-256, as lower-case hex in JSON.
+type Digest [sha256.Size]byte
+
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// MarshalText writes the digest as hex.
+func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads a hex digest.
+func (d *Digest) UnmarshalText(b []byte) error {
+	if len(b) != 2*sha256.Size {
+		return fmt.Errorf("export: digest %q: want %d hex digits", b, 2*sha256.Size)
+	}
+	_, err := hex.Decode(d[:], b)
+	return err
 }
 
 // File is an open output file for a download.

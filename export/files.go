@@ -1,6 +1,9 @@
 package export
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,6 +15,21 @@ import (
 // an unknown, expired, cancelled or unfinished job, and of a job another
 // client started (client is the caller's Request.Client).
 //
+// The file is checked against the size and SHA-256 recorded when it was
+// written; File.Digest is that digest. A file that no longer matches
+// (truncated, edited, replaced) is never served: OpenFile returns
+// ErrFileDamaged, logs it, counts it (bulkstream_export_files_damaged_total)
+// and turns the job failed, its other files removed, so a client polling
+// the status URL sees a failed job saying a file was damaged and to start a
+// new export (the manifest's counts can no longer be trusted); later
+// downloads of the job are ErrNotFound. Hashing a large file on every
+// download would cost as much as serving it, so the bytes are hashed only
+// when the file's stamp (inode, size, mtime, ctime) differs from the one
+// recorded when they last matched, or that stamp is too recent to trust
+// (see fileStamp); a file whose stat matches is served on the strength of
+// the check already made. Records written before digests are served
+// unchecked, without a digest.
+//
 // Removing a job (Cancel, expiry) does not cut short a download that has
 // already opened its file: the open descriptor keeps the data readable.
 func (m *Manager) OpenFile(client, id, name string) (File, error) {
@@ -20,7 +38,11 @@ func (m *Manager) OpenFile(client, id, name string) (File, error) {
 		return nil, ErrNotFound
 	}
 	j.mu.Lock()
-	ok := !j.removed && j.ownedBy(client) && j.rec.State == Completed && !m.expired(j) && j.rec.Manifest != nil && j.rec.Manifest.has(name)
+	var want FileInfo
+	ok := !j.removed && j.ownedBy(client) && j.rec.State == Completed && !m.expired(j) && j.rec.Manifest != nil
+	if ok {
+		want, ok = j.rec.Manifest.file(name)
+	}
 	j.mu.Unlock()
 	if !ok {
 		return nil, ErrNotFound
@@ -29,28 +51,109 @@ func (m *Manager) OpenFile(client, id, name string) (File, error) {
 	f, err := os.Open(filepath.Join(m.jobDir(id), name))
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil, ErrNotFound
+			m.damaged(j, name, "the file is missing")
+			return nil, ErrFileDamaged
 		}
 		return nil, err
 	}
+	at := time.Now()
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return &osFile{File: f, size: fi.Size(), mod: fi.ModTime()}, nil
+	file := &osFile{File: f, size: fi.Size(), mod: fi.ModTime()}
+	if want.SHA256 == (Digest{}) {
+		return file, nil // written before digests
+	}
+	file.digest = want.SHA256.String()
+	if fi.Size() != want.Bytes {
+		f.Close()
+		m.damaged(j, name, fmt.Sprintf("%d bytes on disk, %d written", fi.Size(), want.Bytes))
+		return nil, ErrFileDamaged
+	}
+	cur, stamped := stampOf(fi, at)
+	if stamped && want.stamp.matches(cur, m.racyWindow) {
+		return file, nil
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, want.Bytes+1))
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("export: check %s of job %s: %w", name, id, err)
+	}
+	var got Digest
+	h.Sum(got[:0])
+	if n != want.Bytes || got != want.SHA256 {
+		f.Close()
+		m.damaged(j, name, "its bytes differ from the ones written (SHA-256 "+got.String()+", written "+want.SHA256.String()+")")
+		return nil, ErrFileDamaged
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	// Remember the stamp the bytes matched under, unless the file changed
+	// while it was read (then the next download hashes it again).
+	if fi2, err := f.Stat(); err == nil && stamped {
+		if again, _ := stampOf(fi2, at); again == cur {
+			j.mu.Lock()
+			if mf := j.rec.Manifest; mf != nil && !j.removed {
+				mf.setStamp(name, cur)
+			}
+			j.mu.Unlock()
+		}
+	}
+	return file, nil
 }
 
-// has reports whether name is a file of the manifest.
-func (mf *Manifest) has(name string) bool {
+// damagedMessage is the Status.Error of a job turned failed by a damaged
+// file.
+const damagedMessage = "an export file (%s) was changed or truncated on the server after it was written, so the export can no longer be served; start a new export"
+
+// damaged turns a completed job whose file name no longer matches what was
+// written into a failed one and removes its files.
+func (m *Manager) damaged(j *job, name, why string) {
+	m.met.damaged.Inc()
+	m.log.Error("export file damaged on disk: not served; the job is failed", "job", j.id, "file", name, "problem", why)
+	j.mu.Lock()
+	if j.removed || j.rec.State != Completed {
+		j.mu.Unlock()
+		return
+	}
+	j.rec.State, j.rec.Error, j.rec.Manifest = Failed, fmt.Sprintf(damagedMessage, name), nil
+	j.urlInStore = false
+	if err := m.persist(j); err != nil {
+		m.log.Error("cannot persist the failed export job", "job", j.id, "error", err)
+	}
+	j.mu.Unlock()
+	if err := os.RemoveAll(m.jobDir(j.id)); err != nil {
+		m.log.Error("cannot remove export files", "job", j.id, "error", err)
+	}
+}
+
+// file returns the manifest entry of name.
+func (mf *Manifest) file(name string) (FileInfo, bool) {
 	for _, list := range [][]FileInfo{mf.Output, mf.Deleted, mf.Error} {
 		for _, fi := range list {
 			if fi.Name == name {
-				return true
+				return fi, true
 			}
 		}
 	}
-	return false
+	return FileInfo{}, false
+}
+
+// setStamp records the stamp of file name.
+func (mf *Manifest) setStamp(name string, st fileStamp) {
+	for _, list := range [][]FileInfo{mf.Output, mf.Deleted, mf.Error} {
+		for i := range list {
+			if list[i].Name == name {
+				list[i].stamp = st
+				return
+			}
+		}
+	}
 }
 
 // files returns every file of the manifest.

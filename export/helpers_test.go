@@ -149,6 +149,9 @@ func (e *testEnv) manager(t testing.TB, cfg Config, setup func(*Manager)) *Manag
 	if cfg.MinFreeBytes == 0 {
 		cfg.MinFreeBytes = -1
 	}
+	if cfg.ExportReserveBytes == 0 {
+		cfg.ExportReserveBytes = -1
+	}
 	m, err := NewManager(cfg, e.x, e.head, e.x)
 	if err != nil {
 		t.Fatal(err)

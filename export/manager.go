@@ -27,8 +27,12 @@ const (
 	DefaultFileMaxBytes     = 256 << 20
 	DefaultTTL              = 24 * time.Hour
 	DefaultMaxFinishedJobs  = 10_000
-	DefaultMinFreeBytes     = 256 << 20
-	DefaultMaxCatchUpWait   = 10 * time.Minute
+	// DefaultMaxFinishedJobsPerClient is each client's own cap.
+	DefaultMaxFinishedJobsPerClient = 1000
+	DefaultMinFreeBytes             = 256 << 20
+	// DefaultExportReserveBytes is the free space running exports leave.
+	DefaultExportReserveBytes = 128 << 20
+	DefaultMaxCatchUpWait     = 10 * time.Minute
 )
 
 // headTimeout bounds the stream-head lookup of a kick-off, which must
@@ -55,15 +59,29 @@ type Config struct {
 	// stay available (DefaultTTL).
 	TTL time.Duration
 	// MaxFinishedJobs caps the completed and failed jobs kept for
-	// download: past it the oldest finished ones are removed before their
-	// TTL, so a client that never deletes its jobs cannot grow memory and
-	// disk without bound (DefaultMaxFinishedJobs; a two-file job holds
-	// ~2.4 KB of heap, BenchmarkFinishedJobMemory; negative: no cap).
+	// download, all clients together: past it finished jobs are removed
+	// before their TTL, each time the oldest of the client holding the
+	// most, so a client that never deletes its jobs cannot grow memory and
+	// disk without bound, nor evict another client's exports while it
+	// holds more than that client (DefaultMaxFinishedJobs; the heap a
+	// finished job holds is measured by BenchmarkFinishedJobMemory;
+	// negative: no cap).
 	MaxFinishedJobs int
+	// MaxFinishedJobsPerClient caps each client's own finished jobs: past
+	// it the client's own oldest finished job is removed. Kickoff.MaxFinished
+	// overrides it per client (DefaultMaxFinishedJobsPerClient; negative:
+	// no per-client cap).
+	MaxFinishedJobsPerClient int
 	// MinFreeBytes: Kickoff answers *UnavailableError while the
 	// filesystem of Dir has less free space (DefaultMinFreeBytes;
 	// negative disables the check).
 	MinFreeBytes int64
+	// ExportReserveBytes: a running job fails (files removed, a message
+	// saying the disk is low) rather than let the free space of Dir drop
+	// below it, checked when a file opens and at least every MiB written,
+	// so ingest keeps room to commit (DefaultExportReserveBytes; negative
+	// disables the check; at most MinFreeBytes when both are checked).
+	ExportReserveBytes int64
 	// MaxCatchUpWait bounds how long a job waits for ingest to apply the
 	// stream head recorded at kick-off before it fails
 	// (DefaultMaxCatchUpWait).
@@ -99,8 +117,14 @@ func (c *Config) ensureDefaults() {
 	if c.MaxFinishedJobs == 0 {
 		c.MaxFinishedJobs = DefaultMaxFinishedJobs
 	}
+	if c.MaxFinishedJobsPerClient == 0 {
+		c.MaxFinishedJobsPerClient = DefaultMaxFinishedJobsPerClient
+	}
 	if c.MinFreeBytes == 0 {
 		c.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if c.ExportReserveBytes == 0 {
+		c.ExportReserveBytes = DefaultExportReserveBytes
 	}
 	if c.MaxCatchUpWait == 0 {
 		c.MaxCatchUpWait = DefaultMaxCatchUpWait
@@ -133,6 +157,10 @@ func (c *Config) validate() error {
 	if c.TTL < 0 {
 		errs = append(errs, fmt.Errorf("export: Config.TTL %v must be positive", c.TTL))
 	}
+	if c.MinFreeBytes >= 0 && c.ExportReserveBytes >= 0 && c.ExportReserveBytes > c.MinFreeBytes {
+		errs = append(errs, fmt.Errorf("export: Config.ExportReserveBytes %d must not exceed Config.MinFreeBytes %d (--export-reserve-bytes ≤ --min-free-bytes): a kick-off admitted just above the one would fail at once on the other",
+			c.ExportReserveBytes, c.MinFreeBytes))
+	}
 	if c.MaxCatchUpWait < 0 {
 		errs = append(errs, fmt.Errorf("export: Config.MaxCatchUpWait %v must be positive", c.MaxCatchUpWait))
 	}
@@ -151,6 +179,11 @@ type Manager struct {
 
 	// hookScan, if set (tests), runs before each scan entry is written.
 	hookScan func(ctx context.Context) error
+	// freeBytes measures the free space of a directory (tests replace it).
+	freeBytes func(dir string) (int64, bool, error)
+	// racyWindow is how old a file's ctime must be for its stamp to be
+	// trusted (fileStamp; tests shorten it).
+	racyWindow time.Duration
 
 	// Lock order: mu before any job's mu.
 	mu  sync.Mutex
@@ -173,11 +206,16 @@ type Manager struct {
 	// finished since it last did, a tenth of MaxFinishedJobs.
 	sweep              chan struct{}
 	finishedSinceSweep atomic.Int64
-	ctx                context.Context
-	stop               context.CancelFunc
-	wg                 sync.WaitGroup
-	unreg              sync.Once
-	closeE             error
+	// finishedBy counts each client's finished jobs, so a finish past the
+	// client's own cap wakes the sweep at once. Under its own leaf mutex,
+	// like avgMu: run updates it holding a job's mu.
+	finMu      sync.Mutex
+	finishedBy map[string]int
+	ctx        context.Context
+	stop       context.CancelFunc
+	wg         sync.WaitGroup
+	unreg      sync.Once
+	closeE     error
 }
 
 // NewManager returns a Manager over src, exporting to cfg.Dir and keeping
@@ -192,15 +230,18 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		return nil, errors.New("export: NewManager needs a Source and a JobStore")
 	}
 	m := &Manager{
-		cfg:    cfg,
-		src:    src,
-		head:   head,
-		jobs:   jobs,
-		log:    cfg.Logger.With("component", "export"),
-		all:    map[string]*job{},
-		active: map[*job]struct{}{},
-		wake:   make(chan struct{}, 1),
-		sweep:  make(chan struct{}, 1),
+		cfg:        cfg,
+		src:        src,
+		head:       head,
+		jobs:       jobs,
+		log:        cfg.Logger.With("component", "export"),
+		all:        map[string]*job{},
+		finishedBy: map[string]int{},
+		active:     map[*job]struct{}{},
+		wake:       make(chan struct{}, 1),
+		sweep:      make(chan struct{}, 1),
+		freeBytes:  freeBytes,
+		racyWindow: racyWindow,
 	}
 	m.met = newMetrics(m)
 	if cfg.Registerer != nil {
@@ -269,7 +310,7 @@ func (m *Manager) load() error {
 				return nil
 			}
 			if rec.State == Completed && !m.filesPresent(j) {
-				m.log.Error("export files missing after restart; marking the job failed", "job", id)
+				m.log.Error("export files missing or truncated after restart; marking the job failed", "job", id)
 				j.rec.State, j.rec.Error, j.rec.Manifest = Failed, "the export files were lost; please start a new export", nil
 				if err := m.jobs.PutJob(id, mustJSON(j.rec)); err != nil {
 					return err
@@ -294,6 +335,10 @@ func (m *Manager) load() error {
 			return nil
 		}
 		m.all[id] = j
+		if s := j.rec.State; s == Completed || s == Failed {
+			m.finishedBy[rec.Request.Client]++
+			j.shed()
+		}
 		return nil
 	})
 	if err != nil {
@@ -317,13 +362,15 @@ func (m *Manager) load() error {
 	return nil
 }
 
-// filesPresent checks that every file of a completed job is on disk.
+// filesPresent checks that every file of a completed job is on disk with
+// the size it was written with (the digest is checked at download).
 func (m *Manager) filesPresent(j *job) bool {
 	if j.rec.Manifest == nil {
 		return false
 	}
 	for _, fi := range j.rec.Manifest.files() {
-		if _, err := os.Stat(filepath.Join(m.jobDir(j.id), fi.Name)); err != nil {
+		st, err := os.Stat(filepath.Join(m.jobDir(j.id), fi.Name))
+		if err != nil || st.Size() != fi.Bytes {
 			return false
 		}
 	}
@@ -401,6 +448,7 @@ func (m *Manager) Kickoff(ctx context.Context, k Kickoff) (string, error) {
 		return "", err
 	}
 	req.RequestURL, req.Client = k.RequestURL, k.Client
+	req.MaxFinished = cmp.Or(k.MaxFinished, m.cfg.MaxFinishedJobsPerClient)
 	if err := restrictTypes(&req, k.AllowedTypes); err != nil {
 		return "", err
 	}
@@ -416,7 +464,7 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 		return "", err
 	}
 	if m.cfg.MinFreeBytes > 0 {
-		free, ok, err := freeBytes(m.cfg.Dir)
+		free, ok, err := m.freeBytes(m.cfg.Dir)
 		if err != nil {
 			return "", fmt.Errorf("export: check free disk space: %w", err)
 		}
@@ -581,7 +629,24 @@ func (m *Manager) Status(client, id string) (Status, error) {
 		m.remove(j, "expired")
 		return Status{}, ErrNotFound
 	}
-	defer j.mu.Unlock()
+	st := m.statusLocked(j, ahead, now)
+	urlInStore := j.urlInStore
+	j.mu.Unlock()
+	if urlInStore && st.Manifest != nil {
+		// A long request URL is not kept in memory: read it from the
+		// record, without holding j.mu (disk I/O).
+		url, err := m.storedURL(id)
+		if err != nil {
+			return Status{}, err
+		}
+		st.Manifest.Request = url
+	}
+	return st, nil
+}
+
+// statusLocked is Status of a job that is neither removed nor expired.
+// j.mu is held.
+func (m *Manager) statusLocked(j *job, ahead int, now time.Time) Status {
 	first := !j.rec.Polled
 	j.rec.Polled = true
 	switch j.rec.State {
@@ -590,13 +655,13 @@ func (m *Manager) Status(client, id string) (Status, error) {
 		if ahead > 0 {
 			p = fmt.Sprintf("queued behind %d other export jobs", ahead)
 		}
-		return Status{State: Queued, Progress: p, RetryAfter: 2 * time.Second}, nil
+		return Status{State: Queued, Progress: p, RetryAfter: 2 * time.Second}
 	case Running:
 		p, retry := j.progress(now, m.src.AppliedSeq())
-		return Status{State: Running, Progress: p, RetryAfter: retry}, nil
+		return Status{State: Running, Progress: p, RetryAfter: retry}
 	}
 	if first {
-		return Status{State: Running, Progress: "writing the manifest", RetryAfter: time.Second}, nil
+		return Status{State: Running, Progress: "writing the manifest", RetryAfter: time.Second}
 	}
 	st := Status{State: j.rec.State, Expires: j.rec.Expires, Error: j.rec.Error}
 	if j.rec.Manifest != nil {
@@ -606,7 +671,26 @@ func (m *Manager) Status(client, id string) (Status, error) {
 		mf.Error = slices.Clone(mf.Error)
 		st.Manifest = &mf
 	}
-	return st, nil
+	return st
+}
+
+// storedURL reads a finished job's manifest request URL from its record.
+func (m *Manager) storedURL(id string) (string, error) {
+	b, err := m.jobs.GetJob(id)
+	if errors.Is(err, index.ErrNotFound) {
+		return "", ErrNotFound // removed meanwhile
+	}
+	if err != nil {
+		return "", fmt.Errorf("export: read the record of job %s: %w", id, err)
+	}
+	rec, err := decodeRecord(b)
+	if err != nil {
+		return "", fmt.Errorf("export: decode the record of job %s: %w", id, err)
+	}
+	if rec.Manifest == nil {
+		return "", nil // failed meanwhile (a damaged file): the next poll says so
+	}
+	return rec.Manifest.Request, nil
 }
 
 // Cancel stops a queued or running job, or discards a finished one: its
@@ -646,8 +730,11 @@ func (m *Manager) remove(j *job, why string) bool {
 		return false
 	}
 	j.removed = true
-	state, cancel, done := j.rec.State, j.cancel, j.done
+	state, cancel, done, client := j.rec.State, j.cancel, j.done, j.rec.Request.Client
 	j.mu.Unlock()
+	if state == Completed || state == Failed {
+		m.forgetFinished(client)
+	}
 	if cancel != nil {
 		cancel(errCancelled)
 		<-done
@@ -681,15 +768,24 @@ func (m *Manager) expiryLoop() {
 	}
 }
 
-// noteFinished counts a job that completed or failed, and wakes the expiry
-// loop when a tenth of MaxFinishedJobs have finished since its last sweep.
-// It takes no lock: run calls it holding j.mu.
-func (m *Manager) noteFinished() {
-	limit := int64(m.cfg.MaxFinishedJobs)
-	if limit <= 0 {
-		return
+// noteFinished counts a job of client that completed or failed, and wakes
+// the expiry loop when the client now holds more finished jobs than its
+// cap keep (0: Config.MaxFinishedJobsPerClient), or when a tenth of
+// MaxFinishedJobs have finished since its last sweep. It takes only
+// finMu: run calls it holding j.mu.
+func (m *Manager) noteFinished(client string, keep int) {
+	m.finMu.Lock()
+	m.finishedBy[client]++
+	mine := m.finishedBy[client]
+	m.finMu.Unlock()
+	wake := false
+	if limit := cmp.Or(keep, m.cfg.MaxFinishedJobsPerClient); limit > 0 && mine > limit {
+		wake = true
 	}
-	if m.finishedSinceSweep.Add(1) >= max(1, limit/10) {
+	if limit := int64(m.cfg.MaxFinishedJobs); limit > 0 && m.finishedSinceSweep.Add(1) >= max(1, limit/10) {
+		wake = true
+	}
+	if wake {
 		select {
 		case m.sweep <- struct{}{}:
 		default:
@@ -697,23 +793,32 @@ func (m *Manager) noteFinished() {
 	}
 }
 
-// expire removes every finished job past its expiry, then the oldest
-// finished jobs beyond MaxFinishedJobs.
+// forgetFinished uncounts a finished job of client that was removed.
+func (m *Manager) forgetFinished(client string) {
+	m.finMu.Lock()
+	defer m.finMu.Unlock()
+	if m.finishedBy[client]--; m.finishedBy[client] <= 0 {
+		delete(m.finishedBy, client)
+	}
+}
+
+// expire removes every finished job past its expiry, then each client's
+// oldest finished jobs beyond its own cap, then, while more than
+// MaxFinishedJobs are left, the oldest finished job of the client holding
+// the most (so a client holding fewer than another never loses a job to
+// the global cap while the other still has more).
 func (m *Manager) expire() {
 	m.finishedSinceSweep.Store(0)
-	type finished struct {
-		j  *job
-		at time.Time
-	}
 	var old []*job
-	var kept []finished
+	byClient := map[string][]finishedJob{}
 	m.mu.Lock()
 	for _, j := range m.all {
 		j.mu.Lock()
 		if m.expired(j) {
 			old = append(old, j)
 		} else if s := j.rec.State; s == Completed || s == Failed {
-			kept = append(kept, finished{j, j.rec.Finished})
+			c := j.rec.Request.Client
+			byClient[c] = append(byClient[c], finishedJob{j, j.rec.Finished, j.rec.Request.MaxFinished})
 		}
 		j.mu.Unlock()
 	}
@@ -721,12 +826,65 @@ func (m *Manager) expire() {
 	for _, j := range old {
 		m.remove(j, "expired")
 	}
-	if limit := m.cfg.MaxFinishedJobs; limit > 0 && len(kept) > limit {
-		slices.SortFunc(kept, func(a, b finished) int { return a.at.Compare(b.at) })
-		for _, f := range kept[:len(kept)-limit] {
-			m.remove(f.j, "evicted: past the cap on finished jobs")
-		}
+	for _, v := range evictions(byClient, m.cfg.MaxFinishedJobsPerClient, m.cfg.MaxFinishedJobs) {
+		m.remove(v.j, v.why)
 	}
+}
+
+// finishedJob is a finished job as the eviction sweep sees it: when it
+// finished and its client's cap at kick-off (Request.MaxFinished).
+type finishedJob struct {
+	j        *job
+	at       time.Time
+	keepMine int
+}
+
+type eviction struct {
+	j   *job
+	why string
+}
+
+// evictions picks the finished jobs to remove: per client, the oldest
+// beyond its own cap (the cap of its most recently finished job, 0 there
+// meaning perClient; negative: none), then, while more than global (> 0)
+// are left, the oldest of the client holding the most (ties: the client
+// whose oldest job is oldest). byClient's slices are sorted in place.
+func evictions(byClient map[string][]finishedJob, perClient, global int) []eviction {
+	var out []eviction
+	total := 0
+	clients := make([]string, 0, len(byClient))
+	for c, fs := range byClient {
+		slices.SortFunc(fs, func(a, b finishedJob) int { return a.at.Compare(b.at) })
+		limit := cmp.Or(fs[len(fs)-1].keepMine, perClient)
+		if limit > 0 && len(fs) > limit {
+			for _, f := range fs[:len(fs)-limit] {
+				out = append(out, eviction{f.j, "evicted: past the client's cap on finished jobs"})
+			}
+			fs = fs[len(fs)-limit:]
+		}
+		byClient[c] = fs
+		total += len(fs)
+		clients = append(clients, c)
+	}
+	if global <= 0 || total <= global {
+		return out
+	}
+	// A max-heap would be O(excess · log clients); the excess is at most
+	// a tenth of the cap between sweeps and clients are few, so a scan
+	// per eviction is enough.
+	for ; total > global; total-- {
+		var most string
+		for _, c := range clients {
+			fs, best := byClient[c], byClient[most]
+			if len(fs) > len(best) || len(fs) == len(best) && len(fs) > 0 && fs[0].at.Before(best[0].at) {
+				most = c
+			}
+		}
+		fs := byClient[most]
+		out = append(out, eviction{fs[0].j, "evicted: past the cap on finished jobs, from the client holding the most"})
+		byClient[most] = fs[1:]
+	}
+	return out
 }
 
 // stateCounts counts jobs by state, for the jobs gauge.
@@ -773,6 +931,33 @@ func clientMessage(err error) string {
 		return "the server cannot write the export files: its export directory is read-only or not writable; try again later"
 	}
 	return "internal error while exporting; the server log has the details"
+}
+
+// Reasons of a failed job, the values of the reason label of
+// bulkstream_export_jobs_failed_total.
+const (
+	failDiskReserve = "disk_reserve" // stopped before the disk fell below Config.ExportReserveBytes
+	failDiskFull    = "disk_full"    // ENOSPC or quota
+	failNotWritable = "not_writable" // read-only or permission
+	failCatchUp     = "catch_up"     // ingest did not reach the head in time
+	failInternal    = "internal"
+)
+
+var failReasons = []string{failDiskReserve, failDiskFull, failNotWritable, failCatchUp, failInternal}
+
+// failReason is the metric label of a job's failure.
+func failReason(err error) string {
+	switch {
+	case errors.Is(err, errDiskReserve):
+		return failDiskReserve
+	case errors.Is(err, errCatchUp):
+		return failCatchUp
+	case isNoSpace(err):
+		return failDiskFull
+	case isNotWritable(err):
+		return failNotWritable
+	}
+	return failInternal
 }
 
 // clientError is a failure whose message is fit for the client.

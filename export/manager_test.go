@@ -155,7 +155,9 @@ func TestSinceExport(t *testing.T) {
 	// two, and delete one resource the index never had.
 	var changed []resource
 	for _, r := range rs[:10] {
-		changed = append(changed, r) // the same body: still a new version
+		// A changed body (an identical one is a no-op for the index).
+		body := append(slices.Clone(r.body[:len(r.body)-1]), `,"implicitRules":"urn:test:changed"}`...)
+		changed = append(changed, resource{r.typ, r.id, body})
 	}
 	for _, r := range rs[10:15] {
 		changed = append(changed, resource{typ: r.typ, id: r.id})

@@ -18,6 +18,9 @@ const (
 // reason one of the TooManyJobsError reasons, type a resource type (ingest admits only the R4 types).
 type metrics struct {
 	finished   *prometheus.CounterVec   // result
+	failed     *prometheus.CounterVec   // reason
+	skipped    *prometheus.CounterVec   // type
+	damaged    prometheus.Counter
 	throttled  *prometheus.CounterVec   // reason
 	resources  *prometheus.CounterVec   // type
 	deleted    *prometheus.CounterVec   // type
@@ -36,6 +39,18 @@ func newMetrics(m *Manager) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "jobs_finished_total",
 			Help: "Export jobs that left the queued/running states, by result (completed, failed, cancelled).",
 		}, []string{"result"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "jobs_failed_total",
+			Help: "Export jobs that failed, by reason (disk_reserve: stopped before the disk fell below --export-reserve-bytes; disk_full; not_writable; catch_up; internal).",
+		}, []string{"reason"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "resources_skipped_total",
+			Help: "Stored resources left out of an export because _elements could not be applied to them (each is an OperationOutcome in the job's error file), by resource type.",
+		}, []string{"type"}),
+		damaged: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "files_damaged_total",
+			Help: "Export files found truncated or changed on disk at download; each turns its job failed.",
+		}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "kickoffs_throttled_total",
 			Help: "Kick-offs refused with 429, by reason (server_limit: --max-export-jobs; client_quota: the client's max_jobs).",
@@ -76,7 +91,10 @@ func newMetrics(m *Manager) *metrics {
 	for _, r := range []string{ReasonServerLimit, ReasonClientQuota} {
 		mt.throttled.WithLabelValues(r)
 	}
-	mt.collectors = []prometheus.Collector{mt.finished, mt.throttled, mt.resources, mt.deleted, mt.bytes,
+	for _, r := range failReasons {
+		mt.failed.WithLabelValues(r)
+	}
+	mt.collectors = []prometheus.Collector{mt.finished, mt.failed, mt.skipped, mt.damaged, mt.throttled, mt.resources, mt.deleted, mt.bytes,
 		mt.duration, mt.toManifest, mt.catchUp, &stateCollector{m: m}}
 	return mt
 }
@@ -116,12 +134,15 @@ var (
 		"Bytes available on the filesystem of the export directory.", nil, nil)
 	minFreeDesc = prometheus.NewDesc("bulkstream_export_disk_min_free_bytes",
 		"Free space below which kick-offs answer 503 (--min-free-bytes; 0: no check).", nil, nil)
+	reserveDesc = prometheus.NewDesc("bulkstream_export_disk_reserve_bytes",
+		"Free space running exports never write below: they fail first (--export-reserve-bytes; 0: no check).", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsDesc
 	ch <- diskFreeDesc
 	ch <- minFreeDesc
+	ch <- reserveDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -129,8 +150,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range []State{Queued, Running, Completed, Failed} {
 		ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(counts[s]), string(s))
 	}
-	if free, ok, err := freeBytes(c.m.cfg.Dir); ok && err == nil {
+	if free, ok, err := c.m.freeBytes(c.m.cfg.Dir); ok && err == nil {
 		ch <- prometheus.MustNewConstMetric(diskFreeDesc, prometheus.GaugeValue, float64(free))
 	}
 	ch <- prometheus.MustNewConstMetric(minFreeDesc, prometheus.GaugeValue, float64(max(0, c.m.cfg.MinFreeBytes)))
+	ch <- prometheus.MustNewConstMetric(reserveDesc, prometheus.GaugeValue, float64(max(0, c.m.cfg.ExportReserveBytes)))
 }

@@ -2,7 +2,10 @@ package export
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,8 +26,78 @@ const (
 	errorBase  = "error"
 )
 
-// writeBufferSize is the bufio buffer of each open output file.
-const writeBufferSize = 256 << 10
+// writeBufferSize is the bufio buffer of each open output file;
+// errorBufferSize that of the error file, allocated at its first line.
+const (
+	writeBufferSize = 256 << 10
+	errorBufferSize = 16 << 10
+)
+
+// diskCheckEvery is how many bytes a job writes between two checks of the
+// free space (one statfs each).
+const diskCheckEvery = 1 << 20
+
+// errDiskReserve is the cause of a job stopped by its diskGuard.
+var errDiskReserve = errors.New("export: free disk space would drop below the export reserve")
+
+// diskLowMessage is the Status.Error of such a job.
+const diskLowMessage = "the server is low on disk space: the export was stopped before it could fill the disk; try again later"
+
+// diskGuard keeps a job's writes from taking the free space under the
+// export directory below Config.ExportReserveBytes (the room ingest needs
+// to keep committing): the free space is checked when a file opens and
+// before the write that would take the bytes written since the last check
+// past diskCheckEvery, and the job fails (errDiskReserve, a message fit for
+// the client) when the free space, less margin and the line about to be
+// written, is below the reserve. margin is what may reach the disk
+// before the next check without being seen now: up to diskCheckEvery more
+// bytes and the unflushed buffers, for every worker writing at once. One
+// guard is shared by a job's file sequences; it is not safe for concurrent
+// use.
+type diskGuard struct {
+	dir     string
+	reserve int64 // negative: no check
+	margin  int64
+	free    func(dir string) (int64, bool, error)
+	since   int64 // bytes written since the last check
+}
+
+// before accounts for n bytes about to be written, checking the free space
+// first when opening a file or past diskCheckEvery. A nil guard checks
+// nothing.
+func (g *diskGuard) before(n int64, opening bool) error {
+	if g == nil || g.reserve < 0 {
+		return nil
+	}
+	if !opening && g.since+n <= diskCheckEvery {
+		g.since += n
+		return nil
+	}
+	free, ok, err := g.free(g.dir)
+	if err != nil {
+		return fmt.Errorf("check free disk space: %w", err)
+	}
+	if ok && free-g.margin-n < g.reserve {
+		return &clientError{msg: diskLowMessage, err: fmt.Errorf("%w: %d bytes free, %d about to be written, reserve %d",
+			errDiskReserve, free, g.margin+n, g.reserve)}
+	}
+	g.since = n
+	return nil
+}
+
+// hashingWriter writes to f and hashes what it writes, so a file's digest
+// is computed while it is written, in buffer-sized chunks, without a
+// second pass.
+type hashingWriter struct {
+	f *os.File
+	h hash.Hash
+}
+
+func (w *hashingWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	return n, err
+}
 
 // maxSyncing is how many completed files a job fsyncs at once in the
 // background.
@@ -75,7 +148,10 @@ func (y *syncer) wait() error {
 // own). A file is created at its first line, so no file is empty, written
 // to <name>.tmp and renamed to <name> once it is complete and synced; the
 // sync and rename run on sy, so a file is only complete once sy.wait
-// returned nil. Memory is the one bufio buffer, whatever the export size.
+// returned nil. Memory is the one bufio buffer, whatever the export size
+// (bw nil: one of errorBufferSize is made at the first line). Each file's
+// SHA-256 is computed as it is written (FileInfo.SHA256), and guard checks
+// the free space (nil: no check).
 type fileSeq struct {
 	dir      string
 	base     string
@@ -84,10 +160,12 @@ type fileSeq struct {
 	maxBytes int64
 	bw       *bufio.Writer // reset onto each file
 	sy       *syncer
+	guard    *diskGuard
 	onFile   func(FileInfo)
 
 	n     int
 	f     *os.File
+	hw    hashingWriter
 	name  string
 	count int64
 	size  int64
@@ -95,10 +173,14 @@ type fileSeq struct {
 
 // write appends line (without its '\n') to the current file.
 func (s *fileSeq) write(line []byte) error {
-	if s.f != nil && (s.count >= s.maxCount || s.size+int64(len(line))+1 > s.maxBytes) {
+	n := int64(len(line)) + 1
+	if s.f != nil && (s.count >= s.maxCount || s.size+n > s.maxBytes) {
 		if err := s.finish(); err != nil {
 			return err
 		}
+	}
+	if err := s.guard.before(n, s.f == nil); err != nil {
+		return err
 	}
 	if s.f == nil {
 		if err := s.open(); err != nil {
@@ -124,7 +206,15 @@ func (s *fileSeq) open() error {
 		return err
 	}
 	s.f, s.count, s.size = f, 0, 0
-	s.bw.Reset(f)
+	if s.hw.h == nil {
+		s.hw.h = sha256.New()
+	}
+	s.hw.f = f
+	s.hw.h.Reset()
+	if s.bw == nil {
+		s.bw = bufio.NewWriterSize(nil, errorBufferSize)
+	}
+	s.bw.Reset(&s.hw)
 	return nil
 }
 
@@ -146,6 +236,9 @@ func (s *fileSeq) finish() error {
 		return s.writeErr(err)
 	}
 	s.bw.Reset(nil)
+	s.hw.f = nil
+	var sum Digest
+	s.hw.h.Sum(sum[:0])
 	name := s.name
 	s.sy.do(func() error {
 		if err := f.Sync(); err != nil {
@@ -157,7 +250,7 @@ func (s *fileSeq) finish() error {
 		}
 		return os.Rename(filepath.Join(s.dir, name+tmpExt), filepath.Join(s.dir, name))
 	})
-	s.onFile(FileInfo{Type: s.typ, Name: s.name, Count: s.count, Bytes: s.size})
+	s.onFile(FileInfo{Type: s.typ, Name: s.name, Count: s.count, Bytes: s.size, SHA256: sum})
 	return nil
 }
 
@@ -166,6 +259,7 @@ func (s *fileSeq) finish() error {
 func (s *fileSeq) abort() {
 	if s.f != nil {
 		s.bw.Reset(nil)
+		s.hw.f = nil
 		s.f.Close()
 		s.f = nil
 	}

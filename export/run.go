@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/bulkstream/bulkstream/index"
@@ -88,6 +89,9 @@ func (m *Manager) run(j *job) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	switch {
+	case errors.Is(context.Cause(ctx), errCancelled) || j.removed:
+		log.Info("export job cancelled")
+		return // remove deletes the record and counts the job
 	case err == nil:
 		j.rec.State, j.rec.Manifest = Completed, mf
 		j.rec.Finished, j.rec.Expires = end, end.Add(m.cfg.TTL)
@@ -105,14 +109,12 @@ func (m *Manager) run(j *job) {
 		m.met.duration.WithLabelValues(resultCompleted).Observe(end.Sub(start).Seconds())
 		m.met.toManifest.Observe(end.Sub(j.rec.Created).Seconds())
 		m.observeJob(end.Sub(start))
-		m.noteFinished()
+		m.noteFinished(j.rec.Request.Client, j.rec.Request.MaxFinished)
 		log.Info("export job completed", "transaction_time", mf.TransactionTime,
 			"files", len(mf.Output)+len(mf.Deleted)+len(mf.Error), "lines", j.written.Load(),
 			"duration", end.Sub(start))
+		j.shed()
 		return
-	case errors.Is(context.Cause(ctx), errCancelled) || j.removed:
-		log.Info("export job cancelled")
-		return // remove deletes the record and counts the job
 	case m.ctx.Err() != nil:
 		// Shutting down: run it again after the restart.
 		j.rec.State = Queued
@@ -130,8 +132,10 @@ func (m *Manager) run(j *job) {
 		log.Error("cannot persist failed export job", "error", perr)
 	}
 	m.met.finished.WithLabelValues(resultFailed).Inc()
+	m.met.failed.WithLabelValues(failReason(err)).Inc()
 	m.met.duration.WithLabelValues(resultFailed).Observe(end.Sub(start).Seconds())
-	m.noteFinished()
+	m.noteFinished(j.rec.Request.Client, j.rec.Request.MaxFinished)
+	j.shed()
 }
 
 // observeJob folds a completed job's worker time into the average used to
@@ -173,7 +177,7 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 			if ctx.Err() == nil && errors.Is(context.Cause(wctx), errCatchUp) {
 				return nil, &clientError{msg: fmt.Sprintf(
 					"ingest did not reach stream sequence %d within %v (it is at %d); try again later",
-					seq, m.cfg.MaxCatchUpWait, m.src.AppliedSeq())}
+					seq, m.cfg.MaxCatchUpWait, m.src.AppliedSeq()), err: errCatchUp}
 			}
 			return nil, fmt.Errorf("wait for ingest to apply sequence %d: %w", seq, err)
 		}
@@ -257,19 +261,35 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	defer sy.wait()
 	outBuf := bufio.NewWriterSize(nil, writeBufferSize)
 	delBuf := bufio.NewWriterSize(nil, writeBufferSize)
-	var line []byte // deleted Bundles and _elements output, reused
+	guard := &diskGuard{dir: m.cfg.Dir, reserve: m.cfg.ExportReserveBytes, free: m.freeBytes,
+		margin: int64(m.cfg.Workers) * (diskCheckEvery + 2*writeBufferSize + errorBufferSize)}
+	var line []byte // deleted Bundles, _elements output and OperationOutcomes, reused
+
+	// The error file: what a lenient kick-off ignored, then the resources
+	// left out (see below). Its buffer is made at its first line.
+	errs := &fileSeq{dir: dir, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
+		maxBytes: m.cfg.FileMaxBytes, sy: sy, guard: guard, onFile: func(fi FileInfo) { mf.Error = append(mf.Error, fi) }}
+	defer errs.abort() // a no-op once finished
+	for _, msg := range req.Ignored {
+		line = appendOutcome(line[:0], "warning", "informational", msg)
+		if err := errs.write(line); err != nil {
+			return nil, err
+		}
+	}
+	var skipped int64
+	var firstSkipped string
 	for i, typ := range scan {
 		j.setPhase(phaseScanning, func() { j.typ, j.typeIdx = typ, i+1 })
 		resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
 			m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
 		out := &fileSeq{dir: dir, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, sy: sy, onFile: func(fi FileInfo) {
+			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, sy: sy, guard: guard, onFile: func(fi FileInfo) {
 				mf.Output = append(mf.Output, fi)
 				resCounter.Add(float64(fi.Count))
 				bytesCounter.Add(float64(fi.Bytes))
 			}}
 		del := &fileSeq{dir: dir, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: delBuf, sy: sy, onFile: func(fi FileInfo) {
+			maxBytes: m.cfg.FileMaxBytes, bw: delBuf, sy: sy, guard: guard, onFile: func(fi FileInfo) {
 				mf.Deleted = append(mf.Deleted, fi)
 				delCounter.Add(float64(fi.Count))
 				bytesCounter.Add(float64(fi.Bytes))
@@ -296,7 +316,19 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 			if len(req.Elements) > 0 {
 				var err error
 				if line, err = applyElements(line[:0], res, typ, req.Elements); err != nil {
-					return fmt.Errorf("apply _elements to %s/%s: %w", typ, e.ID, err)
+					// One malformed stored resource (ingest validates
+					// what _elements edits, but older data or a restored
+					// index may hold one) never fails the job: it is left
+					// out, and the error file names it, so the output
+					// counts stay exact.
+					if skipped++; skipped == 1 {
+						firstSkipped = typ + "/" + e.ID
+					}
+					m.met.skipped.WithLabelValues(typ).Inc()
+					line = appendOutcome(line[:0], "error", "processing", fmt.Sprintf(
+						"%s/%s is left out of this export: _elements cannot be applied to it because its stored JSON is malformed (%s)",
+						typ, e.ID, elementsProblem(err)))
+					return errs.write(line)
 				}
 				res = line
 			}
@@ -335,19 +367,12 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	if len(mf.Deleted) == 0 {
 		mf.Deleted = nil
 	}
-	if len(req.Ignored) > 0 {
-		errs := &fileSeq{dir: dir, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, sy: sy, onFile: func(fi FileInfo) { mf.Error = append(mf.Error, fi) }}
-		for _, msg := range req.Ignored {
-			line = appendOutcome(line[:0], "warning", "informational", msg)
-			if err := errs.write(line); err != nil {
-				errs.abort()
-				return nil, err
-			}
-		}
-		if err := errs.finish(); err != nil {
-			return nil, err
-		}
+	if skipped > 0 {
+		m.log.Warn("export left out stored resources _elements cannot be applied to; the error file names them",
+			"job", j.id, "resources", skipped, "first", firstSkipped)
+	}
+	if err := errs.finish(); err != nil {
+		return nil, err
 	}
 	if err := sy.wait(); err != nil {
 		return nil, err
@@ -355,7 +380,25 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
+	// Stamp the files as they are now, renamed and synced, for OpenFile's
+	// check (fileStamp).
+	for _, list := range [][]FileInfo{mf.Output, mf.Deleted, mf.Error} {
+		for i := range list {
+			at := time.Now()
+			if fi, err := os.Stat(filepath.Join(dir, list[i].Name)); err == nil {
+				list[i].stamp, _ = stampOf(fi, at)
+			}
+		}
+	}
 	return mf, nil
+}
+
+// elementsProblem is what applyElements found wrong, for the error file.
+func elementsProblem(err error) string {
+	if u := errors.Unwrap(err); u != nil {
+		return u.Error()
+	}
+	return err.Error()
 }
 
 // errCatchUp is the cause of a catch-up wait that timed out.
