@@ -17,9 +17,9 @@ const (
 // is one of the four States, result one of completed, failed, cancelled,
 // reason one of the TooManyJobsError reasons, type a resource type (ingest admits only the R4 types).
 type metrics struct {
-	finished   *prometheus.CounterVec   // result
-	failed     *prometheus.CounterVec   // reason
-	skipped    *prometheus.CounterVec   // type
+	finished   *prometheus.CounterVec // result
+	failed     *prometheus.CounterVec // reason
+	skipped    *prometheus.CounterVec // type
 	damaged    prometheus.Counter
 	throttled  *prometheus.CounterVec   // reason
 	resources  *prometheus.CounterVec   // type
