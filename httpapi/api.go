@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,6 +94,18 @@ type Config struct {
 	// authorization (cmd allows that only on loopback or with
 	// --insecure). Requires Jobs.
 	Auth *Auth
+
+	// SeparateOps leaves /metrics, /healthz and /readyz out of New's
+	// handler (404 there), for NewOps to serve on another listener.
+	SeparateOps bool
+	// Connection deadlines of every routed request (timeouts.go); zero
+	// sets none. ReadBodyTimeout: a request body must arrive whole within
+	// it. WriteTimeout: the answer of every route but file downloads must
+	// be written within it. DownloadStallTimeout: a download is cut off
+	// when its client takes no bytes (less than 128 KiB) for that long.
+	ReadBodyTimeout      time.Duration
+	WriteTimeout         time.Duration
+	DownloadStallTimeout time.Duration
 }
 
 // FHIRBase returns the absolute base URL of the FHIR endpoints:
@@ -229,6 +242,7 @@ const MaxURLBytes = 8 << 10
 
 func (a *api) limitURL(w http.ResponseWriter, r *http.Request) {
 	if len(r.RequestURI) > MaxURLBytes {
+		r = a.withDeadlines(w, r, kindJSON) // no route sets them on this path
 		a.respondError(w, r, &httpError{status: http.StatusRequestURITooLong, code: "too-long",
 			diag: fmt.Sprintf("request URL of %d bytes is longer than %d; use POST $export for long requests", len(r.RequestURI), MaxURLBytes)})
 		return

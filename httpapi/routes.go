@@ -11,21 +11,12 @@ import (
 const routeUnmatched = "unmatched"
 
 // routes registers every route in one place. Each handler is tagged with
-// its pattern, which instrument uses as the metric and log label.
+// its pattern, which instrument uses as the metric and log label, and gets
+// its connection deadlines (timeouts.go).
 func (a *api) routes() *httprouter.Router {
-	r := httprouter.New()
-	r.HandleMethodNotAllowed = true
-	// FHIR paths are case-sensitive ($export is not $Export) and a cleaned
-	// path is a different URL: those get a 404 OperationOutcome instead of
-	// a redirect to some other route. Only a trailing slash is redirected.
-	r.RedirectFixedPath = false
-	r.NotFound = http.HandlerFunc(a.notFound)
-	r.MethodNotAllowed = http.HandlerFunc(a.methodNotAllowed)
-	r.GlobalOPTIONS = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusNoContent) // httprouter has set Allow
-	})
+	r := a.newRouter()
 	handle := func(method, pattern string, h http.HandlerFunc) {
-		r.Handler(method, pattern, route(pattern, h))
+		r.Handler(method, pattern, a.route(pattern, kindJSON, h))
 	}
 	// read registers a safe GET route and its HEAD (RFC 9110 9.1: a server
 	// that supports GET supports HEAD; net/http drops the body). $export is
@@ -35,11 +26,9 @@ func (a *api) routes() *httprouter.Router {
 		handle(http.MethodHead, pattern, h)
 	}
 
-	if a.cfg.Metrics != nil {
-		read("/metrics", a.cfg.Metrics.ServeHTTP)
+	if !a.cfg.SeparateOps {
+		a.opsRoutes(read)
 	}
-	read("/healthz", a.healthz)
-	read("/readyz", a.readyz)
 
 	if a.cfg.Jobs == nil {
 		return r
@@ -50,9 +39,14 @@ func (a *api) routes() *httprouter.Router {
 	handle(http.MethodPost, b+"/$export", a.requireToken(a.kickoff))
 	read(b+"/bulkstatus/:id", a.requireToken(a.status))
 	handle(http.MethodDelete, b+"/bulkstatus/:id", a.requireToken(a.cancel))
-	read(b+"/bulkfiles/:id/:name", a.requireToken(a.file))
+	// Downloads: a write deadline that moves forward as bytes go out.
+	for _, m := range []string{http.MethodGet, http.MethodHead} {
+		pattern := b + "/bulkfiles/:id/:name"
+		r.Handler(m, pattern, a.route(pattern, kindDownload, a.requireToken(a.file)))
+	}
 	// Public: metadata, OperationDefinitions and, with auth, discovery and
-	// the token endpoint (SPEC 8.1, 9).
+	// the token endpoint (SMART Backend Services,
+	// https://hl7.org/fhir/smart-app-launch/backend-services.html).
 	if a.cfg.Auth != nil {
 		read(b+discoveryPath, a.smartDiscovery)
 		handle(http.MethodPost, b+tokenPath, a.token)
@@ -63,13 +57,41 @@ func (a *api) routes() *httprouter.Router {
 	return r
 }
 
-// route tags the request's recorder with the matched pattern.
-func route(pattern string, h http.Handler) http.Handler {
+// opsRoutes registers the operational endpoints: on the API's router, or,
+// with Config.SeparateOps, on NewOps's.
+func (a *api) opsRoutes(read func(pattern string, h http.HandlerFunc)) {
+	if a.cfg.Metrics != nil {
+		read("/metrics", a.cfg.Metrics.ServeHTTP)
+	}
+	read("/healthz", a.healthz)
+	read("/readyz", a.readyz)
+}
+
+// newRouter is an empty router with the API's matching rules and its
+// OperationOutcome answers for 404, 405 and OPTIONS.
+func (a *api) newRouter() *httprouter.Router {
+	r := httprouter.New()
+	r.HandleMethodNotAllowed = true
+	// FHIR paths are case-sensitive ($export is not $Export) and a cleaned
+	// path is a different URL: those get a 404 OperationOutcome instead of
+	// a redirect to some other route. Only a trailing slash is redirected.
+	r.RedirectFixedPath = false
+	r.NotFound = a.route(routeUnmatched, kindJSON, http.HandlerFunc(a.notFound))
+	r.MethodNotAllowed = a.route(routeUnmatched, kindJSON, http.HandlerFunc(a.methodNotAllowed))
+	r.GlobalOPTIONS = a.route(routeUnmatched, kindJSON, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent) // httprouter has set Allow
+	}))
+	return r
+}
+
+// route tags the request's recorder with the matched pattern and sets the
+// connection deadlines of kind.
+func (a *api) route(pattern string, kind routeKind, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rec, ok := w.(*recorder); ok {
 			rec.route = pattern
 		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(w, a.withDeadlines(w, r, kind))
 	})
 }
 
