@@ -80,3 +80,49 @@ func TestWALFailureDoesNotPanic(t *testing.T) {
 		t.Fatal("Close hangs after the failure")
 	}
 }
+
+// TestOpenOnFullDisk: opening read-write flushes the WAL left by the last
+// run, which Pebble retries forever on a full disk, so the process never
+// served. With less free space than that flush needs, Open opens the store
+// read-only instead: reads and job records work, Ready reports why, and
+// writes are refused. With room again, it opens read-write.
+func TestOpenOnFullDisk(t *testing.T) {
+	fs := vfs.NewMem()
+	x := indextest.OpenOptions(t, &index.Options{FS: fs})
+	mustApply(t, x, genChanges(3, 50), 0)
+	if err := x.PutJob("j1", []byte("rec")); err != nil {
+		t.Fatal(err)
+	}
+	want := dump(t, x)
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 4096, TotalBytes: 64 << 20, UsedBytes: 64<<20 - 4096})
+	x = indextest.OpenOptions(t, &index.Options{FS: fs})
+	if err := x.Ready(); !errors.Is(err, index.ErrFailed) || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("Ready on a full disk = %v, want ErrFailed saying read-only", err)
+	}
+	if got := dump(t, x); got != want {
+		t.Errorf("read-only index differs from the one closed")
+	}
+	if rec, err := x.GetJob("j1"); err != nil || string(rec) != "rec" {
+		t.Errorf("GetJob read-only = %q, %v", rec, err)
+	}
+	if _, err := x.Apply(context.Background(), genChanges(4, 60)[50:], 0); !errors.Is(err, index.ErrFailed) {
+		t.Errorf("Apply read-only: %v, want ErrFailed", err)
+	}
+	if err := x.DeleteJob("j1"); !errors.Is(err, index.ErrFailed) {
+		t.Errorf("DeleteJob read-only: %v, want ErrFailed", err)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 1 << 30, TotalBytes: 2 << 30, UsedBytes: 1 << 30})
+	x = indextest.OpenOptions(t, &index.Options{FS: fs})
+	if err := x.Ready(); err != nil {
+		t.Errorf("Ready with room again: %v", err)
+	}
+	mustApply(t, x, genChanges(4, 60)[50:], 0)
+}

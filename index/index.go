@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	iofs "io/fs"
 	"log/slog"
 	"maps"
 	"math"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Sentinel errors.
@@ -148,8 +150,22 @@ func Open(dir string, opts *Options) (*Index, error) {
 	// against 111 MB now, BenchmarkExportE2E).
 	cache := pebble.NewCache(opts.CacheSize + memTableSize)
 	fatal := &fatalState{}
-	db, err := pebble.Open(dir, pebbleOptions(opts, cache, fatal))
-	if err == nil {
+	po := pebbleOptions(opts, cache, fatal)
+	readOnly, err := needsReadOnly(opts.FS, dir)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("open index %q: %w", dir, err)
+	}
+	if readOnly != "" {
+		// Pebble would flush the WAL at open and retry that forever on a
+		// full disk, and the process would never serve. Read-only, it
+		// replays the WAL into memory and writes nothing.
+		po.ReadOnly = true
+		opts.Logger.Warn("index opened read-only: writes are refused until a restart with more free disk space", "dir", dir, "reason", readOnly)
+		fatal.set("opened read-only: " + readOnly + "; free disk space and restart")
+	}
+	db, err := pebble.Open(dir, po)
+	if err == nil && readOnly == "" {
 		err = fatal.err() // Fatalf during Open, which then went on
 		if err != nil {
 			db.Close()
@@ -874,10 +890,55 @@ func (x *Index) write(fn func() error) error {
 	return x.fatal.err()
 }
 
+// openMargin is the free space Open wants besides room to flush the WAL:
+// a new MANIFEST, OPTIONS file and WAL.
+const openMargin = 4 << 20
+
+// needsReadOnly reports why the store in dir must open read-only (empty:
+// it need not): opening read-write flushes the WALs left by the last run,
+// which needs up to about their size in free space (the sstable and blob
+// files hold the same keys and values, compressed), and Pebble retries a
+// failed flush at open forever. Every .log file counts, also the ones
+// Pebble keeps for reuse, so the estimate errs on the safe side. A
+// filesystem that does not report its free space, or a store that does
+// not exist yet, opens read-write.
+func needsReadOnly(fs vfs.FS, dir string) (string, error) {
+	names, err := fs.List(dir)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var wal int64
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".log") {
+			continue
+		}
+		fi, err := fs.Stat(fs.PathJoin(dir, n))
+		if err != nil {
+			return "", err
+		}
+		wal += fi.Size()
+	}
+	du, err := fs.GetDiskUsage(dir)
+	if err != nil {
+		return "", nil // unknown: try
+	}
+	need := uint64(wal + openMargin)
+	if du.AvailBytes >= need {
+		return "", nil
+	}
+	return fmt.Sprintf("the disk has %d bytes free, opening read-write needs about %d to flush %d bytes of write-ahead log", du.AvailBytes, need, wal), nil
+}
+
 // fatalState records the first Logger.Fatalf of a Pebble store.
 type fatalState struct {
 	msg atomic.Pointer[string]
 }
+
+// set records msg unless a message is recorded already.
+func (f *fatalState) set(msg string) bool { return f.msg.CompareAndSwap(nil, &msg) }
 
 // err returns nil, or ErrFailed with the first fatal message.
 func (f *fatalState) err() error {
@@ -908,7 +969,7 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 // every write checks the mark after Pebble returns (see write).
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	if p.fatal.msg.CompareAndSwap(nil, &msg) {
+	if p.fatal.set(msg) {
 		p.l.Error("index store failed: writes stop until a restart", "error", msg)
 		return
 	}
