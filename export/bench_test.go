@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,28 +97,69 @@ func BenchmarkRawScanWrite(b *testing.B) {
 // BenchmarkFinishedJobMemory measures the Go heap a finished job holds
 // while it is kept for download (README, Memory: what
 // --max-finished-exports bounds): jobs with two output files over a small
-// store, run to completion, heap compared after GC.
+// store, run to completion, heap compared after GC. "plain" is a GET
+// kick-off without parameters; "worst" is the largest kick-off the limits
+// allow, all at once: a request URL of 8 KiB (httpapi.MaxURLBytes), _type
+// with MaxTypeEntries entries, _elements with MaxElementsEntries names of
+// the longest length, and MaxIgnored ignored parameters with long values
+// (lenient), so an error file too.
+//
+//	go test -run '^$' -bench FinishedJobMemory -benchtime 3000x ./export/
 func BenchmarkFinishedJobMemory(b *testing.B) {
-	e := newEnv(b)
-	var rs []resource
-	for i := range 20 {
-		for _, typ := range []string{"Patient", "Observation"} {
-			id := fmt.Sprint(typ, "-", i)
-			rs = append(rs, resource{typ, id, fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)})
-		}
+	types, elems := make([]string, 0, MaxTypeEntries), make([]string, 0, MaxElementsEntries)
+	for i := range MaxTypeEntries {
+		types = append(types, []string{"Patient", "Observation"}[i%2])
 	}
-	e.f.apply(b, rs...)
-	m := e.manager(b, Config{}, nil)
-	heap := func() uint64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
+	for i := range MaxElementsEntries {
+		elems = append(elems, fmt.Sprintf("e%0*d", maxElementName-1, i))
 	}
-	before := heap()
-	for b.Loop() {
-		wait(b, m, submit(b, m, fullRequest()))
+	worst := Kickoff{Lenient: true, Client: "client-with-a-typical-id",
+		RequestURL: "http://x/$export?_elements=" + strings.Repeat("a", 8<<10-27),
+		Params:     ps("_type", strings.Join(types, ","), "_elements", strings.Join(elems, ","))}
+	for i := range MaxIgnored {
+		worst.Params = append(worst.Params, Param{Name: fmt.Sprint("unknown", i), Value: strings.Repeat("v", 200)})
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(heap()-before)/float64(b.N), "heap-bytes/job")
+	for _, bc := range []struct {
+		name string
+		k    Kickoff
+	}{
+		{"plain", Kickoff{RequestURL: "http://x/$export"}},
+		{"worst", worst},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			// An index on disk, as in production: an in-memory one would
+			// count the job records' WAL and tables as heap.
+			x, err := index.Open(filepath.Join(b.TempDir(), "index"), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { x.Close() }) // after the manager's
+			e := &testEnv{x: x, f: newFeeder(x), head: &fakeHead{}, dir: b.TempDir()}
+			var rs []resource
+			for i := range 20 {
+				for _, typ := range []string{"Patient", "Observation"} {
+					id := fmt.Sprint(typ, "-", i)
+					rs = append(rs, resource{typ, id, fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)})
+				}
+			}
+			e.f.apply(b, rs...)
+			m := e.manager(b, Config{MaxActiveJobs: 1 << 20, MaxFinishedJobs: -1, MaxFinishedJobsPerClient: -1}, nil)
+			heap := func() uint64 {
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return ms.HeapAlloc
+			}
+			before := heap()
+			for b.Loop() {
+				id, err := m.Kickoff(context.Background(), bc.k)
+				if err != nil {
+					b.Fatal(err)
+				}
+				wait(b, m, id)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(heap()-before)/float64(b.N), "heap-bytes/job")
+		})
+	}
 }
