@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,7 +161,9 @@ func TestDiskTrouble(t *testing.T) {
 
 	addr := freeAddr(t)
 	base := "http://" + addr + "/fhir"
-	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr}
+	// No export reserve: these cases are about what happens without one
+	// (TestFullDisk has it).
+	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr, "--export-reserve-bytes", "-1"}
 	applied := func(want int) {
 		t.Helper()
 		waitAppliedSeq(t, addr, uint64(want), 30*time.Second)
@@ -239,4 +243,232 @@ func TestDiskTrouble(t *testing.T) {
 	}
 	p.stop(t)
 	t.Logf("%d events published and applied across the disk faults", published)
+}
+
+// freeBytes is the free space of the filesystem holding dir, as an
+// unprivileged process sees it.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// fill writes a file of zeros of size bytes in dir (a negative size:
+// until the filesystem is full), as another process filling the disk.
+func fill(t *testing.T, dir, name string, size int64) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for n := int64(0); size < 0 || n < size; n += int64(len(buf)) {
+		if size >= 0 {
+			buf = buf[:min(int64(len(buf)), size-n)]
+		}
+		if _, err := f.Write(buf); err != nil {
+			if size < 0 && errors.Is(err, syscall.ENOSPC) {
+				return
+			}
+			t.Fatalf("fill %s: %v", name, err)
+		}
+	}
+}
+
+// alive fails the test if the serve process has exited.
+func (p *proc) alive(t *testing.T, when string) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("%s: serve exited (%v):\n%s", when, err, p.stderr)
+	default:
+	}
+}
+
+// fullPatient is a Patient of about 1 KB.
+func fullPatient(i int) []byte {
+	return fmt.Appendf(nil, `{"resourceType":"Patient","id":"full-%05d","active":true,"text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">%s</div>"}}`,
+		i, strings.Repeat("full disk ", 90))
+}
+
+// TestFullDisk runs the real binary with its whole --data-dir (index and
+// exports) on a 40 MiB tmpfs and the three disk floors scaled down, the
+// way a disk fills up in production, and checks that the process never
+// dies and no acked event is lost:
+//   - full exports run until one would take the disk below
+//     --export-reserve-bytes: that job fails with an OperationOutcome and
+//     its files are removed, instead of filling the disk;
+//   - as more events arrive on a disk below --ingest-min-free-bytes,
+//     ingest pauses (/readyz 503 with reason disk, the disk_paused gauge)
+//     and kick-offs answer 503, while HTTP keeps serving;
+//   - deleting an export through the API frees space and ingest resumes by
+//     itself, applying every event published meanwhile;
+//   - restarted on a completely full disk, serve comes up serving HTTP
+//     (not ready) and an export can be deleted through the API; restarted
+//     with room again, it applies everything.
+//
+// Mounting the tmpfs needs root (CI runs as root); without it the test is
+// skipped.
+func TestFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs and runs the binary")
+	}
+	data := t.TempDir()
+	if !mountTmpfs(t, data, 40<<20) {
+		t.Skip("needs a tmpfs (root)")
+	}
+	const (
+		mib          = 1 << 20
+		minFree      = 10 * mib // kick-offs answer 503 below it
+		reserve      = 10 * mib // = minFree: an admitted export that does not fit fails
+		ingestFloor  = 6 * mib
+		firstBatch   = 6000 // ~6 MiB per full export
+		secondBatch  = 3000
+		exportLimits = 10
+	)
+	ns := runNATS(t)
+	_, js := connectJS(t, ns.ClientURL())
+	pub, err := ingest.NewPublisher(js, ingest.PublisherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := 0
+	publish := func(from, n int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		for i := range n {
+			if err := pub.Upsert(ctx, fullPatient(from+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		published += n
+	}
+	addr := freeAddr(t)
+	base := "http://" + addr + "/fhir"
+	args := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr,
+		"--min-free-bytes", fmt.Sprint(minFree), "--export-reserve-bytes", fmt.Sprint(reserve),
+		"--ingest-min-free-bytes", fmt.Sprint(ingestFloor), "--ready-max-lag", "0"}
+
+	p := start(t, args...)
+	waitReady(t, addr)
+	publish(0, firstBatch)
+	waitAppliedSeq(t, addr, uint64(published), time.Minute)
+
+	// 1. Full exports until one does not fit above the reserve.
+	var completed []string // status URLs
+	failed := false
+	for i := 0; i < exportLimits && !failed; i++ {
+		resp, body := kickoffResponse(t, http.DefaultClient, base, "_type=Patient")
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("kick-off %d with %d bytes free: %d %s", i, freeBytes(t, data), resp.StatusCode, body)
+		}
+		status := resp.Header.Get("Content-Location")
+		code, body := pollExport(t, status, time.Minute)
+		switch code {
+		case http.StatusOK:
+			completed = append(completed, status)
+		case http.StatusInternalServerError:
+			issue, diag := outcomeIssue(t, "export past the reserve", body)
+			t.Logf("export %d failed with %d bytes free: %s: %s", i, freeBytes(t, data), issue, diag)
+			if issue != "processing" || !strings.Contains(diag, "disk") {
+				t.Errorf("export past the reserve: issue %s %q, want processing naming the disk", issue, diag)
+			}
+			failed = true
+		default:
+			t.Fatalf("export %d: %d %s", i, code, body)
+		}
+	}
+	if !failed || len(completed) < 2 {
+		t.Fatalf("%d exports completed, failed %v: want at least 2, then one failing at the reserve", len(completed), failed)
+	}
+	if free := freeBytes(t, data); free < reserve-mib {
+		t.Errorf("after the failed export, %d bytes free: below the reserve %d", free, reserve)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(data, "exports")); len(ents) != len(completed) {
+		t.Errorf("export directories %d, want the %d completed ones (the failed one's removed)", len(ents), len(completed))
+	}
+	p.alive(t, "after the exports")
+
+	// 2. Another process takes the disk to just above the ingest floor,
+	// and more events arrive: ingest pauses before the disk is full.
+	fill(t, data, "filler", freeBytes(t, data)-(ingestFloor+mib))
+	publish(firstBatch, secondBatch)
+	checkFor(t, time.Minute, 50*time.Millisecond, func() error {
+		if code, reasons := readyz(addr); code != http.StatusServiceUnavailable || reasons["disk"] == "" {
+			return fmt.Errorf("/readyz %d %v, want 503 with reason disk", code, reasons)
+		}
+		if v := scrape(addr, "bulkstream_ingest_disk_paused"); v != 1 {
+			return fmt.Errorf("bulkstream_ingest_disk_paused %v, want 1", v)
+		}
+		return nil
+	})
+	applied := scrape(addr, "bulkstream_index_applied_sequence")
+	t.Logf("ingest paused at sequence %v of %d with %d bytes free", applied, published, freeBytes(t, data))
+	if resp, body := kickoffResponse(t, http.DefaultClient, base, "_type=Patient"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("kick-off with ingest paused for the disk: %d %s, want 503", resp.StatusCode, body)
+	}
+	getOK(t, "http://"+addr+"/healthz")
+	getOK(t, base+"/metadata")
+	p.alive(t, "with ingest paused")
+
+	// 3. Deleting an export frees space: ingest resumes by itself and
+	// applies every event.
+	resp := get(t, completed[0], http.MethodDelete)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE %s: %d", completed[0], resp.StatusCode)
+	}
+	completed = completed[1:]
+	waitAppliedSeq(t, addr, uint64(published), time.Minute)
+	waitReady(t, addr)
+	p.alive(t, "after ingest resumed")
+	p.stop(t)
+
+	// 4. Restarted on a completely full disk, serve comes up serving
+	// HTTP, not ready, and an export can be deleted through the API.
+	fill(t, data, "filler2", -1)
+	p = start(t, args...)
+	waitHealthy(t, addr)
+	if code, reasons := readyz(addr); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz on a full disk: %d %v, want 503", code, reasons)
+	} else {
+		t.Logf("/readyz on a full disk: %d %v", code, reasons)
+	}
+	if resp, body := kickoffResponse(t, http.DefaultClient, base, "_type=Patient"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("kick-off on a full disk: %d %s, want 503", resp.StatusCode, body)
+	}
+	before := freeBytes(t, data)
+	resp = get(t, completed[0], http.MethodDelete)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("DELETE %s on a full disk: %d", completed[0], resp.StatusCode)
+	}
+	if after := freeBytes(t, data); after < before+4*mib {
+		t.Errorf("DELETE of an export on a full disk freed %d bytes", after-before)
+	}
+	publish(firstBatch+secondBatch, 100)
+	p.alive(t, "on a full disk")
+	p.stop(t)
+
+	// 5. With room again (the other process's files gone), a restart
+	// applies everything.
+	for _, f := range []string{"filler", "filler2"} {
+		if err := os.Remove(filepath.Join(data, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = start(t, args...)
+	waitAppliedSeq(t, addr, uint64(published), time.Minute)
+	waitReady(t, addr)
+	p.stop(t)
+	t.Logf("%d events published, all applied", published)
 }
