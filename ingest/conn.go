@@ -14,8 +14,10 @@ import (
 // jitter so a fleet does not reconnect in lockstep), buffers publishes
 // while reconnecting, and logs disconnects, reconnects, asynchronous
 // errors and the final close. The first connection is not retried: a
-// wrong URL fails at once. log may be nil.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+// wrong URL fails at once. log may be nil. opts come after these defaults
+// (credentials, TLS roots, an in-process server, an inbox prefix) and win
+// where they set the same option.
+func Connect(url, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -24,7 +26,7 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 	// permission errors) logs a few lines a minute, with counts.
 	var limit logLimiter
 	allow := func(key string) (int, bool) { return limit.allow(key, time.Now()) }
-	nc, err := nats.Connect(url,
+	defaults := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
@@ -61,7 +63,8 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 			log.Warn("nats async error", "error", err, "suppressed", n)
 		}),
-	)
+	}
+	nc, err := nats.Connect(url, append(defaults, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("ingest: connect to nats %s: %w", redact(url), err)
 	}

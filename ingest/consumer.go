@@ -77,6 +77,9 @@ type Consumer struct {
 
 	// Owned by the loop goroutine.
 	lastDSeq uint64 // consumer (delivery) sequence of the last message seen; 0 after a resync
+	// progressed is set when a step committed a batch or found the
+	// stream applied to its head: only then has a failing loop recovered.
+	progressed bool
 	// The loop prepares (fetches and decodes) the next batch while the
 	// previous one commits: inflight is the commit running, if any, and
 	// queued the last stream sequence handed to it. The two batch buffers
@@ -175,6 +178,12 @@ func (c *Consumer) Start(ctx context.Context) error {
 			"the stream was recreated; rebuild the index", c.cfg.Stream, applied, info.State.LastSeq)
 	}
 	c.stream, c.cons = stream, cons
+	if info.State.Msgs > 0 {
+		c.g.sawHead(info.State.LastSeq)
+	}
+	if t := c.appliedTime(ctx, stream, info.State); !t.IsZero() {
+		c.g.lastTimeUS.Store(t.UnixMicro())
+	}
 	cc := cons.CachedInfo().Config
 	c.pullSize = pullSize(c.cfg.BatchSize, cc.MaxAckPending, cc.MaxRequestBatch)
 	if err := c.resync(ctx); err != nil {
@@ -193,21 +202,39 @@ func (c *Consumer) Start(ctx context.Context) error {
 	return nil
 }
 
-// Lag is how far the index is behind the stream: now minus the JetStream
-// timestamp of the last applied message, or 0 when nothing is pending.
+// Lag is how far the index is behind the stream: while the applied
+// sequence is below the stream's head (its last sequence), now minus the
+// JetStream timestamp of the last applied message (of the stream's first
+// message if none was applied); 0 when the head is applied. It grows while
+// ingest is stuck, whatever the durable consumer reports.
 func (c *Consumer) Lag() time.Duration {
 	return time.Duration(c.g.lag() * float64(time.Second))
 }
 
-// refreshPending reads the consumer's pending count every PendingRefresh,
-// so the gauge stays true while the fetch loop is idle or failing. When
-// messages are pending and the applied sequence has not moved since the
-// previous refresh, the loop is stuck: lag is then measured again (from
-// the last applied message) even if the loop was caught up before.
+// Pending is the number of stream sequences after the applied one, up to
+// the stream's head as last seen.
+func (c *Consumer) Pending() uint64 { return c.g.pending() }
+
+// appliedTime is the JetStream timestamp of the last applied message, or
+// of the stream's first message if it cannot be read (none applied yet,
+// or it is gone).
+func (c *Consumer) appliedTime(ctx context.Context, stream jetstream.Stream, st jetstream.StreamState) time.Time {
+	if applied := c.dst.AppliedSeq(); applied > 0 && applied >= st.FirstSeq {
+		if m, err := stream.GetMsg(ctx, applied); err == nil {
+			return m.Time
+		}
+	}
+	return st.FirstTime
+}
+
+// refreshPending reads the stream's head every PendingRefresh, so that
+// pending and lag stay true while the fetch loop is idle or failing: they
+// compare the applied sequence with the head, never with what the
+// durable consumer counts as delivered (a consumer that is gone or
+// redelivers a failing batch has delivered everything).
 func (c *Consumer) refreshPending(ctx context.Context) {
 	t := time.NewTicker(c.cfg.PendingRefresh)
 	defer t.Stop()
-	var prevSeq uint64
 	var failures int
 	var lastLog time.Time
 	for {
@@ -217,7 +244,8 @@ func (c *Consumer) refreshPending(ctx context.Context) {
 		case <-t.C:
 		}
 		ictx, cancel := context.WithTimeout(ctx, c.cfg.PendingRefresh)
-		info, err := c.cons.Info(ictx)
+		// A fresh handle: the loop's stream handle is not shared.
+		stream, err := c.js.Stream(ictx, c.cfg.Stream)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -225,18 +253,22 @@ func (c *Consumer) refreshPending(ctx context.Context) {
 			}
 			failures++
 			if failures == 1 || time.Since(lastLog) >= logEvery {
-				c.log.Debug("cannot read consumer info", attrFailures, failures, attrError, err)
+				c.log.Debug("cannot read the stream's head", attrFailures, failures, attrError, err)
 				lastLog = time.Now()
 			}
 			continue
 		}
 		failures = 0
-		seq := c.dst.AppliedSeq()
-		c.g.pending.Store(info.NumPending)
-		if info.NumPending > 0 && seq == prevSeq {
-			c.g.caughtUp.Store(false)
+		st := stream.CachedInfo().State
+		if st.Msgs == 0 {
+			// Everything expired or was purged: nothing is left to apply.
+			c.g.head.Store(c.g.lastSeq.Load())
+			continue
 		}
-		prevSeq = seq
+		c.g.head.Store(st.LastSeq)
+		if c.g.lastTimeUS.Load() == 0 && !st.FirstTime.IsZero() {
+			c.g.lastTimeUS.Store(st.FirstTime.UnixMicro())
+		}
 	}
 }
 
@@ -288,12 +320,17 @@ func (c *Consumer) run(ctx context.Context) {
 		needResync bool
 	)
 	for ctx.Err() == nil {
+		c.progressed = false
 		stage, err := c.step(ctx, &needResync)
 		if err == nil {
-			if failures > 0 {
-				c.log.Info("ingest recovered", attrFailures, failures, attrSeq, c.dst.AppliedSeq())
+			// A step that only started a commit has not recovered yet: the
+			// commit may fail like the last one.
+			if c.progressed {
+				if failures > 0 {
+					c.log.Info("ingest recovered", attrFailures, failures, attrSeq, c.dst.AppliedSeq())
+				}
+				failures = 0
 			}
-			failures = 0
 			continue
 		}
 		if ctx.Err() != nil {
@@ -346,8 +383,13 @@ func (c *Consumer) step(ctx context.Context, needResync *bool) (string, error) {
 		if stage, err := c.wait(); err != nil {
 			return stage, err
 		}
-		c.g.caughtUp.Store(true)
-		c.g.pending.Store(0)
+		if c.g.head.Load() > c.dst.AppliedSeq() {
+			// The durable delivers nothing but the stream has more: it was
+			// moved (or recreated) past what the index holds. Put it back.
+			*needResync = true
+			return "", nil
+		}
+		c.progressed = true
 		return "", nil
 	}
 	if cstage, cerr := c.wait(); cerr != nil {
@@ -383,6 +425,8 @@ func (c *Consumer) wait() (string, error) {
 	c.inflight = nil
 	if r.err != nil {
 		c.queued = 0
+	} else {
+		c.progressed = true
 	}
 	return r.stage, r.err
 }
@@ -395,7 +439,21 @@ func (c *Consumer) resync(ctx context.Context) error {
 	seq := c.dst.AppliedSeq() + 1
 	rctx, cancel := context.WithTimeout(ctx, resyncTimeout)
 	defer cancel()
-	if _, err := c.stream.ResetConsumerToSequence(rctx, c.cfg.Durable, seq); err != nil {
+	// The durable may have been deleted behind our back (an operator, a
+	// restore), and the server does not answer a reset of a consumer it
+	// does not have: create it again first, delivering from just after
+	// the applied sequence.
+	cons, created, err := ensureConsumer(rctx, c.stream, c.cfg, seq)
+	if err != nil {
+		return err
+	}
+	c.cons = cons
+	if created {
+		c.log.Warn("durable consumer was missing; created it again after the applied sequence",
+			"durable", c.cfg.Durable, "stream", c.cfg.Stream, attrSeq, seq-1)
+	}
+	_, err = c.stream.ResetConsumerToSequence(rctx, c.cfg.Durable, seq)
+	if err != nil {
 		return fmt.Errorf("ingest: reset consumer %q to stream sequence %d: %w", c.cfg.Durable, seq, err)
 	}
 	c.lastDSeq = 0
@@ -544,6 +602,7 @@ func (c *Consumer) prepare(b *batch, m jetstream.Msg) error {
 		b.redelivered++
 		return nil
 	}
+	b.lastTime = md.Timestamp
 	ch, err := Decode(m.Subject(), m.Headers(), m.Data(), c.cfg.MaxEventBytes)
 	if err != nil {
 		var rej *RejectError
@@ -555,7 +614,6 @@ func (c *Consumer) prepare(b *batch, m jetstream.Msg) error {
 	}
 	ch.Seq, ch.Time = seq, md.Timestamp
 	b.changes = append(b.changes, ch)
-	b.lastTime = md.Timestamp
 	return nil
 }
 
@@ -569,6 +627,16 @@ func (c *Consumer) commit(ctx context.Context, b *batch) (string, error) {
 	if len(b.dead) > 0 {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dlqTimeout)
 		err := publishDeadLetters(dctx, c.js, c.cfg.DLQSubjectPrefix, c.cfg.Stream, b.dead)
+		if err != nil {
+			// The dead-letter stream may have been deleted: create it
+			// again and publish once more (the message ids deduplicate).
+			if created, cerr := ensureDLQ(dctx, c.js, c.cfg); cerr != nil {
+				err = errors.Join(err, cerr)
+			} else if created {
+				c.log.Warn("dead-letter stream was missing; created it again", "stream", c.cfg.DLQStream)
+				err = publishDeadLetters(dctx, c.js, c.cfg.DLQSubjectPrefix, c.cfg.Stream, b.dead)
+			}
+		}
 		cancel()
 		if err != nil {
 			return "dlq", err
@@ -588,6 +656,10 @@ func (c *Consumer) commit(ctx context.Context, b *batch) (string, error) {
 			if r.Skipped {
 				continue
 			}
+			if r.Noop {
+				c.m.noop.WithLabelValues(r.Change.Type).Inc()
+				continue
+			}
 			op := OpUpsert
 			if r.Change.Delete {
 				op = OpDelete
@@ -601,14 +673,13 @@ func (c *Consumer) commit(ctx context.Context, b *batch) (string, error) {
 					"detail", d.rej.Detail, "suppressed", n)
 			}
 		}
-		c.g.lastSeq.Store(last)
 		if !b.lastTime.IsZero() {
 			c.g.lastTimeUS.Store(b.lastTime.UnixMicro())
 		}
+		c.g.lastSeq.Store(last)
 	}
 	c.m.redelivered.Add(float64(b.redelivered))
-	c.g.pending.Store(b.pending)
-	c.g.caughtUp.Store(b.pending == 0)
+	c.g.sawHead(b.last + b.pending)
 	// AckAll: acking the last message acks the batch. A lost ack only
 	// means a redelivery, which the applied sequence recognises.
 	if err := b.msgs[len(b.msgs)-1].Ack(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

@@ -188,7 +188,8 @@ func TestUpdateAndDelete(t *testing.T) {
 	if len(got) != 2 || got[0].ID != "p2" || got[1].ID != "p.1" {
 		t.Fatalf("after update: %+v", got)
 	}
-	if v, _ := metaOf(t, got[1].Resource); v != "2" || !bytes.Contains(got[1].Resource, []byte(`"gender":"other"`)) {
+	// versionId is the stream sequence of the update, the third event.
+	if v, _ := metaOf(t, got[1].Resource); v != "3" || !bytes.Contains(got[1].Resource, []byte(`"gender":"other"`)) {
 		t.Fatalf("after update: %s", got[1].Resource)
 	}
 	if got[1].CommitTime <= first[1].CommitTime {
@@ -274,16 +275,30 @@ func TestRedeliveryNotAppliedTwice(t *testing.T) {
 	if got := app.skipped.Load(); got != 20 {
 		t.Errorf("Apply skipped %d redelivered changes, want the 20 of the committed batch", got)
 	}
-	for _, e := range scanAll(t, idx, "Patient") {
-		if v, _ := metaOf(t, e.Resource); v != "1" {
-			t.Fatalf("%s has version %s after redelivery, want 1", e.ID, v)
-		}
-	}
+	checkOneVersionEach(t, scanAll(t, idx, "Patient"), n)
 	if res, _ := countOf(idx, "Patient"); res != n {
 		t.Errorf("count %d, want %d", res, n)
 	}
 	if v := gauge(t, reg, "bulkstream_ingest_applied_sequence"); v != n {
 		t.Errorf("applied_sequence metric %v, want %d", v, n)
+	}
+}
+
+// checkOneVersionEach checks that each of entries, resources published
+// once each as stream sequences 1..n, has the versionId of its own event
+// (the stream sequence), and that no two share one.
+func checkOneVersionEach(t testing.TB, entries []index.Entry, n int) {
+	t.Helper()
+	seen := map[string]string{}
+	for _, e := range entries {
+		v, _ := metaOf(t, e.Resource)
+		if seq, err := strconv.Atoi(v); err != nil || seq < 1 || seq > n {
+			t.Fatalf("%s has version %q after redelivery, want its stream sequence in 1..%d", e.ID, v, n)
+		}
+		if other, dup := seen[v]; dup {
+			t.Fatalf("%s and %s both have version %s", e.ID, other, v)
+		}
+		seen[v] = e.ID
 	}
 }
 
@@ -336,11 +351,7 @@ func TestCrashBetweenCommitAndAck(t *testing.T) {
 	if len(entries) != n {
 		t.Fatalf("got %d observations, want %d", len(entries), n)
 	}
-	for _, e := range entries {
-		if v, _ := metaOf(t, e.Resource); v != "1" {
-			t.Fatalf("%s has version %s after redelivery, want 1", e.ID, v)
-		}
-	}
+	checkOneVersionEach(t, entries, n)
 	if res, _ := countOf(idx, "Observation"); res != n {
 		t.Errorf("count %d, want %d", res, n)
 	}

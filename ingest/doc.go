@@ -49,8 +49,23 @@
 // off from 100ms to 5s and are logged at most every 30s. A server that
 // does not support consumer reset makes Start fail.
 //
+// A durable consumer deleted at runtime is created again at the next
+// resync, delivering from just after the applied sequence; a deleted
+// dead-letter stream is created again when a dead letter cannot be
+// published. The loop reports "ingest recovered" only once a batch was
+// committed (or the stream's head is applied), not when a retry merely
+// started.
+//
 // The durable consumer belongs to one index: replicas of bulkstream with
 // their own index need their own Durable names.
+//
+// # Disk space
+//
+// With Config.DiskDir set and MinFreeBytes not negative, each batch is
+// committed only while the free space there is at least MinFreeBytes
+// plus twice the batch's size; below it the loop pauses (nothing is
+// committed or acked, the events stay in the stream), DiskPaused
+// reports it, and the loop resumes by itself when space is back.
 //
 // # Streams
 //
@@ -60,9 +75,11 @@
 //
 // # Metrics
 //
-// bulkstream_ingest_events_applied_total{type,op},
+// bulkstream_ingest_events_applied_total{type,op}, _events_noop_total{type},
 // _events_dead_lettered_total{reason}, _events_redelivered_total,
 // _errors_total{stage}, _batch_messages, _commit_duration_seconds,
-// _lag_seconds, _applied_sequence, _pending_messages, _nats_connected and
-// _nats_reconnects_total.
+// _lag_seconds, _applied_sequence, _pending_messages, _disk_paused,
+// _nats_connected and _nats_reconnects_total. Pending and lag compare the
+// applied sequence with the stream's head (its last sequence), never
+// with the durable consumer's own counters, so a stuck ingest shows.
 package ingest

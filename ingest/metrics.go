@@ -14,6 +14,7 @@ import (
 // delete, reason one of Reasons, stage one of fetch, dlq, apply, resync.
 type metrics struct {
 	applied      *prometheus.CounterVec // type, op
+	noop         *prometheus.CounterVec // type
 	deadLettered *prometheus.CounterVec // reason
 	redelivered  prometheus.Counter     // already applied, acked only
 	errors       *prometheus.CounterVec // stage
@@ -22,19 +23,39 @@ type metrics struct {
 	collectors   []prometheus.Collector // for registration
 }
 
-// gauges read live state of a Consumer.
+// gauges read live state of a Consumer. Lag and pending compare the
+// applied sequence with the stream's head, never with what the durable
+// consumer says it delivered: a consumer that is gone, stuck or
+// redelivering a failing batch has delivered everything it counts.
 type gauges struct {
-	lastSeq     atomic.Uint64
-	lastTimeUS  atomic.Int64 // JetStream timestamp of the last applied message, µs
-	pending     atomic.Uint64
-	caughtUp    atomic.Bool
+	lastSeq     atomic.Uint64 // applied sequence
+	lastTimeUS  atomic.Int64  // JetStream timestamp of the last applied message, µs
+	head        atomic.Uint64 // the stream's last sequence, as last seen
 	diskPaused  atomic.Bool
 	conn        func() *nats.Conn
 	nowForTests func() time.Time
 }
 
+// pending is the number of stream sequences after the applied one.
+func (g *gauges) pending() uint64 {
+	if h, a := g.head.Load(), g.lastSeq.Load(); h > a {
+		return h - a
+	}
+	return 0
+}
+
+// sawHead records that the stream reaches at least seq.
+func (g *gauges) sawHead(seq uint64) {
+	for {
+		h := g.head.Load()
+		if seq <= h || g.head.CompareAndSwap(h, seq) {
+			return
+		}
+	}
+}
+
 func (g *gauges) lag() float64 {
-	if g.caughtUp.Load() {
+	if g.pending() == 0 {
 		return 0
 	}
 	t := g.lastTimeUS.Load()
@@ -55,6 +76,10 @@ func newMetrics(g *gauges) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "events_applied_total",
 			Help: "Change events committed to the index, by resource type and operation.",
 		}, []string{"type", "op"}),
+		noop: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "events_noop_total",
+			Help: "Upserts equal to the stored version (but for versionId and lastUpdated): acked, no new version.",
+		}, []string{"type"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "events_dead_lettered_total",
 			Help: "Change events republished to the dead-letter stream, by reason.",
@@ -85,10 +110,10 @@ func newMetrics(g *gauges) *metrics {
 		m.errors.WithLabelValues(s)
 	}
 	m.collectors = []prometheus.Collector{
-		m.applied, m.deadLettered, m.redelivered, m.errors, m.batchSize, m.commit,
+		m.applied, m.noop, m.deadLettered, m.redelivered, m.errors, m.batchSize, m.commit,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "lag_seconds",
-			Help: "Now minus the JetStream timestamp of the last applied message; 0 when nothing is pending.",
+			Help: "Now minus the JetStream timestamp of the last applied message while the applied sequence is below the stream head; 0 when caught up.",
 		}, g.lag),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "applied_sequence",
@@ -96,8 +121,8 @@ func newMetrics(g *gauges) *metrics {
 		}, func() float64 { return float64(g.lastSeq.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "pending_messages",
-			Help: "Stream messages not yet delivered to the consumer, as of the last fetch.",
-		}, func() float64 { return float64(g.pending.Load()) }),
+			Help: "Stream head (last sequence) minus the applied sequence.",
+		}, func() float64 { return float64(g.pending()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "disk_paused",
 			Help: "1 while ingest is paused because the index disk has less free space than --ingest-min-free-bytes.",

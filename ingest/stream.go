@@ -96,21 +96,52 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg Config) (jet
 	if _, err := ensureStream(ctx, js, dlqConfig(cfg)); err != nil {
 		return nil, nil, err
 	}
+	cons, _, err := ensureConsumer(ctx, stream, cfg, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return stream, cons, nil
+}
+
+// ensureConsumer returns the durable consumer of cfg on stream, creating
+// it if it is missing (created reports that) to deliver from stream
+// sequence startSeq (0: from the start).
+func ensureConsumer(ctx context.Context, stream jetstream.Stream, cfg Config, startSeq uint64) (cons jetstream.Consumer, created bool, err error) {
 	want := consumerConfig(cfg)
-	cons, err := stream.Consumer(ctx, want.Durable)
+	if startSeq > 0 {
+		want.DeliverPolicy, want.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
+	}
+	cons, err = stream.Consumer(ctx, want.Durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		cons, err = stream.CreateConsumer(ctx, want)
+		created = err == nil
 		if errors.Is(err, jetstream.ErrConsumerExists) {
 			cons, err = stream.Consumer(ctx, want.Durable)
 		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("ingest: consumer %q on stream %q: %w", want.Durable, cfg.Stream, err)
+		return nil, false, fmt.Errorf("ingest: consumer %q on stream %q: %w", want.Durable, cfg.Stream, err)
 	}
 	if err := checkConsumer(cfg, cons.CachedInfo().Config); err != nil {
-		return nil, nil, err
+		return nil, false, err
 	}
-	return stream, cons, nil
+	return cons, created, nil
+}
+
+// ensureDLQ creates the dead-letter stream if it is missing and reports
+// whether it did.
+func ensureDLQ(ctx context.Context, js jetstream.JetStream, cfg Config) (bool, error) {
+	_, err := js.Stream(ctx, cfg.DLQStream)
+	if err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, fmt.Errorf("ingest: stream %q: %w", cfg.DLQStream, err)
+	}
+	if _, err := ensureStream(ctx, js, dlqConfig(cfg)); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {

@@ -37,7 +37,9 @@ const maxRejectsShown = 20
 
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("publish", stderr)
-	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL")
+	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL (tls://… for TLS)")
+	var natsCreds natsClientFlags
+	bindNATSClientFlags(fs, &natsCreds, "the NATS server")
 	del := fs.Bool("delete", false, "lines are Type/id; publish deletes")
 	maxInFlight := fs.Int("max-in-flight", ingest.DefaultMaxInFlight, "most publishes awaiting their ack")
 	fs.Usage = func() {
@@ -55,10 +57,14 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return fmt.Errorf("publish: --max-in-flight %d is not positive", *maxInFlight)
 	}
 
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nc, err := ingest.Connect(*natsURL, "bulkstream publish", log)
+	natsOpts, err := natsCreds.options()
 	if err != nil {
 		return fmt.Errorf("publish: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	nc, err := ingest.Connect(*natsURL, "bulkstream publish", log, natsOpts...)
+	if err != nil {
+		return fmt.Errorf("publish: %w", natsConnectHint(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

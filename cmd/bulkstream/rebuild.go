@@ -36,6 +36,11 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	// The embedded server runs while rebuild does: the same listener
+	// rule as serve (no --insecure here).
+	if err := c.checkNATS(false, log); err != nil {
+		return err
+	}
 	dir := filepath.Join(c.DataDir, "index")
 	tmp := dir + ".rebuild"
 	// Open the live index first: Pebble's lock refuses if serve runs.

@@ -39,7 +39,7 @@ type securityConfig struct {
 
 func bindSecurityFlags(fs *flag.FlagSet, c *securityConfig) {
 	fs.StringVar(&c.Clients, "clients", "", "SMART Backend Services client registry (JSON); when given, every export, status and file request needs an access token. Reloaded on SIGHUP")
-	fs.BoolVar(&c.Insecure, "insecure", false, "allow serving without --clients on a non-loopback --listen address: anyone who reaches it can export everything")
+	fs.BoolVar(&c.Insecure, "insecure", false, "allow serving without --clients on a non-loopback --listen address, and the embedded NATS server without --nats-auth on a non-loopback --nats-listen: anyone who reaches them can export (or read, publish and delete) everything")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS (TLS 1.2 or later); needs --tls-key")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for --tls-cert")
 	fs.DurationVar(&c.TokenLifetime, "token-lifetime", smart.DefaultTokenLifetime, "access token lifetime (SMART recommends at most 5m)")
@@ -69,7 +69,7 @@ func (c securityConfig) check(listen string, log *slog.Logger) error {
 		return nil
 	}
 	if isLoopback(listen) {
-		log.Info("authorization is off (no --clients): serving on a loopback address only", "listen", listen)
+		log.Info("authorization is off (no --clients): HTTP serves on a loopback address only", "listen", listen)
 		return nil
 	}
 	if !c.Insecure {

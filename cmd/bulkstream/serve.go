@@ -48,18 +48,27 @@ type serveConfig struct {
 }
 
 // natsConfig is the part of the configuration that `serve` and `rebuild`
-// share: where the stream is and what it is called.
+// share: where the stream is and what it is called, and how NATS is
+// secured (natsauth.go).
 type natsConfig struct {
-	DataDir    string
-	NATSURL    string
-	NATSListen string
-	Ingest     ingest.Config
+	DataDir     string
+	NATSURL     string
+	NATSListen  string
+	NATSAuth    string          // embedded server's users and permissions file
+	NATSTLSCert string          // embedded server's TLS certificate
+	NATSTLSKey  string          // and key
+	NATSClient  natsClientFlags // credentials for --nats-url
+	Ingest      ingest.Config
 }
 
 func bindNATSFlags(fs *flag.FlagSet, c *natsConfig) {
 	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the Pebble index, export files and the embedded NATS store")
 	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL; empty starts an embedded NATS server with JetStream")
-	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded NATS server")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded NATS server; without --nats-auth only a loopback address (see --insecure)")
+	fs.StringVar(&c.NATSAuth, "nats-auth", "", "NATS users and permissions file (JSON) the embedded server enforces")
+	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM certificate (chain) file: the embedded NATS server requires TLS (1.2 or later); needs --nats-tls-key")
+	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM private key file for --nats-tls-cert")
+	bindNATSClientFlags(fs, &c.NATSClient, "--nats-url")
 	fs.StringVar(&c.Ingest.Stream, "stream", ingest.DefaultStream, "JetStream stream of change events")
 	c.Ingest.Subjects = []string{ingest.DefaultSubject}
 	fs.Func("subjects", "comma-separated subjects of the stream (default "+ingest.DefaultSubject+")", func(s string) error {
@@ -95,14 +104,12 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.PublicURL, "public-url", "", "base URL clients reach this server at, for Content-Location and manifest URLs (default http://<listen>)")
 	fs.StringVar(&c.BasePath, "base-path", httpapi.DefaultBasePath, "path of the FHIR endpoints ($export, metadata, status and files)")
 	fs.DurationVar(&c.Export.TTL, "export-ttl", export.DefaultTTL, "how long a finished export's manifest and files stay available")
-	fs.IntVar(&c.Export.MaxFinishedJobs, "max-finished-exports", export.DefaultMaxFinishedJobs, "finished exports kept for download; past it the oldest of the client holding the most is removed before --export-ttl (-1: no cap)")
-	fs.IntVar(&c.Export.MaxFinishedJobsPerClient, "max-finished-exports-per-client", export.DefaultMaxFinishedJobsPerClient, "finished exports kept per client (default for clients without max_finished_exports); past it the client's own oldest is removed (-1: no cap)")
+	fs.IntVar(&c.Export.MaxFinishedJobs, "max-finished-exports", export.DefaultMaxFinishedJobs, "finished exports kept for download; past it the oldest are removed before --export-ttl (-1: no cap)")
 	fs.IntVar(&c.Export.Workers, "export-workers", export.DefaultWorkers, "export jobs running at once")
 	fs.IntVar(&c.Export.MaxActiveJobs, "max-export-jobs", export.DefaultMaxActiveJobs, "queued plus running export jobs; past it kick-off answers 429")
 	fs.Int64Var(&c.Export.FileMaxResources, "file-max-resources", export.DefaultFileMaxResources, "resources per NDJSON file before a new file starts")
 	fs.Int64Var(&c.Export.FileMaxBytes, "file-max-bytes", export.DefaultFileMaxBytes, "bytes per NDJSON file before a new file starts")
 	fs.Int64Var(&c.Export.MinFreeBytes, "min-free-bytes", export.DefaultMinFreeBytes, "kick-off answers 503 while the export disk has less free space (negative: no check)")
-	fs.Int64Var(&c.Export.ExportReserveBytes, "export-reserve-bytes", export.DefaultExportReserveBytes, "a running export fails, its files removed, before the export disk's free space drops below this (at most --min-free-bytes; negative: no check)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&c.ReadyMaxLag, "ready-max-lag", defaultReadyMaxLag, "/readyz answers 503 while ingest lags the stream by more (0: no lag check)")
@@ -140,19 +147,28 @@ type stack struct {
 func connectNATS(c natsConfig, log *slog.Logger) (*stack, error) {
 	var st stack
 	url := c.NATSURL
+	opts := []nats.Option{nats.CustomInboxPrefix(bulkstreamInboxPrefix)}
 	if url == "" {
-		s, err := startEmbeddedNATS(filepath.Join(c.DataDir, "nats"), c.NATSListen, log)
+		s, own, err := startEmbeddedNATS(c, log)
 		if err != nil {
 			return nil, err
 		}
 		st.srv = s
-		url = s.ClientURL()
-		log.Info("embedded nats server started", "url", url, "store", filepath.Join(c.DataDir, "nats"))
+		log.Info("embedded nats server started", "url", s.ClientURL(), "store", filepath.Join(c.DataDir, "nats"),
+			"auth", c.NATSAuth != "", "tls", c.NATSTLSCert != "")
+		url = "nats://" + c.NATSListen // in-process: not dialled
+		opts = append(opts, own...)
+	} else {
+		o, err := c.NATSClient.options()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o...)
 	}
-	nc, err := ingest.Connect(url, "bulkstream", log)
+	nc, err := ingest.Connect(url, "bulkstream", log, opts...)
 	if err != nil {
 		st.close()
-		return nil, err
+		return nil, natsConnectHint(err)
 	}
 	st.nc = nc
 	js, err := jetstream.New(nc)
@@ -181,6 +197,9 @@ func (st *stack) close() {
 
 func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err := c.Security.check(c.Listen, log); err != nil {
+		return err
+	}
+	if err := c.checkNATS(c.Security.Insecure, log); err != nil {
 		return err
 	}
 	tlsConfig, err := c.Security.tlsConfig()
