@@ -52,7 +52,7 @@ func (f ReadinessFunc) Ready() error { return f() }
 
 // Defaults for Config fields left zero.
 const (
-	DefaultBasePath     = "/fhir"
+	DefaultBasePath = "/fhir"
 	// DefaultMaxBodyBytes caps a POST kick-off body: a Parameters
 	// resource naming every R4 type and a long _elements list is under
 	// 16 KiB, so no real client comes near it.
