@@ -48,6 +48,17 @@
 //     lock, so every entry in it has CommitTime <= TransactionTime and every
 //     later change has a greater one.
 //
+// # Failure
+//
+// Pebble's Logger.Fatalf (a WAL or MANIFEST write failed, e.g. on a full
+// disk) does not end the process: the store is marked failed, Ready
+// returns ErrFailed with Pebble's message and every later write is
+// refused, so nothing is acked that is not durable; reads go on. Open
+// opens the store read-only, marked the same way, when the disk has less
+// free space than flushing the WAL left by the last run needs: Pebble
+// retries that flush forever, and the process would never serve. Both
+// need a restart once there is room.
+//
 // Export scans must close their Snapshot as soon as they finish: an open
 // snapshot pins old versions of keys.
 package index
