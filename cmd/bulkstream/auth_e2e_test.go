@@ -352,7 +352,8 @@ func TestServeRefusesOpenNonLoopback(t *testing.T) {
 	fs := newFlagSet("serve", io.Discard)
 	bindServeFlags(fs, &c)
 	natsAddr := freeAddr(t)
-	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", "0.0.0.0:" + port, "--nats-listen", natsAddr, "--insecure"}); err != nil {
+	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", "0.0.0.0:" + port, "--nats-listen", natsAddr, "--insecure",
+		"--public-url", "http://127.0.0.1:" + port}); err != nil {
 		t.Fatal(err)
 	}
 	var logs syncBuffer

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,6 +43,7 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	Export          export.Config
 	Security        securityConfig
+	HTTP            httpConfig // timeouts, connection caps, --ops-listen (httpserver.go)
 }
 
 // natsConfig is the part of the configuration that `serve` and `rebuild`
@@ -119,6 +118,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGTERM, how long downloads and requests in flight may take before their connections are closed")
 	bindSecurityFlags(fs, &c.Security)
 	fs.Int64Var(&c.Ingest.MinFreeBytes, "ingest-min-free-bytes", ingest.DefaultMinFreeBytes, "ingest pauses (events stay in the stream) while the index disk has less free space (negative: no check)")
+	bindHTTPFlags(fs, &c.HTTP)
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -201,6 +201,12 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err := c.Security.check(c.Listen, log); err != nil {
 		return err
 	}
+	if err := c.HTTP.check(); err != nil {
+		return err
+	}
+	if err := checkListen(c, log); err != nil {
+		return err
+	}
 	if err := c.checkNATS(c.Security.Insecure, log); err != nil {
 		return err
 	}
@@ -263,13 +269,13 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	// closes, and after HTTP has stopped handing them work.
 	defer func() { err = errors.Join(err, jobs.Close(context.WithoutCancel(ctx))) }()
 
-	ln, err := net.Listen("tcp", c.Listen)
+	srv, err := listenHTTP(c, tlsConfig != nil, reg, log)
 	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
+		return err
 	}
 	publicURL := c.PublicURL
 	if publicURL == "" {
-		publicURL = c.Security.scheme() + "://" + ln.Addr().String()
+		publicURL = c.Security.scheme() + "://" + srv.addr()
 	}
 	// On SIGTERM, stopping makes /readyz answer 503; --shutdown-delay
 	// later, draining makes kick-offs answer 503 too.
@@ -284,36 +290,22 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		Logger:     log,
 		Checks:     readinessChecks(idx, st.nc, cons, c.ReadyMaxLag, &stopping),
 	}
+	srv.configure(&hcfg)
 	if clients != nil {
 		a, closeAuth, err := openAuth(ctx, c, clients, hcfg.FHIRBase(), log)
 		if err != nil {
-			ln.Close()
+			srv.closeListeners()
 			return err
 		}
 		defer func() { err = errors.Join(err, closeAuth()) }()
 		hcfg.Auth = a
 	}
 	if err := hcfg.Validate(); err != nil {
-		ln.Close()
+		srv.closeListeners()
 		return err
 	}
-	hs := &http.Server{
-		Handler:           httpapi.New(hcfg),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    maxHeaderBytes, // 431 past it
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	hs.TLSConfig = tlsConfig
-	httpErr := make(chan error, 1)
-	go func() { // owned: Shutdown below ends it
-		if tlsConfig != nil { // ServeTLS owns hs.TLSConfig from here
-			httpErr <- hs.ServeTLS(ln, "", "")
-		} else {
-			httpErr <- hs.Serve(ln)
-		}
-	}()
-	log.Info("bulkstream serving", "listen", ln.Addr().String(), "fhir_base", publicURL+c.BasePath, "data_dir", c.DataDir,
+	srv.start(hcfg, tlsConfig, log)
+	log.Info("bulkstream serving", "listen", srv.addr(), "fhir_base", publicURL+c.BasePath, "data_dir", c.DataDir,
 		"version", version, "auth", clients != nil, "tls", tlsConfig != nil)
 	if clients != nil && hcfg.Auth != nil {
 		log.Info("SMART Backend Services authorization on", "clients_file", c.Security.Clients,
@@ -323,8 +315,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down", "cause", context.Cause(ctx))
-	case err := <-httpErr:
-		return fmt.Errorf("http server: %w", err)
+	case err := <-srv.failed():
+		return srv.abort(err)
 	}
 	// Then, in order: report not ready and keep serving for
 	// --shutdown-delay, refuse kick-offs, let requests in flight
@@ -336,19 +328,16 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		log.Info("not ready; serving until the shutdown delay is over", "shutdown_delay", c.ShutdownDelay)
 		select {
 		case <-time.After(c.ShutdownDelay):
-		case err := <-httpErr:
-			return fmt.Errorf("http server: %w", err)
+		case err := <-srv.failed():
+			return srv.abort(err)
 		}
 	}
 	draining.Store(true)
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
-	if err := hs.Shutdown(shutCtx); err != nil {
-		log.Warn("requests still in flight at the shutdown deadline; closing their connections",
-			"shutdown_timeout", c.ShutdownTimeout, "error", err)
-		hs.Close()
+	if err := srv.shutdown(shutCtx, c.ShutdownTimeout, log); err != nil {
+		log.Warn("http server stopped with an error", "error", err)
 	}
-	<-httpErr
 	log.Info("http server stopped")
 	return nil
 }
