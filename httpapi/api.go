@@ -54,8 +54,11 @@ func (f ReadinessFunc) Ready() error { return f() }
 const (
 	DefaultBasePath = "/fhir"
 	// DefaultMaxBodyBytes caps a POST kick-off body: a Parameters
-	// resource naming every R4 type and a long _elements list is under
-	// 16 KiB, so no real client comes near it.
+	// resource naming every R4 type is under 16 KiB, and even the largest
+	// request export's limits admit (export.MaxTypeEntries _type,
+	// export.MaxElementsEntries _elements of the longest names and
+	// export.MaxIgnored ignored entries, one parameter each, indented by
+	// four spaces) fits, at 247 KiB.
 	DefaultMaxBodyBytes = 256 << 10
 )
 

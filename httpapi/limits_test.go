@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -125,5 +127,50 @@ func TestRequestSizeLimits(t *testing.T) {
 	if over.Code != http.StatusRequestEntityTooLarge || !strings.Contains(over.Body.String(), `"error":"invalid_request"`) ||
 		!strings.Contains(over.Body.String(), "larger than the limit of 65536 bytes") {
 		t.Errorf("token request of %d bytes = %d %s, want 413 invalid_request naming the limit", tokenLimit+1, over.Code, over.Body)
+	}
+}
+
+// TestLargestKickoffFitsBodyLimit: the largest POST kick-off export's
+// limits admit, written indented, one parameter per entry with the
+// longest names, fits within DefaultMaxBodyBytes, so the body limit never
+// refuses a request export would take.
+func TestLargestKickoffFitsBodyLimit(t *testing.T) {
+	longest := ""
+	for _, typ := range fhir.ResourceTypes() {
+		if len(typ) > len(longest) {
+			longest = typ
+		}
+	}
+	type param struct {
+		Name        string `json:"name"`
+		ValueString string `json:"valueString"`
+	}
+	var params []param
+	for range export.MaxTypeEntries {
+		params = append(params, param{"_type", longest})
+	}
+	for range export.MaxElementsEntries {
+		params = append(params, param{"_elements", longest + "." + strings.Repeat("e", 63)})
+	}
+	for i := range export.MaxIgnored {
+		params = append(params, param{fmt.Sprintf("ignored-%03d", i), strings.Repeat("v", 64)})
+	}
+	body, err := json.MarshalIndent(map[string]any{"resourceType": "Parameters", "parameter": params}, "", "    ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("largest admissible kick-off body: %d bytes (limit %d)", len(body), DefaultMaxBodyBytes)
+	if len(body) > DefaultMaxBodyBytes {
+		t.Errorf("the largest admissible kick-off body is %d bytes, over the %d-byte limit", len(body), DefaultMaxBodyBytes)
+	}
+	jobs := newFakeJobs()
+	h := newTestHandler(t, jobs, nil)
+	hd := postHeaders()
+	hd.Add("Prefer", "handling=lenient")
+	if rec := serve(h, request{method: "POST", target: "/fhir/$export", header: hd, body: string(body)}); rec.Code != http.StatusAccepted {
+		t.Fatalf("largest kick-off = %d %s", rec.Code, rec.Body)
+	}
+	if n := len(jobs.lastKickoff(t).Params); n != len(params) {
+		t.Errorf("Jobs got %d parameters, want %d", n, len(params))
 	}
 }
