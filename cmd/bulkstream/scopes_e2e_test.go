@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -63,6 +65,17 @@ func TestScopesOnEveryRequest(t *testing.T) {
 	}
 	resp, body = obs.do("GET", fileOf("Observation"), nil)
 	wantStatus(t, "Observation file with an Observation token", resp, body, http.StatusOK)
+	// Go's client asked for gzip and decompressed: the weak ETag is the
+	// SHA-256 of the file's bytes, recorded when export wrote it.
+	sum := sha256.Sum256(body)
+	if got, want := resp.Header.Get("ETag"), `W/"`+hex.EncodeToString(sum[:])+`"`; !resp.Uncompressed || got != want {
+		t.Errorf("gzip download: uncompressed %v, ETag %q, want %q", resp.Uncompressed, got, want)
+	}
+	resp, body = obs.do("GET", fileOf("Observation"), http.Header{"Accept-Encoding": {"identity"}})
+	wantStatus(t, "identity download", resp, body, http.StatusOK)
+	if got, want := resp.Header.Get("ETag"), `"`+hex.EncodeToString(sum[:])+`"`; got != want {
+		t.Errorf("identity download: ETag %q, want the digest %q", got, want)
+	}
 
 	// A Patient+Observation token, then the registry narrows the client
 	// to Patient.
