@@ -31,6 +31,12 @@
 //     manifest's error file (SPEC 2.6). A bad _outputFormat, _since or
 //     _until, a repeated 0..1 parameter, and a _type left empty by
 //     skipping are refused even when lenient.
+//   - Size: at most MaxTypeEntries _type entries, MaxElementsEntries
+//     _elements entries and MaxIgnored ignored items (too-costly, lenient
+//     or not), so a kick-off's memory, CPU (deduplication uses sets) and
+//     error file are bounded.
+//   - Any _since, even at or before the Unix epoch (Since 0), is a _since
+//     export that lists deletions (Request.HasSince).
 //   - includeAssociatedData, _typeFilter, organizeOutputBy,
 //     allowPartialManifests and patient are refused unless lenient, as
 //     issue 3 asks, although BDT expects includeAssociatedData with both
@@ -67,7 +73,16 @@
 //
 // Any error fails the job: its partial files are removed and Status
 // reports State Failed with a message fit for the client (a full disk says
-// so; other internals are logged, not shown).
+// so; other internals are logged, not shown), counted by reason in
+// bulkstream_export_jobs_failed_total. Two things do not fail a job:
+//
+//   - A stored resource _elements cannot be applied to (malformed meta) is
+//     left out, and an OperationOutcome naming Type/id goes into the error
+//     file, so the output counts stay exact.
+//   - Before the free space under Dir would drop below
+//     Config.ExportReserveBytes the job fails on purpose ("disk space
+//     low"), leaving ingest room to commit: the writer checks the free
+//     space as each file opens and at least every MiB written (diskGuard).
 //
 // # Files
 //
@@ -82,8 +97,11 @@
 // larger resource gets a file of its own). Empty files are never created,
 // and a type without data gets no manifest entry. Every file is written
 // under <name>.tmp, then flushed, fsynced and renamed; the manifest counts
-// are the exact line counts. [Manager.OpenFile] serves only the names of a
-// completed job's manifest.
+// are the exact line counts. Each file's SHA-256 is computed while it is
+// written and kept with its size in the job record. [Manager.OpenFile]
+// serves only the names of a completed job's manifest, and only while the
+// file still matches: a truncated or changed file is ErrFileDamaged and
+// turns the job failed (see OpenFile for how a re-hash is avoided).
 //
 // # Deletions
 //
@@ -123,7 +141,11 @@
 // removes its files and record; Status and OpenFile then return
 // ErrNotFound. Completed and failed jobs are removed the same way once
 // Expires has passed, by a background loop and lazily by Status and
-// OpenFile. A download that already opened a file finishes even if the
+// OpenFile, and earlier past the caps on finished jobs: a client's own
+// (Kickoff.MaxFinished, Config.MaxFinishedJobsPerClient; its oldest go
+// first) and Config.MaxFinishedJobs (the oldest job of the client holding
+// the most). A finished job keeps in memory only its client, its cap and
+// its manifest; the rest of the request stays in its record. A download that already opened a file finishes even if the
 // job is removed meanwhile.
 //
 // # Clients (authorization)
