@@ -411,4 +411,33 @@ func TestFinishedJobSheds(t *testing.T) {
 	if err != nil || len(rec.Request.Elements) != 2 || len(rec.Request.Ignored) != 1 || rec.Manifest.Request != long {
 		t.Errorf("stored record lost the request: %+v %v", rec.Request, err)
 	}
+
+	// After a restart: the same, and the files still check out (hashed
+	// again: stamps are not persisted).
+	if err := m.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	m2 := e.manager(t, Config{}, nil)
+	st, err := m2.Status("c", id)
+	if err != nil || st.State != Completed || st.Manifest.Request != long {
+		t.Fatalf("after restart: %+v %v", st, err)
+	}
+	j2 := m2.lookup(id)
+	j2.mu.Lock()
+	req2 := j2.rec.Request
+	j2.mu.Unlock()
+	if req2.Elements != nil || req2.Ignored != nil || req2.Client != "c" {
+		t.Errorf("after restart the job holds %+v", req2)
+	}
+	for _, fi := range append(st.Manifest.Output, st.Manifest.Error...) {
+		f, err := m2.OpenFile("c", id, fi.Name)
+		if err != nil {
+			t.Fatalf("after restart, OpenFile(%s): %v", fi.Name, err)
+		}
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if want := fmt.Sprintf("%x", sha256.Sum256(b)); f.Digest() != want {
+			t.Errorf("after restart, %s digest %s, want %s", fi.Name, f.Digest(), want)
+		}
+	}
 }
