@@ -28,6 +28,20 @@
 // never a redirect to another route; only a trailing slash is redirected
 // (301 for GET, 307 otherwise).
 //
+// With Config.SeparateOps, /metrics, /healthz and /readyz are left out
+// (404) and NewOps serves them alone, for a listener of their own.
+//
+// # Timeouts and connection caps
+//
+// Every routed request gets connection deadlines through
+// http.ResponseController (timeouts.go), never server-wide ones: a body
+// must arrive within Config.ReadBodyTimeout (the read deadline is cleared
+// at the body's end, so net/http's background read never cancels a
+// request over it), an answer must be written within Config.WriteTimeout,
+// and a file download within Config.DownloadStallTimeout of every 128 KiB.
+// LimitListener caps the connections a listener keeps (in total and per
+// client IP), answering one over a cap at once with 503.
+//
 // # Authorization (Config.Auth)
 //
 // With Config.Auth set, SMART Backend Services (SPEC 8) protects the
