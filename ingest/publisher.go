@@ -3,10 +3,10 @@ package ingest
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,18 +56,17 @@ type PublisherStats struct {
 // in flight, checking the ack of every one.
 //
 // Nats-Msg-Id (JetStream drops a second message with the same id within
-// the stream's duplicate window):
-//   - upsert: <Type>/<id>/<first 16 hex digits of sha256(body)>, so
-//     publishing the same resource content twice stores it once;
-//   - delete: <Type>/<id>/delete/<16 random hex digits drawn per call>,
-//     so delete, re-create, delete again is never deduplicated away.
+// the stream's duplicate window) names the change, not its content:
+// <Type>/<id>/<run>-<n> for an upsert and <Type>/<id>/delete/<run>-<n>
+// for a delete, where run is 16 random hex digits drawn per Publisher and
+// n counts its Upsert and Delete calls. Every call is a change of its
+// own, so a revert (v1, v2, v1 again) within the window is never dropped
+// as a duplicate, as a hash of the body would be; publishing identical
+// content again is stored, and the index recognises it as a no-op (no new
+// version).
 //
 // A retried attempt reuses its message and so its id: if the first
-// attempt was stored after all, the server drops the retry. One
-// consequence of content ids: re-creating a resource with exactly the
-// body it had before a delete, within the duplicate window, is dropped as
-// a duplicate; change the body (e.g. meta.versionId or meta.source) to
-// re-create it.
+// attempt was stored after all, the server drops the retry.
 //
 // Order: publishes of the same resource are sent one after another (a
 // publish waits for the ack of the previous one of its subject), so a
@@ -85,6 +84,9 @@ type Publisher struct {
 	firstErr error
 
 	published, duplicates, retried, failed atomic.Uint64
+
+	run   string        // random, per Publisher: the Nats-Msg-Id prefix of its changes
+	calls atomic.Uint64 // Upsert and Delete calls, numbering the changes
 }
 
 // NewPublisher returns a Publisher on js.
@@ -115,12 +117,21 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, erro
 	case cfg.MaxEventBytes < 1, cfg.AckTimeout < 0, cfg.MaxRetries < 0:
 		return nil, errors.New("ingest: publisher MaxEventBytes, AckTimeout and MaxRetries must be positive")
 	}
+	var run [8]byte
+	_, _ = rand.Read(run[:]) // never fails (crypto/rand)
 	return &Publisher{
 		js:       js,
 		cfg:      cfg,
 		sem:      make(chan struct{}, cfg.MaxInFlight),
 		inflight: map[string]chan struct{}{},
+		run:      hex.EncodeToString(run[:]),
 	}, nil
+}
+
+// changeID is the Nats-Msg-Id suffix of the next change: unique per call
+// (and per Publisher), the same for all attempts of that call.
+func (p *Publisher) changeID() string {
+	return p.run + "-" + strconv.FormatUint(p.calls.Add(1), 10)
 }
 
 // Upsert publishes body, a FHIR resource, on the subject of its
@@ -136,10 +147,9 @@ func (p *Publisher) Upsert(ctx context.Context, body []byte) error {
 	if rej != nil {
 		return rej
 	}
-	sum := sha256.Sum256(r.body)
 	m := &nats.Msg{
 		Subject: EncodeSubject(p.cfg.SubjectPrefix, r.typ, r.id),
-		Header:  nats.Header{jetstream.MsgIDHeader: {r.typ + "/" + r.id + "/" + hex.EncodeToString(sum[:8])}},
+		Header:  nats.Header{jetstream.MsgIDHeader: {r.typ + "/" + r.id + "/" + p.changeID()}},
 		Data:    r.body,
 	}
 	return p.publish(ctx, m)
@@ -153,13 +163,11 @@ func (p *Publisher) Delete(ctx context.Context, typ, id string) error {
 	if !validID(id) {
 		return reject(ReasonBadID, "%s is not a FHIR id", quote(id))
 	}
-	var nonce [8]byte
-	_, _ = rand.Read(nonce[:]) // never fails (crypto/rand)
 	m := &nats.Msg{
 		Subject: EncodeSubject(p.cfg.SubjectPrefix, typ, id),
 		Header: nats.Header{
 			HeaderOp:              {OpDelete},
-			jetstream.MsgIDHeader: {typ + "/" + id + "/delete/" + hex.EncodeToString(nonce[:])},
+			jetstream.MsgIDHeader: {typ + "/" + id + "/delete/" + p.changeID()},
 		},
 	}
 	return p.publish(ctx, m)
