@@ -631,3 +631,49 @@ func TestNATSClientFlags(t *testing.T) {
 		t.Errorf("a missing seed file: %v", err)
 	}
 }
+
+// TestCheckNATSFlags: the embedded server's security flags are refused
+// with --nats-url (that server is configured elsewhere), TLS flags go
+// together, client credentials given for the embedded server are ignored
+// with a WARN that names the flags and never the password, and a
+// non-loopback listener with --nats-auth but no TLS is logged at WARN.
+func TestCheckNATSFlags(t *testing.T) {
+	authFile, _ := writeNATSAuth(t, t.TempDir())
+	const secret = "pw-never-logged"
+	for _, tc := range []struct {
+		c    natsConfig
+		want string
+	}{
+		{natsConfig{NATSURL: "nats://x:4222", NATSAuth: authFile}, "--nats-auth and --nats-tls-cert configure the embedded NATS server"},
+		{natsConfig{NATSURL: "nats://x:4222", NATSTLSCert: "c", NATSTLSKey: "k"}, "configure the embedded NATS server"},
+		{natsConfig{NATSListen: "127.0.0.1:1", NATSTLSCert: "c"}, "--nats-tls-cert and --nats-tls-key go together"},
+		{natsConfig{NATSURL: "nats://x:4222", NATSClient: natsClientFlags{Password: secret}}, "--nats-user and --nats-password go together"},
+		{natsConfig{NATSListen: "127.0.0.1:1", NATSAuth: filepath.Join(t.TempDir(), "missing.json")}, "--nats-auth"},
+	} {
+		err := tc.c.checkNATS(false, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), secret) {
+			t.Errorf("%+v: %v, want %q", tc.c, err, tc.want)
+		}
+	}
+
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	c := natsConfig{NATSListen: "127.0.0.1:1", NATSClient: natsClientFlags{User: "u", Password: secret}}
+	if err := c.checkNATS(false, log); err != nil {
+		t.Fatal(err)
+	}
+	c = natsConfig{NATSListen: "0.0.0.0:1", NATSAuth: authFile}
+	if err := c.checkNATS(false, log); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `level=WARN msg="NATS client credentials ignored`) || !strings.Contains(out, "--nats-user,--nats-password") {
+		t.Errorf("client credentials for the embedded server were not reported at WARN:\n%s", out)
+	}
+	if !strings.Contains(out, `level=WARN msg="embedded NATS authorization is on but not encrypted`) {
+		t.Errorf("a non-loopback listener without TLS was not reported at WARN:\n%s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the log shows the password:\n%s", out)
+	}
+}
