@@ -58,6 +58,17 @@ func readinessChecks(idx *index.Index, nc *nats.Conn, cons ingestState, maxLag t
 	return checks
 }
 
+// checkDiskFloors checks that ingest pauses only below the reserve that
+// running exports leave (--ingest-min-free-bytes at most
+// --export-reserve-bytes when both are checked), so that exports fail
+// before ingest stops.
+func checkDiskFloors(ingestMinFree, exportReserve int64) error {
+	if ingestMinFree >= 0 && exportReserve >= 0 && ingestMinFree > exportReserve {
+		return fmt.Errorf("--ingest-min-free-bytes %d is above --export-reserve-bytes %d: running exports must stop before ingest pauses", ingestMinFree, exportReserve)
+	}
+	return nil
+}
+
 // ingestState is what the ingest checks need of *ingest.Consumer.
 type ingestState interface {
 	Lag() time.Duration

@@ -78,6 +78,24 @@ func TestReadinessChecks(t *testing.T) {
 	}
 }
 
+func TestCheckDiskFloors(t *testing.T) {
+	for _, tc := range []struct {
+		ingest, reserve int64
+		ok              bool
+	}{
+		{64 << 20, 128 << 20, true},
+		{128 << 20, 128 << 20, true},
+		{129 << 20, 128 << 20, false},
+		{-1, 0, true},
+		{1 << 30, -1, true},
+	} {
+		err := checkDiskFloors(tc.ingest, tc.reserve)
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), "--ingest-min-free-bytes")) {
+			t.Errorf("ingest %d, reserve %d: %v, want ok=%v", tc.ingest, tc.reserve, err, tc.ok)
+		}
+	}
+}
+
 // TestReadyzAndDraining: /readyz is JSON with reasons; once shutdown has
 // begun a kick-off answers 503 with an OperationOutcome and Retry-After
 // while status requests still work.
