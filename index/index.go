@@ -443,6 +443,15 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	}
 	recent := sc.recent
 	defer clear(recent)
+	// stored reads the stored versions that no-op candidates are compared
+	// with: one iterator for the batch, so that successive reads share the
+	// blob blocks it has loaded (a Get loads them again every time).
+	var stored *pebble.Iterator
+	defer func() {
+		if stored != nil {
+			stored.Close()
+		}
+	}()
 	if err := x.readRecords(changes, applied, recent); err != nil {
 		return nil, err
 	}
@@ -480,7 +489,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			if vbuf, err = stampLayout(vbuf[:0], c.Body, c.Layout, old.Version, old.CommitTime); err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
-			same, err := x.sameAsStored(c, old, vbuf, arena)
+			same, err := x.sameAsStored(c, old, vbuf, arena, &stored)
 			if err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
@@ -601,23 +610,35 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // sameAsStored reports whether stamped (an upsert stamped with the stored
 // version and commit time) equals the stored bytes of the resource whose
-// record is old: in arena if this batch wrote them, else in the store. A
-// differing checksum answers without reading them.
-func (x *Index) sameAsStored(c *Change, old resourceRecord, stamped, arena []byte) (bool, error) {
+// record is old: in arena if this batch wrote them, else in the store,
+// read with *it (opened on first use). A differing checksum answers
+// without reading them.
+func (x *Index) sameAsStored(c *Change, old resourceRecord, stamped, arena []byte, it **pebble.Iterator) (bool, error) {
 	if old.HasSum && crc32.Checksum(stamped, crcTable) != old.Sum {
 		return false, nil
 	}
 	if old.bodyEnd > 0 {
 		return bytes.Equal(arena[old.bodyAt:old.bodyEnd], stamped), nil
 	}
+	if *it == nil {
+		var err error
+		if *it, err = x.db.NewIter(&pebble.IterOptions{
+			LowerBound: []byte(prefixChange),
+			UpperBound: []byte("c0"), // '0' follows '/'
+		}); err != nil {
+			return false, err
+		}
+	}
 	k := changeKey(x.scratch.kbuf[:0], c.Type, old.CommitTime, c.ID)
 	x.scratch.kbuf = k[:0]
-	v, closer, err := x.db.Get(k)
-	if err != nil {
+	if !(*it).SeekGE(k) || !bytes.Equal((*it).Key(), k) {
 		// The r/ record says the entry is there.
+		return false, errors.Join(fmt.Errorf("read stored version: %s/%s not found", c.Type, c.ID), (*it).Error())
+	}
+	v, err := (*it).ValueAndErr()
+	if err != nil {
 		return false, fmt.Errorf("read stored version: %w", err)
 	}
-	defer closer.Close()
 	return bytes.Equal(v, stamped), nil
 }
 
