@@ -436,7 +436,9 @@ func TestNATSTLS(t *testing.T) {
 	if err == nil || !strings.Contains(out, "--nats-ca") {
 		t.Errorf("publish to a private-CA TLS server without --nats-ca: %v\n%s\nwant a failure naming --nats-ca", err, out)
 	}
-	if out, err := runBulkstream(t, env, "publish", "--nats-url", "tls://"+natsAddr, "--nats-ca", certFile, "--nats-user", "publisher", f); err != nil {
+	// The password as a flag this time (the environment works too, above).
+	if out, err := runBulkstream(t, nil, "publish", "--nats-url", "tls://"+natsAddr, "--nats-ca", certFile,
+		"--nats-user", "publisher", "--nats-password", creds.pubPassword, f); err != nil {
 		t.Fatalf("publish over TLS: %v\n%s", err, out)
 	}
 	waitAppliedSeq(t, addr, 10, 30*time.Second)
