@@ -401,7 +401,8 @@ func TestFinishedJobSheds(t *testing.T) {
 	req, inMem := j.rec.Request, j.rec.Manifest.Request
 	j.mu.Unlock()
 	if req.Types != nil || req.Elements != nil || req.Ignored != nil || req.RequestURL != "" || req.Client != "c" || inMem != "" {
-		t.Errorf("finished job holds %+v and a %d-byte URL in memory", req, len(inMem))
+		t.Errorf("finished job holds %d types, %d elements, %d ignored, a %d-byte request URL and a %d-byte manifest URL in memory",
+			len(req.Types), len(req.Elements), len(req.Ignored), len(req.RequestURL), len(inMem))
 	}
 	b, err := e.x.GetJob(id)
 	if err != nil {
@@ -427,7 +428,7 @@ func TestFinishedJobSheds(t *testing.T) {
 	req2 := j2.rec.Request
 	j2.mu.Unlock()
 	if req2.Elements != nil || req2.Ignored != nil || req2.Client != "c" {
-		t.Errorf("after restart the job holds %+v", req2)
+		t.Errorf("after restart the job holds %d elements, %d ignored, client %q", len(req2.Elements), len(req2.Ignored), req2.Client)
 	}
 	for _, fi := range append(st.Manifest.Output, st.Manifest.Error...) {
 		f, err := m2.OpenFile("c", id, fi.Name)
