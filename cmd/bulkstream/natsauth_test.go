@@ -164,17 +164,28 @@ func waitViolation(t *testing.T, errs <-chan error, what, subject string) {
 // truthfully what each listener lets in.
 func TestServeRefusesOpenNATSListener(t *testing.T) {
 	_, port, _ := net.SplitHostPort(freeAddr(t))
-	for _, natsListen := range []string{"0.0.0.0:" + port, ":" + port} {
+	_, entry := newClientEntry(t, "analytics", "ES384", []string{"system/*.rs"}, 2)
+	clients := filepath.Join(t.TempDir(), "clients.json")
+	writeClientsFile(t, clients, entry)
+	for _, tc := range []struct {
+		natsListen string
+		more       []string
+	}{
+		{"0.0.0.0:" + port, nil},
+		{":" + port, nil},
+		{"0.0.0.0:" + port, []string{"--clients", clients}}, // HTTP authorization does not cover NATS
+	} {
+		natsListen := tc.natsListen
 		var c serveConfig
 		fs := newFlagSet("serve", io.Discard)
 		bindServeFlags(fs, &c)
 		addr := freeAddr(t)
-		if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsListen}); err != nil {
+		if err := parseFlags(fs, append([]string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsListen}, tc.more...)); err != nil {
 			t.Fatal(err)
 		}
 		err := serveOrRefuse(t, c, addr)
 		if err == nil {
-			t.Fatalf("serve --nats-listen %s without --nats-auth started", natsListen)
+			t.Fatalf("serve --nats-listen %s %v without --nats-auth started", natsListen, tc.more)
 		}
 		for _, want := range []string{"--nats-listen " + natsListen, "not a loopback address", "--nats-auth", "--insecure"} {
 			if !strings.Contains(err.Error(), want) {
