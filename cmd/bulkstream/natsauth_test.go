@@ -518,6 +518,11 @@ func TestServeExternalNATSWithREADMERoles(t *testing.T) {
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 
 	addr := freeAddr(t)
+	// Without credentials serve stops at once and says which flags to give.
+	out, err := runBulkstream(t, []string{"BULKSTREAM_NATS_PASSWORD="}, "serve", "--data-dir", t.TempDir(), "--listen", addr, "--nats-url", ns.ClientURL())
+	if err == nil || !strings.Contains(out, "Authorization Violation") || !strings.Contains(out, "--nats-user") {
+		t.Errorf("serve --nats-url without credentials: %v\n%s\nwant a refusal naming the credential flags", err, out)
+	}
 	t.Setenv("BULKSTREAM_NATS_PASSWORD", passwords["bulkstream"])
 	p := start(t, "serve", "--data-dir", t.TempDir(), "--listen", addr, "--nats-url", ns.ClientURL(), "--nats-user", "bulkstream")
 	waitHealthy(t, addr)
