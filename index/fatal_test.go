@@ -75,7 +75,9 @@ func TestWALFailureDoesNotPanic(t *testing.T) {
 	go func() { closed <- x.Close() }()
 	select {
 	case err := <-closed:
-		t.Logf("Close after the failure: %v", err)
+		if err != nil {
+			t.Errorf("Close after the failure: %v, want nil (the failure was reported)", err)
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close hangs after the failure")
 	}

@@ -250,7 +250,8 @@ func (x *Index) getUint64(k []byte) (uint64, error) {
 
 // Close closes the store and unregisters its metrics collector, so the
 // same Registerer can be given to a later Open. It is safe to call more
-// than once.
+// than once. On a failed store (ErrFailed), Pebble's close error is only
+// logged: the failure was reported when it happened.
 func (x *Index) Close() error {
 	x.dbMu.Lock()
 	defer x.dbMu.Unlock()
@@ -266,6 +267,12 @@ func (x *Index) Close() error {
 		x.wb = nil
 	}
 	err := x.db.Close()
+	if ferr := x.fatal.err(); err != nil && ferr != nil {
+		// The failure was logged and reported by Ready when it happened;
+		// closing the broken store is expected to fail.
+		x.log.Warn("closing the failed store", "error", err, "failure", ferr)
+		err = nil
+	}
 	x.cache.Unref()
 	x.mu.Unlock()
 	if x.coll != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -310,7 +311,10 @@ func fullPatient(i int) []byte {
 //     itself, applying every event published meanwhile;
 //   - restarted on a completely full disk, serve comes up serving HTTP
 //     (not ready) and an export can be deleted through the API; restarted
-//     with room again, it applies everything.
+//     with room again, it applies everything;
+//   - without the ingest floor, ENOSPC in Pebble's write-ahead log marks
+//     the index failed (/readyz) instead of ending the process, and a
+//     restart with room applies everything.
 //
 // Mounting the tmpfs needs root (CI runs as root); without it the test is
 // skipped.
@@ -465,6 +469,34 @@ func TestFullDisk(t *testing.T) {
 		if err := os.Remove(filepath.Join(data, f)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	p = start(t, args...)
+	waitAppliedSeq(t, addr, uint64(published), time.Minute)
+	waitReady(t, addr)
+	p.stop(t)
+
+	// 6. Without the ingest floor, a commit meets the full disk itself
+	// (ENOSPC in Pebble's write-ahead log): the index is marked failed,
+	// and the process keeps serving; after a restart with room, every
+	// event is applied.
+	noFloor := append(slices.Clone(args), "--ingest-min-free-bytes", "-1")
+	p = start(t, noFloor...)
+	waitReady(t, addr)
+	fill(t, data, "filler3", -1)
+	publish(firstBatch+secondBatch+100, 500)
+	checkFor(t, time.Minute, 50*time.Millisecond, func() error {
+		p.alive(t, "after ENOSPC in the write-ahead log")
+		if code, reasons := readyz(addr); code != http.StatusServiceUnavailable || !strings.Contains(reasons["index"], "no space") {
+			return fmt.Errorf("/readyz %d %v, want 503 with the index failed for lack of space", code, reasons)
+		}
+		return nil
+	})
+	getOK(t, "http://"+addr+"/healthz")
+	getOK(t, base+"/metadata")
+	p.alive(t, "after ENOSPC in the write-ahead log")
+	p.stop(t)
+	if err := os.Remove(filepath.Join(data, "filler3")); err != nil {
+		t.Fatal(err)
 	}
 	p = start(t, args...)
 	waitAppliedSeq(t, addr, uint64(published), time.Minute)
