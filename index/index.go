@@ -463,8 +463,8 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		return nil, err
 	}
 	kbuf, rkey, vbuf := sc.kbuf[:0], sc.rkey[:0], sc.vbuf[:0]
-	// arena holds the stored bytes of every upsert of the batch, so that a
-	// later change of the same resource in the batch can compare with them.
+	// arena holds the stored bytes of the upserts of resources the batch
+	// changes again, so that the later change can compare with them.
 	arena := sc.arena[:0]
 	defer func() {
 		sc.kbuf, sc.rkey, sc.vbuf = kbuf[:0], rkey[:0], vbuf[:0]
@@ -531,17 +531,28 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			}
 			count(c.Type, 0, 1)
 		} else {
-			start := len(arena)
+			// Only a resource the batch changes again needs its stored
+			// bytes kept; the others reuse one small, cache-hot buffer.
+			_, again := sc.repeated[name]
+			buf, start := vbuf[:0], 0
+			if again {
+				buf, start = arena, len(arena)
+			}
 			var err error
-			if arena, err = stampLayout(arena, c.Body, c.Layout, rec.Version, clock); err != nil {
+			if buf, err = stampLayout(buf, c.Body, c.Layout, rec.Version, clock); err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
-			stored := arena[start:]
+			stored := buf[start:]
 			if err := b.Set(kbuf, stored, nil); err != nil {
 				return nil, err
 			}
 			rec.Sum = crc32.Checksum(stored, crcTable)
-			rec.bodyAt, rec.bodyEnd = start, len(arena)
+			if again {
+				arena = buf
+				rec.bodyAt, rec.bodyEnd = start, len(arena)
+			} else {
+				vbuf = buf
+			}
 			count(c.Type, 1, 0)
 		}
 		rkey = resourceKey(rkey[:0], c.Type, c.ID)
@@ -609,7 +620,10 @@ type applyScratch struct {
 	recent           map[resourceName]resourceRecord
 	names            []resourceName
 	kbuf, rkey, vbuf []byte
-	arena            []byte
+	// arena holds the stored bytes of the batch's upserts of resources in
+	// repeated: those the batch changes more than once (see readRecords).
+	arena    []byte
+	repeated map[resourceName]struct{}
 }
 
 // crcTable is CRC-32C (Castagnoli), computed in hardware on amd64 and arm64.
@@ -650,7 +664,8 @@ func (x *Index) sameAsStored(c *Change, old resourceRecord, stamped, arena []byt
 }
 
 // readRecords reads into recent the r/ records of the resources that
-// changes above applied touch. It reads them in key order with one
+// changes above applied touch, and notes in scratch.repeated those that
+// more than one of them touches. It reads them in key order with one
 // iterator: each seek moves forward from the last, through store nodes
 // the last one brought into the CPU cache, which costs much less than a
 // Get per change in stream order.
@@ -676,6 +691,15 @@ func (x *Index) readRecords(changes []Change, applied uint64, recent map[resourc
 		}
 		return strings.Compare(a.id, b.id)
 	})
+	if x.scratch.repeated == nil {
+		x.scratch.repeated = map[resourceName]struct{}{}
+	}
+	clear(x.scratch.repeated)
+	for i := 1; i < len(names); i++ {
+		if names[i] == names[i-1] {
+			x.scratch.repeated[names[i]] = struct{}{}
+		}
+	}
 	names = slices.Compact(names)
 	it, err := x.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte(prefixResource),
