@@ -34,7 +34,7 @@ bench:
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
-# The reliability suite's fuzzing in CI (issue 7): every fuzz target for
+# The reliability suite's fuzzing, as CI runs it: every fuzz target for
 # $(RELIABILITY_FUZZTIME), the hostile-input ones (HTTP kick-off query and
 # body, status and file routes, event decoding) for
 # $(RELIABILITY_FUZZTIME_LONG); about 3.5 minutes with their builds. The

@@ -8,7 +8,8 @@ import (
 
 // appendDeletedBundle appends the deleted-file line for one deletion: a
 // transaction Bundle with a single DELETE entry, its meta.lastUpdated the
-// deletion's commit time (SPEC 4.5):
+// deletion's commit time (the manifest's deleted files,
+// https://hl7.org/fhir/uv/bulkdata/export.html):
 //
 //	{"resourceType":"Bundle","meta":{"lastUpdated":"…"},"type":"transaction","entry":[{"request":{"method":"DELETE","url":"Patient/123"}}]}
 //

@@ -11,26 +11,29 @@
 //
 // # Kick-off parameters
 //
-// [ParseRequest] holds the rules; the choices SPEC.md leaves open are:
+// [ParseRequest] holds the rules; the choices the FHIR Bulk Data Access
+// IG (https://hl7.org/fhir/uv/bulkdata/export.html) leaves open are:
 //
 //   - "In the future" has no skew tolerance: _since or _until later than
-//     max(wall clock, commit clock) is refused (SPEC 11 ambiguity 3; BDT
-//     sends a future _since and wants a 4xx). Such a _since can match
-//     nothing committed before the kick-off, so a tolerance would only
-//     turn a client's clock error into a silently (nearly) empty export;
-//     clients that chain exports pass back transactionTime, which is
-//     never ahead of the clock.
-//   - _until is exclusive ("changed before", SPEC 2.5), like _since;
-//     issue 3's "<= _until" is read as the IG defines it. transactionTime
-//     is still the snapshot's clock, not capped at _until (SPEC 11
-//     ambiguity 4).
+//     max(wall clock, commit clock) is refused. The IG does not say what a
+//     future _since means; the SMART Bulk Data test suite (BDT,
+//     github.com/smart-on-fhir/bulk-data-tests) sends one and wants a
+//     4xx. Such a _since can match nothing committed before the
+//     kick-off, so a tolerance would only turn a client's clock error
+//     into a silently (nearly) empty export; clients that chain exports
+//     pass back transactionTime, which is never ahead of the clock.
+//   - _until is exclusive ("changed before", as the IG defines it), like
+//     _since; a looser "<= _until" is not followed. transactionTime is
+//     still the snapshot's clock, not capped at _until: the IG does not
+//     say whether to cap it, and nothing changed at or after _until is
+//     exported either way.
 //   - Lenient handling ignores only what can be ignored without changing
 //     the data set in a way the client cannot see: unsupported and
 //     unknown parameters, unknown _type entries and bad _elements entries
 //     are skipped, and each becomes one OperationOutcome line in the
-//     manifest's error file (SPEC 2.6). A bad _outputFormat, _since or
-//     _until, a repeated 0..1 parameter, and a _type left empty by
-//     skipping are refused even when lenient.
+//     manifest's error file, as the IG asks of Prefer: handling=lenient.
+//     A bad _outputFormat, _since or _until, a repeated 0..1 parameter,
+//     and a _type left empty by skipping are refused even when lenient.
 //   - Size: at most MaxTypeEntries _type entries, MaxElementsEntries
 //     _elements entries and MaxIgnored ignored items (too-costly, lenient
 //     or not), so a kick-off's memory, CPU (deduplication uses sets) and
@@ -38,10 +41,13 @@
 //   - Any _since, even at or before the Unix epoch (Since 0), is a _since
 //     export that lists deletions (Request.HasSince).
 //   - includeAssociatedData, _typeFilter, organizeOutputBy,
-//     allowPartialManifests and patient are refused unless lenient, as
-//     issue 3 asks, although BDT expects includeAssociatedData with both
-//     standard codes to be accepted without lenient (SPEC 2.5): that test
-//     fails until a later issue implements the parameter.
+//     allowPartialManifests and patient are refused unless lenient: they
+//     are not implemented (patient does not apply to a system-level
+//     export), and the IG says a server SHOULD refuse a parameter it does
+//     not support and MAY ignore it when lenient. BDT expects
+//     includeAssociatedData with both standard codes to be accepted
+//     without lenient: that test fails until the parameter is
+//     implemented.
 //
 // # Jobs
 //

@@ -7,16 +7,19 @@ import (
 )
 
 // subsettedCoding is the meta.tag coding of a resource reduced by
-// _elements, with exactly these two keys (SPEC 2.5: BDT compares it for
-// deep equality).
+// _elements, with exactly these two keys: the IG asks for the SUBSETTED tag
+// (https://hl7.org/fhir/uv/bulkdata/export.html, _elements), and the SMART
+// Bulk Data test suite (BDT, github.com/smart-on-fhir/bulk-data-tests)
+// compares the coding for deep equality, so an extra display would fail it.
 const (
 	subsettedSystem = `"http://terminology.hl7.org/CodeSystem/v3-ObservationValue"`
 	subsettedCode   = `"SUBSETTED"`
 	subsettedCoding = `{"system":` + subsettedSystem + `,"code":` + subsettedCode + `}`
 )
 
-// alwaysKept are the top-level elements _elements never removes (SPEC 2.5
-// "SHOULD always keep mandatory elements"): resourceType, id and meta
+// alwaysKept are the top-level elements _elements never removes (the IG's
+// _elements: a server SHOULD always return mandatory elements,
+// https://hl7.org/fhir/uv/bulkdata/export.html): resourceType, id and meta
 // (which carries versionId, lastUpdated and the SUBSETTED tag), and the
 // Resource/DomainResource modifiers implicitRules and modifierExtension,
 // because dropping a modifier can change the meaning of what is left.

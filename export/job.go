@@ -135,7 +135,8 @@ func isJobID(name string) bool {
 	return true
 }
 
-// progressLimit keeps X-Progress under the 100 characters SPEC 3.2 allows.
+// progressLimit keeps X-Progress under the 100 characters the IG allows
+// (in-progress status, https://hl7.org/fhir/uv/bulkdata/export.html).
 const progressLimit = 99
 
 // progress returns the X-Progress text and the suggested polling interval

@@ -74,7 +74,8 @@ var knownParams = []string{
 // Bulk Data 2.0–3.0) and returns the request to run, or a *RequestError
 // naming the parameter and saying what is wrong with it.
 //
-// Rules (SPEC.md 2.2, 2.5, 2.6, 11):
+// Rules (the IG's kick-off request, query parameters and lenient handling,
+// https://hl7.org/fhir/uv/bulkdata/export.html):
 //
 //   - Parameter names are case-sensitive. Params carry one value each, in
 //     request order; _type and _elements values are comma lists and may
@@ -88,12 +89,14 @@ var knownParams = []string{
 //     refused even when lenient: writing NDJSON for a client that asked
 //     for another format is not "safely ignoring" the parameter.
 //   - _since and _until: FHIR instants only (seconds and a zone are
-//     required; dates and zone-less dateTimes are refused, SPEC 2.5 and
-//     11 #13). A space in place of the "+" of the zone offset is read as
-//     "+". Malformed, in the future (after opts.Now), _until not after
+//     required, https://hl7.org/fhir/R4/datatypes.html#instant; dates and
+//     zone-less dateTimes are refused). A space in place of the "+" of the
+//     zone offset (an unencoded "+" in a query string) is read as "+".
+//     Malformed, in the future (after opts.Now), _until not after
 //     _since, or a window with no whole microsecond in it: refused, even
 //     when lenient (ignoring them would export a different data set).
-//   - _since is exclusive ("changed after", SPEC 11 #5): Since is the
+//   - _since is exclusive ("changed after"; transactionTime is inclusive,
+//     so chained exports neither miss nor repeat a change): Since is the
 //     instant rounded down to the microsecond, so t > Since ⟺ t > _since
 //     for every commit time t. _until is exclusive too ("changed before"):
 //     Until (inclusive, see Request) is the last whole microsecond before
@@ -418,9 +421,10 @@ func (p *requestParser) finish() error {
 	return nil
 }
 
-// isNDJSON reports whether v is one of the accepted _outputFormat
-// spellings (SPEC 2.5), case-insensitively, with a space standing for an
-// unencoded "+".
+// isNDJSON reports whether v is one of the accepted _outputFormat spellings
+// (the three the IG requires a server to accept,
+// https://hl7.org/fhir/uv/bulkdata/export.html), case-insensitively, with a
+// space standing for an unencoded "+".
 func isNDJSON(v string) bool {
 	return strings.EqualFold(v, "application/fhir+ndjson") ||
 		strings.EqualFold(v, "application/fhir ndjson") ||

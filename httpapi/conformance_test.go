@@ -19,8 +19,10 @@ import (
 
 // The tests in this file run the handler over a real export.Manager and
 // index, walking the requests the Bulk Data conformance suites (SMART
-// bulk-data-tester "BDT", Inferno) send and checking what they assert
-// (SPEC.md 2–6 and the section 12 matrix).
+// bulk-data-tests "BDT", github.com/smart-on-fhir/bulk-data-tests; Inferno's
+// Bulk Data test kit, github.com/inferno-framework/bulk-data-test-kit) send
+// and checking what they assert: kick-off, status, manifest, cancel and file
+// requests of the IG (https://hl7.org/fhir/uv/bulkdata/export.html).
 
 // fixedHead is a stream head that never moves.
 type fixedHead uint64
@@ -223,7 +225,8 @@ func checkOutcomeSeverity(t testing.TB, rec *httptest.ResponseRecorder, status i
 // TestConformanceLenient: an unsupported parameter is 400 without
 // handling=lenient; with it (sent as a second Prefer line, as BDT does)
 // the export runs and the manifest's error file holds one
-// OperationOutcome per ignored parameter (SPEC 2.6, 4.6).
+// OperationOutcome per ignored parameter, as the IG asks of lenient
+// handling.
 func TestConformanceLenient(t *testing.T) {
 	h := conformanceServer(t)
 	target := "/fhir/$export?_type=Patient&_typeFilter=Patient%3Fstatus%3Dactive&includeAssociatedData=LatestProvenanceResources"

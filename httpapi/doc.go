@@ -44,8 +44,9 @@
 //
 // # Authorization (Config.Auth)
 //
-// With Config.Auth set, SMART Backend Services (SPEC 8) protects the
-// kick-off, status, cancel and file routes; /metadata, the
+// With Config.Auth set, SMART Backend Services
+// (https://hl7.org/fhir/smart-app-launch/backend-services.html) protects
+// the kick-off, status, cancel and file routes; /metadata, the
 // OperationDefinitions, discovery, the token endpoint and the operational
 // endpoints stay public. internal/smart holds the cryptography and the
 // policy (assertion checks, replay cache, scopes, access tokens); this
@@ -111,8 +112,13 @@
 //
 // Accept must list application/fhir+json, application/json, application/*
 // or */* (also the DSTU2 application/json+fhir) with q > 0: missing → 400,
-// otherwise unacceptable → 406 (SPEC 2.3, 11.1, 12). Prefer must contain
-// respond-async (400 otherwise), read per RFC 7240 across all Prefer lines;
+// otherwise unacceptable → 406. The Bulk Data IG
+// (https://hl7.org/fhir/uv/bulkdata/export.html) lets a server either
+// refuse a kick-off without Accept or Prefer: respond-async or assume
+// them; the SMART Bulk Data test suite (BDT,
+// github.com/smart-on-fhir/bulk-data-tests) wants a 4xx, so both are
+// refused. Prefer must contain respond-async (400 otherwise), read per
+// RFC 7240 (https://www.rfc-editor.org/rfc/rfc7240) across all Prefer lines;
 // handling=lenient sets Kickoff.Lenient, and the first handling wins.
 //
 // GET: every query value is one export.Param, in request order; commas are
@@ -133,10 +139,12 @@
 // silently turn an incremental export into a full one.
 //
 // Kickoff.RequestURL is PublicURL + the raw request target (for POST
-// without its query), so the manifest's request echoes the client's own
-// encoding (SPEC 4.2).
+// without its query, as the IG defines the manifest's request), so the
+// manifest echoes the client's own encoding: BDT compares it with the URL
+// it sent, byte for byte, and re-encoding parsed values would reorder and
+// re-escape them.
 //
-// Choices where SPEC and issue 3 leave room or disagree:
+// Choices where the IG leaves room:
 //
 //   - A POST body with the wrong Content-Type is 415 and one over the cap
 //     413, not 400: the more precise 4xx, and every suite accepts any 4xx
@@ -144,9 +152,11 @@
 //     Parameters resource is 400.
 //   - Prefer: separate-export-status (3.0) is not honoured: RFC 7240 lets
 //     a server ignore a preference, so no Preference-Applied is sent and
-//     status codes describe the job (SPEC 3.7 normal mode).
+//     status codes describe the job (the IG's default: 202 while running,
+//     200 with the manifest, 4xx/5xx when failed).
 //   - Status polls are not rate-limited (no 429 for polling too often,
-//     a SHOULD in SPEC 3.5): a poll is one map lookup.
+//     which the IG's status request makes a SHOULD): a poll is one map
+//     lookup.
 //   - Parameter semantics (lenient handling, _since/_until bounds, what is
 //     never ignored) are export.ParseRequest's and documented there.
 //
@@ -162,10 +172,13 @@
 // routes are 404, known paths with the wrong method 405 with Allow, panics
 // 500; http.ServeContent's own refusals (416, 412) are rewritten as
 // OperationOutcomes too. A failed job's status is 500 with the job's error
-// as diagnostics (SPEC 3.3) and issue code "processing": final. The codes
+// as diagnostics (the IG's error status: an OperationOutcome as
+// application/fhir+json) and issue code "processing": final. The codes
 // of the transient family ("exception", "transient", "throttled") are kept
 // for answers where the request, not the job, failed and a retry may work
-// (SPEC 3.4: a poll that fails with exception does not mean the job did).
+// (the IG asks for a code of the transient family when the poll failed but
+// the job did not, so a client retries: a poll that fails with exception
+// does not mean the job did).
 //
 // # Status and manifest
 //

@@ -99,7 +99,8 @@ func TestErrorResponses(t *testing.T) {
 			status: 404, code: "not-found", diag: "no such export job"},
 		{name: "status-failed", req: request{method: "GET", target: "/fhir/bulkstatus/failed"}, failed: true,
 			status: 500, code: "processing", diag: "scan Observation: disk full"},
-		// A poll that fails (not the job) is transient: the client retries it (SPEC 3.4).
+		// A poll that fails (not the job) is transient: the client retries it
+		// (the IG asks for a transient-family code then).
 		{name: "status-poll-error", req: request{method: "GET", target: "/fhir/bulkstatus/failed"}, failed: true,
 			statusErr: errors.New("pebble: read job record: i/o error"), status: 500, code: "exception", diag: "internal server error"},
 		{name: "cancel-unknown", req: request{method: "DELETE", target: "/fhir/bulkstatus/nope"},

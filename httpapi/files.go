@@ -17,7 +17,8 @@ import (
 	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
-// file serves GET and HEAD [base]/bulkfiles/:id/:name (SPEC 6): identity
+// file serves GET and HEAD [base]/bulkfiles/:id/:name (the IG's file
+// request, https://hl7.org/fhir/uv/bulkdata/export.html): identity
 // through http.ServeContent (Range, If-Range, conditional requests), or,
 // when the client accepts gzip and asks for no range, a gzip stream.
 func (a *api) file(w http.ResponseWriter, r *http.Request) {

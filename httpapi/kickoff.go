@@ -16,7 +16,8 @@ import (
 	"github.com/bulkstream/bulkstream/export"
 )
 
-// kickoff serves GET and POST [base]/$export (SPEC 2).
+// kickoff serves GET and POST [base]/$export (the IG's kick-off request,
+// https://hl7.org/fhir/uv/bulkdata/export.html).
 func (a *api) kickoff(w http.ResponseWriter, r *http.Request) {
 	k, err := a.readKickoff(w, r)
 	if err != nil {
@@ -73,7 +74,8 @@ func (a *api) readKickoff(w http.ResponseWriter, r *http.Request) (export.Kickof
 			return k, badRequest("", "a POST kick-off takes its parameters from the Parameters body only; "+
 				"remove the query string ("+truncate(r.URL.RawQuery, 100)+")")
 		}
-		// SPEC 4.2: for POST, request is the URL without parameters.
+		// For POST the manifest's request is the URL without parameters
+		// (the IG's complete status, https://hl7.org/fhir/uv/bulkdata/export.html).
 		uri, _, _ = strings.Cut(uri, "?")
 		k.Params, err = a.readParameters(w, r)
 	default:
@@ -226,8 +228,9 @@ var parametersTypes = map[string]bool{
 	"application/json+fhir": true,
 }
 
-// readParameters reads a POST kick-off's FHIR Parameters body (SPEC 2.1)
-// into Params, in entry order.
+// readParameters reads a POST kick-off's FHIR Parameters body (the IG's
+// POST kick-off, https://hl7.org/fhir/uv/bulkdata/export.html) into Params,
+// in entry order.
 func (a *api) readParameters(w http.ResponseWriter, r *http.Request) ([]export.Param, error) {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)

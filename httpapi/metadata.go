@@ -69,10 +69,13 @@ func loadConformance(base, version, tokenURL string) (conformance, error) {
 	return c, nil
 }
 
-// securitySection is CapabilityStatement.rest.security (SPEC 9) with a
-// trailing comma, or "" without auth: the SMART-on-FHIR service coding and
-// the OAuth URIs extension with the token endpoint, which BDT and older
-// clients look for (SMART 2.x prefers .well-known/smart-configuration).
+// securitySection is CapabilityStatement.rest.security
+// (https://hl7.org/fhir/R4/capabilitystatement.html) with a trailing comma,
+// or "" without auth: the SMART-on-FHIR service coding and the OAuth URIs
+// extension with the token endpoint, which the SMART Bulk Data test suite
+// (BDT, github.com/smart-on-fhir/bulk-data-tests) and older clients look
+// for (SMART 2.x prefers .well-known/smart-configuration,
+// https://hl7.org/fhir/smart-app-launch/conformance.html).
 func securitySection(tokenURL string) string {
 	if tokenURL == "" {
 		return ""
@@ -91,7 +94,8 @@ func jsonString(s string) string {
 	return string(b)
 }
 
-// metadata serves GET [base]/metadata, readable without a token (SPEC 9).
+// metadata serves GET [base]/metadata, readable without a token (clients
+// and BDT read it before they have one).
 // _format may ask for JSON under any of its names; anything else is 406.
 func (a *api) metadata(w http.ResponseWriter, r *http.Request) {
 	if f := r.URL.Query().Get("_format"); f != "" {

@@ -116,7 +116,8 @@ func TestOperationDefinitions(t *testing.T) {
 				continue
 			}
 			got[p.Name] = p.Type + " " + strconv.Itoa(*p.Min) + ".." + p.Max
-			// _until is exclusive ("changed before", SPEC 2.5), as ParseRequest reads it.
+			// _until is exclusive ("changed before", as the IG defines it), as
+			// ParseRequest reads it.
 			if p.Name == "_until" && !strings.Contains(p.Documentation, "before this instant") {
 				t.Errorf("%s: _until documentation %q, want it exclusive (before this instant)", tt.target, p.Documentation)
 			}

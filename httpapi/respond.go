@@ -149,7 +149,7 @@ func writeOutcome(w http.ResponseWriter, status int, iss issue) {
 func writeResource(w http.ResponseWriter, status int, contentType string, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // URLs keep their & (SPEC 11, mistake 19)
+	enc.SetEscapeHTML(false) // URLs keep their & (not \u0026)
 	_ = enc.Encode(v)
 	h := w.Header()
 	h.Set("Content-Type", contentType)
@@ -165,7 +165,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // retryAfter formats d as Retry-After delay-seconds: whole seconds,
-// rounded up, at least 1 (SPEC 3.2: integer seconds only).
+// rounded up, at least 1. Integer seconds only: BDT's check of the
+// HTTP-date form is broken and Inferno reads the value as an integer.
 func retryAfter(d time.Duration) string {
 	s := math.Ceil(d.Seconds())
 	if s < 1 || math.IsNaN(s) {

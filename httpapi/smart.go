@@ -16,9 +16,10 @@ import (
 	"github.com/bulkstream/bulkstream/internal/smart"
 )
 
-// SMART Backend Services (SPEC 8): discovery, the token endpoint and the
-// bearer-token check of the protected routes. internal/smart does the
-// cryptography and the policy; this file does HTTP.
+// SMART Backend Services
+// (https://hl7.org/fhir/smart-app-launch/backend-services.html): discovery,
+// the token endpoint and the bearer-token check of the protected routes.
+// internal/smart does the cryptography and the policy; this file does HTTP.
 
 const (
 	tokenPath     = "/auth/token"
@@ -46,9 +47,10 @@ type Auth struct {
 	// Replay remembers client assertion ids (jti) so that each assertion
 	// is accepted once.
 	Replay smart.ReplayCache
-	// JWKS fetches and caches the key sets of clients registered by
-	// jwks_url (SPEC 8.2). nil is allowed while no client is; a client
-	// registered by URL then gets a 500 server_error.
+	// JWKS fetches and caches the key sets of clients registered by jwks_url
+	// (https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html).
+	// nil is allowed while no client is; a client registered by URL then gets
+	// a 500 server_error.
 	JWKS *smart.JWKSCache
 	// Now is the clock for assertion and token checks; nil means
 	// time.Now. It should be the Signer's clock too.
@@ -72,7 +74,8 @@ func (a *api) now() time.Time {
 	return time.Now()
 }
 
-// smartConfiguration builds the discovery document (SPEC 8.1). Only the
+// smartConfiguration builds the discovery document
+// (https://hl7.org/fhir/smart-app-launch/conformance.html). Only the
 // backend-services fields: no authorization_endpoint (there is no app
 // launch), no issuer or jwks_uri (no OpenID Connect).
 // code_challenge_methods_supported is there because SMART 2.x lists it
@@ -103,7 +106,8 @@ func smartConfiguration(tokenURL string) []byte {
 }
 
 // smartDiscovery serves GET [base]/.well-known/smart-configuration:
-// public, application/json whatever Accept says (SPEC 8.1).
+// public, application/json whatever Accept says, as SMART requires
+// (https://hl7.org/fhir/smart-app-launch/conformance.html).
 func (a *api) smartDiscovery(w http.ResponseWriter, _ *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", contentTypeJSON)
@@ -112,7 +116,9 @@ func (a *api) smartDiscovery(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(a.discovery)
 }
 
-// tokenResponse is a successful token answer (SPEC 8.6).
+// tokenResponse is a successful token answer
+// (https://hl7.org/fhir/smart-app-launch/backend-services.html, RFC 6749
+// section 5.1).
 type tokenResponse struct {
 	AccessToken string `json:"access_token"`
 	TokenType   string `json:"token_type"`
@@ -133,11 +139,14 @@ const (
 )
 
 // token serves POST [base]/auth/token: the client-credentials grant with a
-// private_key_jwt client assertion (SPEC 8.5-8.8). The checks, in order:
-// the form (Content-Type, size, no repeated parameter), grant_type,
-// client_assertion_type, client_assertion and scope present, then the
-// assertion (smart.VerifyAssertion, which burns its jti last), then the
-// scopes (smart.GrantScopes), then the token (Signer.Issue).
+// private_key_jwt client assertion
+// (https://hl7.org/fhir/smart-app-launch/backend-services.html,
+// https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html).
+// The checks, in order: the form (Content-Type, size, no repeated
+// parameter), grant_type, client_assertion_type, client_assertion and scope
+// present, then the assertion (smart.VerifyAssertion, which burns its jti
+// last), then the scopes (smart.GrantScopes), then the token
+// (Signer.Issue).
 func (a *api) token(w http.ResponseWriter, r *http.Request) {
 	auth := a.cfg.Auth
 	form, err := readTokenForm(w, r)

@@ -313,8 +313,11 @@ func checkOAuthAnswer(t testing.TB, rec *httptest.ResponseRecorder) {
 	}
 }
 
-// TestTokenEndpointErrors is the BDT / Inferno refusal matrix (SPEC 8.4,
-// 8.7, 8.8): each request is refused with the right status and OAuth
+// TestTokenEndpointErrors is the refusal matrix of the SMART Bulk Data test
+// suite (BDT, github.com/smart-on-fhir/bulk-data-tests) and Inferno's Bulk
+// Data test kit (github.com/inferno-framework/bulk-data-test-kit): bad
+// assertions, OAuth errors per RFC 6749 section 5.2 and bad scopes. Each
+// request is refused with the right status and OAuth
 // error, as JSON, never cached, and without a token in the answer.
 func TestTokenEndpointErrors(t *testing.T) {
 	e := newAuthEnv(t)
@@ -496,7 +499,8 @@ func TestTokenEndpointIssues(t *testing.T) {
 	}
 }
 
-// TestTokenEndpointJWKSURL: a client registered by jwks_url (SPEC 8.2)
+// TestTokenEndpointJWKSURL: a client registered by jwks_url
+// (https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html)
 // gets tokens with keys fetched from its loopback key server, with or
 // without jku; the set is reused within its max-age, fetched again after
 // it or for a rotated key; a failing key server is invalid_client naming

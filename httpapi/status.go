@@ -11,10 +11,13 @@ import (
 	"github.com/bulkstream/bulkstream/export"
 )
 
-// maxProgress bounds X-Progress: SPEC 3.2 wants fewer than 100 characters.
+// maxProgress bounds X-Progress: the Bulk Data IG wants fewer than 100
+// characters (in-progress status,
+// https://hl7.org/fhir/uv/bulkdata/export.html).
 const maxProgress = 99
 
-// status serves GET [base]/bulkstatus/:id (SPEC 3).
+// status serves GET [base]/bulkstatus/:id (the IG's status request,
+// https://hl7.org/fhir/uv/bulkdata/export.html).
 func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
 	st, err := a.cfg.Jobs.Status(clientID(r), id)
@@ -47,7 +50,8 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		}
 		// "processing", not "exception": exception belongs to the
 		// transient family, which tells a client that the poll failed and
-		// should be retried (SPEC 3.4), whereas a failed job is final.
+		// should be retried (as the IG asks for a failed poll), whereas a failed
+		// job is final.
 		writeOutcome(w, http.StatusInternalServerError, issue{Severity: "error", Code: "processing",
 			Diagnostics: diag + "; start a new export"})
 	default:
@@ -55,7 +59,8 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// cancel serves DELETE [base]/bulkstatus/:id (SPEC 5).
+// cancel serves DELETE [base]/bulkstatus/:id (the IG's delete request,
+// https://hl7.org/fhir/uv/bulkdata/export.html).
 func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
 	if err := a.cfg.Jobs.Cancel(clientID(r), id); err != nil {
@@ -66,7 +71,8 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 		Diagnostics: "export job cancelled; its status and files are gone"})
 }
 
-// manifestJSON is the completion manifest as clients see it (SPEC 4):
+// manifestJSON is the completion manifest as clients see it (the IG's
+// complete status, https://hl7.org/fhir/uv/bulkdata/export.html):
 // spec fields only, absolute URLs, error always present, deleted only when
 // there is something in it.
 type manifestJSON struct {

@@ -14,7 +14,7 @@
 #              the same data (the limit), per data size
 #   ./internal/smart/  token endpoint and bearer-check costs next to the
 #              bare ECDSA P-384 / RSA-3072 operations
-#   ./cmd/bulkstream/  TestLoadConcurrentExports (issue 7): 50 export
+#   ./cmd/bulkstream/  TestLoadConcurrentExports (reliability suite): 50 export
 #              clients against the real binary while ingest runs, next to
 #              one client alone on the same server
 #
@@ -50,7 +50,7 @@ export EXPORT_BENCH_DOWNLOADS=${EXPORT_BENCH_DOWNLOADS:-2}
 export LOAD_DURATION=${LOAD_DURATION:-30s}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 GOAL=60 # percent of the slower limit
-# Export goals (issue 3).
+# Export goals: each measurement in BENCHMARKS.md is compared with them.
 EXPORT_GOAL=60      # full export, kick-off to last byte, % of raw scan + write
 SINCE_GOAL=3        # _since export of 1 % changed, % of the full export's time
 RSS_GOAL=256        # peak RSS of serve exporting, MB

@@ -13,8 +13,10 @@ import (
 	"time"
 )
 
-// TestJWKSURLEndToEnd: `serve` with a client registered by jwks_url
-// (SPEC 8.2), its keys published by a key server on loopback. The client
+// TestJWKSURLEndToEnd: `serve` with a client registered by jwks_url (the
+// registration style SMART prefers, which lets a client rotate its keys:
+// https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html),
+// its keys published by a key server on loopback. The client
 // gets a token and exports with it; its key set is fetched once within
 // its max-age, across a SIGHUP reload too (the cache is keyed by URL);
 // a client whose key server fails gets invalid_client.

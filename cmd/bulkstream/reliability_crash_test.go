@@ -1,7 +1,7 @@
 package main
 
-// Reliability suite (issue 7), scenarios 1 and 2: kill -9 of the real
-// binary during ingest and during exports.
+// Reliability suite, crash scenarios: kill -9 of the real binary during
+// ingest (TestCrashLoopIngest) and during exports (TestCrashDuringExport).
 
 import (
 	"bytes"
@@ -309,15 +309,16 @@ func readIndex(t testing.TB, dir string) map[string]indexEntry {
 	return out
 }
 
-// TestCrashLoopIngest (issue 7, scenario 1) kill -9s the real binary at
-// least 20 times while a publisher streams creates, duplicates, updates,
-// deletes and re-creates, restarting it each time. A third of the kills
-// land at a random moment after start (startup, consumer setup, catch-up);
-// the others wait until the applied sequence moves (ingest is committing
-// batches) and kill within a few milliseconds. Afterwards the index must
-// reflect every event JetStream acked exactly once (checked against the
-// publisher's own log of acks: version numbers, final content, deletions)
-// and equal a clean replay of the stream (rebuild), byte for byte.
+// TestCrashLoopIngest (reliability suite: crash during ingest) kill -9s the
+// real binary at least 20 times while a publisher streams creates,
+// duplicates, updates, deletes and re-creates, restarting it each time. A
+// third of the kills land at a random moment after start (startup, consumer
+// setup, catch-up); the others wait until the applied sequence moves
+// (ingest is committing batches) and kill within a few milliseconds.
+// Afterwards the index must reflect every event JetStream acked exactly
+// once (checked against the publisher's own log of acks: version numbers,
+// final content, deletions) and equal a clean replay of the stream
+// (rebuild), byte for byte.
 func TestCrashLoopIngest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds data and kills processes")
@@ -530,15 +531,16 @@ func ndjsonKeys(t *testing.T, u string, deleted bool) []string {
 	return keys
 }
 
-// TestCrashDuringExport (issue 7, scenario 2) kill -9s the real binary
-// while export jobs scan the index and write their files (many small files:
-// --file-max-resources 1500), kicking off a new job before each kill so
-// jobs are interrupted at every stage, some several times. After the last
-// restart every job must end within a bounded time, either completed with
-// exactly the data at its transactionTime (every file's lines equal its
-// manifest count; per type the resource and deletion ids equal the index's
-// for the job's _type, _since and transactionTime) or failed with an
-// OperationOutcome; never complete with partial files, never stuck at 202.
+// TestCrashDuringExport (reliability suite: crash during export) kill -9s
+// the real binary while export jobs scan the index and write their files
+// (many small files: --file-max-resources 1500), kicking off a new job
+// before each kill so jobs are interrupted at every stage, some several
+// times. After the last restart every job must end within a bounded time,
+// either completed with exactly the data at its transactionTime (every
+// file's lines equal its manifest count; per type the resource and deletion
+// ids equal the index's for the job's _type, _since and transactionTime) or
+// failed with an OperationOutcome; never complete with partial files, never
+// stuck at 202.
 func TestCrashDuringExport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds data and kills processes")

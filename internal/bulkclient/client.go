@@ -143,7 +143,9 @@ func (e *OutcomeError) Error() string {
 	return b.String()
 }
 
-// transientCodes are the IssueType codes of the transient family (SPEC 3.4).
+// transientCodes are the IssueType codes of the transient family
+// (https://hl7.org/fhir/R4/valueset-issue-type.html), which the IG asks a
+// server to use when a status poll, not the job, failed.
 var transientCodes = map[string]bool{
 	"transient": true, "lock-error": true, "no-store": true, "exception": true,
 	"timeout": true, "incomplete": true, "throttled": true,

@@ -1,7 +1,8 @@
 // Package bulkclient is a client for FHIR Bulk Data $export servers
-// (SPEC.md): kick-off, status polling, manifest, downloads and cancel.
-// It talks plain HTTP to any server that follows the IG, not only to
-// bulkstream, and imports only the standard library and internal/smart.
+// (https://hl7.org/fhir/uv/bulkdata/export.html): kick-off, status polling,
+// manifest, downloads and cancel. It talks plain HTTP to any server that
+// follows the IG, not only to bulkstream, and imports only the standard
+// library and internal/smart.
 //
 // Contract:
 //
@@ -14,9 +15,10 @@
 //   - Every request is retried on connection errors, 429 and 5xx, with
 //     exponential backoff (jittered) that never waits less than the
 //     server's Retry-After. A 5xx whose OperationOutcome has only codes
-//     outside the transient family (SPEC 3.4) is final: that is how a
-//     failed job is reported on the status URL. A 401 with a token source
-//     drops the cached token and retries once with a fresh one.
+//     outside the transient family (which the IG asks a server to use when
+//     the poll, not the job, failed) is final: that is how a failed job is
+//     reported on the status URL. A 401 with a token source drops the
+//     cached token and retries once with a fresh one.
 //   - Errors answered with an OperationOutcome become *OutcomeError, whose
 //     message is the issues' diagnostics, never the raw JSON.
 //   - Downloads (Download) run Config.Parallel at a time. Each file goes to

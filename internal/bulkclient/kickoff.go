@@ -22,7 +22,8 @@ type Request struct {
 	Post     bool     // POST a Parameters resource instead of a GET
 }
 
-// Manifest is a completed job's manifest (SPEC 4).
+// Manifest is a completed job's manifest (the IG's complete status,
+// https://hl7.org/fhir/uv/bulkdata/export.html).
 type Manifest struct {
 	TransactionTime     string `json:"transactionTime"`
 	Request             string `json:"request"`
@@ -118,7 +119,8 @@ func (r Request) query() url.Values {
 	return q
 }
 
-// parameters is the POST body: one entry per value (SPEC 2.2).
+// parameters is the POST body: one entry per value, as the IG asks of
+// repeated parameters (https://hl7.org/fhir/uv/bulkdata/export.html).
 func (r Request) parameters() map[string]any {
 	ps := []map[string]any{}
 	for _, t := range r.Types {

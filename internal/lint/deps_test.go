@@ -30,7 +30,7 @@ var forbidden = map[string][]string{
 }
 
 // TestForbiddenImports walks every package of the module and fails on an
-// import edge that STYLE.md section 7 does not allow.
+// import edge that the table in doc.go does not allow.
 func TestForbiddenImports(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -69,7 +69,7 @@ func TestForbiddenImports(t *testing.T) {
 			for _, imp := range pkg.Imports {
 				for _, b := range bad {
 					if strings.HasPrefix(imp, b) && !strings.HasPrefix(imp, module+"/"+dir) && !allowed(dir, imp) {
-						t.Errorf("%s imports %s; STYLE.md section 7 forbids %s*", rel, imp, b)
+						t.Errorf("%s imports %s; the import rules (internal/lint/doc.go) forbid %s*", rel, imp, b)
 					}
 				}
 			}

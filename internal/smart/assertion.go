@@ -14,7 +14,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// Assertion limits (SPEC 8.3, 8.4).
+// Assertion limits (the authentication JWT of
+// https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html).
 const (
 	// MaxAssertionLifetime is how far ahead of now an assertion's exp may be.
 	MaxAssertionLifetime = 5 * time.Minute
@@ -45,9 +46,12 @@ type assertionClaims struct {
 	Jti string           `json:"jti"`
 }
 
-// VerifyAssertion authenticates a client from its client_assertion
-// (SMART Backend Services, RFC 7523; SPEC 8.3 and 8.4) and returns the
-// registered client.
+// VerifyAssertion authenticates a client from its client_assertion (SMART
+// Backend Services,
+// https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html;
+// RFC 7523, https://www.rfc-editor.org/rfc/rfc7523) and returns the
+// registered client. The step numbers below are those of SMART's signature
+// verification.
 //
 // tokenURL is this server's token endpoint URL as clients know it (the
 // configured public URL); aud must equal it or be an array containing it.
@@ -58,10 +62,10 @@ type assertionClaims struct {
 //   - a compact JWS of at most 16 KiB whose alg is RS384 or ES384 (never
 //     none, HMAC or RS256; ES384 signatures raw r‖s, not DER);
 //   - header kid present; typ, if present, is JWT; other header members
-//     (BDT adds kty) are ignored, including an embedded jwk or x5c, which
-//     is never used;
+//     (the SMART Bulk Data test suite adds kty) are ignored, including an
+//     embedded jwk or x5c, which is never used;
 //   - iss names a registered client;
-//   - header jku (SPEC 8.4 step 1), if present, is a string equal to the
+//   - header jku (step 1), if present, is a string equal to the
 //     client's registered jwks_url, byte for byte; a client registered
 //     inline or by file may not send jku at all. The key URL is always
 //     the registered one: jku only confirms it, and is never fetched

@@ -20,7 +20,9 @@ import (
 	"github.com/go-jose/go-jose/v4"
 )
 
-// JWKS URL limits and cache defaults (SPEC 8.2, 8.4).
+// JWKS URL limits and cache defaults (registration by jwks_url and key
+// retrieval:
+// https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html).
 const (
 	// DefaultJWKSTimeout bounds one jwks_url request (connect, TLS,
 	// headers and body) when JWKSCacheOptions has no Client.
@@ -68,18 +70,19 @@ type JWKSCacheOptions struct {
 }
 
 // JWKSCache fetches and caches the JWK Sets of clients registered by
-// jwks_url (SPEC 8.2, 8.4). It is safe for concurrent use and independent
-// of any Registry, so a reloaded registry keeps the cache (entries are
-// keyed by URL).
+// jwks_url
+// (https://hl7.org/fhir/smart-app-launch/client-confidential-asymmetric.html).
+// It is safe for concurrent use and independent of any Registry, so a
+// reloaded registry keeps the cache (entries are keyed by URL).
 //
 // Caching follows the response's Cache-Control and never goes beyond it:
 // no-store, no-cache, max-age=0 or an invalid max-age mean the set is used
 // for the assertion that fetched it and not again; max-age=N means reuse
 // for N seconds (less the Age header), capped at MaxAge; without
-// Cache-Control freshness an Expires header is honoured, and without
-// either the set is reused for DefaultMaxAge (RFC 9111's heuristic
-// freshness, which SPEC 8.4 leaves to the server). A failed fetch is not
-// cached.
+// Cache-Control freshness an Expires header is honoured, and without either
+// the set is reused for DefaultMaxAge (RFC 9111's heuristic freshness:
+// SMART only forbids caching beyond Cache-Control, so without it the choice
+// is the server's). A failed fetch is not cached.
 //
 // When an assertion's kid is not in a fresh cached set the URL is fetched
 // again (the client may have rotated its key), but at most once per
@@ -394,11 +397,11 @@ func checkJWKSRedirect(req *http.Request, via []*http.Request) error {
 	return nil
 }
 
-// validateJWKSURL checks a registered jwks_url (SPEC 8.2: TLS): an
-// absolute https URL of at most 2 KiB, without userinfo or fragment. Plain
-// http is accepted for a loopback host only (localhost, 127.0.0.0/8, ::1),
-// which keeps tests and local development simple and exposes nothing on
-// the network. The host is not resolved.
+// validateJWKSURL checks a registered jwks_url (SMART wants it served over
+// TLS): an absolute https URL of at most 2 KiB, without userinfo or
+// fragment. Plain http is accepted for a loopback host only (localhost,
+// 127.0.0.0/8, ::1), which keeps tests and local development simple and
+// exposes nothing on the network. The host is not resolved.
 func validateJWKSURL(s string) error {
 	if len(s) > maxJWKSURLLen {
 		return fmt.Errorf("longer than %d bytes", maxJWKSURLLen)

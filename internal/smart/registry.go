@@ -131,7 +131,7 @@ type rawJWKS struct {
 // max_jobs (at least 1) defaults to DefaultMaxJobs; max_finished_exports
 // (see Client.MaxFinished) to 0, the server's default.
 // The key source is jwks (inline JWK Set), jwks_file (a JWK Set file,
-// relative to the registry file's directory) or jwks_url (SPEC 8.2: a JWK
+// relative to the registry file's directory) or jwks_url (a JWK
 // Set the client publishes, fetched when it authenticates; see
 // JWKSCache). A jwks_url is an absolute https URL of at most 2 KiB
 // without userinfo or fragment; plain http is accepted only for a loopback

@@ -115,7 +115,8 @@ func parseScope(tok string) (scope, error) {
 	return s, nil
 }
 
-// GrantScopes decides which scopes a token request gets (SPEC 8.8).
+// GrantScopes decides which scopes a token request gets
+// (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
 //
 // requested is the space-separated scope parameter; allowed is the client's
 // registered scope list (already validated by LoadRegistry). Every requested

@@ -15,11 +15,12 @@ func TestGrantScopes(t *testing.T) {
 		want      []string // nil: want invalid_scope
 		wantErr   string
 	}{
-		// SPEC 8.8 BDT: must succeed.
+		// The SMART Bulk Data test suite (BDT,
+		// github.com/smart-on-fhir/bulk-data-tests) requires these to succeed.
 		{name: "BDT v1 wildcard read", requested: "system/*.read", allowed: star, want: []string{"system/*.read"}},
 		{name: "BDT v2 wildcard rs", requested: "system/*.rs", allowed: star, want: []string{"system/*.rs"}},
 		{name: "BDT mixed v1 and v2", requested: "system/Patient.read system/Observation.rs", allowed: star, want: []string{"system/Patient.read", "system/Observation.rs"}},
-		// SPEC 8.8 BDT: must fail with invalid_scope.
+		// BDT requires these to fail with invalid_scope.
 		{name: "BDT empty", requested: "", allowed: star, wantErr: "required"},
 		{name: "BDT blank", requested: "   ", allowed: star, wantErr: "required"},
 		{name: "BDT launch fhirUser", requested: "launch fhirUser", allowed: star, wantErr: `"launch": not a system/ scope`},
@@ -35,7 +36,7 @@ func TestGrantScopes(t *testing.T) {
 		{name: "BDT ud", requested: "system/Patient.ud", allowed: star, wantErr: "needs read and search"},
 		{name: "BDT d", requested: "system/Patient.d", allowed: star, wantErr: "needs read and search"},
 		{name: "BDT u", requested: "system/Patient.u", allowed: star, wantErr: "needs read and search"},
-		// SPEC 8.8 BDT: success without write, or invalid_scope. We downgrade
+		// BDT accepts success without write, or invalid_scope. We downgrade
 		// to the read part, and reject constraints.
 		{name: "BDT v1 star star", requested: "system/*.*", allowed: star, want: []string{"system/*.read"}},
 		{name: "BDT v1 Patient star", requested: "system/Patient.*", allowed: star, want: []string{"system/Patient.read"}},

@@ -24,7 +24,9 @@ import (
 
 // Access token defaults and limits.
 const (
-	// DefaultTokenLifetime is the access token lifetime (SPEC 8.6: 300 s).
+	// DefaultTokenLifetime is the access token lifetime: SMART Backend
+	// Services recommends 300 s and says it SHOULD NOT exceed that
+	// (https://hl7.org/fhir/smart-app-launch/backend-services.html).
 	DefaultTokenLifetime = 5 * time.Minute
 	// MaxTokenLifetime bounds SignerOptions.Lifetime.
 	MaxTokenLifetime = time.Hour
