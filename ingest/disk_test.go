@@ -35,17 +35,7 @@ func TestDiskPause(t *testing.T) {
 		Registerer: reg,
 	})
 	p := newPublisher(t, js)
-	publish := func(from, to int) {
-		t.Helper()
-		for i := from; i < to; i++ {
-			if err := p.Upsert(t.Context(), []byte(`{"resourceType":"Patient","id":"p`+jsonNumber(uint64(i))+`"}`)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := p.Flush(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publish := func(from, to int) { t.Helper(); publishRange(t, p, from, to) }
 	publish(0, 10)
 	waitCaughtUp(t, c, idx)
 	applied := idx.AppliedSeq()

@@ -211,31 +211,11 @@ func ParseScopes(granted string) (Scopes, error) {
 	if len(granted) > maxScopeLen {
 		return Scopes{}, invalidScope("scope too long")
 	}
-	var s Scopes
 	toks := strings.Fields(granted)
 	if len(toks) > maxScopeTokens {
 		return Scopes{}, invalidScope(fmt.Sprintf("too many scopes (at most %d)", maxScopeTokens))
 	}
-	for _, tok := range toks {
-		sc, err := parseScope(tok)
-		if err != nil {
-			return Scopes{}, err
-		}
-		if sc.perms&permRead != permRead {
-			continue
-		}
-		if sc.typ == wildcard {
-			s.all = true
-		} else if !slices.Contains(s.types, sc.typ) {
-			s.types = append(s.types, sc.typ)
-		}
-	}
-	if s.all {
-		s.types = nil
-	}
-	slices.Sort(s.types)
-	s.str = strings.Join(toks, " ")
-	return s, nil
+	return readScopes(toks)
 }
 
 // Allows reports whether the scopes let the bearer export resourceType.
