@@ -314,24 +314,6 @@ func readLines(t testing.TB, m *Manager, id, name string) [][]byte {
 	})
 }
 
-// jobID finds the id of the job whose manifest is mf.
-func jobID(t testing.TB, m *Manager, mf *Manifest) string {
-	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for id, j := range m.all {
-		j.mu.Lock()
-		same := j.rec.Manifest != nil && j.rec.Manifest.TransactionTime == mf.TransactionTime &&
-			slices.Equal(j.rec.Manifest.Output, mf.Output)
-		j.mu.Unlock()
-		if same {
-			return id
-		}
-	}
-	t.Fatal("no job with that manifest")
-	return ""
-}
-
 // meta is what the tests read from an exported line.
 type meta struct {
 	ResourceType string          `json:"resourceType"`

@@ -253,7 +253,7 @@ func TestBrokerOutage(t *testing.T) {
 		t.Errorf("/readyz = %d at the end of the outage, want 503", code)
 	}
 	sentDuring := sent.Load() - sentAtStop
-	ns = startNATSProc(t, natsAddr, store)
+	startNATSProc(t, natsAddr, store) // stopped by its t.Cleanup
 	up := time.Now()
 	t.Logf("broker down for %v; %d events published during the outage", up.Sub(down).Round(time.Millisecond), sentDuring)
 
