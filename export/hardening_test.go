@@ -250,6 +250,18 @@ func TestEvictions(t *testing.T) {
 	if got["a"] != 3 || got["b"] != 0 || got["c"] != 0 {
 		t.Errorf("evicted %v, want 3 of a's", got)
 	}
+
+	// Without authorization every job is the anonymous client's (""):
+	// only the global cap applies, not the per-client default.
+	clear(jobs)
+	by = map[string][]finishedJob{"": mk("", 8, 0)}
+	if got := evictions(by, 3, 10); len(got) != 0 {
+		t.Errorf("anonymous client under the global cap: %d evicted by the per-client cap, want 0", len(got))
+	}
+	by = map[string][]finishedJob{"": mk("", 8, 0)}
+	if got := evictions(by, 3, 6); len(got) != 2 {
+		t.Errorf("anonymous client, global cap 6 of 8: %d evicted, want 2", len(got))
+	}
 }
 
 // TestDamagedFile: a completed file truncated, or changed with its size

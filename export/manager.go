@@ -770,7 +770,8 @@ func (m *Manager) expiryLoop() {
 
 // noteFinished counts a job of client that completed or failed, and wakes
 // the expiry loop when the client now holds more finished jobs than its
-// cap keep (0: Config.MaxFinishedJobsPerClient), or when a tenth of
+// cap keep (0: Config.MaxFinishedJobsPerClient; none for the anonymous
+// client "" of a server without authorization), or when a tenth of
 // MaxFinishedJobs have finished since its last sweep. It takes only
 // finMu: run calls it holding j.mu.
 func (m *Manager) noteFinished(client string, keep int) {
@@ -779,7 +780,7 @@ func (m *Manager) noteFinished(client string, keep int) {
 	mine := m.finishedBy[client]
 	m.finMu.Unlock()
 	wake := false
-	if limit := cmp.Or(keep, m.cfg.MaxFinishedJobsPerClient); limit > 0 && mine > limit {
+	if limit := cmp.Or(keep, m.cfg.MaxFinishedJobsPerClient); client != "" && limit > 0 && mine > limit {
 		wake = true
 	}
 	if limit := int64(m.cfg.MaxFinishedJobs); limit > 0 && m.finishedSinceSweep.Add(1) >= max(1, limit/10) {
@@ -856,6 +857,12 @@ func evictions(byClient map[string][]finishedJob, perClient, global int) []evict
 	for c, fs := range byClient {
 		slices.SortFunc(fs, func(a, b finishedJob) int { return a.at.Compare(b.at) })
 		limit := cmp.Or(fs[len(fs)-1].keepMine, perClient)
+		if c == "" {
+			// No authorization: every job is the one anonymous client's,
+			// so only the global cap applies (--max-finished-exports
+			// keeps its meaning when --clients is not given).
+			limit = 0
+		}
 		if limit > 0 && len(fs) > limit {
 			for _, f := range fs[:len(fs)-limit] {
 				out = append(out, eviction{f.j, "evicted: past the client's cap on finished jobs"})
