@@ -58,6 +58,18 @@ func readinessChecks(idx *index.Index, nc *nats.Conn, cons ingestState, maxLag t
 	return checks
 }
 
+// natsDiskReadiness is the /readyz check "nats_disk": not ready while the
+// embedded NATS server refuses publishes because its disk is at the floor
+// (natsdisk.go).
+func natsDiskReadiness(g interface{ Refusing() bool }) httpapi.Readiness {
+	return httpapi.ReadinessFunc(func() error {
+		if g.Refusing() {
+			return errors.New("the embedded NATS server refuses publishes: its disk has less free space than 2 × --ingest-min-free-bytes")
+		}
+		return nil
+	})
+}
+
 // checkDiskFloors checks that ingest pauses only below the reserve that
 // running exports leave (--ingest-min-free-bytes at most
 // --export-reserve-bytes when both are checked), so that exports fail

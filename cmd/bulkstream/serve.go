@@ -256,6 +256,13 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	// connection closes and the index closes: deferred calls run in
 	// reverse order.
 	defer func() { err = errors.Join(err, cons.Close(context.WithoutCancel(ctx))) }()
+	var natsDisk *natsDiskGuard // the embedded server's disk floor (natsdisk.go)
+	if floor := natsDiskFloor(c.Ingest.MinFreeBytes); st.srv != nil && floor >= 0 {
+		if natsDisk, err = startNATSDiskGuard(st.srv, filepath.Join(c.DataDir, "nats"), floor, reg, log); err != nil {
+			return err
+		}
+		defer natsDisk.Close()
+	}
 
 	ecfg := c.Export
 	ecfg.Dir = filepath.Join(c.DataDir, "exports")
@@ -292,6 +299,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		Version:    version,
 		Logger:     log,
 		Checks:     readinessChecks(idx, st.nc, cons, c.ReadyMaxLag, &stopping),
+	}
+	if natsDisk != nil {
+		hcfg.Checks["nats_disk"] = natsDiskReadiness(natsDisk)
 	}
 	srv.configure(&hcfg)
 	if clients != nil {

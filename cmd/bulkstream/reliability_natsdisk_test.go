@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bulkstream/bulkstream/ingest"
+)
+
+// TestEmbeddedNATSFullDisk runs serve with the embedded NATS server and
+// its whole --data-dir (index and JetStream store) on a 64 MiB tmpfs,
+// fills most of the disk from another process, and publishes through the
+// embedded server until publishes are refused. It checks that:
+//   - publishes are refused with a JetStream error before the disk is
+//     full (nats-server would otherwise meet ENOSPC and disable JetStream
+//     until a restart), while the process keeps serving and /readyz
+//     answers 503 with reason nats_disk;
+//   - JetStream stays enabled and every acked publish is applied;
+//   - once the space is freed, publishes are accepted again and ingest
+//     applies them, with no restart.
+//
+// Mounting the tmpfs needs root (CI runs as root); without it the test is
+// skipped.
+func TestEmbeddedNATSFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("mounts a tmpfs and runs the binary")
+	}
+	data := t.TempDir()
+	if !mountTmpfs(t, data, 64<<20) {
+		t.Skip("needs a tmpfs (root)")
+	}
+	const (
+		mib         = 1 << 20
+		ingestFloor = 4 * mib // the embedded server keeps twice it free
+		room        = 24 * mib
+	)
+	addr, natsAddr := freeAddr(t), freeAddr(t)
+	p := start(t, "serve", "--data-dir", data, "--listen", addr, "--nats-listen", natsAddr,
+		"--min-free-bytes", fmt.Sprint(ingestFloor), "--export-reserve-bytes", fmt.Sprint(ingestFloor),
+		"--ingest-min-free-bytes", fmt.Sprint(ingestFloor), "--ready-max-lag", "0")
+	waitReady(t, addr)
+	_, js := connectJS(t, "nats://"+natsAddr)
+
+	// Another process takes all but room of the disk, after the embedded
+	// server has sized its own limits on the empty disk.
+	fill(t, data, "filler", freeBytes(t, data)-room)
+
+	body := func(i int) []byte {
+		return fmt.Appendf(nil, `{"resourceType":"Patient","id":"nd-%06d","text":{"status":"generated","div":"<div xmlns=\"http://www.w3.org/1999/xhtml\">%s</div>"}}`,
+			i, strings.Repeat(fmt.Sprintf("%x", i*7919), 500))
+	}
+	var acked uint64
+	publish := func(i int) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		ack, err := js.Publish(ctx, ingest.EncodeSubject(ingest.DefaultSubjectPrefix, "Patient", fmt.Sprintf("nd-%06d", i)), body(i))
+		if err == nil {
+			acked = ack.Sequence
+		}
+		return err
+	}
+
+	// 1. Publish until the embedded server refuses: with a JetStream
+	// error, before the disk is full.
+	i, refused := 0, error(nil)
+	for ; i < 100000 && refused == nil; i++ {
+		refused = publish(i)
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(refused, &apiErr) {
+		t.Fatalf("publish %d with %d bytes free: %v, want a JetStream error refusing it", i, freeBytes(t, data), refused)
+	}
+	t.Logf("publish %d refused with %d bytes free, %d acked: %v", i, freeBytes(t, data), acked, refused)
+	p.alive(t, "after the refused publish")
+	for range 3 {
+		if err := publish(i); !errors.As(err, &apiErr) {
+			t.Fatalf("publish again at the floor: %v, want a JetStream error refusing it", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Fatalf("JetStream after the refused publishes: %v, want it still enabled", err)
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if code, reasons := readyz(addr); code != http.StatusServiceUnavailable || reasons["nats_disk"] == "" {
+			return fmt.Errorf("/readyz %d %v, want 503 with reason nats_disk", code, reasons)
+		}
+		if v := scrape(addr, "bulkstream_nats_disk_refusing"); v != 1 {
+			return fmt.Errorf("bulkstream_nats_disk_refusing %v, want 1", v)
+		}
+		return nil
+	})
+	// Every acked event is applied: the floor left the index room.
+	waitAppliedSeq(t, addr, acked, 30*time.Second)
+	getOK(t, "http://"+addr+"/healthz")
+	getOK(t, "http://"+addr+"/fhir/metadata")
+	if free := freeBytes(t, data); free < ingestFloor {
+		t.Errorf("%d bytes free at the floor, below --ingest-min-free-bytes %d", free, ingestFloor)
+	}
+	p.alive(t, "with publishes refused")
+
+	// 2. The other process frees its space: publishes are accepted again
+	// and applied, with no restart.
+	if err := os.Remove(filepath.Join(data, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error { return publish(i) })
+	for n := i + 100; i < n; {
+		i++
+		if err := publish(i); err != nil {
+			t.Fatalf("publish %d after freeing space: %v", i, err)
+		}
+	}
+	waitAppliedSeq(t, addr, acked, 30*time.Second)
+	waitReady(t, addr)
+	if v := scrape(addr, "bulkstream_nats_disk_refusing"); v != 0 {
+		t.Errorf("bulkstream_nats_disk_refusing %v after freeing space, want 0", v)
+	}
+	p.alive(t, "after freeing space")
+	p.stop(t)
+	if out := p.stderr.String(); !strings.Contains(out, "embedded NATS refuses publishes") || !strings.Contains(out, "embedded NATS accepts publishes again") {
+		t.Errorf("serve's log lacks the refused/accepted lines")
+	}
+	t.Logf("%d events acked, all applied", acked)
+}
