@@ -62,7 +62,7 @@ func startEmbeddedNATS(c natsConfig, log *slog.Logger) (*server.Server, []nats.O
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	s.SetLoggerV2(natsLogger{log.With("component", "nats-server")}, false, false, false)
+	s.SetLoggerV2(natsLogger{l: log.With("component", "nats-server")}, false, false, false)
 	go s.Start() // owned: Shutdown stops it, WaitForShutdown waits for it
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
@@ -71,12 +71,22 @@ func startEmbeddedNATS(c natsConfig, log *slog.Logger) (*server.Server, []nats.O
 	return s, append(own, nats.InProcessServer(s)), nil
 }
 
-// natsLogger adapts nats-server's logger to slog.
-type natsLogger struct{ l *slog.Logger }
+// natsLogger adapts nats-server's logger to slog. onError, if set, sees
+// every error line first.
+type natsLogger struct {
+	l       *slog.Logger
+	onError func(msg string)
+}
 
 func (n natsLogger) Noticef(format string, v ...any) { n.l.Info(fmt.Sprintf(format, v...)) }
 func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
 func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Tracef(format string, v ...any)  {}
+func (n natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if n.onError != nil {
+		n.onError(msg)
+	}
+	n.l.Error(msg)
+}
+func (n natsLogger) Debugf(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(format string, v ...any) {}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +32,14 @@ func natsDiskFloor(ingestMinFree int64) int64 {
 // keeps the account's JetStream storage limit at what the streams store
 // now plus the free space above the floor, so a publish that would take
 // the disk below the floor is refused with a JetStream error (not acked,
-// nothing lost) and accepted again once space is freed. Should JetStream
-// be disabled anyway (another process filled the disk between two
-// measurements), the guard enables it again once the disk has room.
+// nothing lost) and accepted again once space is freed.
+//
+// Should the disk fill anyway (another process writing between two
+// measurements), a standalone nats-server does not recover by itself: a
+// stream that met ENOSPC keeps failing every publish with that error
+// ("critical write error") until JetStream reloads it, and a clustered
+// one disables JetStream. The guard, seeing either, restarts JetStream
+// (streams and consumers reload from disk) once the disk has room again.
 type natsDiskGuard struct {
 	srv      *server.Server
 	storeDir string // what StoreDir the server was started with
@@ -42,9 +48,11 @@ type natsDiskGuard struct {
 	free     func(dir string) (int64, error)
 
 	refusing atomic.Bool
+	writeErr atomic.Bool // nats-server logged a store write error
 	gauge    prometheus.Gauge
 
-	limit int64 // last account limit set (loop goroutine only)
+	limit     int64     // last account limit set (loop goroutine only)
+	restarted time.Time // last JetStream restart (loop goroutine only)
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -52,7 +60,8 @@ type natsDiskGuard struct {
 }
 
 // startNATSDiskGuard starts the guard of s, whose JetStream stores under
-// storeDir, keeping floor bytes free. Close stops it.
+// storeDir, keeping floor bytes free; it replaces s's logger (log) to see
+// store write errors. Close stops it.
 func startNATSDiskGuard(s *server.Server, storeDir string, floor int64, reg prometheus.Registerer, log *slog.Logger) (*natsDiskGuard, error) {
 	g := &natsDiskGuard{
 		srv: s, storeDir: storeDir, floor: floor, log: log.With("component", "nats-disk"), free: statfsAvail,
@@ -67,6 +76,12 @@ func startNATSDiskGuard(s *server.Server, storeDir string, floor int64, reg prom
 	if err := reg.Register(g.gauge); err != nil {
 		return nil, err
 	}
+	s.SetLoggerV2(natsLogger{l: log.With("component", "nats-server"), onError: func(msg string) {
+		if m := strings.ToLower(msg); strings.Contains(m, "critical write error") &&
+			(strings.Contains(m, "no space left") || strings.Contains(m, "quota exceeded")) {
+			g.writeErr.Store(true)
+		}
+	}}, false, false, false)
 	g.check()
 	go g.run() // owned: Close stops it and waits
 	return g, nil
@@ -103,14 +118,20 @@ func (g *natsDiskGuard) check() {
 		return
 	}
 	room := free - g.floor
-	if !g.srv.JetStreamEnabled() {
-		if room <= 0 {
+	if g.writeErr.Load() || !g.srv.JetStreamEnabled() {
+		if room <= 0 || time.Since(g.restarted) < natsRestartEvery {
 			g.setRefusing(true, free)
 			return
 		}
-		g.log.Warn("JetStream was disabled; enabling it again", "free_bytes", free, "floor_bytes", g.floor)
+		g.restarted = time.Now()
+		g.log.Warn("JetStream met a full disk; restarting it now that the disk has room", "free_bytes", free, "floor_bytes", g.floor)
+		g.writeErr.Store(false)
+		if err := g.srv.ShutdownJetStream(); err != nil {
+			g.log.Error("cannot stop JetStream", "error", err)
+			return
+		}
 		if err := g.srv.EnableJetStream(&server.JetStreamConfig{StoreDir: g.storeDir}); err != nil {
-			g.log.Error("cannot enable JetStream again", "error", err)
+			g.log.Error("cannot start JetStream again", "error", err)
 			return
 		}
 		g.limit = -2
@@ -136,6 +157,9 @@ func (g *natsDiskGuard) check() {
 	// Refusing: not even a small event fits above the floor any more.
 	g.setRefusing(room < natsRefuseMargin, free)
 }
+
+// natsRestartEvery is the least time between two JetStream restarts.
+const natsRestartEvery = 5 * time.Second
 
 // natsRefuseMargin: with less room above the floor, publishes are
 // reported as refused (events of a few KiB may still fit).

@@ -26,7 +26,11 @@ import (
 //     answers 503 with reason nats_disk;
 //   - JetStream stays enabled and every acked publish is applied;
 //   - once the space is freed, publishes are accepted again and ingest
-//     applies them, with no restart.
+//     applies them, with no restart;
+//   - when another process fills the disk between two of serve's
+//     measurements and the JetStream store meets ENOSPC anyway, serve
+//     restarts JetStream once there is room: publishes are accepted and
+//     applied again, nothing acked is lost.
 //
 // Mounting the tmpfs needs root (CI runs as root); without it the test is
 // skipped.
@@ -127,6 +131,45 @@ func TestEmbeddedNATSFullDisk(t *testing.T) {
 		t.Errorf("bulkstream_nats_disk_refusing %v after freeing space, want 0", v)
 	}
 	p.alive(t, "after freeing space")
+
+	// 3. Another process fills the disk between two of serve's
+	// measurements, so a publish meets ENOSPC in the stream's store, which
+	// a standalone nats-server does not recover from by itself (every
+	// later publish fails with the same error until JetStream reloads the
+	// stream). Once the disk has room again, serve restarts JetStream:
+	// publishes are accepted and applied, nothing acked is lost.
+	const writeErr = "critical write error"
+	for try := 0; !strings.Contains(p.stderr.String(), writeErr); try++ {
+		if try == 20 {
+			t.Fatalf("no ENOSPC in the JetStream store after %d tries of filling the disk and publishing at once", try)
+		}
+		if try > 0 { // the measurement came first: the publish was refused
+			if err := os.Remove(filepath.Join(data, "filler")); err != nil {
+				t.Fatal(err)
+			}
+			checkFor(t, 30*time.Second, 20*time.Millisecond, func() error { return publish(i) })
+			i++
+		}
+		fill(t, data, "filler", -1)
+		i++
+		err := publish(i)
+		t.Logf("publish %d on a full disk: %v", i, err)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		p.alive(t, "after ENOSPC in the JetStream store")
+		if err := publish(i + 1); err == nil {
+			return errors.New("a publish was acked on a full disk")
+		}
+		return nil
+	})
+	if err := os.Remove(filepath.Join(data, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	i++
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error { return publish(i) })
+	waitAppliedSeq(t, addr, acked, 30*time.Second)
+	waitReady(t, addr)
+	p.alive(t, "after JetStream restarted")
 	p.stop(t)
 	if out := p.stderr.String(); !strings.Contains(out, "embedded NATS refuses publishes") || !strings.Contains(out, "embedded NATS accepts publishes again") {
 		t.Errorf("serve's log lacks the refused/accepted lines")
