@@ -63,8 +63,20 @@ type natsDiskGuard struct {
 // storeDir, keeping floor bytes free; it replaces s's logger (log) to see
 // store write errors. Close stops it.
 func startNATSDiskGuard(s *server.Server, storeDir string, floor int64, reg prometheus.Registerer, log *slog.Logger) (*natsDiskGuard, error) {
+	g, err := newNATSDiskGuard(s, storeDir, floor, statfsAvail, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	g.check()
+	go g.run() // owned: Close stops it and waits
+	return g, nil
+}
+
+// newNATSDiskGuard is startNATSDiskGuard measuring free space with free,
+// without starting the loop.
+func newNATSDiskGuard(s *server.Server, storeDir string, floor int64, free func(string) (int64, error), reg prometheus.Registerer, log *slog.Logger) (*natsDiskGuard, error) {
 	g := &natsDiskGuard{
-		srv: s, storeDir: storeDir, floor: floor, log: log.With("component", "nats-disk"), free: statfsAvail,
+		srv: s, storeDir: storeDir, floor: floor, log: log.With("component", "nats-disk"), free: free,
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bulkstream_nats_disk_refusing",
 			Help: "1 while the embedded NATS server refuses publishes because its disk is near the floor (2 × --ingest-min-free-bytes)",
@@ -82,8 +94,6 @@ func startNATSDiskGuard(s *server.Server, storeDir string, floor int64, reg prom
 			g.writeErr.Store(true)
 		}
 	}}, false, false, false)
-	g.check()
-	go g.run() // owned: Close stops it and waits
 	return g, nil
 }
 

@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bulkstream/bulkstream/ingest"
 )
@@ -175,4 +180,99 @@ func TestEmbeddedNATSFullDisk(t *testing.T) {
 		t.Errorf("serve's log lacks the refused/accepted lines")
 	}
 	t.Logf("%d events acked, all applied", acked)
+}
+
+// TestNATSDiskGuard drives the embedded server's disk guard with a
+// simulated free space (no root needed): at the floor a publish is
+// refused with JetStream's "resource limits exceeded for account" (code
+// 10002) and the guard reports it; with room again it is accepted; and
+// JetStream disabled, or a stream that met ENOSPC, is restarted once the
+// disk has room, the stream and its messages intact.
+func TestNATSDiskGuard(t *testing.T) {
+	const (
+		floor                           = 1 << 20
+		errCodeAccountResourcesExceeded = 10002 // nats-server's JSAccountResourcesExceededErr
+	)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	data := t.TempDir()
+	srv, own, err := startEmbeddedNATS(natsConfig{DataDir: data, NATSListen: freeAddr(t)}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	_, js := connectJS(t, srv.ClientURL(), own...)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var free atomic.Int64
+	free.Store(1 << 30)
+	g, err := newNATSDiskGuard(srv, filepath.Join(data, "nats"), floor, func(string) (int64, error) { return free.Load(), nil }, prometheus.NewRegistry(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := make([]byte, 4<<10)
+	var acked uint64
+	publish := func() error {
+		ack, err := js.Publish(ctx, "t.x", msg)
+		if err == nil {
+			acked = ack.Sequence
+		}
+		return err
+	}
+	accepted := func(what string) {
+		t.Helper()
+		g.check()
+		if g.Refusing() || testutil.ToFloat64(g.gauge) != 0 {
+			t.Errorf("%s: refusing %v, gauge %v, want not refusing", what, g.Refusing(), testutil.ToFloat64(g.gauge))
+		}
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error { return publish() })
+	}
+	accepted("with room")
+
+	// At the floor (less room than one message): refused, not acked.
+	free.Store(floor + 1000)
+	g.check()
+	before := acked
+	var apiErr *jetstream.APIError
+	if err := publish(); !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeAccountResourcesExceeded {
+		t.Fatalf("publish at the floor: %v, want a JetStream error with code %d", err, errCodeAccountResourcesExceeded)
+	}
+	if !g.Refusing() || testutil.ToFloat64(g.gauge) != 1 {
+		t.Errorf("at the floor: refusing %v, gauge %v, want refusing", g.Refusing(), testutil.ToFloat64(g.gauge))
+	}
+	free.Store(1 << 30)
+	accepted("with room again")
+
+	// JetStream disabled (as a clustered server does on ENOSPC): it stays
+	// off while the disk is at the floor, and starts again with room.
+	if err := srv.ShutdownJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	free.Store(floor - 1)
+	g.check()
+	if srv.JetStreamEnabled() || !g.Refusing() {
+		t.Errorf("JetStream disabled at the floor: enabled %v refusing %v, want it left off and refusing", srv.JetStreamEnabled(), g.Refusing())
+	}
+	free.Store(1 << 30)
+	accepted("after JetStream was disabled")
+	if !srv.JetStreamEnabled() {
+		t.Fatal("JetStream not enabled again")
+	}
+
+	// A stream's store met ENOSPC (nats-server logs a critical write
+	// error): JetStream is restarted once there is room.
+	g.restarted = time.Time{}
+	g.writeErr.Store(true)
+	accepted("after a write error")
+	if g.writeErr.Load() {
+		t.Error("write error not cleared by the restart")
+	}
+	info, err := js.Stream(ctx, "T")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.CachedInfo().State.Msgs; n != acked || acked <= before {
+		t.Errorf("stream T holds %d messages, want the %d acked", n, acked)
+	}
 }
