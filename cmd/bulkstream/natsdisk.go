@@ -27,8 +27,8 @@ func natsDiskFloor(ingestMinFree int64) int64 {
 }
 
 // natsDiskGuard keeps the embedded NATS server from filling its disk.
-// nats-server treats ENOSPC while storing a message as fatal for
-// JetStream: it disables JetStream until the process restarts. The guard
+// nats-server does not recover from ENOSPC while storing a message by
+// itself (see below), so the guard never lets it get there: it
 // keeps the account's JetStream storage limit at what the streams store
 // now plus the free space above the floor, so a publish that would take
 // the disk below the floor is refused with a JetStream error (not acked,
