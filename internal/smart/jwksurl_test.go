@@ -583,7 +583,14 @@ func TestJWKSFetchTransportFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &urlFixture{reg: urlRegistry(t, tc.url), ec: ec, clock: &fakeClock{t: time.Unix(1_800_000_000, 0)}}
-			f.cache = newTestCache(t, &JWKSCacheOptions{Now: f.clock.Now, Client: &http.Client{Timeout: 300 * time.Millisecond}})
+			// Only the held server needs a short timeout; the others get
+			// one no loaded machine reaches, so that a slow TLS handshake
+			// (under -race, with other tests running) is not taken for it.
+			timeout := 10 * time.Second
+			if tc.name == "timeout" {
+				timeout = 300 * time.Millisecond
+			}
+			f.cache = newTestCache(t, &JWKSCacheOptions{Now: f.clock.Now, Client: &http.Client{Timeout: timeout}})
 			_, err := f.verify(t.Context(), f.ecAssertion(t))
 			if tc.wantErr == "" {
 				if err != nil {
