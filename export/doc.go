@@ -130,8 +130,27 @@
 // ("writing the manifest") once, as the Bulk Data test suites require.
 // Whether a job was polled is persisted with its completion, so a job
 // polled only after completion may show that one extra 202 again after a
-// restart. RetryAfter is derived from the measured scan throughput and is
-// always between 1 and 10 seconds.
+// restart.
+//
+// RetryAfter is whole seconds, at least 1 s, and never more than the
+// estimate of the time the job has left (at most 10 s): that estimate is
+// the work left over the scan throughput measured so far, and is made only
+// once the scan has visited at least 1,000 entries over at least 250 ms; a
+// rate measured over less work is noise (a job that finished 6 ms later
+// once suggested 10 s). Before that, and outside the scan, it is 1 s; a
+// queued job behind others suggests 2 s. The same estimate bounds a 429's
+// Retry-After.
+//
+// [Manager.Wait] serves a status request that asks to wait (Prefer: wait,
+// https://www.rfc-editor.org/rfc/rfc7240#section-4.3): it holds the
+// caller until the job finishes, is cancelled or removed, the manager
+// closes, the caller's context ends or the wait (capped at [MaxWait])
+// passes, then answers as Status does, except that the first-poll rule
+// does not apply: a client that asked to wait is not the test suite's
+// immediate poll. Each job has a channel closed at its terminal
+// transitions; waiters hold no lock and need no goroutine of their own.
+// At most [MaxWaiters] callers wait at once; past that, Wait answers at
+// once.
 //
 // # Restarts, cancel, expiry
 //

@@ -68,6 +68,9 @@ type job struct {
 	// Set while a worker runs the job.
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed when the worker is finished with the job
+	// changed is closed (and reset) at each terminal transition: Wait's
+	// callers hold it. Made on demand under mu.
+	changed chan struct{}
 
 	// Progress, for Status. phase and the type fields are guarded by mu;
 	// the counters are updated by the scan without locking.
@@ -139,68 +142,96 @@ func isJobID(name string) bool {
 // (in-progress status, https://hl7.org/fhir/uv/bulkdata/export.html).
 const progressLimit = 99
 
+// An estimate of the time a job has left is only made from a throughput
+// measured over at least minEstimateEntries scan entries and
+// minEstimateTime of scanning: a rate taken over the first few entries
+// (cold caches, the first file opened) once told a client to wait 10 s for
+// a job that finished 6 ms later. Before that, and outside the scan, a
+// status poll suggests the minimum interval, 1 s.
+const (
+	minEstimateEntries = 1000
+	minEstimateTime    = 250 * time.Millisecond
+	// maxPollInterval caps a running job's suggested polling interval.
+	maxPollInterval = 10 * time.Second
+)
+
 // progress returns the X-Progress text and the suggested polling interval
-// of a running job. j.mu is held; appliedSeq is the source's current one.
+// of a running job: whole seconds, at least 1 s, never more than the
+// estimate of the time left (see estimate). j.mu is held; appliedSeq is
+// the source's current one.
 func (j *job) progress(now time.Time, appliedSeq uint64) (string, time.Duration) {
 	var s string
-	retry := 2 * time.Second
+	retry := time.Second
 	switch j.phase {
 	case phaseQueued, phaseSnapshot:
 		s = "starting"
-		retry = time.Second
 	case phaseWaiting:
 		s = "waiting for ingest to reach sequence " + strconv.FormatUint(j.waitSeq, 10) +
 			" (at " + strconv.FormatUint(appliedSeq, 10) + ")"
 	case phaseScanning:
-		written, scanned := j.written.Load(), j.scanned.Load()
-		if j.full {
+		written := j.written.Load()
+		switch {
+		case j.full:
 			pct := int64(100)
 			if j.total > 0 {
 				pct = min(99, written*100/j.total)
 			}
-			s = fmt.Sprintf("exporting %s: %d%% (%s of %s resources)", j.typ, pct, group(written), group(j.total))
-		} else {
+			s = "exporting"
+			if j.typ != "" {
+				s += " " + j.typ
+			}
+			s += fmt.Sprintf(": %d%% (%s of %s resources)", pct, group(written), group(j.total))
+		default:
 			what := "resources and deletions"
 			if !j.deletions {
 				what = "resources"
 			}
-			s = fmt.Sprintf("exporting %s (type %d of %d): %s %s so far",
-				j.typ, j.typeIdx, j.typeN, group(written), what)
-		}
-		// Remaining work over measured throughput. For a full export the
-		// resources are exact; otherwise the scan entries left are an
-		// upper bound.
-		if el := now.Sub(j.scanStart).Seconds(); el > 0 && scanned > 0 {
-			rate := float64(scanned) / el
-			left := float64(max(0, j.entries-scanned))
-			if j.full {
-				left = float64(max(0, j.total-written)) * float64(scanned) / float64(max(written, 1))
+			if j.typ == "" {
+				// The scan has started, its first type not yet.
+				s = fmt.Sprintf("exporting %d types: %s %s so far", j.typeN, group(written), what)
+			} else {
+				s = fmt.Sprintf("exporting %s (type %d of %d): %s %s so far",
+					j.typ, j.typeIdx, j.typeN, group(written), what)
 			}
-			retry = time.Duration(left / rate * float64(time.Second))
+		}
+		if d, ok := j.estimate(now); ok {
+			retry = clamp(d.Truncate(time.Second), time.Second, maxPollInterval)
 		}
 	case phaseFinishing:
 		s = "writing the manifest"
-		retry = time.Second
 	}
 	if len(s) > progressLimit {
 		s = s[:progressLimit]
 	}
-	return s, clamp(retry, time.Second, 10*time.Second)
+	return s, retry
 }
 
-// remaining estimates how long the job has left, for a 429's Retry-After;
-// ok is false when there is no measurement yet. j.mu is held.
-func (j *job) remaining(now time.Time) (time.Duration, bool) {
+// estimate is the time the scan has left: remaining work over the
+// throughput measured so far. For a full export the resources are exact;
+// otherwise the scan entries left are an upper bound. ok is false outside
+// the scan and before minEstimateEntries and minEstimateTime of it. j.mu
+// is held.
+func (j *job) estimate(now time.Time) (time.Duration, bool) {
 	if j.phase != phaseScanning {
 		return 0, false
 	}
-	scanned := j.scanned.Load()
-	el := now.Sub(j.scanStart).Seconds()
-	if el <= 0 || scanned == 0 {
+	written, scanned := j.written.Load(), j.scanned.Load()
+	el := now.Sub(j.scanStart)
+	if scanned < minEstimateEntries || el < minEstimateTime {
 		return 0, false
 	}
+	rate := float64(scanned) / el.Seconds()
 	left := float64(max(0, j.entries-scanned))
-	return time.Duration(left / (float64(scanned) / el) * float64(time.Second)), true
+	if j.full {
+		left = float64(max(0, j.total-written)) * float64(scanned) / float64(max(written, 1))
+	}
+	return time.Duration(left / rate * float64(time.Second)), true
+}
+
+// remaining estimates how long the job has left, for a 429's Retry-After;
+// ok is false when there is no trustworthy measurement yet. j.mu is held.
+func (j *job) remaining(now time.Time) (time.Duration, bool) {
+	return j.estimate(now)
 }
 
 func clamp(d, lo, hi time.Duration) time.Duration {

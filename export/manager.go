@@ -211,6 +211,7 @@ type Manager struct {
 	// like avgMu: run updates it holding a job's mu.
 	finMu      sync.Mutex
 	finishedBy map[string]int
+	waiters    atomic.Int64 // callers held in Wait
 	ctx        context.Context
 	stop       context.CancelFunc
 	wg         sync.WaitGroup
@@ -605,6 +606,11 @@ func (m *Manager) expired(j *job) bool {
 // finished: a job that completed (or failed) before anyone polled is
 // reported running once more.
 func (m *Manager) Status(client, id string) (Status, error) {
+	return m.status(client, id, false)
+}
+
+// status is Status; waited exempts the call from the first-poll rule.
+func (m *Manager) status(client, id string, waited bool) (Status, error) {
 	m.mu.Lock()
 	j := m.all[id]
 	ahead := 0
@@ -629,7 +635,7 @@ func (m *Manager) Status(client, id string) (Status, error) {
 		m.remove(j, "expired")
 		return Status{}, ErrNotFound
 	}
-	st := m.statusLocked(j, ahead, now)
+	st := m.statusLocked(j, ahead, now, waited)
 	urlInStore := j.urlInStore
 	j.mu.Unlock()
 	if urlInStore && st.Manifest != nil {
@@ -646,8 +652,8 @@ func (m *Manager) Status(client, id string) (Status, error) {
 
 // statusLocked is Status of a job that is neither removed nor expired.
 // j.mu is held.
-func (m *Manager) statusLocked(j *job, ahead int, now time.Time) Status {
-	first := !j.rec.Polled
+func (m *Manager) statusLocked(j *job, ahead int, now time.Time, waited bool) Status {
+	first := !j.rec.Polled && !waited
 	j.rec.Polled = true
 	switch j.rec.State {
 	case Queued:
@@ -655,7 +661,7 @@ func (m *Manager) statusLocked(j *job, ahead int, now time.Time) Status {
 		if ahead > 0 {
 			p = fmt.Sprintf("queued behind %d other export jobs", ahead)
 		}
-		return Status{State: Queued, Progress: p, RetryAfter: 2 * time.Second}
+		return Status{State: Queued, Progress: p, RetryAfter: time.Duration(min(ahead+1, 2)) * time.Second}
 	case Running:
 		p, retry := j.progress(now, m.src.AppliedSeq())
 		return Status{State: Running, Progress: p, RetryAfter: retry}
@@ -730,6 +736,7 @@ func (m *Manager) remove(j *job, why string) bool {
 		return false
 	}
 	j.removed = true
+	j.signalLocked()
 	state, cancel, done, client := j.rec.State, j.cancel, j.done, j.rec.Request.Client
 	j.mu.Unlock()
 	if state == Completed || state == Failed {

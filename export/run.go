@@ -88,6 +88,7 @@ func (m *Manager) run(j *job) {
 	end := m.cfg.Now()
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	defer j.signalLocked() // wake Wait: completed, failed, cancelled or requeued
 	switch {
 	case errors.Is(context.Cause(ctx), errCancelled) || j.removed:
 		log.Info("export job cancelled")
