@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -78,7 +79,14 @@ func newOpsStack(t *testing.T) *opsStack {
 	}
 
 	var nc *nats.Conn
-	nc, s.js = connectJS(t, runNATS(t).ClientURL())
+	ns := runNATS(t)
+	nc, s.js = connectJS(t, ns.ClientURL())
+	// The embedded server's disk guard, as serve registers it (its loop
+	// is not started: plenty of room).
+	if _, err := newNATSDiskGuard(ns, t.TempDir(), 1<<20, func(string) (int64, error) { return 1 << 40, nil },
+		reg, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
 	idx, err := index.Open(t.TempDir(), &index.Options{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -378,6 +386,7 @@ func TestMetricsMove(t *testing.T) {
 		{"bulkstream_ingest_nats_reconnects_total", 0},
 		{"bulkstream_ingest_pending_messages", 0},
 		{"bulkstream_ingest_lag_seconds", 0},
+		{"bulkstream_nats_disk_refusing", 0},
 		{"bulkstream_build_info", 1},
 	} {
 		if got := s.value(t, g.name); got != g.want {
