@@ -154,6 +154,14 @@
 //     a server ignore a preference, so no Preference-Applied is sent and
 //     status codes describe the job (the IG's default: 202 while running,
 //     200 with the manifest, 4xx/5xx when failed).
+//   - A status poll may send Prefer: wait=N (RFC 7240,
+//     https://www.rfc-editor.org/rfc/rfc7240#section-4.3): the request is
+//     held until the job finishes or N seconds pass (at most 30 s, and
+//     half the write timeout), then answered as usual; a finished job is
+//     answered 200 even on its first poll. N not a positive integer: no
+//     wait. No Preference-Applied is sent (RFC 7240 makes it a MAY): the
+//     status code says whether the job finished, and a server at its
+//     waiter limit answers at once.
 //   - Status polls are not rate-limited (no 429 for polling too often,
 //     which the IG's status request makes a SHOULD): a poll is one map
 //     lookup.

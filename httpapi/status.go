@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -16,11 +19,31 @@ import (
 // https://hl7.org/fhir/uv/bulkdata/export.html).
 const maxProgress = 99
 
+// Waiter is implemented by a Jobs that can hold a status request until
+// the job finishes (*export.Manager does): see export.Manager.Wait.
+type Waiter interface {
+	Wait(ctx context.Context, client, id string, d time.Duration) (export.Status, error)
+}
+
 // status serves GET [base]/bulkstatus/:id (the IG's status request,
-// https://hl7.org/fhir/uv/bulkdata/export.html).
+// https://hl7.org/fhir/uv/bulkdata/export.html). With Prefer: wait=N
+// (https://www.rfc-editor.org/rfc/rfc7240#section-4.3) the request is held
+// until the job finishes or N seconds (at most export.MaxWait, and half
+// the write timeout) pass.
 func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	id := httprouter.ParamsFromContext(r.Context()).ByName("id")
-	st, err := a.cfg.Jobs.Status(clientID(r), id)
+	var st export.Status
+	var err error
+	wt, ok := a.cfg.Jobs.(Waiter)
+	d := preferWait(r.Header.Values("Prefer"))
+	if wd := a.cfg.WriteTimeout; wd > 0 {
+		d = min(d, wd/2)
+	}
+	if ok && d > 0 {
+		st, err = wt.Wait(r.Context(), clientID(r), id, d)
+	} else {
+		st, err = a.cfg.Jobs.Status(clientID(r), id)
+	}
 	if err != nil {
 		a.respondError(w, r, err)
 		return
@@ -57,6 +80,28 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 	default:
 		a.respondError(w, r, fmt.Errorf("job %s in unknown state %q", id, st.State))
 	}
+}
+
+// preferWait returns the wait preference of the Prefer lines
+// (RFC 7240: comma-separated, case-insensitive, optional ";" parameters;
+// the first occurrence wins), capped at export.MaxWait; 0 when absent,
+// not a positive integer, or the cap is not positive.
+func preferWait(values []string) time.Duration {
+	for _, v := range values {
+		for _, pref := range splitList(v) {
+			pref, _, _ = strings.Cut(pref, ";")
+			name, val, _ := strings.Cut(pref, "=")
+			if !strings.EqualFold(strings.TrimSpace(name), "wait") {
+				continue
+			}
+			n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 64)
+			if err != nil || n <= 0 {
+				return 0
+			}
+			return min(time.Duration(min(n, 3600))*time.Second, export.MaxWait)
+		}
+	}
+	return 0
 }
 
 // cancel serves DELETE [base]/bulkstatus/:id (the IG's delete request,
