@@ -295,6 +295,9 @@ func TestKickoffPollCancel(t *testing.T) {
 			w.Header().Set("Content-Location", "/fhir/status/1")
 			w.WriteHeader(http.StatusAccepted)
 		case r.URL.Path == "/fhir/status/1" && r.Method == http.MethodGet:
+			if got := r.Header.Get("Prefer"); got != "wait=10" {
+				t.Errorf("status poll Prefer %q, want wait=10", got)
+			}
 			if polls.Add(1) < 3 {
 				w.Header().Set("X-Progress", fmt.Sprintf("step %d", polls.Load()))
 				w.Header().Set("Retry-After", "0")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -138,6 +139,12 @@ func (r Request) parameters() map[string]any {
 	return map[string]any{"resourceType": "Parameters", "parameter": ps}
 }
 
+// StatusWait is the Prefer: wait a status poll sends
+// (https://www.rfc-editor.org/rfc/rfc7240#section-4.3): a server that
+// supports it answers as soon as the job finishes, within this; one that
+// does not answers at once, and its Retry-After is honoured.
+const StatusWait = 10 * time.Second
+
 // Wait polls the status URL until the job completes and returns its
 // manifest. A failed job is an *OutcomeError.
 func (j *Job) Wait(ctx context.Context) (*Manifest, error) {
@@ -148,6 +155,7 @@ func (j *Job) Wait(ctx context.Context) (*Manifest, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.StatusURL, nil)
 			if err == nil {
 				req.Header.Set("Accept", "application/json")
+				req.Header.Set("Prefer", "wait="+strconv.Itoa(int(StatusWait/time.Second)))
 			}
 			return req, err
 		})
