@@ -238,9 +238,18 @@ func TestBrokerOutage(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	// Nothing is applied while the broker is down; an export kicked off
-	// now (the stream head cannot be read) covers what is applied.
-	appliedDown := scrape(addr, "bulkstream_index_applied_sequence")
+	// Nothing is applied while the broker is down, once the batch that
+	// was in flight when it stopped (fetched before, committed after) has
+	// committed; an export kicked off now (the stream head cannot be
+	// read) covers what is applied.
+	var appliedDown float64
+	checkFor(t, 10*time.Second, 300*time.Millisecond, func() error {
+		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != appliedDown {
+			appliedDown = got
+			return fmt.Errorf("applied sequence still moving: %v", got)
+		}
+		return nil
+	})
 	duringStatus := kickoffExport(t, http.DefaultClient, base, "_type=Patient")
 	duringCode, duringBody := pollExport(t, duringStatus, 30*time.Second)
 	duringDone := time.Since(down)
