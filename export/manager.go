@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/internal/diskspace"
 )
 
 // Defaults for Config.
@@ -241,7 +242,7 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		active:     map[*job]struct{}{},
 		wake:       make(chan struct{}, 1),
 		sweep:      make(chan struct{}, 1),
-		freeBytes:  freeBytes,
+		freeBytes:  diskspace.Free,
 		racyWindow: racyWindow,
 	}
 	m.met = newMetrics(m)

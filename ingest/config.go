@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulkstream/bulkstream/internal/diskspace"
 )
 
 // Defaults for Config.
@@ -139,7 +141,7 @@ func (c Config) withDefaults() Config {
 		c.DiskPoll = DefaultDiskPoll
 	}
 	if c.FreeBytes == nil {
-		c.FreeBytes = statfsFree
+		c.FreeBytes = diskspace.Free
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

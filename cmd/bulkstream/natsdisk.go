@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bulkstream/bulkstream/internal/diskspace"
 )
 
 // natsDiskPoll is how often the embedded server's disk is measured.
@@ -63,7 +66,7 @@ type natsDiskGuard struct {
 // storeDir, keeping floor bytes free; it replaces s's logger (log) to see
 // store write errors. Close stops it.
 func startNATSDiskGuard(s *server.Server, storeDir string, floor int64, reg prometheus.Registerer, log *slog.Logger) (*natsDiskGuard, error) {
-	g, err := newNATSDiskGuard(s, storeDir, floor, statfsAvail, reg, log)
+	g, err := newNATSDiskGuard(s, storeDir, floor, diskFree, reg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +169,16 @@ func (g *natsDiskGuard) check() {
 	}
 	// Refusing: not even a small event fits above the floor any more.
 	g.setRefusing(room < natsRefuseMargin, free)
+}
+
+// diskFree is diskspace.Free for the guard, which needs a figure: on an
+// OS that cannot tell, it leaves the JetStream limits alone.
+func diskFree(dir string) (int64, error) {
+	free, ok, err := diskspace.Free(dir)
+	if err == nil && !ok {
+		err = errors.New("free disk space cannot be measured on this OS")
+	}
+	return free, err
 }
 
 // natsRestartEvery is the least time between two JetStream restarts.

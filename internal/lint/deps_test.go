@@ -15,14 +15,15 @@ const module = "github.com/bulkstream/bulkstream"
 // forbidden lists, per package (import path relative to the module), the
 // import path prefixes its non-test files must not import.
 var forbidden = map[string][]string{
-	"index":            {module + "/", "github.com/nats-io/", "net/http"},
-	"ingest":           {module + "/export", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/nats-server", "net/http"},
-	"export":           {module + "/ingest", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
-	"httpapi":          {module + "/ingest", module + "/index", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
-	"metrics":          {module + "/"},
-	"internal/synth":   {module + "/", "github.com/nats-io/", "github.com/cockroachdb/"},
-	"internal/jsonobj": {module + "/", "github.com/"}, // pure leaves: stdlib only
-	"internal/fhir":    {module + "/", "github.com/"},
+	"index":              {module + "/", "github.com/nats-io/", "net/http"},
+	"ingest":             {module + "/export", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/nats-server", "net/http"},
+	"export":             {module + "/ingest", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
+	"httpapi":            {module + "/ingest", module + "/index", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
+	"metrics":            {module + "/"},
+	"internal/synth":     {module + "/", "github.com/nats-io/", "github.com/cockroachdb/"},
+	"internal/jsonobj":   {module + "/", "github.com/"}, // pure leaves: stdlib only
+	"internal/fhir":      {module + "/", "github.com/"},
+	"internal/diskspace": {module + "/", "github.com/"},
 	// internal/smart is a leaf: stdlib, go-jose and internal/fhir only.
 	"internal/smart": {module + "/", "github.com/nats-io/", "github.com/cockroachdb/", "github.com/prometheus/", "github.com/julienschmidt/"},
 	// internal/bulkclient is a leaf: stdlib and internal/smart (tokens) only.
@@ -91,7 +92,7 @@ func TestForbiddenImports(t *testing.T) {
 
 // allowed lists the edges that a forbidden prefix would otherwise catch.
 func allowed(dir, imp string) bool {
-	if (imp == module+"/internal/jsonobj" || imp == module+"/internal/fhir") && !strings.HasPrefix(dir, "internal/") {
+	if (imp == module+"/internal/jsonobj" || imp == module+"/internal/fhir" || imp == module+"/internal/diskspace") && !strings.HasPrefix(dir, "internal/") {
 		return true // shared pure leaves any package may use
 	}
 	if dir == "internal/synth" && imp == module+"/internal/jsonobj" {

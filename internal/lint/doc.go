@@ -15,7 +15,8 @@
 //	                     prometheus, promhttp
 //	metrics              client_golang only                               every bulkstream package
 //	internal/jsonobj,    stdlib (pure leaves; any package outside         other bulkstream packages, github.com/*
-//	internal/fhir        internal/ may import them)
+//	internal/fhir,       internal/ may import them)
+//	internal/diskspace
 //	internal/synth       stdlib, internal/jsonobj                         other bulkstream packages, nats*, pebble
 //	internal/smart       stdlib, go-jose, internal/fhir                   other bulkstream packages, nats*, pebble,
 //	                                                                      prometheus, httprouter

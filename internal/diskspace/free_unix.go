@@ -1,12 +1,13 @@
 //go:build linux || darwin || freebsd
 
-package ingest
+package diskspace
 
 import "syscall"
 
-// statfsFree returns the bytes available to unprivileged users on the
-// filesystem of dir.
-func statfsFree(dir string) (int64, bool, error) {
+// Free returns the bytes available to unprivileged users on the
+// filesystem of dir; ok is false where the OS cannot tell (the callers
+// then skip their check).
+func Free(dir string) (bytes int64, ok bool, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, false, err
