@@ -245,7 +245,7 @@ const MaxURLBytes = 8 << 10
 
 func (a *api) limitURL(w http.ResponseWriter, r *http.Request) {
 	if len(r.RequestURI) > MaxURLBytes {
-		r = a.withDeadlines(w, r, kindJSON) // no route sets them on this path
+		a.withDeadlines(w, r, kindJSON) // no route sets them on this path
 		a.respondError(w, r, &httpError{status: http.StatusRequestURITooLong, code: "too-long",
 			diag: fmt.Sprintf("request URL of %d bytes is longer than %d; use POST $export for long requests", len(r.RequestURI), MaxURLBytes)})
 		return

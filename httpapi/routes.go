@@ -91,7 +91,8 @@ func (a *api) route(pattern string, kind routeKind, h http.Handler) http.Handler
 		if rec, ok := w.(*recorder); ok {
 			rec.route = pattern
 		}
-		h.ServeHTTP(w, a.withDeadlines(w, r, kind))
+		a.withDeadlines(w, r, kind)
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -173,6 +173,7 @@ func TestSlowRequestBodyCutOff(t *testing.T) {
 }
 
 // TestBodyDeadlineEndsWithBody: once a body has been read, its deadline
+// (cleared by net/http when its background read starts)
 // neither fails nor cancels the rest of the request, however long that
 // takes.
 func TestBodyDeadlineEndsWithBody(t *testing.T) {
