@@ -788,7 +788,7 @@ func (m *Manager) noteFinished(client string, keep int) {
 	mine := m.finishedBy[client]
 	m.finMu.Unlock()
 	wake := false
-	if limit := cmp.Or(keep, m.cfg.MaxFinishedJobsPerClient); client != "" && limit > 0 && mine > limit {
+	if limit := clientCap(client, keep, m.cfg.MaxFinishedJobsPerClient); limit > 0 && mine > limit {
 		wake = true
 	}
 	if limit := int64(m.cfg.MaxFinishedJobs); limit > 0 && m.finishedSinceSweep.Add(1) >= max(1, limit/10) {
@@ -840,6 +840,18 @@ func (m *Manager) expire() {
 	}
 }
 
+// clientCap is client's cap on its own finished jobs: keep (its
+// Request.MaxFinished), 0 there meaning perClient; 0 or negative, none.
+// The anonymous client "" has none: without authorization every job is
+// its, so only the global cap applies (--max-finished-exports keeps its
+// meaning when --clients is not given).
+func clientCap(client string, keep, perClient int) int {
+	if client == "" {
+		return 0
+	}
+	return cmp.Or(keep, perClient)
+}
+
 // finishedJob is a finished job as the eviction sweep sees it: when it
 // finished and its client's cap at kick-off (Request.MaxFinished).
 type finishedJob struct {
@@ -864,13 +876,7 @@ func evictions(byClient map[string][]finishedJob, perClient, global int) []evict
 	clients := make([]string, 0, len(byClient))
 	for c, fs := range byClient {
 		slices.SortFunc(fs, func(a, b finishedJob) int { return a.at.Compare(b.at) })
-		limit := cmp.Or(fs[len(fs)-1].keepMine, perClient)
-		if c == "" {
-			// No authorization: every job is the one anonymous client's,
-			// so only the global cap applies (--max-finished-exports
-			// keeps its meaning when --clients is not given).
-			limit = 0
-		}
+		limit := clientCap(c, fs[len(fs)-1].keepMine, perClient)
 		if limit > 0 && len(fs) > limit {
 			for _, f := range fs[:len(fs)-limit] {
 				out = append(out, eviction{f.j, "evicted: past the client's cap on finished jobs"})
