@@ -57,6 +57,19 @@ func (f *waitJobs) Wait(ctx context.Context, client, id string, d time.Duration)
 	return f.Status(client, id)
 }
 
+// within receives from ch, failing the test when nothing comes within 10 s
+// (rather than hanging until the test binary's timeout).
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s within 10s", what)
+		panic("unreachable")
+	}
+}
+
 func TestStatusPreferWaitFake(t *testing.T) {
 	jobs := &waitJobs{fakeJobs: newFakeJobs(), waiting: make(chan struct{}, 10), release: make(chan struct{})}
 	jobs.statuses["j1"] = export.Status{State: export.Running, RetryAfter: time.Second}
@@ -80,9 +93,9 @@ func TestStatusPreferWaitFake(t *testing.T) {
 		h.ServeHTTP(rec, r)
 		done <- rec.Code
 	}()
-	<-jobs.waiting
+	within(t, jobs.waiting, "call to Wait")
 	cancel()
-	<-done
+	within(t, done, "answer after the disconnect")
 	if len(jobs.asked) != 1 || jobs.asked[0] != 5*time.Second {
 		t.Errorf("waits asked %v, want [5s]", jobs.asked)
 	}
@@ -95,12 +108,12 @@ func TestStatusPreferWaitFake(t *testing.T) {
 		h.ServeHTTP(rec, r)
 		done <- rec.Code
 	}()
-	<-jobs.waiting
+	within(t, jobs.waiting, "call to Wait")
 	jobs.fakeJobs.mu.Lock()
 	jobs.statuses["j1"] = export.Status{State: export.Completed, Manifest: &export.Manifest{TransactionTime: "2026-12-02T06:00:00Z"}}
 	jobs.fakeJobs.mu.Unlock()
 	close(jobs.release)
-	if code := <-done; code != http.StatusOK {
+	if code := within(t, done, "answer after completion"); code != http.StatusOK {
 		t.Errorf("after completion: %d, want 200", code)
 	}
 	if jobs.asked[1] != export.MaxWait {
