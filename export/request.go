@@ -56,7 +56,7 @@ const (
 // implement (yet), with the reason shown to the client. Without lenient
 // handling they are refused; with it they are ignored and reported.
 var unsupportedParams = map[string]string{
-	"patient":               "patient is not applicable to a system-level export (use Patient/$export or Group/[id]/$export)",
+	"patient":               "patient is not supported: bulkstream serves only system-level $export; patient-level and group-level export are not available",
 	"includeAssociatedData": "includeAssociatedData is not supported yet",
 	"_typeFilter":           "_typeFilter is not supported yet",
 	"organizeOutputBy":      "organizeOutputBy is not supported yet",

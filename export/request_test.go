@@ -109,7 +109,7 @@ func requestCases(t testing.TB) []requestCase {
 				`_typeFilter is not supported yet (got _typeFilter="Patient?status=active")`,
 				`_typeFilter is not supported yet (got _typeFilter="Observation?code=1")`,
 				`includeAssociatedData is not supported yet`,
-				`patient is not applicable to a system-level export`,
+				`patient is not supported: bulkstream serves only system-level $export; patient-level and group-level export are not available (got patient="Patient/1")`,
 				`organizeOutputBy is not supported yet`,
 				`allowPartialManifests is not supported yet`,
 			}},
@@ -248,7 +248,7 @@ func requestCases(t testing.TB) []requestCase {
 
 		// Unsupported and unknown parameters.
 		{name: "patient", params: ps("patient", "Patient/1"),
-			errParam: "patient", errCode: "not-supported", errDiag: `patient is not applicable to a system-level export`},
+			errParam: "patient", errCode: "not-supported", errDiag: `patient is not supported: bulkstream serves only system-level $export; patient-level and group-level export are not available (got patient="Patient/1")`},
 		{name: "includeAssociatedData", params: ps("includeAssociatedData", "LatestProvenanceResources"),
 			errParam: "includeAssociatedData", errCode: "not-supported", errDiag: `includeAssociatedData is not supported yet (got includeAssociatedData="LatestProvenanceResources")`},
 		{name: "typeFilter", params: ps("_type", "Patient", "_typeFilter", "Patient?status=active"),
