@@ -42,7 +42,7 @@ func readinessChecks(idx *index.Index, nc *nats.Conn, cons ingestState, maxLag t
 		}),
 		"shutdown": httpapi.ReadinessFunc(func() error {
 			if stopping.Load() {
-				return errDraining
+				return errShuttingDown
 			}
 			return nil
 		}),
@@ -89,7 +89,13 @@ type ingestState interface {
 
 var _ ingestState = (*ingest.Consumer)(nil)
 
-var errDraining = fmt.Errorf("shutting down: %w", export.ErrClosed)
+// errShuttingDown is the /readyz reason from SIGTERM on: the server is
+// going away, whatever the export manager's state.
+var errShuttingDown = errors.New("shutting down")
+
+// errDraining refuses a kick-off once draining has begun: it wraps
+// export.ErrClosed, which the API answers with 503 and Retry-After.
+var errDraining = fmt.Errorf("%w: %w", errShuttingDown, export.ErrClosed)
 
 // drainingJobs refuses kick-offs once shutdown has begun (503 with an
 // OperationOutcome and Retry-After, as for a closed manager) while status
