@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/bulkstream/bulkstream"
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
 
@@ -35,7 +37,7 @@ const (
 )
 
 // runGen is `bulkstream gen`: it writes realistic FHIR data of any size,
-// the Synthea sample (--sample) multiplied --scale times, every copy with
+// the Synthea sample (embedded in the binary, or --sample) multiplied --scale times, every copy with
 // fresh ids derived from --seed and all references rewritten to stay
 // consistent within the copy (see package internal/synth). The same sample,
 // --seed and --scale always give byte-identical output.
@@ -63,7 +65,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	scale := fs.Int("scale", 1, "copies of the sample to generate (≥ 1)")
 	seed := fs.Uint64("seed", 1, "seed of the ids and of the changes")
 	changes := fs.Int("changes", 0, "change events to generate over the resources (needs --out)")
-	sample := fs.String("sample", "testdata/synthea-r4-100-patients.ndjson.gz", "NDJSON sample to multiply, plain or gzip")
+	sample := fs.String("sample", "", "NDJSON sample to multiply, plain or gzip (default: the Synthea sample built into the binary, "+strconv.Itoa(bulkstream.SampleResources)+" resources)")
 	out := fs.String("out", "", "directory for "+genResourcesFile+", "+genUpdatesFile+" and "+genDeletesFile+" (default: resources to stdout)")
 	gz := fs.Bool("gzip", false, "gzip every output, at gzip.BestSpeed (file names get .gz)")
 	fs.Usage = func() {
@@ -85,7 +87,7 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	start := time.Now()
-	s, err := synth.OpenSample(*sample)
+	s, err := openGenSample(*sample)
 	if err != nil {
 		return fmt.Errorf("gen: %w", err)
 	}
@@ -153,6 +155,20 @@ func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stderr, "%s; in %s\n", summary, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// openGenSample loads the sample at path, or the embedded Synthea sample
+// if path is empty, so that gen works from any directory.
+func openGenSample(path string) (*synth.Sample, error) {
+	if path != "" {
+		return synth.OpenSample(path)
+	}
+	r, _ := bulkstream.Sample()
+	s, err := synth.LoadSample(r)
+	if err != nil {
+		return nil, fmt.Errorf("embedded %s: %w", bulkstream.SampleName, err)
+	}
+	return s, nil
 }
 
 // writeGenFiles creates the files at paths under temporary names, calls

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"compress/gzip"
 
+	"github.com/bulkstream/bulkstream"
 	"github.com/bulkstream/bulkstream/ingest"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/term"
@@ -42,6 +44,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	bindNATSClientFlags(fs, &natsCreds, "the NATS server")
 	del := fs.Bool("delete", false, "lines are Type/id; publish deletes")
 	maxInFlight := fs.Int("max-in-flight", ingest.DefaultMaxInFlight, "most publishes awaiting their ack")
+	sample := fs.Bool("sample", false, "publish the Synthea sample built into the binary ("+strconv.Itoa(bulkstream.SampleResources)+" resources) instead of files")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, publishUsage)
 		fs.PrintDefaults()
@@ -50,7 +53,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return err
 	}
 	files := fs.Args()
-	if len(files) == 0 {
+	switch {
+	case *sample && len(files) > 0:
+		return fmt.Errorf("publish: --sample publishes the built-in sample: no file arguments (got %q)", files)
+	case *sample && *del:
+		return errors.New("publish: --sample and --delete exclude each other")
+	case len(files) == 0 && !*sample:
 		files = []string{"-"}
 	}
 	if *maxInFlight < 1 {
@@ -84,6 +92,15 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 	}()
 	var total int64 // bytes of regular files; 0 if unknown
+	if *sample {
+		r, size := bulkstream.Sample()
+		in, err := newInput(bulkstream.SampleName, r, nil, size)
+		if err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+		inputs = append(inputs, in)
+		total = size
+	}
 	for _, name := range files {
 		in, err := openInput(name, stdin)
 		if err != nil {
@@ -170,21 +187,24 @@ type input struct {
 }
 
 func openInput(name string, stdin io.Reader) (*input, error) {
-	in := &input{name: name}
-	var src io.Reader = stdin
 	if name == "-" {
-		in.name = "stdin"
-	} else {
-		f, err := os.Open(name)
-		if err != nil {
-			return nil, err
-		}
-		in.f = f
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			in.size = fi.Size()
-		}
-		src = f
+		return newInput("stdin", stdin, nil, 0)
 	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	var size int64
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		size = fi.Size()
+	}
+	return newInput(name, f, f, size)
+}
+
+// newInput reads NDJSON, plain or gzip, from src; f (if not nil) is closed
+// with the input, size is src's length in bytes (0 if unknown).
+func newInput(name string, src io.Reader, f io.Closer, size int64) (*input, error) {
+	in := &input{name: name, f: f, size: size}
 	br := bufio.NewReaderSize(countingReader{src, &in.counter}, 1<<20)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
