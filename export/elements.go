@@ -3,6 +3,7 @@ package export
 import (
 	"fmt"
 
+	"github.com/bulkstream/bulkstream/internal/fhirdefs"
 	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
@@ -17,16 +18,19 @@ const (
 	subsettedCoding = `{"system":` + subsettedSystem + `,"code":` + subsettedCode + `}`
 )
 
-// alwaysKept are the top-level elements _elements never removes (the IG's
-// _elements: a server SHOULD always return mandatory elements,
-// https://hl7.org/fhir/uv/bulkdata/export.html): resourceType, id and meta
-// (which carries versionId, lastUpdated and the SUBSETTED tag), and the
-// Resource/DomainResource modifiers implicitRules and modifierExtension,
-// because dropping a modifier can change the meaning of what is left.
-// Type-specific mandatory elements (min cardinality ≥ 1, e.g.
-// Observation.status and code) are not known here: there is no R4
-// structure-definition table in the module yet, so they are kept only when
-// requested. The SUBSETTED tag tells readers the resource is incomplete.
+// alwaysKept are the top-level elements _elements never removes, on top
+// of the type's mandatory ones (the IG's _elements: a server SHOULD always
+// return mandatory elements, https://hl7.org/fhir/uv/bulkdata/export.html):
+// resourceType, id and meta (which carries versionId, lastUpdated and the
+// SUBSETTED tag), and the Resource/DomainResource modifiers implicitRules
+// and modifierExtension, because dropping a modifier can change the
+// meaning of what is left. The mandatory elements of each type (minimum
+// cardinality at least 1 in its R4 base definition, e.g. Observation's
+// status and code, a required choice such as MedicationRequest's
+// medication[x] by whichever typed name is present) come from
+// fhirdefs.MandatoryElements, generated from the official R4
+// StructureDefinitions. Nested elements are never removed, so nested
+// mandatory ones stay whenever their parent does.
 var alwaysKept = [...]string{"resourceType", "id", "meta", "implicitRules", "modifierExtension"}
 
 // applyElements appends to dst the resource (a compact JSON object of type
@@ -35,8 +39,9 @@ var alwaysKept = [...]string{"resourceType", "id", "meta", "implicitRules", "mod
 // appends resource unchanged.
 //
 // An element applies to typ when its Type is "" or typ. A member is kept
-// when its name is requested or always kept (alwaysKept); a primitive's
-// companion "_name" member (its id and extensions) goes with "name".
+// when its name is requested, always kept (alwaysKept) or mandatory for
+// typ (fhirdefs.MandatoryElements); a primitive's companion "_name" member
+// (its id and extensions) goes with "name".
 // Kept members are copied byte for byte in their original order; meta gets
 // the SUBSETTED coding appended to its (last) tag array, or a tag array
 // when it has none, unless a SUBSETTED coding is already there; a resource
@@ -56,13 +61,14 @@ func applyElements(dst, resource []byte, typ string, elems []Element) ([]byte, e
 	if !applies {
 		return append(dst, resource...), nil
 	}
+	mandatory, _ := fhirdefs.MandatoryElements(typ) // none for a type not in R4
 	start := len(dst)
 	dst = append(dst, '{')
 	first, sawMeta := true, false
 	var werr error
 	err := jsonobj.EachKey(resource, func(key []byte, ks, vs, ve int) bool {
 		isMeta := string(key) == "meta"
-		if !isMeta && !keepMember(key, typ, elems) {
+		if !isMeta && !keepMember(key, typ, elems, mandatory) {
 			return true
 		}
 		if !first {
@@ -93,12 +99,18 @@ func applyElements(dst, resource []byte, typ string, elems []Element) ([]byte, e
 	return append(dst, '}'), nil
 }
 
-// keepMember reports whether the top-level member key survives _elements.
-func keepMember(key []byte, typ string, elems []Element) bool {
+// keepMember reports whether the top-level member key survives _elements
+// on a resource of type typ whose mandatory member names are mandatory.
+func keepMember(key []byte, typ string, elems []Element, mandatory []string) bool {
 	if len(key) > 1 && key[0] == '_' {
 		key = key[1:] // a primitive's extensions follow the primitive
 	}
 	for _, k := range alwaysKept {
+		if string(key) == k {
+			return true
+		}
+	}
+	for _, k := range mandatory {
 		if string(key) == k {
 			return true
 		}

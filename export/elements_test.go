@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/bulkstream/bulkstream/internal/fhirdefs"
 	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
@@ -22,6 +24,11 @@ const obs = `{"resourceType":"Observation","id":"o1","meta":{"versionId":"2","la
 	`"status":"final","_status":{"extension":[{"url":"http://x","valueString":"y"}]},` +
 	`"code":{"coding":[{"system":"http://loinc.org","code":"1-8","display":"a,b}\"]"}]},` +
 	`"valueQuantity":{"value":1.50,"unit":"mg","comparator":"<"},"note":[{"text":"n1"},{"text":"}{"}]}`
+
+// obsMandatory are obs's members that are mandatory in R4 (status, with
+// its extension, and code).
+const obsMandatory = `"status":"final","_status":{"extension":[{"url":"http://x","valueString":"y"}]},` +
+	`"code":{"coding":[{"system":"http://loinc.org","code":"1-8","display":"a,b}\"]"}]}`
 
 const obsMeta = `"meta":{"versionId":"2","lastUpdated":"2026-01-02T03:04:05.000000Z","tag":[` + sub + `]}`
 
@@ -36,19 +43,31 @@ func TestApplyElements(t *testing.T) {
 		{name: "no elements: unchanged", typ: "Observation", in: obs, want: obs},
 		{name: "elements for other types only: unchanged", typ: "Observation",
 			elems: []Element{{Type: "Patient", Name: "birthDate"}, {Type: "Condition", Name: "code"}}, in: obs, want: obs},
-		{name: "element for all types, with its primitive extension", typ: "Observation",
+		{name: "element for all types, with its primitive extension; mandatory code kept", typ: "Observation",
 			elems: []Element{{Name: "status"}}, in: obs,
-			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `,"status":"final","_status":{"extension":[{"url":"http://x","valueString":"y"}]}}`},
+			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `,` + obsMandatory + `}`},
 		{name: "element for this type keeps the number literal", typ: "Observation",
 			elems: []Element{{Type: "Observation", Name: "valueQuantity"}, {Type: "Patient", Name: "status"}}, in: obs,
-			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `,"valueQuantity":{"value":1.50,"unit":"mg","comparator":"<"}}`},
+			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `,` + obsMandatory + `,"valueQuantity":{"value":1.50,"unit":"mg","comparator":"<"}}`},
 		{name: "nested objects and arrays kept intact, original order", typ: "Observation",
 			elems: []Element{{Name: "note"}, {Type: "Observation", Name: "code"}}, in: obs,
-			want: `{"resourceType":"Observation","id":"o1",` + obsMeta +
-				`,"code":{"coding":[{"system":"http://loinc.org","code":"1-8","display":"a,b}\"]"}]},"note":[{"text":"n1"},{"text":"}{"}]}`},
-		{name: "unknown element names are simply absent", typ: "Observation",
+			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `,` + obsMandatory + `,"note":[{"text":"n1"},{"text":"}{"}]}`},
+		{name: "unknown element names are simply absent; mandatory ones kept", typ: "Observation",
 			elems: []Element{{Name: "birthDate"}, {Name: "nope"}}, in: obs,
-			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `}`},
+			want: `{"resourceType":"Observation","id":"o1",` + obsMeta + `,` + obsMandatory + `}`},
+		{name: "a type with no mandatory element keeps only what is asked", typ: "Organization",
+			elems: []Element{{Name: "partOf"}},
+			in:    `{"resourceType":"Organization","id":"o","active":true,"name":"N","partOf":{"reference":"Organization/p"}}`,
+			want:  `{"resourceType":"Organization","id":"o","partOf":{"reference":"Organization/p"},"meta":{"tag":[` + sub + `]}}`},
+		{name: "required choice: the typed name present is kept", typ: "MedicationRequest",
+			elems: []Element{{Name: "id"}},
+			in: `{"resourceType":"MedicationRequest","id":"m","status":"active","intent":"order","medicationReference":{"reference":"Medication/x"},` +
+				`"subject":{"reference":"Patient/p"},"authoredOn":"2020-01-01","_authoredOn":{"id":"a"},"medication":{"text":"not an R4 member"}}`,
+			want: `{"resourceType":"MedicationRequest","id":"m","status":"active","intent":"order","medicationReference":{"reference":"Medication/x"},` +
+				`"subject":{"reference":"Patient/p"},"meta":{"tag":[` + sub + `]}}`},
+		{name: "a type outside R4 keeps only what is asked", typ: "SubscriptionStatus",
+			elems: []Element{{Name: "id"}}, in: `{"resourceType":"SubscriptionStatus","id":"s","status":"active"}`,
+			want: `{"resourceType":"SubscriptionStatus","id":"s","meta":{"tag":[` + sub + `]}}`},
 		{name: "BDT: id and Type.meta", typ: "Patient",
 			elems: []Element{{Name: "id"}, {Type: "Patient", Name: "meta"}},
 			in:    `{"resourceType":"Patient","id":"p","meta":{"versionId":"1"},"gender":"female"}`,
@@ -181,6 +200,17 @@ func TestApplyElementsSynthea(t *testing.T) {
 		if err := json.Unmarshal(dst, &out); err != nil {
 			t.Fatal(err)
 		}
+		mandatory, ok := fhirdefs.MandatoryElements(typ)
+		if !ok {
+			t.Fatalf("%s: not in the mandatory-elements table", typ)
+		}
+		for k := range in {
+			if slices.Contains(mandatory, strings.TrimPrefix(k, "_")) {
+				if _, ok := out[k]; !ok {
+					t.Fatalf("%s: mandatory %s dropped: %s", typ, k, dst)
+				}
+			}
+		}
 		for k, v := range out {
 			switch k {
 			case "resourceType", "id", "meta", "status", "_status", "implicitRules", "modifierExtension":
@@ -193,7 +223,9 @@ func TestApplyElementsSynthea(t *testing.T) {
 					t.Fatalf("%s kept %s", typ, k)
 				}
 			default:
-				t.Fatalf("%s kept %s", typ, k)
+				if !slices.Contains(mandatory, strings.TrimPrefix(k, "_")) {
+					t.Fatalf("%s kept %s", typ, k)
+				}
 			}
 			if k != "meta" && !bytes.Equal(v, in[k]) {
 				t.Fatalf("%s changed: %s -> %s", k, in[k], v)
@@ -376,7 +408,8 @@ func FuzzApplyElements(f *testing.F) {
 			t.Fatalf("decode %s: %v", out, err)
 		}
 		for k, v := range inM {
-			kept := keepMember([]byte(k), typ, elems)
+			mandatory, _ := fhirdefs.MandatoryElements(typ)
+			kept := keepMember([]byte(k), typ, elems, mandatory)
 			ov, ok := outM[k]
 			switch {
 			case k == "meta":

@@ -23,6 +23,7 @@ var forbidden = map[string][]string{
 	"internal/synth":     {module + "/", "github.com/nats-io/", "github.com/cockroachdb/"},
 	"internal/jsonobj":   {module + "/", "github.com/"}, // pure leaves: stdlib only
 	"internal/fhir":      {module + "/", "github.com/"},
+	"internal/fhirdefs":  {module + "/", "github.com/"}, // and its generator, gen
 	"internal/diskspace": {module + "/", "github.com/"},
 	// internal/smart is a leaf: stdlib, go-jose and internal/fhir only.
 	"internal/smart": {module + "/", "github.com/nats-io/", "github.com/cockroachdb/", "github.com/prometheus/", "github.com/julienschmidt/"},
@@ -92,7 +93,7 @@ func TestForbiddenImports(t *testing.T) {
 
 // allowed lists the edges that a forbidden prefix would otherwise catch.
 func allowed(dir, imp string) bool {
-	if (imp == module+"/internal/jsonobj" || imp == module+"/internal/fhir" || imp == module+"/internal/diskspace") && !strings.HasPrefix(dir, "internal/") {
+	if (imp == module+"/internal/jsonobj" || imp == module+"/internal/fhir" || imp == module+"/internal/fhirdefs" || imp == module+"/internal/diskspace") && !strings.HasPrefix(dir, "internal/") {
 		return true // shared pure leaves any package may use
 	}
 	if dir == "internal/synth" && imp == module+"/internal/jsonobj" {

@@ -16,6 +16,7 @@
 //	metrics              client_golang only                               every bulkstream package
 //	internal/jsonobj,    stdlib (pure leaves; any package outside         other bulkstream packages, github.com/*
 //	internal/fhir,       internal/ may import them)
+//	internal/fhirdefs,
 //	internal/diskspace
 //	internal/synth       stdlib, internal/jsonobj                         other bulkstream packages, nats*, pebble
 //	internal/smart       stdlib, go-jose, internal/fhir                   other bulkstream packages, nats*, pebble,
