@@ -111,3 +111,15 @@ func (d drainingJobs) Kickoff(ctx context.Context, k export.Kickoff) (string, er
 	}
 	return d.Jobs.Kickoff(ctx, k)
 }
+
+// Wait passes a status request's Prefer: wait on to the manager: httpapi
+// holds the request only when its Jobs is an httpapi.Waiter, which the
+// embedded interface alone would hide.
+func (d drainingJobs) Wait(ctx context.Context, client, id string, dur time.Duration) (export.Status, error) {
+	if w, ok := d.Jobs.(httpapi.Waiter); ok {
+		return w.Wait(ctx, client, id, dur)
+	}
+	return d.Jobs.Status(client, id)
+}
+
+var _ httpapi.Waiter = drainingJobs{}
