@@ -11,241 +11,241 @@ package fhirdefs
 // MandatoryElements). The comment above each entry gives the elements as
 // defined.
 var mandatoryElements = map[string][]string{
-	// status 1..1
+	// status (1..1)
 	"Account": {"status"},
-	// status 1..1
+	// status (1..1)
 	"ActivityDefinition": {"status"},
-	// actuality 1..1, subject 1..1
+	// actuality (1..1), subject (1..1)
 	"AdverseEvent": {"actuality", "subject"},
-	// patient 1..1
+	// patient (1..1)
 	"AllergyIntolerance": {"patient"},
-	// status 1..1, participant 1..*
+	// status (1..1), participant (1..*)
 	"Appointment": {"status", "participant"},
-	// appointment 1..1, participantStatus 1..1
+	// appointment (1..1), participantStatus (1..1)
 	"AppointmentResponse": {"appointment", "participantStatus"},
-	// type 1..1, recorded 1..1, agent 1..*, source 1..1
+	// type (1..1), recorded (1..1), agent (1..*), source (1..1)
 	"AuditEvent": {"type", "recorded", "agent", "source"},
-	// code 1..1
+	// code (1..1)
 	"Basic": {"code"},
-	// contentType 1..1
+	// contentType (1..1)
 	"Binary":                     {"contentType"},
 	"BiologicallyDerivedProduct": {},
-	// patient 1..1
+	// patient (1..1)
 	"BodyStructure": {"patient"},
-	// type 1..1
+	// type (1..1)
 	"Bundle": {"type"},
-	// status 1..1, date 1..1, kind 1..1, fhirVersion 1..1, format 1..*
+	// status (1..1), date (1..1), kind (1..1), fhirVersion (1..1), format (1..*)
 	"CapabilityStatement": {"status", "date", "kind", "fhirVersion", "format"},
-	// status 1..1, intent 1..1, subject 1..1
+	// status (1..1), intent (1..1), subject (1..1)
 	"CarePlan": {"status", "intent", "subject"},
 	"CareTeam": {},
-	// orderable 1..1, referencedItem 1..1
+	// orderable (1..1), referencedItem (1..1)
 	"CatalogEntry": {"orderable", "referencedItem"},
-	// status 1..1, code 1..1, subject 1..1
+	// status (1..1), code (1..1), subject (1..1)
 	"ChargeItem": {"status", "code", "subject"},
-	// url 1..1, status 1..1
+	// url (1..1), status (1..1)
 	"ChargeItemDefinition": {"url", "status"},
-	// status 1..1, type 1..1, use 1..1, patient 1..1, created 1..1, provider 1..1, priority 1..1, insurance 1..*
+	// status (1..1), type (1..1), use (1..1), patient (1..1), created (1..1), provider (1..1), priority (1..1), insurance (1..*)
 	"Claim": {"status", "type", "use", "patient", "created", "provider", "priority", "insurance"},
-	// status 1..1, type 1..1, use 1..1, patient 1..1, created 1..1, insurer 1..1, outcome 1..1
+	// status (1..1), type (1..1), use (1..1), patient (1..1), created (1..1), insurer (1..1), outcome (1..1)
 	"ClaimResponse": {"status", "type", "use", "patient", "created", "insurer", "outcome"},
-	// status 1..1, subject 1..1
+	// status (1..1), subject (1..1)
 	"ClinicalImpression": {"status", "subject"},
-	// status 1..1, content 1..1
+	// status (1..1), content (1..1)
 	"CodeSystem": {"status", "content"},
-	// status 1..1
+	// status (1..1)
 	"Communication": {"status"},
-	// status 1..1
+	// status (1..1)
 	"CommunicationRequest": {"status"},
-	// url 1..1, name 1..1, status 1..1, code 1..1, search 1..1
+	// url (1..1), name (1..1), status (1..1), code (1..1), search (1..1)
 	"CompartmentDefinition": {"url", "name", "status", "code", "search"},
-	// status 1..1, type 1..1, date 1..1, author 1..*, title 1..1
+	// status (1..1), type (1..1), date (1..1), author (1..*), title (1..1)
 	"Composition": {"status", "type", "date", "author", "title"},
-	// status 1..1
+	// status (1..1)
 	"ConceptMap": {"status"},
-	// subject 1..1
+	// subject (1..1)
 	"Condition": {"subject"},
-	// status 1..1, scope 1..1, category 1..*
+	// status (1..1), scope (1..1), category (1..*)
 	"Consent":  {"status", "scope", "category"},
 	"Contract": {},
-	// status 1..1, beneficiary 1..1, payor 1..*
+	// status (1..1), beneficiary (1..1), payor (1..*)
 	"Coverage": {"status", "beneficiary", "payor"},
-	// status 1..1, purpose 1..*, patient 1..1, created 1..1, insurer 1..1
+	// status (1..1), purpose (1..*), patient (1..1), created (1..1), insurer (1..1)
 	"CoverageEligibilityRequest": {"status", "purpose", "patient", "created", "insurer"},
-	// status 1..1, purpose 1..*, patient 1..1, created 1..1, request 1..1, outcome 1..1, insurer 1..1
+	// status (1..1), purpose (1..*), patient (1..1), created (1..1), request (1..1), outcome (1..1), insurer (1..1)
 	"CoverageEligibilityResponse": {"status", "purpose", "patient", "created", "request", "outcome", "insurer"},
-	// status 1..1
+	// status (1..1)
 	"DetectedIssue":    {"status"},
 	"Device":           {},
 	"DeviceDefinition": {},
-	// type 1..1, category 1..1
+	// type (1..1), category (1..1)
 	"DeviceMetric": {"type", "category"},
-	// intent 1..1, code[x] 1..1, subject 1..1
+	// intent (1..1), code[x] (1..1), subject (1..1)
 	"DeviceRequest": {"intent", "codeReference", "codeCodeableConcept", "subject"},
-	// status 1..1, subject 1..1, device 1..1
+	// status (1..1), subject (1..1), device (1..1)
 	"DeviceUseStatement": {"status", "subject", "device"},
-	// status 1..1, code 1..1
+	// status (1..1), code (1..1)
 	"DiagnosticReport": {"status", "code"},
-	// status 1..1, content 1..*
+	// status (1..1), content (1..*)
 	"DocumentManifest": {"status", "content"},
-	// status 1..1, content 1..*
+	// status (1..1), content (1..*)
 	"DocumentReference": {"status", "content"},
-	// status 1..1, population 1..1, exposure 1..1, exposureAlternative 1..1, outcome 1..1
+	// status (1..1), population (1..1), exposure (1..1), exposureAlternative (1..1), outcome (1..1)
 	"EffectEvidenceSynthesis": {"status", "population", "exposure", "exposureAlternative", "outcome"},
-	// status 1..1, class 1..1
+	// status (1..1), class (1..1)
 	"Encounter": {"status", "class"},
-	// status 1..1, connectionType 1..1, payloadType 1..*, address 1..1
+	// status (1..1), connectionType (1..1), payloadType (1..*), address (1..1)
 	"Endpoint":           {"status", "connectionType", "payloadType", "address"},
 	"EnrollmentRequest":  {},
 	"EnrollmentResponse": {},
-	// status 1..1, patient 1..1
+	// status (1..1), patient (1..1)
 	"EpisodeOfCare": {"status", "patient"},
-	// status 1..1, trigger 1..*
+	// status (1..1), trigger (1..*)
 	"EventDefinition": {"status", "trigger"},
-	// status 1..1, exposureBackground 1..1
+	// status (1..1), exposureBackground (1..1)
 	"Evidence": {"status", "exposureBackground"},
-	// status 1..1
+	// status (1..1)
 	"EvidenceVariable": {"status"},
-	// status 1..1
+	// status (1..1)
 	"ExampleScenario": {"status"},
-	// status 1..1, type 1..1, use 1..1, patient 1..1, created 1..1, insurer 1..1, provider 1..1, outcome 1..1, insurance 1..*
+	// status (1..1), type (1..1), use (1..1), patient (1..1), created (1..1), insurer (1..1), provider (1..1), outcome (1..1), insurance (1..*)
 	"ExplanationOfBenefit": {"status", "type", "use", "patient", "created", "insurer", "provider", "outcome", "insurance"},
-	// status 1..1, patient 1..1, relationship 1..1
+	// status (1..1), patient (1..1), relationship (1..1)
 	"FamilyMemberHistory": {"status", "patient", "relationship"},
-	// status 1..1, code 1..1, subject 1..1
+	// status (1..1), code (1..1), subject (1..1)
 	"Flag": {"status", "code", "subject"},
-	// lifecycleStatus 1..1, description 1..1, subject 1..1
+	// lifecycleStatus (1..1), description (1..1), subject (1..1)
 	"Goal": {"lifecycleStatus", "description", "subject"},
-	// name 1..1, status 1..1, start 1..1
+	// name (1..1), status (1..1), start (1..1)
 	"GraphDefinition": {"name", "status", "start"},
-	// type 1..1, actual 1..1
+	// type (1..1), actual (1..1)
 	"Group": {"type", "actual"},
-	// module[x] 1..1, status 1..1
+	// module[x] (1..1), status (1..1)
 	"GuidanceResponse":  {"moduleUri", "moduleCanonical", "moduleCodeableConcept", "status"},
 	"HealthcareService": {},
-	// status 1..1, subject 1..1
+	// status (1..1), subject (1..1)
 	"ImagingStudy": {"status", "subject"},
-	// status 1..1, vaccineCode 1..1, patient 1..1, occurrence[x] 1..1
+	// status (1..1), vaccineCode (1..1), patient (1..1), occurrence[x] (1..1)
 	"Immunization": {"status", "vaccineCode", "patient", "occurrenceDateTime", "occurrenceString"},
-	// status 1..1, patient 1..1, targetDisease 1..1, immunizationEvent 1..1, doseStatus 1..1
+	// status (1..1), patient (1..1), targetDisease (1..1), immunizationEvent (1..1), doseStatus (1..1)
 	"ImmunizationEvaluation": {"status", "patient", "targetDisease", "immunizationEvent", "doseStatus"},
-	// patient 1..1, date 1..1, recommendation 1..*
+	// patient (1..1), date (1..1), recommendation (1..*)
 	"ImmunizationRecommendation": {"patient", "date", "recommendation"},
-	// url 1..1, name 1..1, status 1..1, packageId 1..1, fhirVersion 1..*
+	// url (1..1), name (1..1), status (1..1), packageId (1..1), fhirVersion (1..*)
 	"ImplementationGuide": {"url", "name", "status", "packageId", "fhirVersion"},
 	"InsurancePlan":       {},
-	// status 1..1
+	// status (1..1)
 	"Invoice": {"status"},
-	// status 1..1, type 1..1
+	// status (1..1), type (1..1)
 	"Library": {"status", "type"},
-	// item 1..*
+	// item (1..*)
 	"Linkage": {"item"},
-	// status 1..1, mode 1..1
+	// status (1..1), mode (1..1)
 	"List":     {"status", "mode"},
 	"Location": {},
-	// status 1..1
+	// status (1..1)
 	"Measure": {"status"},
-	// status 1..1, type 1..1, measure 1..1, period 1..1
+	// status (1..1), type (1..1), measure (1..1), period (1..1)
 	"MeasureReport": {"status", "type", "measure", "period"},
-	// status 1..1, content 1..1
+	// status (1..1), content (1..1)
 	"Media":      {"status", "content"},
 	"Medication": {},
-	// status 1..1, medication[x] 1..1, subject 1..1, effective[x] 1..1
+	// status (1..1), medication[x] (1..1), subject (1..1), effective[x] (1..1)
 	"MedicationAdministration": {"status", "medicationCodeableConcept", "medicationReference", "subject", "effectiveDateTime", "effectivePeriod"},
-	// status 1..1, medication[x] 1..1
+	// status (1..1), medication[x] (1..1)
 	"MedicationDispense":  {"status", "medicationCodeableConcept", "medicationReference"},
 	"MedicationKnowledge": {},
-	// status 1..1, intent 1..1, medication[x] 1..1, subject 1..1
+	// status (1..1), intent (1..1), medication[x] (1..1), subject (1..1)
 	"MedicationRequest": {"status", "intent", "medicationCodeableConcept", "medicationReference", "subject"},
-	// status 1..1, medication[x] 1..1, subject 1..1
+	// status (1..1), medication[x] (1..1), subject (1..1)
 	"MedicationStatement": {"status", "medicationCodeableConcept", "medicationReference", "subject"},
-	// name 1..*
+	// name (1..*)
 	"MedicinalProduct":                 {"name"},
 	"MedicinalProductAuthorization":    {},
 	"MedicinalProductContraindication": {},
 	"MedicinalProductIndication":       {},
-	// role 1..1
+	// role (1..1)
 	"MedicinalProductIngredient":  {"role"},
 	"MedicinalProductInteraction": {},
-	// manufacturedDoseForm 1..1, quantity 1..1
+	// manufacturedDoseForm (1..1), quantity (1..1)
 	"MedicinalProductManufactured": {"manufacturedDoseForm", "quantity"},
-	// packageItem 1..*
+	// packageItem (1..*)
 	"MedicinalProductPackaged": {"packageItem"},
-	// administrableDoseForm 1..1, routeOfAdministration 1..*
+	// administrableDoseForm (1..1), routeOfAdministration (1..*)
 	"MedicinalProductPharmaceutical":    {"administrableDoseForm", "routeOfAdministration"},
 	"MedicinalProductUndesirableEffect": {},
-	// status 1..1, date 1..1, event[x] 1..1
+	// status (1..1), date (1..1), event[x] (1..1)
 	"MessageDefinition": {"status", "date", "eventCoding", "eventUri"},
-	// event[x] 1..1, source 1..1
+	// event[x] (1..1), source (1..1)
 	"MessageHeader": {"eventCoding", "eventUri", "source"},
-	// coordinateSystem 1..1
+	// coordinateSystem (1..1)
 	"MolecularSequence": {"coordinateSystem"},
-	// name 1..1, status 1..1, kind 1..1, date 1..1, uniqueId 1..*
+	// name (1..1), status (1..1), kind (1..1), date (1..1), uniqueId (1..*)
 	"NamingSystem": {"name", "status", "kind", "date", "uniqueId"},
-	// status 1..1, intent 1..1, patient 1..1, dateTime 1..1
+	// status (1..1), intent (1..1), patient (1..1), dateTime (1..1)
 	"NutritionOrder": {"status", "intent", "patient", "dateTime"},
-	// status 1..1, code 1..1
+	// status (1..1), code (1..1)
 	"Observation": {"status", "code"},
-	// code 1..1
+	// code (1..1)
 	"ObservationDefinition": {"code"},
-	// name 1..1, status 1..1, kind 1..1, code 1..1, system 1..1, type 1..1, instance 1..1
+	// name (1..1), status (1..1), kind (1..1), code (1..1), system (1..1), type (1..1), instance (1..1)
 	"OperationDefinition": {"name", "status", "kind", "code", "system", "type", "instance"},
-	// issue 1..*
+	// issue (1..*)
 	"OperationOutcome":        {"issue"},
 	"Organization":            {},
 	"OrganizationAffiliation": {},
 	"Parameters":              {},
 	"Patient":                 {},
-	// status 1..1, created 1..1, payment 1..1, recipient 1..1, amount 1..1
+	// status (1..1), created (1..1), payment (1..1), recipient (1..1), amount (1..1)
 	"PaymentNotice": {"status", "created", "payment", "recipient", "amount"},
-	// status 1..1, created 1..1, paymentDate 1..1, paymentAmount 1..1
+	// status (1..1), created (1..1), paymentDate (1..1), paymentAmount (1..1)
 	"PaymentReconciliation": {"status", "created", "paymentDate", "paymentAmount"},
 	"Person":                {},
-	// status 1..1
+	// status (1..1)
 	"PlanDefinition":   {"status"},
 	"Practitioner":     {},
 	"PractitionerRole": {},
-	// status 1..1, subject 1..1
+	// status (1..1), subject (1..1)
 	"Procedure": {"status", "subject"},
-	// target 1..*, recorded 1..1, agent 1..*
+	// target (1..*), recorded (1..1), agent (1..*)
 	"Provenance": {"target", "recorded", "agent"},
-	// status 1..1
+	// status (1..1)
 	"Questionnaire": {"status"},
-	// status 1..1
+	// status (1..1)
 	"QuestionnaireResponse": {"status"},
-	// patient 1..1
+	// patient (1..1)
 	"RelatedPerson": {"patient"},
-	// status 1..1, intent 1..1
+	// status (1..1), intent (1..1)
 	"RequestGroup": {"status", "intent"},
-	// status 1..1, population 1..1
+	// status (1..1), population (1..1)
 	"ResearchDefinition": {"status", "population"},
-	// status 1..1, type 1..1, characteristic 1..*
+	// status (1..1), type (1..1), characteristic (1..*)
 	"ResearchElementDefinition": {"status", "type", "characteristic"},
-	// status 1..1
+	// status (1..1)
 	"ResearchStudy": {"status"},
-	// status 1..1, study 1..1, individual 1..1
+	// status (1..1), study (1..1), individual (1..1)
 	"ResearchSubject": {"status", "study", "individual"},
-	// status 1..1, subject 1..1
+	// status (1..1), subject (1..1)
 	"RiskAssessment": {"status", "subject"},
-	// status 1..1, population 1..1, outcome 1..1
+	// status (1..1), population (1..1), outcome (1..1)
 	"RiskEvidenceSynthesis": {"status", "population", "outcome"},
-	// actor 1..*
+	// actor (1..*)
 	"Schedule": {"actor"},
-	// url 1..1, name 1..1, status 1..1, description 1..1, code 1..1, base 1..*, type 1..1
+	// url (1..1), name (1..1), status (1..1), description (1..1), code (1..1), base (1..*), type (1..1)
 	"SearchParameter": {"url", "name", "status", "description", "code", "base", "type"},
-	// status 1..1, intent 1..1, subject 1..1
+	// status (1..1), intent (1..1), subject (1..1)
 	"ServiceRequest": {"status", "intent", "subject"},
-	// schedule 1..1, status 1..1, start 1..1, end 1..1
+	// schedule (1..1), status (1..1), start (1..1), end (1..1)
 	"Slot":               {"schedule", "status", "start", "end"},
 	"Specimen":           {},
 	"SpecimenDefinition": {},
-	// url 1..1, name 1..1, status 1..1, kind 1..1, abstract 1..1, type 1..1
+	// url (1..1), name (1..1), status (1..1), kind (1..1), abstract (1..1), type (1..1)
 	"StructureDefinition": {"url", "name", "status", "kind", "abstract", "type"},
-	// url 1..1, name 1..1, status 1..1, group 1..*
+	// url (1..1), name (1..1), status (1..1), group (1..*)
 	"StructureMap": {"url", "name", "status", "group"},
-	// status 1..1, reason 1..1, criteria 1..1, channel 1..1
+	// status (1..1), reason (1..1), criteria (1..1), channel (1..1)
 	"Subscription": {"status", "reason", "criteria", "channel"},
-	// code 1..1
+	// code (1..1)
 	"Substance":                     {"code"},
 	"SubstanceNucleicAcid":          {},
 	"SubstancePolymer":              {},
@@ -254,20 +254,20 @@ var mandatoryElements = map[string][]string{
 	"SubstanceSourceMaterial":       {},
 	"SubstanceSpecification":        {},
 	"SupplyDelivery":                {},
-	// item[x] 1..1, quantity 1..1
+	// item[x] (1..1), quantity (1..1)
 	"SupplyRequest": {"itemCodeableConcept", "itemReference", "quantity"},
-	// status 1..1, intent 1..1
+	// status (1..1), intent (1..1)
 	"Task": {"status", "intent"},
-	// status 1..1, date 1..1, kind 1..1
+	// status (1..1), date (1..1), kind (1..1)
 	"TerminologyCapabilities": {"status", "date", "kind"},
-	// status 1..1, testScript 1..1, result 1..1
+	// status (1..1), testScript (1..1), result (1..1)
 	"TestReport": {"status", "testScript", "result"},
-	// url 1..1, name 1..1, status 1..1
+	// url (1..1), name (1..1), status (1..1)
 	"TestScript": {"url", "name", "status"},
-	// status 1..1
+	// status (1..1)
 	"ValueSet": {"status"},
-	// status 1..1
+	// status (1..1)
 	"VerificationResult": {"status"},
-	// status 1..1, created 1..1, patient 1..1, dateWritten 1..1, prescriber 1..1, lensSpecification 1..*
+	// status (1..1), created (1..1), patient (1..1), dateWritten (1..1), prescriber (1..1), lensSpecification (1..*)
 	"VisionPrescription": {"status", "created", "patient", "dateWritten", "prescriber", "lensSpecification"},
 }

@@ -62,7 +62,7 @@ func TestMandatoryElements(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{`"Obs": {"status", "valueQuantity", "valueDateTime", "part"},`, `// status 1..1, value[x] 1..1, part 2..*`, `"Filler0": {},`} {
+	for _, w := range []string{`"Obs": {"status", "valueQuantity", "valueDateTime", "part"},`, `// status (1..1), value[x] (1..1), part (2..*)`, `"Filler0": {},`} {
 		if !bytes.Contains(src, []byte(w)) {
 			t.Errorf("generated source lacks %s:\n%s", w, src[:min(len(src), 600)])
 		}

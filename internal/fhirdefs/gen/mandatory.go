@@ -72,7 +72,7 @@ var mandatoryElements = map[string][]string{
 		ms := defs[t]
 		var names, doc []string
 		for _, m := range ms {
-			doc = append(doc, m.def+" "+m.card)
+			doc = append(doc, m.def+" ("+m.card+")")
 			for _, n := range m.names {
 				names = append(names, fmt.Sprintf("%q", n))
 			}
