@@ -20,6 +20,8 @@ import (
 //	                      <seq> <time> put <Type>/<id> [<json body>]
 //	                      <seq> <time> delete <Type>/<id>
 //	set-origin <time>
+//	reset [compacted-stream]
+//	                      a fresh, empty index (with that option)
 //	dump                  every c/, r/ and m/ key
 //	scan type=T [since=<time>|0] [until=<time>|inf] [snap=name]
 //	snapshot name=S       takes a named snapshot
@@ -133,6 +135,9 @@ func (d *ddIndex) run(t *testing.T, td *datadriven.TestData) string {
 		}
 		sb.WriteString(d.state())
 		return sb.String()
+	case "reset":
+		d.x = indextest.OpenOptions(t, &index.Options{CompactedStream: td.HasArg("compacted-stream")})
+		return d.state()
 	case "set-origin":
 		if len(td.CmdArgs) != 1 {
 			td.Fatalf(t, "set-origin <time>")

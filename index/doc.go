@@ -43,7 +43,11 @@
 //     no-op: nothing is written for it but the applied sequence and clock,
 //     and Result.Noop reports it. The CRC-32C in the r/ record only spares
 //     reading the stored bytes when they differ; equality is decided on the
-//     bytes. Deletes are never no-ops.
+//     bytes. A delete of a resource never stored or deleted already is a
+//     no-op too, except with Options.CompactedStream: a rebuild from a
+//     compacted stream cannot know whether the resource's earlier changes
+//     were compacted away, so there every delete writes a tombstone, as
+//     the rebuild will.
 //   - Snapshot takes a Pebble snapshot and reads the clock under the commit
 //     lock, so every entry in it has CommitTime <= TransactionTime and every
 //     later change has a greater one.

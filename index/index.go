@@ -135,6 +135,22 @@ type TypeCount struct {
 	Tombstones int64  `json:"tombstones"`
 }
 
+// Exists reports whether dir holds an index (a Pebble store), without
+// opening or creating anything. fs nil means the OS filesystem.
+func Exists(dir string, fs vfs.FS) (bool, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	desc, err := pebble.Peek(dir, fs)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return desc.Exists, nil
+}
+
 // Open opens (creating it if needed) the index in dir.
 func Open(dir string, opts *Options) (*Index, error) {
 	opts = opts.clone()
@@ -398,10 +414,12 @@ type Result struct {
 	Skipped    bool   // Seq was already applied (redelivery)
 	CommitTime uint64 // µs since the epoch
 	Version    uint64
-	// Noop reports an upsert equal to the stored current version but for
-	// meta.versionId and meta.lastUpdated: nothing was written for it
-	// (its sequence counts as applied), and CommitTime and Version are
-	// those of the stored version.
+	// Noop reports a change that wrote nothing (its sequence counts as
+	// applied): an upsert equal to the stored current version but for
+	// meta.versionId and meta.lastUpdated, or, unless
+	// Options.CompactedStream, a delete of a resource never stored or
+	// deleted already. CommitTime and Version are those of the stored
+	// version or tombstone, zero for an unknown resource.
 	Noop bool
 }
 
@@ -488,6 +506,17 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		name := resourceName{c.Type, c.ID}
 		old, found := recent[name]
 		clock = nextClock(clock, c.Time)
+		if c.Delete && !x.opts.CompactedStream && (!found || old.Deleted) {
+			// Nothing to delete: no tombstone, so no deletion reported
+			// to an incremental export that never saw the resource, and
+			// a second delete keeps the first one's lastUpdated.
+			applied = c.Seq
+			results[i].Noop = true
+			if found {
+				results[i].CommitTime, results[i].Version = old.CommitTime, old.Version
+			}
+			continue
+		}
 		if !c.Delete && found && !old.Deleted {
 			// An upsert of what is stored already, but for versionId and
 			// lastUpdated, is a no-op: stamped with the stored version and
@@ -523,9 +552,8 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		}
 		kbuf = changeKey(kbuf[:0], c.Type, clock, c.ID)
 		if c.Delete {
-			// A tombstone is an empty value. It is written even when the
-			// resource is unknown, so a replay of a compacted stream (where
-			// only the delete survives) gives the same index.
+			// A tombstone is an empty value. For a resource never stored
+			// or deleted already, only with Options.CompactedStream.
 			if err := b.Set(kbuf, nil, nil); err != nil {
 				return nil, err
 			}

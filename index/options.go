@@ -30,6 +30,16 @@ type Options struct {
 	// NoSync commits batches without fsync. Only for benchmarks that
 	// measure what the fsync costs; never in production.
 	NoSync bool
+	// CompactedStream says the stream keeps fewer changes per resource
+	// than it received (a subject limit of 1 keeps only the last). A
+	// rebuild from such a stream cannot tell a delete of a resource that
+	// never existed from one whose upserts compaction removed, nor a
+	// second delete from a first. So with CompactedStream every delete
+	// writes a tombstone at its own commit time, as a rebuild would, and
+	// the live index and a rebuild agree byte for byte; without it (the
+	// stream keeps every change) a delete of a resource never stored or
+	// already deleted is a no-op.
+	CompactedStream bool
 }
 
 // clone returns a copy with defaults filled in.

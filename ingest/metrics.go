@@ -78,7 +78,7 @@ func newMetrics(g *gauges) *metrics {
 		}, []string{"type", "op"}),
 		noop: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "events_noop_total",
-			Help: "Upserts equal to the stored version (but for versionId and lastUpdated): acked, no new version.",
+			Help: "Changes that wrote nothing: upserts equal to the stored version (but for versionId and lastUpdated) and deletes of resources that do not exist. Acked, no new version, no tombstone.",
 		}, []string{"type"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "events_dead_lettered_total",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,13 +211,14 @@ func TestStallIsVisible(t *testing.T) {
 	})
 }
 
-// counter returns the value of the counter name{label=value}.
+// counter returns the sum of the counters name{label=value,...}.
 func counter(t testing.TB, g prometheus.Gatherer, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sum float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -224,38 +226,48 @@ func counter(t testing.TB, g prometheus.Gatherer, name, label, value string) flo
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
+					sum += m.GetCounter().GetValue()
 				}
 			}
 		}
 	}
-	return 0
+	return sum
 }
 
-// TestNoopCounted: an upsert equal to the stored version is counted as a
-// no-op, not as applied.
+// TestNoopCounted: an upsert equal to the stored version, a delete of a
+// resource that never existed and a second delete are counted as no-ops,
+// not as applied, and leave no tombstone behind.
 func TestNoopCounted(t *testing.T) {
 	_, _, js := ingesttest.RunJetStream(t)
 	reg := prometheus.NewRegistry()
 	idx := openIndex(t)
 	c := startConsumer(t, js, idx, ingest.Config{FetchWait: 100 * time.Millisecond, Registerer: reg})
-	for i, body := range []string{
-		`{"resourceType":"Patient","id":"a","active":true}`,
-		`{"resourceType":"Patient","id":"a","active":true}`, // the same again: a no-op
-		`{"resourceType":"Patient","id":"a","active":false}`,
+	for i, ev := range []struct{ id, body string }{
+		{"a", `{"resourceType":"Patient","id":"a","active":true}`},
+		{"a", `{"resourceType":"Patient","id":"a","active":true}`}, // the same again: a no-op
+		{"a", `{"resourceType":"Patient","id":"a","active":false}`},
+		{"ghost", ""}, // a delete of what never existed: a no-op
+		{"a", ""},
+		{"a", ""}, // deleted already: a no-op
 	} {
-		m := nats.NewMsg("fhir.Patient.a")
-		m.Data = []byte(body)
+		m := nats.NewMsg("fhir.Patient." + ev.id)
+		m.Data = []byte(ev.body)
+		if ev.body == "" {
+			m.Header.Set("Fhir-Op", "delete")
+		}
 		m.Header.Set(jetstream.MsgIDHeader, "change-"+jsonNumber(uint64(i)))
 		if _, err := js.PublishMsg(t.Context(), m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitCaughtUp(t, c, idx)
-	if v := counter(t, reg, "bulkstream_ingest_events_noop_total", "type", "Patient"); v != 1 {
-		t.Errorf("events_noop_total{type=Patient} %v, want 1", v)
+	if v := counter(t, reg, "bulkstream_ingest_events_noop_total", "type", "Patient"); v != 3 {
+		t.Errorf("events_noop_total{type=Patient} %v, want 3", v)
 	}
-	if v := counter(t, reg, "bulkstream_ingest_events_applied_total", "type", "Patient"); v != 2 {
-		t.Errorf("events_applied_total{type=Patient} %v, want 2 (the no-op not counted)", v)
+	if v := counter(t, reg, "bulkstream_ingest_events_applied_total", "type", "Patient"); v != 3 {
+		t.Errorf("events_applied_total{type=Patient} %v, want 3 (the no-ops not counted)", v)
+	}
+	if got, want := idx.Counts(), []index.TypeCount{{Type: "Patient", Resources: 0, Tombstones: 1}}; !slices.Equal(got, want) {
+		t.Errorf("counts %+v, want %+v (one tombstone, for a)", got, want)
 	}
 }

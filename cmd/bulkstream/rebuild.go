@@ -36,13 +36,21 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	dir := filepath.Join(c.DataDir, "index")
+	tmp := dir + ".rebuild"
+	// Rebuild replaces an index: without one, --data-dir is most likely
+	// wrong, and nothing (not even the embedded server's store) is
+	// created there.
+	if ok, err := index.Exists(dir, nil); err != nil {
+		return fmt.Errorf("rebuild: %w", err)
+	} else if !ok {
+		return fmt.Errorf("rebuild: --data-dir %s holds no index (no %s): give the data dir of the bulkstream serve whose index to rebuild; serve builds a new one by itself", c.DataDir, dir)
+	}
 	// The embedded server runs while rebuild does: the same listener
 	// rule as serve (no --insecure here).
 	if err := c.checkNATS(false, log); err != nil {
 		return err
 	}
-	dir := filepath.Join(c.DataDir, "index")
-	tmp := dir + ".rebuild"
 	// Open the live index first: Pebble's lock refuses if serve runs.
 	old, err := index.Open(dir, &index.Options{Logger: log})
 	if err != nil {
@@ -58,7 +66,14 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
-	fresh, err := index.Open(tmp, &index.Options{Logger: log})
+	// Deletes are applied as the live consumer applied them, which
+	// depends on whether the stream is compacted: ask the stream.
+	stream, err := st.js.Stream(ctx, c.Ingest.Stream)
+	if err != nil {
+		return fmt.Errorf("rebuild: stream %q: %w", c.Ingest.Stream, err)
+	}
+	compacted := stream.CachedInfo().Config.MaxMsgsPerSubject > 0
+	fresh, err := index.Open(tmp, &index.Options{Logger: log, CompactedStream: compacted})
 	if err != nil {
 		return err
 	}
