@@ -230,7 +230,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	}
 	reg := metrics.NewRegistry(version)
 
-	idx, err := index.Open(filepath.Join(c.DataDir, "index"), &index.Options{Logger: log, Registerer: reg})
+	idx, err := index.Open(filepath.Join(c.DataDir, "index"), &index.Options{Logger: log, Registerer: reg, CompactedStream: c.Ingest.MaxMsgsPerSubject > 0})
 	if err != nil {
 		return err
 	}
