@@ -110,12 +110,20 @@
 //
 // # Kick-off
 //
-// Accept must list application/fhir+json, application/json, application/*
-// or */* (also the DSTU2 application/json+fhir) with q > 0: missing → 400,
-// otherwise unacceptable → 406. The Bulk Data IG
-// (https://hl7.org/fhir/uv/bulkdata/export.html) lets a server either
-// refuse a kick-off without Accept or Prefer: respond-async or assume
-// them; the SMART Bulk Data test suite (BDT,
+// Accept is read per RFC 9110
+// (https://www.rfc-editor.org/rfc/rfc9110#section-12.5.1: media ranges,
+// case-insensitive, the most specific range's q decides, q=0 is "not
+// acceptable"; parameters such as fhirVersion do not narrow a match). The
+// Bulk Data IG's kick-off (https://hl7.org/fhir/uv/bulkdata/export.html,
+// "Headers") supports only application/fhir+json, so Accept must allow it
+// with q > 0, directly, through application/* or */*, or as the DSTU2
+// application/json+fhir: missing or empty → 400 required, anything else
+// (Accept: application/json alone, text/html, application/fhir+json;q=0)
+// → 400 not-supported, whose diagnostics say to send Accept:
+// application/fhir+json. Prefer: handling=lenient does not relax it (it
+// is about parameters, not headers). The IG lets a server either refuse a
+// kick-off without Accept or Prefer: respond-async or assume them; the
+// SMART Bulk Data test suite (BDT,
 // github.com/smart-on-fhir/bulk-data-tests) wants a 4xx, so both are
 // refused. Prefer must contain respond-async (400 otherwise), read per
 // RFC 7240 (https://www.rfc-editor.org/rfc/rfc7240) across all Prefer lines;
@@ -170,8 +178,7 @@
 //
 // # Errors
 //
-// Every error is an OperationOutcome (application/fhir+json) produced by
-// respondError, which maps *export.RequestError to 400 (issue code from
+// Every error is an OperationOutcome produced by respondError, which maps *export.RequestError to 400 (issue code from
 // Code, expression [Param]), *export.TooManyJobsError to 429 and
 // *export.UnavailableError / export.ErrClosed to 503 (both with Retry-After
 // in whole seconds, at least 1), export.ErrNotFound to 404, a request
@@ -180,13 +187,29 @@
 // routes are 404, known paths with the wrong method 405 with Allow, panics
 // 500; http.ServeContent's own refusals (416, 412) are rewritten as
 // OperationOutcomes too. A failed job's status is 500 with the job's error
-// as diagnostics (the IG's error status: an OperationOutcome as
-// application/fhir+json) and issue code "processing": final. The codes
+// as diagnostics (the IG's error status) and issue code "processing":
+// final. The codes
 // of the transient family ("exception", "transient", "throttled") are kept
 // for answers where the request, not the job, failed and a retry may work
 // (the IG asks for a code of the transient family when the poll failed but
 // the job did not, so a client retries: a poll that fails with exception
 // does not mean the job did).
+//
+// # Content types
+//
+// Every FHIR resource served (OperationOutcomes, the CapabilityStatement,
+// the OperationDefinitions) gets its Content-Type from fhirContentType,
+// the one place it is decided: application/json when the request's
+// Accept gives application/json a higher q than application/fhir+json
+// (Accept: application/json; "application/json,
+// application/fhir+json;q=0.5"), application/fhir+json otherwise (no
+// Accept, */*, application/*, a tie, nothing JSON), always with Vary:
+// Accept. The body is the same FHIR JSON either way: some clients (BDT's)
+// parse only bodies labelled application/json. Not negotiated: the
+// completion manifest, which the IG's complete status specifies as
+// application/json; /healthz, /readyz, SMART discovery and the token
+// endpoint (plain JSON); NDJSON files; and the 503 LimitListener writes
+// before any request is read (application/fhir+json).
 //
 // # Status and manifest
 //

@@ -220,9 +220,9 @@ func acceptsGzip(values []string) bool {
 			coding, params, _ := strings.Cut(c, ";")
 			switch strings.ToLower(strings.TrimSpace(coding)) {
 			case "gzip", "x-gzip":
-				gz = qvalue(params)
+				gz = paramQ(params)
 			case "*":
-				star = qvalue(params)
+				star = paramQ(params)
 			}
 		}
 	}

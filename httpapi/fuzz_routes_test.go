@@ -99,8 +99,8 @@ func FuzzJobRoutes(f *testing.F) {
 		if code < 400 || method == "HEAD" {
 			return
 		}
-		if ct := rec.Header().Get("Content-Type"); ct != contentTypeFHIR {
-			t.Fatalf("%s %q: status %d with Content-Type %q: %s", method, path, code, ct, rec.Body)
+		if ct := rec.Header().Get("Content-Type"); !outcomeTypeOK(ct, accept) {
+			t.Fatalf("%s %q: status %d with Content-Type %q for Accept %q: %s", method, path, code, ct, accept, rec.Body)
 		}
 		var oo outcome
 		dec := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))

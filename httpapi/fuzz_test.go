@@ -74,8 +74,8 @@ func FuzzKickoff(f *testing.F) {
 			}
 			return
 		}
-		if ct := rec.Header().Get("Content-Type"); ct != contentTypeFHIR {
-			t.Fatalf("status %d with Content-Type %q", rec.Code, ct)
+		if ct := rec.Header().Get("Content-Type"); !outcomeTypeOK(ct, accept) {
+			t.Fatalf("status %d with Content-Type %q for Accept %q", rec.Code, ct, accept)
 		}
 		var oo outcome
 		dec := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))

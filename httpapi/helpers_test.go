@@ -186,15 +186,22 @@ func serve(h http.Handler, req request) *httptest.ResponseRecorder {
 	return rec
 }
 
-// checkOutcome asserts rec is an OperationOutcome with one error issue
-// whose diagnostics contain diag.
+// checkOutcome asserts rec is an application/fhir+json OperationOutcome
+// with one issue whose diagnostics contain diag.
 func checkOutcome(t testing.TB, rec *httptest.ResponseRecorder, status int, diag string) outcome {
+	t.Helper()
+	return checkOutcomeAs(t, rec, contentTypeFHIR, status, diag)
+}
+
+// checkOutcomeAs is checkOutcome for an OperationOutcome served as
+// contentType.
+func checkOutcomeAs(t testing.TB, rec *httptest.ResponseRecorder, contentType string, status int, diag string) outcome {
 	t.Helper()
 	if rec.Code != status {
 		t.Errorf("status = %d, want %d (body %s)", rec.Code, status, rec.Body)
 	}
-	if ct := rec.Header().Get("Content-Type"); ct != contentTypeFHIR {
-		t.Errorf("Content-Type = %q, want %q", ct, contentTypeFHIR)
+	if ct := rec.Header().Get("Content-Type"); ct != contentType {
+		t.Errorf("Content-Type = %q, want %q", ct, contentType)
 	}
 	var oo outcome
 	dec := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))
@@ -254,4 +261,11 @@ func startManager(tb testing.TB, x *index.Index, head int) *export.Manager {
 		}
 	})
 	return m
+}
+
+// outcomeTypeOK reports whether an OperationOutcome answering a request
+// with this Accept may have Content-Type ct: application/fhir+json, or
+// application/json when the Accept names it.
+func outcomeTypeOK(ct, accept string) bool {
+	return ct == contentTypeFHIR || (ct == contentTypeJSON && strings.Contains(strings.ToLower(accept), "application/json"))
 }

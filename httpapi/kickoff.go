@@ -85,40 +85,29 @@ func (a *api) readKickoff(w http.ResponseWriter, r *http.Request) (export.Kickof
 	return k, err
 }
 
-// acceptable are the media types an $export client may ask its
-// OperationOutcome in; the last three are wildcards and the FHIR DSTU2
-// spelling still sent by some clients.
-var acceptable = map[string]bool{
-	"application/fhir+json": true,
-	"application/json":      true,
-	"*/*":                   true,
-	"application/*":         true,
-	"application/json+fhir": true,
-}
-
-// checkAccept requires an Accept header (400 when missing or empty) that
-// lists at least one acceptable media range with q > 0 (406 otherwise).
+// checkAccept checks the kick-off's Accept header. The IG's kick-off
+// request (https://hl7.org/fhir/uv/bulkdata/export.html, "Headers")
+// requires it and supports only application/fhir+json, the format of the
+// OperationOutcome a kick-off may answer with: missing or empty is 400
+// required, and one that does not accept application/fhir+json (q > 0,
+// through */*, application/* or the type itself, also spelt
+// application/json+fhir as in DSTU2) is 400 not-supported, naming the
+// fix. Accept: application/json alone is refused: a client that can only
+// read plain JSON asks for it alongside, as in
+// "application/json, application/fhir+json;q=0.5". This is a header
+// check, so Prefer: handling=lenient does not relax it.
 func checkAccept(values []string) error {
-	present := false
-	for _, v := range values {
-		for _, mr := range splitList(v) {
-			typ, params, _ := strings.Cut(mr, ";")
-			typ = strings.ToLower(strings.TrimSpace(typ))
-			if typ == "" {
-				continue
-			}
-			present = true
-			if acceptable[typ] && qvalue(params) > 0 {
-				return nil
-			}
-		}
-	}
+	ranges, present := parseAccept(values)
 	if !present {
 		return &httpError{status: http.StatusBadRequest, code: "required",
 			diag: "the Accept header is required; send Accept: application/fhir+json"}
 	}
-	return &httpError{status: http.StatusNotAcceptable, code: "not-supported",
-		diag: "Accept " + truncate(strings.Join(values, ", "), 200) + " is not supported; send Accept: application/fhir+json"}
+	if fhirJSONWeight(ranges) > 0 {
+		return nil
+	}
+	return &httpError{status: http.StatusBadRequest, code: "not-supported",
+		diag: "Accept " + truncate(strings.Join(values, ", "), 200) + " is not supported: a kick-off answers only in " +
+			"application/fhir+json (Bulk Data IG); send Accept: application/fhir+json"}
 }
 
 // parsePrefer reads RFC 7240 preferences from every Prefer line: values are
@@ -143,52 +132,6 @@ func parsePrefer(values []string) (async, lenient bool) {
 		}
 	}
 	return async, handling == "lenient"
-}
-
-// qvalue returns the q parameter of a media range or coding's parameters
-// (";q=0.5;..."), 1 when absent, 0 when malformed.
-func qvalue(params string) float64 {
-	for _, p := range strings.Split(params, ";") {
-		name, val, _ := strings.Cut(p, "=")
-		if strings.EqualFold(strings.TrimSpace(name), "q") {
-			q, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err != nil || q < 0 || q > 1 {
-				return 0
-			}
-			return q
-		}
-	}
-	return 1
-}
-
-// splitList splits a comma-separated header value, ignoring commas inside
-// quoted strings, and drops empty elements.
-func splitList(v string) []string {
-	var out []string
-	start, quoted := 0, false
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '\\':
-			if quoted {
-				i++
-			}
-		case '"':
-			quoted = !quoted
-		case ',':
-			if !quoted {
-				if s := strings.TrimSpace(v[start:i]); s != "" {
-					out = append(out, s)
-				}
-				start = i + 1
-			}
-		}
-	}
-	if start < len(v) {
-		if s := strings.TrimSpace(v[start:]); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // parseQuery returns the query's parameters in order, one Param per value.

@@ -56,10 +56,10 @@ func TestKickoffHeaderVariants(t *testing.T) {
 		lenient bool
 	}{
 		{"plain", []string{"application/fhir+json"}, []string{"respond-async"}, false},
-		{"json", []string{"application/json"}, []string{"respond-async"}, false},
+		{"json preferred, fhir+json allowed", []string{"application/json, application/fhir+json;q=0.5"}, []string{"respond-async"}, false},
 		{"star", []string{"*/*"}, []string{"RESPOND-ASYNC"}, false},
 		{"params and list", []string{"text/html, application/fhir+json; charset=utf-8; q=0.8"}, []string{"respond-async, handling=lenient"}, true},
-		{"accept two lines", []string{"text/html", "application/json"}, []string{"respond-async; wait=10"}, false},
+		{"accept two lines", []string{"text/html", "application/fhir+json"}, []string{"respond-async; wait=10"}, false},
 		{"quoted lenient", []string{"*/*"}, []string{`handling="lenient"`, "respond-async"}, true},
 		{"first handling wins", []string{"*/*"}, []string{"respond-async,handling=strict,handling=lenient"}, false},
 		{"spaces", []string{"*/*"}, []string{" respond-async ,  handling =  Lenient "}, true},

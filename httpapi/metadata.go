@@ -110,12 +110,13 @@ func (a *api) metadata(w http.ResponseWriter, r *http.Request) {
 	a.serveDoc(func() []byte { return a.docs.capability })(w, r)
 }
 
-// serveDoc serves a precomputed FHIR resource.
+// serveDoc serves a precomputed FHIR resource, its Content-Type
+// negotiated as every FHIR resource's (fhirContentType).
 func (a *api) serveDoc(doc func() []byte) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		b := doc()
 		h := w.Header()
-		h.Set("Content-Type", contentTypeFHIR)
+		setFHIRContentType(h, r)
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(b)

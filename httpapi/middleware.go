@@ -100,7 +100,7 @@ func (a *api) instrument(w http.ResponseWriter, r *http.Request, h http.Handler)
 				a.log.Error("panic serving request", "route", rec.route, "method", r.Method,
 					"panic", v, "stack", string(debug.Stack()))
 				if !rec.wroteHeader {
-					writeOutcome(rec, http.StatusInternalServerError,
+					writeOutcome(rec, r, http.StatusInternalServerError,
 						issue{Severity: "error", Code: "exception", Diagnostics: "internal server error"})
 				}
 				rec.status = http.StatusInternalServerError

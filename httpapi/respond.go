@@ -135,33 +135,39 @@ func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 		iss.Code, iss.Diagnostics = "exception", "internal server error"
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 	}
-	writeOutcome(w, status, iss)
+	writeOutcome(w, r, status, iss)
 }
 
-// writeOutcome writes an OperationOutcome with one issue.
-func writeOutcome(w http.ResponseWriter, status int, iss issue) {
-	writeResource(w, status, contentTypeFHIR, outcome{ResourceType: "OperationOutcome", Issue: []issue{iss}})
+// writeOutcome writes an OperationOutcome with one issue, as
+// application/fhir+json or, when r's Accept prefers it, application/json
+// (fhirContentType).
+func writeOutcome(w http.ResponseWriter, r *http.Request, status int, iss issue) {
+	setFHIRContentType(w.Header(), r)
+	writeBody(w, status, outcome{ResourceType: "OperationOutcome", Issue: []issue{iss}})
 }
 
-// writeResource writes v as JSON with the given content type. Encoding
+// writeJSON writes v as application/json whatever Accept says: the
+// completion manifest (the IG's complete status is application/json,
+// https://hl7.org/fhir/uv/bulkdata/export.html), the OAuth answers and the
+// operational endpoints, none of which is a FHIR resource.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", contentTypeJSON)
+	writeBody(w, status, v)
+}
+
+// writeBody writes v as JSON under the Content-Type already set. Encoding
 // errors can only be programming errors here (plain structs), and write
 // errors mean the client left, so neither is reported.
-func writeResource(w http.ResponseWriter, status int, contentType string, v any) {
+func writeBody(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false) // URLs keep their & (not \u0026)
 	_ = enc.Encode(v)
 	h := w.Header()
-	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
-}
-
-// writeJSON is writeResource for the plain-JSON operational endpoints.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	writeResource(w, status, contentTypeJSON, v)
 }
 
 // retryAfter formats d as Retry-After delay-seconds: whole seconds,

@@ -75,7 +75,7 @@ func (a *api) status(w http.ResponseWriter, r *http.Request) {
 		// transient family, which tells a client that the poll failed and
 		// should be retried (as the IG asks for a failed poll), whereas a failed
 		// job is final.
-		writeOutcome(w, http.StatusInternalServerError, issue{Severity: "error", Code: "processing",
+		writeOutcome(w, r, http.StatusInternalServerError, issue{Severity: "error", Code: "processing",
 			Diagnostics: diag + "; start a new export"})
 	default:
 		a.respondError(w, r, fmt.Errorf("job %s in unknown state %q", id, st.State))
@@ -112,7 +112,7 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 		a.respondError(w, r, err)
 		return
 	}
-	writeOutcome(w, http.StatusAccepted, issue{Severity: "information", Code: "informational",
+	writeOutcome(w, r, http.StatusAccepted, issue{Severity: "information", Code: "informational",
 		Diagnostics: "export job cancelled; its status and files are gone"})
 }
 

@@ -76,7 +76,7 @@ func TestCancel(t *testing.T) {
 	if rec.Code != http.StatusAccepted {
 		t.Fatalf("DELETE = %d, want 202", rec.Code)
 	}
-	oo := checkOutcome(t, rec, http.StatusAccepted, "cancelled")
+	oo := checkOutcomeAs(t, rec, contentTypeJSON, http.StatusAccepted, "cancelled")
 	if oo.Issue[0].Severity != "information" {
 		t.Errorf("severity = %q, want information", oo.Issue[0].Severity)
 	}
