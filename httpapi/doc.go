@@ -205,7 +205,10 @@
 // application/fhir+json;q=0.5"), application/fhir+json otherwise (no
 // Accept, */*, application/*, a tie, nothing JSON), always with Vary:
 // Accept. The body is the same FHIR JSON either way: some clients (BDT's)
-// parse only bodies labelled application/json. Not negotiated: the
+// parse only bodies labelled application/json. For a failed job's status
+// this departs from the letter of the IG's error status (an
+// OperationOutcome as application/fhir+json) only when the client itself
+// asked for application/json first. Not negotiated: the
 // completion manifest, which the IG's complete status specifies as
 // application/json; /healthz, /readyz, SMART discovery and the token
 // endpoint (plain JSON); NDJSON files; and the 503 LimitListener writes
