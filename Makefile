@@ -15,7 +15,11 @@ build:
 
 # Build, start `serve` on the embedded default (embedded NATS + Pebble in
 # ./data), publish the Synthea sample, and keep serving until Ctrl-C.
-run: build
+# BULKSTREAM_LISTEN, BULKSTREAM_NATS_LISTEN and the other BULKSTREAM_*
+# variables configure serve, and the script follows them (scripts/run.sh).
+run:
+	@echo "make run: building $(BIN); the first build downloads and compiles the dependencies (about 3 minutes), later ones take seconds"
+	@$(MAKE) --no-print-directory build
 	./scripts/run.sh $(BIN)
 
 test:
