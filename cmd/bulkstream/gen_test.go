@@ -5,9 +5,12 @@ import (
 	"compress/gzip"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bulkstream/bulkstream"
 )
 
 const genSample = "../../testdata/synthea-r4-100-patients.ndjson.gz"
@@ -117,5 +120,28 @@ func TestGenErrors(t *testing.T) {
 				t.Errorf("gen %v wrote %d bytes to stdout", args, out.Len())
 			}
 		})
+	}
+}
+
+// TestGenAnyDirectory: the real binary, run from a directory that holds no
+// testdata/, generates from the sample built into it, byte for byte what
+// the sample file in the repository gives.
+func TestGenAnyDirectory(t *testing.T) {
+	cmd := exec.Command(binPath, "gen", "--scale", "1", "--seed", "3")
+	cmd.Dir = t.TempDir()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("gen in %s: %v\n%s", cmd.Dir, err, stderr.String())
+	}
+	var want, errOut bytes.Buffer
+	if err := runGen(t.Context(), []string{"--sample", genSample, "--scale", "1", "--seed", "3"}, &want, &errOut); err != nil {
+		t.Fatalf("gen --sample %s: %v\n%s", genSample, err, errOut.String())
+	}
+	if got := bytes.Count(stdout.Bytes(), []byte("\n")); got != bulkstream.SampleResources {
+		t.Errorf("gen from %s: %d resources, want %d", cmd.Dir, got, bulkstream.SampleResources)
+	}
+	if !bytes.Equal(stdout.Bytes(), want.Bytes()) {
+		t.Error("gen with the built-in sample differs from gen --sample " + genSample)
 	}
 }
