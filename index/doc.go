@@ -50,7 +50,11 @@
 //     the rebuild will.
 //   - Snapshot takes a Pebble snapshot and reads the clock under the commit
 //     lock, so every entry in it has CommitTime <= TransactionTime and every
-//     later change has a greater one.
+//     later change has a greater one. Only Apply, Snapshot, SetOrigin and
+//     Close take the commit lock. AppliedSeq, Clock, Counts, WaitApplied,
+//     Ready and the metrics read the state the last commit published (an
+//     atomic pointer), so a request path or a scrape never waits for a
+//     batch's fsync.
 //
 // # Failure
 //

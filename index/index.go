@@ -110,12 +110,21 @@ type Index struct {
 	// mu is the commit lock: Apply holds it while it commits a batch and
 	// publishes the new state; Snapshot holds it to pair a Pebble snapshot
 	// with the clock, so transactionTime and snapshot contents agree.
+	// appliedSeq, clock and types are the writer's copy, under mu.
 	mu         sync.Mutex
 	appliedSeq uint64
 	clock      uint64
 	types      map[string]TypeCount
-	applied    chan struct{} // closed and replaced after each commit
-	closed     bool          // written under both mu and dbMu
+	// pub is the state as of the last commit, for the readers that must
+	// not wait for a batch being synced (AppliedSeq, Clock, Counts,
+	// metrics): stored under mu, loaded without it.
+	pub    atomic.Pointer[published]
+	closed atomic.Bool // stored under both mu and dbMu
+
+	// notifyMu guards applied, closed and replaced after each commit
+	// (WaitApplied). A leaf: nothing else is taken under it.
+	notifyMu sync.Mutex
+	applied  chan struct{}
 
 	// dbMu keeps Close from closing db under the calls that do not take
 	// the commit lock (job records, Dump): they hold it shared, Close
@@ -126,6 +135,28 @@ type Index struct {
 	// Apply's batch and scratch memory, under mu.
 	wb      *pebble.Batch
 	scratch applyScratch
+}
+
+// published is the index's state after a commit. It is never modified.
+type published struct {
+	appliedSeq, clock uint64
+	counts            []TypeCount // sorted by type
+}
+
+// publish makes the writer's state (under mu) the one readers see and
+// wakes WaitApplied. countsChanged false reuses the last counts.
+func (x *Index) publish(countsChanged bool) {
+	p := &published{appliedSeq: x.appliedSeq, clock: x.clock}
+	if prev := x.pub.Load(); prev != nil && !countsChanged {
+		p.counts = prev.counts
+	} else {
+		p.counts = sortedCounts(x.types)
+	}
+	x.pub.Store(p)
+	x.notifyMu.Lock()
+	close(x.applied)
+	x.applied = make(chan struct{})
+	x.notifyMu.Unlock()
 }
 
 // TypeCount is how many current resources and tombstones a type has.
@@ -209,6 +240,7 @@ func Open(dir string, opts *Options) (*Index, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("open index %q: %w", dir, err)
 	}
+	x.publish(true)
 	if opts.Registerer != nil {
 		coll := newCollector(x)
 		if err := opts.Registerer.Register(coll); err != nil {
@@ -272,12 +304,15 @@ func (x *Index) Close() error {
 	x.dbMu.Lock()
 	defer x.dbMu.Unlock()
 	x.mu.Lock()
-	if x.closed {
+	if x.closed.Load() {
 		x.mu.Unlock()
 		return nil
 	}
-	x.closed = true
+	x.closed.Store(true)
+	x.notifyMu.Lock()
 	close(x.applied) // wakes WaitApplied
+	x.applied = make(chan struct{})
+	x.notifyMu.Unlock()
 	if x.wb != nil {
 		x.wb.Close()
 		x.wb = nil
@@ -301,7 +336,7 @@ func (x *Index) Close() error {
 // lock; it returns ErrClosed (and holds nothing) on a closed Index.
 func (x *Index) rlockDB() error {
 	x.dbMu.RLock()
-	if x.closed {
+	if x.closed.Load() {
 		x.dbMu.RUnlock()
 		return ErrClosed
 	}
@@ -321,26 +356,21 @@ func (x *Index) Ready() error {
 }
 
 // AppliedSeq returns the last stream sequence whose batch is committed.
+// Like Clock and Counts, it never waits for a batch being committed.
 func (x *Index) AppliedSeq() uint64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.appliedSeq
+	return x.pub.Load().appliedSeq
 }
 
 // Clock returns the last commit time handed out (µs since the epoch), or the
 // origin set by SetOrigin when nothing has been applied.
 func (x *Index) Clock() uint64 {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.clock
+	return x.pub.Load().clock
 }
 
 // Counts returns the current resource and tombstone counts by type, sorted
 // by type.
 func (x *Index) Counts() []TypeCount {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return sortedCounts(x.types)
+	return slices.Clone(x.pub.Load().counts)
 }
 
 func sortedCounts(m map[string]TypeCount) []TypeCount {
@@ -357,7 +387,7 @@ func sortedCounts(m map[string]TypeCount) []TypeCount {
 func (x *Index) SetOrigin(origin time.Time) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.closed {
+	if x.closed.Load() {
 		return ErrClosed
 	}
 	if x.clock != 0 || x.appliedSeq != 0 {
@@ -368,6 +398,7 @@ func (x *Index) SetOrigin(origin time.Time) error {
 		return fmt.Errorf("index: set origin: %w", err)
 	}
 	x.clock = us
+	x.publish(false)
 	return nil
 }
 
@@ -375,13 +406,15 @@ func (x *Index) SetOrigin(origin time.Time) error {
 // or ctx is done. It returns ErrClosed if the Index is closed first.
 func (x *Index) WaitApplied(ctx context.Context, seq uint64) error {
 	for {
-		x.mu.Lock()
-		done, closed, ch := x.appliedSeq >= seq, x.closed, x.applied
-		x.mu.Unlock()
-		if done {
+		// The channel first: publish stores the state before it closes
+		// the channel, so a commit after this load wakes ch.
+		x.notifyMu.Lock()
+		ch := x.applied
+		x.notifyMu.Unlock()
+		if x.AppliedSeq() >= seq {
 			return nil
 		}
-		if closed {
+		if x.closed.Load() {
 			return ErrClosed
 		}
 		select {
@@ -438,7 +471,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.closed {
+	if x.closed.Load() {
 		return nil, ErrClosed
 	}
 	if err := x.fatal.err(); err != nil {
@@ -618,8 +651,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	if types != nil {
 		x.types = types
 	}
-	close(x.applied)
-	x.applied = make(chan struct{})
+	x.publish(types != nil)
 	return results, nil
 }
 
@@ -781,14 +813,14 @@ type Snapshot struct {
 func (x *Index) Snapshot() (*Snapshot, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.closed {
+	if x.closed.Load() {
 		return nil, ErrClosed
 	}
 	return &Snapshot{
 		snap:            x.db.NewSnapshot(),
 		TransactionTime: x.clock,
 		AppliedSeq:      x.appliedSeq,
-		counts:          sortedCounts(x.types),
+		counts:          slices.Clone(x.pub.Load().counts), // published under mu: agrees with the clock
 	}, nil
 }
 

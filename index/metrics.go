@@ -40,15 +40,14 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	x := c.x
-	x.mu.Lock()
-	if x.closed {
-		x.mu.Unlock()
+	// Not the commit lock: a scrape never waits for a batch being synced.
+	if err := x.rlockDB(); err != nil {
 		return
 	}
-	counts := sortedCounts(x.types)
-	seq, clock := x.appliedSeq, x.clock
 	m := x.db.Metrics()
-	x.mu.Unlock()
+	x.dbMu.RUnlock()
+	p := x.pub.Load()
+	counts, seq, clock := p.counts, p.appliedSeq, p.clock
 	for _, tc := range counts {
 		ch <- prometheus.MustNewConstMetric(c.resources, prometheus.GaugeValue, float64(tc.Resources), tc.Type)
 		ch <- prometheus.MustNewConstMetric(c.tombstones, prometheus.GaugeValue, float64(tc.Tombstones), tc.Type)
