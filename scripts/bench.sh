@@ -39,6 +39,9 @@
 #   EXPORT_BENCH_DOWNLOADS  files the benchmark client downloads at once (2)
 #   LOAD_DURATION           how long the 50-client load runs (30s)
 #   BENCH_OUT               report file (BENCHMARKS.md)
+#   BENCH_ONLY              comma-separated parts to run, of ingest, index,
+#                           e2e, auth, load (all; for trial runs: the
+#                           tables of the others then say they did not run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,12 +111,14 @@ run() { # label, command...
   fi
   echo | tee -a "$raw"
 }
-run "$ingest_line" "${ingest_cmd[@]}"
+BENCH_ONLY=${BENCH_ONLY:-ingest,index,e2e,auth,load}
+part() { [[ ,$BENCH_ONLY, == *,$1,* ]]; }
+part ingest && run "$ingest_line" "${ingest_cmd[@]}"
 # The index benchmarks are optional: a missing one is simply not reported.
-run "$index_line" "${index_cmd[@]}"
-run "$e2e_line" "${e2e_cmd[@]}"
-run "$auth_line" "${auth_cmd[@]}"
-run "$load_line" "${load_cmd[@]}"
+part index && run "$index_line" "${index_cmd[@]}"
+part e2e && run "$e2e_line" "${e2e_cmd[@]}"
+part auth && run "$auth_line" "${auth_cmd[@]}"
+part load && run "$load_line" "${load_cmd[@]}"
 elapsed=$(($(date +%s) - start))
 
 tmpdir=${TMPDIR:-/tmp}
