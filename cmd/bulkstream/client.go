@@ -3,17 +3,22 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/bulkstream/bulkstream/internal/bulkclient"
 	"github.com/bulkstream/bulkstream/internal/smart"
 )
 
-const clientUsage = `usage: bulkstream client <keygen|token> [flags]
+const clientUsage = `bulkstream client: SMART Backend Services client keys and access tokens
+
+usage: bulkstream client <keygen|token> [flags]
+       bulkstream client <keygen|token> --help
 
   keygen --id ID [--alg ES384|RS384] [--out FILE]
         create a signing key for a SMART Backend Services client: the
@@ -44,11 +49,33 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 }
 
+// keygenFlags are client keygen's flags.
+type keygenFlags struct{ id, alg, out *string }
+
+func bindKeygenFlags(fs *flag.FlagSet) keygenFlags {
+	return keygenFlags{
+		id:  fs.String("id", "", "client id, as registered in the --clients file (required; 1 to 128 letters, digits and . _ ~ -, not starting with .)"),
+		alg: fs.String("alg", "ES384", "signing algorithm: ES384 (P-384) or RS384 (RSA "+strconv.Itoa(smart.ClientRSABits)+" bits)"),
+		out: fs.String("out", "", "file for the private key, created with mode 0600 and never overwritten (default <id>.jwk)"),
+	}
+}
+
+// tokenFlags are client token's flags.
+type tokenFlags struct{ base, id, keyFile, scope *string }
+
+func bindTokenFlags(fs *flag.FlagSet) tokenFlags {
+	return tokenFlags{
+		base:    fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)"),
+		id:      fs.String("client-id", "", "registered client id (required)"),
+		keyFile: fs.String("key", "", "private JWK written by client keygen (required)"),
+		scope:   fs.String("scope", "system/*.rs", "requested scopes, space-separated (SMART v1 or v2 system scopes)"),
+	}
+}
+
 func runClientKeygen(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("client keygen", stderr)
-	id := fs.String("id", "", "client id (required)")
-	alg := fs.String("alg", "ES384", "signing algorithm: ES384 or RS384")
-	out := fs.String("out", "", "file for the private key (default <id>.jwk)")
+	kf := bindKeygenFlags(fs)
+	id, alg, out := kf.id, kf.alg, kf.out
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -81,10 +108,8 @@ func runClientKeygen(args []string, stdout, stderr io.Writer) error {
 
 func runClientToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("client token", stderr)
-	base := fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)")
-	id := fs.String("client-id", "", "registered client id (required)")
-	keyFile := fs.String("key", "", "private JWK written by client keygen (required)")
-	scope := fs.String("scope", "system/*.rs", "requested scopes, space-separated")
+	tf := bindTokenFlags(fs)
+	base, id, keyFile, scope := tf.base, tf.id, tf.keyFile, tf.scope
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

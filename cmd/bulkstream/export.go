@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -19,47 +20,41 @@ import (
 	"github.com/bulkstream/bulkstream/internal/bulkclient"
 )
 
-const exportUsage = `usage: bulkstream export --url BASE [flags]
+// exportFlags are export's flags.
+type exportFlags struct {
+	base, types, since, stateFile, until, elements *string
+	out, clientID, keyFile, tokenURL, apply        *string
+	post, keepJob                                  *bool
+	parallel                                       *int
+}
 
-Runs a FHIR Bulk Data $export against BASE (bulkstream or any server that
-follows the IG): kick-off, polling, parallel downloads with resume and
-retries, line counts checked against the manifest. Files and manifest.json
-go to --out; a summary goes to stdout.
-
-Incremental sync: --state FILE keeps the last transactionTime per server
-(and --type list) and uses it as the next _since; it advances only after
-every file of the run is downloaded and verified. --apply DIR keeps one
-NDJSON file per resource type there, the current state after applying
-this run's outputs and deletions (a run without _since replaces it).
-
-Ctrl-C cancels: the job is deleted on the server unless --keep-job.
-
-flags:
-`
+func bindExportFlags(fs *flag.FlagSet) exportFlags {
+	return exportFlags{
+		base:      fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)"),
+		types:     fs.String("type", "", "resource types to export, comma-separated (_type; default all)"),
+		since:     fs.String("since", "", "export changes after this FHIR instant, e.g. 2026-01-02T03:04:05Z (_since; not with --state)"),
+		stateFile: fs.String("state", "", "incremental sync: file keeping the last transactionTime, used as the next _since (not with --since)"),
+		until:     fs.String("until", "", "export changes before this FHIR instant (_until)"),
+		elements:  fs.String("elements", "", "elements to keep, comma-separated (_elements)"),
+		post:      fs.Bool("post", false, "kick off with POST and a Parameters body instead of GET"),
+		out:       fs.String("out", "export", "directory for the downloaded files and manifest.json"),
+		parallel:  fs.Int("parallel", bulkclient.DefaultParallel, "files downloaded at once (at least 1)"),
+		clientID:  fs.String("client-id", "", "SMART Backend Services client id (with --key)"),
+		keyFile:   fs.String("key", "", "private JWK of the client, from bulkstream client keygen (with --client-id)"),
+		tokenURL:  fs.String("token-url", "", "token endpoint (needs --client-id; default: from BASE/.well-known/smart-configuration)"),
+		apply:     fs.String("apply", "", "directory of the current-state mirror, one NDJSON per type"),
+		keepJob:   fs.Bool("keep-job", false, "do not DELETE the job on the server at the end or on Ctrl-C"),
+	}
+}
 
 // exportPollMin is the floor on the wait between status polls.
 var exportPollMin = time.Second
 
 func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("export", stderr)
-	base := fs.String("url", "", "FHIR base URL of the server (required)")
-	types := fs.String("type", "", "resource types to export, comma-separated (_type)")
-	since := fs.String("since", "", "export changes after this FHIR instant (_since)")
-	stateFile := fs.String("state", "", "incremental sync: file keeping the last transactionTime, used as the next _since")
-	until := fs.String("until", "", "export changes before this FHIR instant (_until)")
-	elements := fs.String("elements", "", "elements to keep, comma-separated (_elements)")
-	post := fs.Bool("post", false, "kick off with POST and a Parameters body instead of GET")
-	out := fs.String("out", "export", "directory for the downloaded files and manifest.json")
-	parallel := fs.Int("parallel", bulkclient.DefaultParallel, "files downloaded at once")
-	clientID := fs.String("client-id", "", "SMART Backend Services client id (with --key)")
-	keyFile := fs.String("key", "", "private JWK of the client (bulkstream client keygen)")
-	tokenURL := fs.String("token-url", "", "token endpoint (default: from BASE/.well-known/smart-configuration)")
-	apply := fs.String("apply", "", "directory of the current-state mirror, one NDJSON per type")
-	keepJob := fs.Bool("keep-job", false, "do not DELETE the job on the server at the end or on Ctrl-C")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, exportUsage)
-		fs.PrintDefaults()
-	}
+	f := bindExportFlags(fs)
+	base, types, since, stateFile, until, elements := f.base, f.types, f.since, f.stateFile, f.until, f.elements
+	post, out, parallel, clientID, keyFile, tokenURL, apply, keepJob := f.post, f.out, f.parallel, f.clientID, f.keyFile, f.tokenURL, f.apply, f.keepJob
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,18 +17,6 @@ import (
 	"github.com/bulkstream/bulkstream"
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
-
-const genUsage = `usage: bulkstream gen [flags]
-
-Writes the sample multiplied --scale times, with fresh deterministic ids in
-every copy and references rewritten to match, as NDJSON to stdout, or with
---out DIR to DIR/resources.ndjson. --changes K (needs --out) also writes K
-change events over those resources: updates to DIR/updates.ndjson, deletes
-as Type/id lines to DIR/deletes.txt (for publish --delete). Same sample,
---seed and --scale: byte-identical output.
-
-flags:
-`
 
 // Output file names under --out (plus ".gz" with --gzip).
 const (
@@ -62,16 +51,8 @@ const (
 //	bulkstream publish --delete /tmp/gen/deletes.txt
 func runGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("gen", stderr)
-	scale := fs.Int("scale", 1, "copies of the sample to generate (≥ 1)")
-	seed := fs.Uint64("seed", 1, "seed of the ids and of the changes")
-	changes := fs.Int("changes", 0, "change events to generate over the resources (needs --out)")
-	sample := fs.String("sample", "", "NDJSON sample to multiply, plain or gzip (default: the Synthea sample built into the binary, "+strconv.Itoa(bulkstream.SampleResources)+" resources)")
-	out := fs.String("out", "", "directory for "+genResourcesFile+", "+genUpdatesFile+" and "+genDeletesFile+" (default: resources to stdout)")
-	gz := fs.Bool("gzip", false, "gzip every output, at gzip.BestSpeed (file names get .gz)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), genUsage)
-		fs.PrintDefaults()
-	}
+	f := bindGenFlags(fs)
+	scale, seed, changes, sample, out, gz := f.scale, f.seed, f.changes, f.sample, f.out, f.gzip
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -169,6 +150,25 @@ func openGenSample(path string) (*synth.Sample, error) {
 		return nil, fmt.Errorf("embedded %s: %w", bulkstream.SampleName, err)
 	}
 	return s, nil
+}
+
+// genFlags are gen's flags.
+type genFlags struct {
+	scale, changes *int
+	seed           *uint64
+	sample, out    *string
+	gzip           *bool
+}
+
+func bindGenFlags(fs *flag.FlagSet) genFlags {
+	return genFlags{
+		scale:   fs.Int("scale", 1, "copies of the sample to generate, each with fresh ids (at least 1; one copy is "+strconv.Itoa(bulkstream.SampleResources)+" resources)"),
+		seed:    fs.Uint64("seed", 1, "seed of the ids and of the changes (any unsigned 64-bit number)"),
+		changes: fs.Int("changes", 0, "change events to generate over the resources, about 20% deletes (0 to the number of resources generated; needs --out)"),
+		sample:  fs.String("sample", "", "NDJSON sample to multiply, plain or gzip (default: the Synthea sample built into the binary, "+strconv.Itoa(bulkstream.SampleResources)+" resources)"),
+		out:     fs.String("out", "", "directory (created if missing) for "+genResourcesFile+", "+genUpdatesFile+" and "+genDeletesFile+" (default: resources to stdout)"),
+		gzip:    fs.Bool("gzip", false, "gzip every output, at gzip.BestSpeed (file names get .gz)"),
+	}
 }
 
 // writeGenFiles creates the files at paths under temporary names, calls

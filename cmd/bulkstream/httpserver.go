@@ -46,13 +46,13 @@ const (
 
 func bindHTTPFlags(fs *flag.FlagSet, c *httpConfig) {
 	fs.StringVar(&c.OpsListen, "ops-listen", "", "serve /metrics, /healthz and /readyz on this address (plain HTTP, no authorization) instead of --listen; a non-loopback address needs --insecure")
-	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "a request's line and headers must arrive within this")
-	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", defaultReadBodyTimeout, "a request body (kick-off POST, token request) must arrive whole within this")
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", defaultWriteTimeout, "every answer but a file download must be written within this")
-	fs.DurationVar(&c.DownloadStallTimeout, "download-stall-timeout", defaultDownloadStallTimeout, "a file download is cut off when its client takes no bytes (less than 128 KiB) for this long; a long download that keeps moving is not")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", defaultIdleTimeout, "an idle keep-alive connection is closed after this")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "a request's line and headers must arrive within this (more than 0)")
+	fs.DurationVar(&c.ReadBodyTimeout, "read-body-timeout", defaultReadBodyTimeout, "a request body (kick-off POST, token request) must arrive whole within this (more than 0)")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", defaultWriteTimeout, "every answer but a file download must be written within this (more than 0)")
+	fs.DurationVar(&c.DownloadStallTimeout, "download-stall-timeout", defaultDownloadStallTimeout, "a file download is cut off when its client takes no bytes (less than 128 KiB) for this long; a long download that keeps moving is not (more than 0)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", defaultIdleTimeout, "an idle keep-alive connection is closed after this (more than 0)")
 	fs.IntVar(&c.MaxConns, "max-conns", defaultMaxConns, "HTTP connections open at once on --listen; past it new ones get 503 at once (0: no cap)")
-	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", defaultMaxConnsPerIP, "HTTP connections open at once from one client IP; past it its new ones get 503 at once (0: no cap; raise it behind a proxy)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", defaultMaxConnsPerIP, "HTTP connections open at once from one client IP; past it its new ones get 503 at once (0: no cap; at most --max-conns; raise it behind a proxy)")
 }
 
 // check validates the HTTP flags, naming the one at fault.

@@ -31,20 +31,23 @@ func main() {
 	}
 }
 
-const usage = `usage: bulkstream <command> [flags]
+const usage = `bulkstream: a FHIR Bulk Data ($export) server fed by NATS JetStream change events
+
+usage: bulkstream <command> [flags]
+       bulkstream <command> --help
 
 commands:
   serve     run the export service (embedded NATS unless --nats-url is given)
   publish   publish NDJSON resources (or deletes) as change events
   gen       generate realistic FHIR data from the Synthea sample
   rebuild   drop the index and replay the stream into it
-  client    SMART Backend Services client keys and tokens (keygen, token)
   export    run a Bulk Data export against a server (one-shot or incremental sync)
+  client    SMART Backend Services client keys and tokens (keygen, token)
   version   print the version
 
-Run 'bulkstream <command> -h' for a command's flags. Every flag can also be
-set through the environment as BULKSTREAM_<FLAG> (--nats-url is
-BULKSTREAM_NATS_URL).
+Run 'bulkstream <command> --help' for a command's flags and their limits.
+Every flag can also be set through the environment as BULKSTREAM_<FLAG>
+(--nats-url is BULKSTREAM_NATS_URL); a flag on the command line wins.
 `
 
 // run is main without the process: tests call it directly.
@@ -54,6 +57,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return flag.ErrHelp
 	}
 	cmd, args := args[0], args[1:]
+	if wantsHelp(args) {
+		// Asked for: help goes to stdout and the exit status is 0.
+		stderr = stdout
+	}
+	err := runCommand(ctx, cmd, args, stdin, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) && wantsHelp(args) {
+		return nil
+	}
+	return err
+}
+
+// runCommand runs the command cmd with its args.
+func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return runServe(ctx, args, stdout, stderr)

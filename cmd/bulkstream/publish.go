@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,32 +24,13 @@ import (
 	"golang.org/x/term"
 )
 
-const publishUsage = `usage: bulkstream publish [flags] [file ...]
-
-Publishes NDJSON FHIR resources (one per line; files may be gzipped; "-"
-or no file is stdin) as upsert change events on fhir.<Type>.<id>. With
---delete, lines are Type/id and are published as deletes. Lines that are
-not valid resources are reported with file:line and skipped; the command
-then exits with an error.
-
-flags:
-`
-
 // maxRejectsShown caps the rejected lines listed in the summary.
 const maxRejectsShown = 20
 
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("publish", stderr)
-	natsURL := fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL (tls://… for TLS)")
-	var natsCreds natsClientFlags
-	bindNATSClientFlags(fs, &natsCreds, "the NATS server")
-	del := fs.Bool("delete", false, "lines are Type/id; publish deletes")
-	maxInFlight := fs.Int("max-in-flight", ingest.DefaultMaxInFlight, "most publishes awaiting their ack")
-	sample := fs.Bool("sample", false, "publish the Synthea sample built into the binary ("+strconv.Itoa(bulkstream.SampleResources)+" resources) instead of files")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, publishUsage)
-		fs.PrintDefaults()
-	}
+	f := bindPublishFlags(fs)
+	natsURL, natsCreds, del, maxInFlight, sample := f.natsURL, f.natsCreds, f.delete, f.maxInFlight, f.sample
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -175,6 +157,25 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return fmt.Errorf("publish: %d lines rejected", nRejected)
 	}
 	return nil
+}
+
+// publishFlags are publish's flags.
+type publishFlags struct {
+	natsURL     *string
+	natsCreds   *natsClientFlags
+	delete      *bool
+	maxInFlight *int
+	sample      *bool
+}
+
+func bindPublishFlags(fs *flag.FlagSet) publishFlags {
+	f := publishFlags{natsCreds: new(natsClientFlags)}
+	f.natsURL = fs.String("nats-url", "nats://127.0.0.1:4222", "NATS server URL (tls://… for TLS); make run passes serve's --nats-listen")
+	bindNATSClientFlags(fs, f.natsCreds, "the NATS server")
+	f.delete = fs.Bool("delete", false, "lines are Type/id; publish deletes")
+	f.maxInFlight = fs.Int("max-in-flight", ingest.DefaultMaxInFlight, "most publishes awaiting their ack (at least 1)")
+	f.sample = fs.Bool("sample", false, "publish the Synthea sample built into the binary ("+strconv.Itoa(bulkstream.SampleResources)+" resources) instead of files; not with --delete or files")
+	return f
 }
 
 // input is one NDJSON source.

@@ -42,8 +42,8 @@ func bindSecurityFlags(fs *flag.FlagSet, c *securityConfig) {
 	fs.BoolVar(&c.Insecure, "insecure", false, "allow serving without --clients on a non-loopback --listen address, and the embedded NATS server without --nats-auth on a non-loopback --nats-listen: anyone who reaches them can export (or read, publish and delete) everything")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTPS (TLS 1.2 or later); needs --tls-key")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key file for --tls-cert")
-	fs.DurationVar(&c.TokenLifetime, "token-lifetime", smart.DefaultTokenLifetime, "access token lifetime (SMART recommends at most 5m)")
-	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "how often a new access-token signing key replaces the old one, which keeps verifying until its tokens expire (0: never)")
+	fs.DurationVar(&c.TokenLifetime, "token-lifetime", smart.DefaultTokenLifetime, "access token lifetime (more than 0 and at most 1h; above the 5m SMART recommends is logged as a warning)")
+	fs.DurationVar(&c.KeyRotation, "key-rotation", 24*time.Hour, "how often a new access-token signing key replaces the old one, which keeps verifying until its tokens expire (0: never; else at least 1m)")
 }
 
 // check refuses a configuration that would serve an open API beyond this

@@ -61,26 +61,26 @@ type natsConfig struct {
 }
 
 func bindNATSFlags(fs *flag.FlagSet, c *natsConfig) {
-	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the Pebble index, export files and the embedded NATS store")
-	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL; empty starts an embedded NATS server with JetStream")
-	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded NATS server; without --nats-auth only a loopback address (see --insecure)")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "directory for the Pebble index (index/), export files (exports/), the embedded NATS store (nats/) and auth state (auth/); created if missing")
+	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server URL (nats://host:port, tls://… for TLS); empty starts an embedded NATS server with JetStream")
+	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "host:port of the embedded NATS server; without --nats-auth only a loopback address (see --insecure)")
 	fs.StringVar(&c.NATSAuth, "nats-auth", "", "NATS users and permissions file (JSON) the embedded server enforces")
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "PEM certificate (chain) file: the embedded NATS server requires TLS (1.2 or later); needs --nats-tls-key")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "PEM private key file for --nats-tls-cert")
 	bindNATSClientFlags(fs, &c.NATSClient, "--nats-url")
-	fs.StringVar(&c.Ingest.Stream, "stream", ingest.DefaultStream, "JetStream stream of change events")
+	fs.StringVar(&c.Ingest.Stream, "stream", ingest.DefaultStream, "JetStream stream of change events (a name without '.', '*', '>', '/', '\\' or whitespace)")
 	c.Ingest.Subjects = []string{ingest.DefaultSubject}
-	fs.Func("subjects", "comma-separated subjects of the stream (default "+ingest.DefaultSubject+")", func(s string) error {
+	fs.Func("subjects", "comma-separated subjects of the stream: NATS subject filters that must not match the dead-letter subjects bulkstream.dlq.<reason> (default "+ingest.DefaultSubject+")", func(s string) error {
 		c.Ingest.Subjects = strings.Split(s, ",")
 		return nil
 	})
-	fs.IntVar(&c.Ingest.Replicas, "replicas", 1, "stream replicas when bulkstream creates the stream")
-	fs.DurationVar(&c.Ingest.MaxAge, "max-age", 0, "stream max age when bulkstream creates it (0 = keep forever)")
-	fs.Int64Var(&c.Ingest.MaxMsgsPerSubject, "max-msgs-per-subject", 0, "stream messages kept per subject, i.e. per resource (0 = unlimited; 1 = compacted)")
-	fs.StringVar(&c.Ingest.Durable, "durable", ingest.DefaultDurable, "durable consumer name")
-	fs.StringVar(&c.Ingest.DLQStream, "dlq-stream", ingest.DefaultDLQStream, "dead-letter stream")
-	fs.IntVar(&c.Ingest.BatchSize, "batch-size", ingest.DefaultBatchSize, "events fetched and committed per Pebble batch")
-	fs.IntVar(&c.Ingest.MaxEventBytes, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest event body accepted; larger ones are dead-lettered")
+	fs.IntVar(&c.Ingest.Replicas, "replicas", 1, "stream replicas when bulkstream creates the stream (1 to 5)")
+	fs.DurationVar(&c.Ingest.MaxAge, "max-age", 0, "stream max age when bulkstream creates it (0: keep forever; not negative)")
+	fs.Int64Var(&c.Ingest.MaxMsgsPerSubject, "max-msgs-per-subject", 0, "stream messages kept per subject, i.e. per resource (0: unlimited; 1: compacted; not negative)")
+	fs.StringVar(&c.Ingest.Durable, "durable", ingest.DefaultDurable, "durable consumer name (without '.', '*', '>', '/', '\\' or whitespace)")
+	fs.StringVar(&c.Ingest.DLQStream, "dlq-stream", ingest.DefaultDLQStream, "dead-letter stream, subjects bulkstream.dlq.> (a name other than --stream, without '.', '*', '>', '/', '\\' or whitespace)")
+	fs.IntVar(&c.Ingest.BatchSize, "batch-size", ingest.DefaultBatchSize, "events fetched and committed per Pebble batch (1 to 10000)")
+	fs.IntVar(&c.Ingest.MaxEventBytes, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest event body accepted, in bytes; larger ones are dead-lettered as too_large (at least 1)")
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -99,25 +99,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	bindNATSFlags(fs, &c.natsConfig)
-	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address")
-	fs.StringVar(&c.PublicURL, "public-url", "", "base URL clients reach this server at, for Content-Location and manifest URLs (default http://<listen>)")
-	fs.StringVar(&c.BasePath, "base-path", httpapi.DefaultBasePath, "path of the FHIR endpoints ($export, metadata, status and files)")
-	fs.DurationVar(&c.Export.TTL, "export-ttl", export.DefaultTTL, "how long a finished export's manifest and files stay available")
-	fs.IntVar(&c.Export.MaxFinishedJobs, "max-finished-exports", export.DefaultMaxFinishedJobs, "finished exports kept for download; past it the oldest of the client holding the most is removed before --export-ttl (-1: no cap)")
-	fs.IntVar(&c.Export.MaxFinishedJobsPerClient, "max-finished-exports-per-client", export.DefaultMaxFinishedJobsPerClient, "finished exports kept per client (default for clients without max_finished_exports); past it the client's own oldest is removed (-1: no cap)")
-	fs.IntVar(&c.Export.Workers, "export-workers", export.DefaultWorkers, "export jobs running at once")
-	fs.IntVar(&c.Export.MaxActiveJobs, "max-export-jobs", export.DefaultMaxActiveJobs, "queued plus running export jobs; past it kick-off answers 429")
-	fs.Int64Var(&c.Export.FileMaxResources, "file-max-resources", export.DefaultFileMaxResources, "resources per NDJSON file before a new file starts")
-	fs.Int64Var(&c.Export.FileMaxBytes, "file-max-bytes", export.DefaultFileMaxBytes, "bytes per NDJSON file before a new file starts")
-	fs.Int64Var(&c.Export.MinFreeBytes, "min-free-bytes", export.DefaultMinFreeBytes, "kick-off answers 503 while the export disk has less free space (negative: no check)")
-	fs.Int64Var(&c.Export.ExportReserveBytes, "export-reserve-bytes", export.DefaultExportReserveBytes, "a running export fails, its files removed, before the export disk's free space drops below this (at most --min-free-bytes; negative: no check)")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "HTTP listen address host:port; without --clients only a loopback address (see --insecure); every interface (:8080) needs --public-url")
+	fs.StringVar(&c.PublicURL, "public-url", "", "base URL clients reach this server at, for Content-Location, file URLs and the token endpoint: an absolute http(s) URL without query, fragment or user info (default http://<listen>, https:// with --tls-cert; required when --listen binds every interface)")
+	fs.StringVar(&c.BasePath, "base-path", httpapi.DefaultBasePath, "path of the FHIR endpoints ($export, metadata, status and files): a plain path starting with /")
+	fs.DurationVar(&c.Export.TTL, "export-ttl", export.DefaultTTL, "how long a finished export's manifest and files stay available (more than 0)")
+	fs.IntVar(&c.Export.MaxFinishedJobs, "max-finished-exports", export.DefaultMaxFinishedJobs, "finished exports kept for download, all clients together; past it the oldest of the client holding the most is removed before --export-ttl (at least 1; -1: no cap)")
+	fs.IntVar(&c.Export.MaxFinishedJobsPerClient, "max-finished-exports-per-client", export.DefaultMaxFinishedJobsPerClient, "finished exports kept per client (default for clients without max_finished_exports); past it the client's own oldest is removed (at least 1; -1: no cap)")
+	fs.IntVar(&c.Export.Workers, "export-workers", export.DefaultWorkers, "export jobs running at once (at least 1)")
+	fs.IntVar(&c.Export.MaxActiveJobs, "max-export-jobs", export.DefaultMaxActiveJobs, "queued plus running export jobs; past it kick-off answers 429 with Retry-After (at least 1)")
+	fs.Int64Var(&c.Export.FileMaxResources, "file-max-resources", export.DefaultFileMaxResources, "resources per NDJSON file before a new file starts (at least 1)")
+	fs.Int64Var(&c.Export.FileMaxBytes, "file-max-bytes", export.DefaultFileMaxBytes, "bytes per NDJSON file before a new file starts (at least 1)")
+	fs.Int64Var(&c.Export.MinFreeBytes, "min-free-bytes", export.DefaultMinFreeBytes, "kick-off answers 503 while the export disk has less free space, in bytes (at least --export-reserve-bytes; negative: no check)")
+	fs.Int64Var(&c.Export.ExportReserveBytes, "export-reserve-bytes", export.DefaultExportReserveBytes, "a running export fails, its files removed, before the export disk's free space drops below this many bytes (at most --min-free-bytes; negative: no check)")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.ReadyMaxLag, "ready-max-lag", defaultReadyMaxLag, "/readyz answers 503 while ingest lags the stream by more (0: no lag check)")
-	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while kick-offs are still served, before draining (for load balancers to stop routing here)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after SIGTERM, how long downloads and requests in flight may take before their connections are closed")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 (\"shutting down\") while kick-offs are still served, before draining, for load balancers to stop routing here (0: no delay)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after the shutdown delay, how long downloads and requests in flight may take before their connections are closed")
 	bindSecurityFlags(fs, &c.Security)
-	fs.Int64Var(&c.Ingest.MinFreeBytes, "ingest-min-free-bytes", ingest.DefaultMinFreeBytes, "ingest pauses (events stay in the stream) while the index disk has less free space (negative: no check)")
+	fs.Int64Var(&c.Ingest.MinFreeBytes, "ingest-min-free-bytes", ingest.DefaultMinFreeBytes, "ingest pauses (events stay in the stream) while the index disk has less free space, in bytes, than this plus twice the batch; the embedded NATS server refuses publishes below twice this (at most --export-reserve-bytes; negative: no check)")
 	bindHTTPFlags(fs, &c.HTTP)
 }
 
