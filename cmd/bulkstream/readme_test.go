@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/bulkstream/bulkstream/ingest"
 )
 
 // readmeSection returns the README's section under heading (a whole
@@ -91,5 +93,24 @@ func TestREADMEGuaranteesNameRealTests(t *testing.T) {
 		if !defined[name] {
 			t.Errorf("the README's Guarantees cite %s, which no test file defines", name)
 		}
+	}
+}
+
+// TestREADMEDeadLetterHeaders: the README's event contract names every
+// header a dead letter carries (package ingest's HeaderDLQ* constants,
+// and the replaced Nats-Msg-Id), and how to install the nats CLI its
+// examples use.
+func TestREADMEDeadLetterHeaders(t *testing.T) {
+	section := readmeSection(t, "## Event contract for publishers")
+	for _, h := range []string{
+		ingest.HeaderDLQReason, ingest.HeaderDLQDetail, ingest.HeaderDLQSubject, ingest.HeaderDLQSequence,
+		ingest.HeaderDLQMsgID, ingest.HeaderDLQTruncated, "Nats-Msg-Id: dlq/",
+	} {
+		if !strings.Contains(section, "`"+h) {
+			t.Errorf("the README's event contract does not name the dead-letter header %s", h)
+		}
+	}
+	if !strings.Contains(section, "go install github.com/nats-io/natscli/nats@v") {
+		t.Error("the README's nats CLI examples do not say how to install it")
 	}
 }
