@@ -468,15 +468,16 @@ $EXPORT_BENCH_DOWNLOADS at a time, lines counted against the manifest); MB are t
 (10^6). \`since\` does the same with \`_since\` = the transactionTime of an export taken after the load,
 after which 1 % of the resources were changed (\`gen --changes\`: ~80 % updates, ~20 % deletes, which
 come as deleted Bundles). Each job is deleted after its op, outside the timer. \`raw\` is the limit:
-a copy of serve's Pebble index taken while serve was stopped after the load (its sstables hard links
-to serve's, so both read through one page cache) opened in the benchmark, one snapshot, every type
-scanned and each resource written with '\\n' to one bufio file (no fsync, no HTTP). Raw passes and
-full exports alternate (raw, full, raw, full, …), and before each of them, outside the timer, the
-previous one's output is removed and sync(2) flushes every dirty page, so the limit and the product
-run under the same page cache and writeback conditions (run one after the other, the limit ran
-behind the writeback of what the exports had just written). Every figure is the median of the ops
-of its kind (\`-benchtime $E2E_BENCHTIME\`; the median of those medians over \`-count\` runs if
-more than one), so "% of raw" compares medians of interleaved runs.
+a copy of serve's Pebble index taken while serve was stopped after the load (its sstables and blob
+files hard links to serve's, so both read them through one page cache; what was still in the WAL each
+flushes alike when it opens, so both scan the same LSM shape) opened in the benchmark, one snapshot,
+every type scanned and each resource written with '\\n' to one bufio file (no fsync, no HTTP). Raw
+passes and full exports alternate (raw, full, raw, full, …), and before each of them, outside the
+timer, the previous one's output is removed and sync(2) flushes every dirty page, so the limit and the
+product run under the same page cache and writeback conditions (run one after the other, the limit ran
+behind the writeback of what the exports had just written). Every figure is the median of the ops of
+its kind (\`-benchtime $E2E_BENCHTIME\`; the median of those medians over \`-count\` runs if more than
+one), so "% of raw" compares medians of interleaved runs.
 
 RSS of the serve process: serve connects to a NATS server in the benchmark process
 (\`EXPORT_BENCH_NATS=embedded\` runs its embedded one instead, whose per-subject stream index alone

@@ -51,9 +51,10 @@ const (
 	exportBenchKeepEnv      = "EXPORT_BENCH_KEEP"
 	defaultExportBenchSizes = "sample,100k,1M"
 	sampleResources         = 38483
-	// exportBenchPoll is how often the status URL is polled: fast, so
-	// time-to-manifest measures the server, not the client's patience (a
-	// real client honours Retry-After).
+	// exportBenchPoll is how often the status URL is polled by full and
+	// since: fast, so time-to-manifest measures the server, not the
+	// client's patience (what real clients wait is measured on the sample,
+	// see pollMode).
 	exportBenchPoll = 2 * time.Millisecond
 )
 
@@ -116,9 +117,11 @@ func exportBenchSizes(b *testing.B) []exportBenchSize {
 //     behind (ingest batches, full memtables, compaction buffers).
 //     Each op of full also measures the raw limit first, outside the
 //     timer (raw-ms-to-last-byte, raw-resources/s, raw-MB/s): a copy of
-//     serve's Pebble index made while it was stopped (its sstables hard
-//     links to serve's, so both read through the same page cache), opened
-//     in this process, one snapshot, every type scanned, each value
+//     serve's Pebble index made while it was stopped after the load (its
+//     sstables and blob files hard links to serve's, so both read them
+//     through one page cache; what was still in the WAL, each flushes
+//     alike when it opens, so both scan the same LSM shape), opened in
+//     this process, one snapshot, every type scanned, each value
 //     written with '\n' to one bufio file (no fsync, no HTTP) — what an
 //     export cannot beat. Raw and full alternate (raw, full, raw, full,
 //     …), each after sync(2) and after the previous op's output was
