@@ -10,8 +10,9 @@ import (
 // TestAdmissionLooksAtLiveJobsOnly: finished jobs stay for download until
 // they expire (a day by default), so a busy server keeps thousands; a
 // kick-off must count the queued and running ones without walking them
-// all under m.mu. After many finished jobs, one admission prunes them from
-// the set it walks, and the limits still count exactly the live jobs.
+// all under m.mu. After many finished jobs, the counts admission reads and
+// the active set a 429's Retry-After looks at hold only the live jobs, and
+// the limits count exactly those.
 func TestAdmissionLooksAtLiveJobsOnly(t *testing.T) {
 	e := newEnv(t)
 	e.f.apply(t, resource{"Patient", "p1", []byte(`{"resourceType":"Patient","id":"p1"}`)})
@@ -40,10 +41,11 @@ func TestAdmissionLooksAtLiveJobsOnly(t *testing.T) {
 		kickoffAs(t, m, Kickoff{Client: "b", MaxJobs: 2}),
 	}
 	m.mu.Lock()
-	walked, all := len(m.active), len(m.all)
+	walked, all, counted := len(m.active), len(m.all), m.byState[Queued]+m.byState[Running]
 	m.mu.Unlock()
-	if walked != len(live) || all != finished+len(live) {
-		t.Errorf("after %d finished jobs and %d live ones: admission walks %d jobs of %d kept, want %d", finished, len(live), walked, all, len(live))
+	if walked != len(live) || counted != len(live) || all != finished+len(live) {
+		t.Errorf("after %d finished jobs and %d live ones: admission counts %d and walks %d jobs of %d kept, want %d",
+			finished, len(live), counted, walked, all, len(live))
 	}
 	// The limits count the live jobs: a's quota of 1 is used, the server
 	// has one slot left of 3.

@@ -14,15 +14,8 @@ import (
 // off every caller and every job has client "", and a job started by an
 // authenticated client is never visible to a caller without one (or the
 // other way round) after the server is restarted with auth turned on or
-// off. j.mu is held.
+// off. Manager.mu is held.
 func (j *job) ownedBy(client string) bool { return j.rec.Request.Client == client }
-
-// isOwnedBy is ownedBy for a caller that does not hold j.mu.
-func (j *job) isOwnedBy(client string) bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.ownedBy(client)
-}
 
 // restrictTypes applies a client's allowed types (nil: every type) to a
 // parsed request: a _type naming another type is a *ForbiddenError, and

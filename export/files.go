@@ -33,17 +33,15 @@ import (
 // Removing a job (Cancel, expiry) does not cut short a download that has
 // already opened its file: the open descriptor keeps the data readable.
 func (m *Manager) OpenFile(client, id, name string) (File, error) {
-	j := m.lookup(id)
-	if j == nil {
-		return nil, ErrNotFound
-	}
-	j.mu.Lock()
+	now := m.cfg.Now()
+	m.mu.Lock()
+	j := m.all[id]
 	var want FileInfo
-	ok := !j.removed && j.ownedBy(client) && j.rec.State == Completed && !m.expired(j) && j.rec.Manifest != nil
+	ok := j != nil && j.ownedBy(client) && j.rec.State == Completed && !j.expired(now) && j.rec.Manifest != nil
 	if ok {
 		want, ok = j.rec.Manifest.file(name)
 	}
-	j.mu.Unlock()
+	m.mu.Unlock()
 	if !ok {
 		return nil, ErrNotFound
 	}
@@ -97,11 +95,11 @@ func (m *Manager) OpenFile(client, id, name string) (File, error) {
 	// while it was read (then the next download hashes it again).
 	if fi2, err := f.Stat(); err == nil && stamped {
 		if again, _ := stampOf(fi2, at); again == cur {
-			j.mu.Lock()
+			m.mu.Lock()
 			if mf := j.rec.Manifest; mf != nil && !j.removed {
 				mf.setStamp(name, cur)
 			}
-			j.mu.Unlock()
+			m.mu.Unlock()
 		}
 	}
 	return file, nil
@@ -116,17 +114,20 @@ const damagedMessage = "an export file (%s) was changed or truncated on the serv
 func (m *Manager) damaged(j *job, name, why string) {
 	m.met.damaged.Inc()
 	m.log.Error("export file damaged on disk: not served; the job is failed", "job", j.id, "file", name, "problem", why)
-	j.mu.Lock()
-	if j.removed || j.rec.State != Completed {
-		j.mu.Unlock()
-		return
+	m.mu.Lock()
+	gen, err := m.transition(j, Failed, func(rec *jobRecord) {
+		rec.Error, rec.Manifest = fmt.Sprintf(damagedMessage, name), nil
+	})
+	if err == nil {
+		j.urlInStore = false
 	}
-	j.rec.State, j.rec.Error, j.rec.Manifest = Failed, fmt.Sprintf(damagedMessage, name), nil
-	j.urlInStore = false
-	if err := m.persist(j); err != nil {
+	m.mu.Unlock()
+	if err != nil {
+		return // removed, or failed already
+	}
+	if err := m.flush(j, gen); err != nil {
 		m.log.Error("cannot persist the failed export job", "job", j.id, "error", err)
 	}
-	j.mu.Unlock()
 	if err := os.RemoveAll(m.jobDir(j.id)); err != nil {
 		m.log.Error("cannot remove export files", "job", j.id, "error", err)
 	}

@@ -409,9 +409,9 @@ func TestFinishedJobSheds(t *testing.T) {
 		t.Errorf("manifest request is %d bytes, want the %d-byte URL", len(mf.Request), len(long))
 	}
 	j := m.lookup(id)
-	j.mu.Lock()
+	m.mu.Lock()
 	req, inMem := j.rec.Request, j.rec.Manifest.Request
-	j.mu.Unlock()
+	m.mu.Unlock()
 	if req.Types != nil || req.Elements != nil || req.Ignored != nil || req.RequestURL != "" || req.Client != "c" || inMem != "" {
 		t.Errorf("finished job holds %d types, %d elements, %d ignored, a %d-byte request URL and a %d-byte manifest URL in memory",
 			len(req.Types), len(req.Elements), len(req.Ignored), len(req.RequestURL), len(inMem))
@@ -436,9 +436,9 @@ func TestFinishedJobSheds(t *testing.T) {
 		t.Fatalf("after restart: %+v %v", st, err)
 	}
 	j2 := m2.lookup(id)
-	j2.mu.Lock()
+	m2.mu.Lock()
 	req2 := j2.rec.Request
-	j2.mu.Unlock()
+	m2.mu.Unlock()
 	if req2.Elements != nil || req2.Ignored != nil || req2.Client != "c" {
 		t.Errorf("after restart the job holds %d elements, %d ignored, client %q", len(req2.Elements), len(req2.Ignored), req2.Client)
 	}

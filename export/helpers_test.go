@@ -84,18 +84,28 @@ func (f *feeder) change(typ, id string, body []byte) index.Change {
 	return index.Change{Seq: f.seq, Time: f.at, Type: typ, ID: id, Body: body, Delete: body == nil}
 }
 
-// apply upserts (body != nil) or deletes resources, in batches of 500.
+// apply upserts (body != nil) or deletes resources, in batches of 500,
+// failing tb on an error. Only the test goroutine may call it (it calls
+// Fatal); a background goroutine calls tryApply.
 func (f *feeder) apply(tb testing.TB, rs ...resource) {
 	tb.Helper()
+	if err := f.tryApply(rs...); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// tryApply is apply returning the error.
+func (f *feeder) tryApply(rs ...resource) error {
 	for chunk := range slices.Chunk(rs, 500) {
 		changes := make([]index.Change, 0, len(chunk))
 		for _, r := range chunk {
 			changes = append(changes, f.change(r.typ, r.id, r.body))
 		}
 		if _, err := f.x.Apply(context.Background(), changes, 0); err != nil {
-			tb.Fatal(err)
+			return err
 		}
 	}
+	return nil
 }
 
 // fakeHead is a stream head.
@@ -190,9 +200,9 @@ func exportAll(tb testing.TB, m *Manager, poll time.Duration) (string, *job) {
 	}
 	j := m.lookup(id)
 	for {
-		j.mu.Lock()
+		m.mu.Lock()
 		s, msg := j.rec.State, j.rec.Error
-		j.mu.Unlock()
+		m.mu.Unlock()
 		switch s {
 		case Completed:
 			return id, j
@@ -242,12 +252,12 @@ func checkFor(t testing.TB, d time.Duration, fn func() error) {
 // ownerOf returns the client that started job id ("" when unknown), so
 // helpers can poll any job as its owner.
 func ownerOf(m *Manager, id string) string {
-	j := m.lookup(id)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j := m.all[id]
 	if j == nil {
 		return ""
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
 	return j.rec.Request.Client
 }
 

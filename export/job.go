@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -51,15 +50,14 @@ func decodeRecord(b []byte) (jobRecord, error) {
 	return r, nil
 }
 
-// job is the in-memory state of one job. mu guards rec, removed and the
-// run fields; the record is persisted under mu, so a job removed by Cancel
-// or expiry is never written back.
+// job is the in-memory state of one job. Every field but id and prog is
+// guarded by Manager.mu, under which nothing blocks (see the package doc);
+// prog is written by the job's worker and read by Status without a lock.
 type job struct {
 	id string
 
-	mu      sync.Mutex
 	rec     jobRecord
-	removed bool // cancelled or expired: record and files are gone
+	removed bool // cancelled, expired or evicted: record and files are gone or going
 	// urlInStore: a finished job's manifest request URL was too long to
 	// keep in memory (rec.Manifest.Request is ""); Status reads it from
 	// the stored record.
@@ -68,25 +66,57 @@ type job struct {
 	// Set while a worker runs the job.
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed when the worker is finished with the job
-	// changed is closed (and reset) at each terminal transition: Wait's
-	// callers hold it. Made on demand under mu.
+	// changed is closed (and reset) at each transition out of queued or
+	// running: Wait's callers hold it. Made on demand.
 	changed chan struct{}
 
-	// Progress, for Status. phase and the type fields are guarded by mu;
-	// the counters are updated by the scan without locking.
-	phase     phase
-	waitSeq   uint64
-	typ       string // type being scanned
-	typeIdx   int    // 1-based
-	typeN     int
-	full      bool  // a full export without _until: total is exact
-	deletions bool  // a _since export: deletions are written too
-	total     int64 // full: resources to write; otherwise entries that may be scanned
-	entries   int64 // scan entries of all types (upper bound of scanned)
-	scanStart time.Time
-	written   atomic.Int64 // lines written to output and deleted files
-	scanned   atomic.Int64 // scan entries visited (tombstones included)
+	// The record's writes (see persist.go): gen counts the record
+	// versions queued, pending is the newest not yet started, writing
+	// says one is being written, and written, writeErr and wrote tell
+	// callers waiting for theirs.
+	gen      uint64
+	pending  *recordWrite
+	writing  bool
+	written  uint64
+	writeErr error
+	wrote    chan struct{}
+
+	prog progress
 }
+
+// progress is what the worker publishes for Status and the Retry-After
+// estimate, through atomics: a status poll never waits for the worker.
+// plan is stored before phase turns phaseScanning and never changes
+// during the scan; written and scanned are added to as the scan goes.
+type progress struct {
+	phase   atomic.Uint32 // a phase
+	waitSeq atomic.Uint64 // phaseWaiting: the stream sequence awaited
+	plan    atomic.Pointer[scanPlan]
+	typeIdx atomic.Int32 // 1-based index into plan.types of the type being scanned; 0 before the first
+	written atomic.Int64 // lines written to output and deleted files
+	scanned atomic.Int64 // scan entries visited (tombstones included)
+}
+
+// scanPlan is what a job scans, fixed once its snapshot is taken.
+type scanPlan struct {
+	types     []string // types with entries in the snapshot, in scan order
+	full      bool     // a full export without _until: total is exact
+	deletions bool     // a _since export: deletions are written too
+	total     int64    // full: resources to write; otherwise entries that may be scanned
+	entries   int64    // scan entries of all types (upper bound of scanned)
+	start     time.Time
+}
+
+// reset readies the progress for a new run.
+func (p *progress) reset() {
+	p.phase.Store(uint32(phaseQueued))
+	p.plan.Store(nil)
+	p.typeIdx.Store(0)
+	p.written.Store(0)
+	p.scanned.Store(0)
+}
+
+func (p *progress) setPhase(ph phase) { p.phase.Store(uint32(ph)) }
 
 // keepURLBytes is the longest manifest request URL a finished job keeps
 // in memory; longer ones (up to the 32 KiB httpapi accepts) are read back
@@ -96,8 +126,8 @@ const keepURLBytes = 512
 // shed drops what a finished (completed or failed) job no longer needs in
 // memory once its record is persisted and its files written: the parsed
 // request (types, _elements, ignored items), keeping only the client and
-// its cap, and a long request URL. The stored record keeps all of it. j.mu
-// is held. Without this a job kept ~264 KB for a 26 KB GET with 4,500
+// its cap, and a long request URL. The stored record keeps all of it.
+// Manager.mu is held. Without this a job kept ~264 KB for a 26 KB GET with 4,500
 // _elements (BenchmarkFinishedJobMemory measures what is left).
 func (j *job) shed() {
 	j.rec.Request = Request{Client: j.rec.Request.Client, MaxFinished: j.rec.Request.MaxFinished}
@@ -157,41 +187,51 @@ const (
 
 // progress returns the X-Progress text and the suggested polling interval
 // of a running job: whole seconds, at least 1 s, never more than the
-// estimate of the time left (see estimate). j.mu is held; appliedSeq is
-// the source's current one.
+// estimate of the time left (see estimate). It reads only the worker's
+// atomics; appliedSeq is the source's current one.
 func (j *job) progress(now time.Time, appliedSeq uint64) (string, time.Duration) {
 	var s string
 	retry := time.Second
-	switch j.phase {
+	p := &j.prog
+	switch phase(p.phase.Load()) {
 	case phaseQueued, phaseSnapshot:
 		s = "starting"
 	case phaseWaiting:
-		s = "waiting for ingest to reach sequence " + strconv.FormatUint(j.waitSeq, 10) +
+		s = "waiting for ingest to reach sequence " + strconv.FormatUint(p.waitSeq.Load(), 10) +
 			" (at " + strconv.FormatUint(appliedSeq, 10) + ")"
 	case phaseScanning:
-		written := j.written.Load()
+		pl := p.plan.Load()
+		if pl == nil {
+			s = "starting"
+			break
+		}
+		written := p.written.Load()
+		typ, typeIdx := "", int(p.typeIdx.Load())
+		if typeIdx > 0 && typeIdx <= len(pl.types) {
+			typ = pl.types[typeIdx-1]
+		}
 		switch {
-		case j.full:
+		case pl.full:
 			pct := int64(100)
-			if j.total > 0 {
-				pct = min(99, written*100/j.total)
+			if pl.total > 0 {
+				pct = min(99, written*100/pl.total)
 			}
 			s = "exporting"
-			if j.typ != "" {
-				s += " " + j.typ
+			if typ != "" {
+				s += " " + typ
 			}
-			s += fmt.Sprintf(": %d%% (%s of %s resources)", pct, group(written), group(j.total))
+			s += fmt.Sprintf(": %d%% (%s of %s resources)", pct, group(written), group(pl.total))
 		default:
 			what := "resources and deletions"
-			if !j.deletions {
+			if !pl.deletions {
 				what = "resources"
 			}
-			if j.typ == "" {
+			if typ == "" {
 				// The scan has started, its first type not yet.
-				s = fmt.Sprintf("exporting %d types: %s %s so far", j.typeN, group(written), what)
+				s = fmt.Sprintf("exporting %d types: %s %s so far", len(pl.types), group(written), what)
 			} else {
 				s = fmt.Sprintf("exporting %s (type %d of %d): %s %s so far",
-					j.typ, j.typeIdx, j.typeN, group(written), what)
+					typ, typeIdx, len(pl.types), group(written), what)
 			}
 		}
 		if d, ok := j.estimate(now); ok {
@@ -209,27 +249,29 @@ func (j *job) progress(now time.Time, appliedSeq uint64) (string, time.Duration)
 // estimate is the time the scan has left: remaining work over the
 // throughput measured so far. For a full export the resources are exact;
 // otherwise the scan entries left are an upper bound. ok is false outside
-// the scan and before minEstimateEntries and minEstimateTime of it. j.mu
-// is held.
+// the scan and before minEstimateEntries and minEstimateTime of it. It
+// reads only the worker's atomics.
 func (j *job) estimate(now time.Time) (time.Duration, bool) {
-	if j.phase != phaseScanning {
+	p := &j.prog
+	pl := p.plan.Load()
+	if phase(p.phase.Load()) != phaseScanning || pl == nil {
 		return 0, false
 	}
-	written, scanned := j.written.Load(), j.scanned.Load()
-	el := now.Sub(j.scanStart)
+	written, scanned := p.written.Load(), p.scanned.Load()
+	el := now.Sub(pl.start)
 	if scanned < minEstimateEntries || el < minEstimateTime {
 		return 0, false
 	}
 	rate := float64(scanned) / el.Seconds()
-	left := float64(max(0, j.entries-scanned))
-	if j.full {
-		left = float64(max(0, j.total-written)) * float64(scanned) / float64(max(written, 1))
+	left := float64(max(0, pl.entries-scanned))
+	if pl.full {
+		left = float64(max(0, pl.total-written)) * float64(scanned) / float64(max(written, 1))
 	}
 	return time.Duration(left / rate * float64(time.Second)), true
 }
 
 // remaining estimates how long the job has left, for a 429's Retry-After;
-// ok is false when there is no trustworthy measurement yet. j.mu is held.
+// ok is false when there is no trustworthy measurement yet.
 func (j *job) remaining(now time.Time) (time.Duration, bool) {
 	return j.estimate(now)
 }

@@ -168,8 +168,14 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Manager runs export jobs. Kickoff, Status, Cancel and OpenFile are safe
-// for concurrent use, and so is Close.
+// Manager runs export jobs. Kickoff, Status, Wait, Cancel and OpenFile
+// are safe for concurrent use, and so is Close.
+//
+// The lock rule: mu guards every job's metadata and the counts, and
+// nothing under it blocks (no disk, no index, no JobStore, no logging, no
+// metrics, no channel send that can wait); workers publish progress
+// through atomics, and record writes and file removals happen after mu is
+// let go.
 type Manager struct {
 	cfg  Config
 	src  Source
@@ -186,38 +192,33 @@ type Manager struct {
 	// trusted (fileStamp; tests shorten it).
 	racyWindow time.Duration
 
-	// Lock order: mu before any job's mu.
 	mu  sync.Mutex
 	all map[string]*job // every known job
-	// active holds every queued or running job, and finished ones until
-	// the next admission prunes them: admission looks at these only, not
-	// at the day of finished jobs kept for download.
-	active  map[*job]struct{}
-	queue   []*job // queued jobs, oldest first
+	// active holds the queued and running jobs (at most MaxActiveJobs
+	// after admission): a 429's Retry-After estimate looks at these only,
+	// never at the finished jobs kept for download.
+	active map[*job]struct{}
+	queue  []*job // queued jobs, oldest first
+	// byState and clients count the jobs, kept by transition: admission,
+	// the caps on finished jobs and the jobs gauge read them in O(1).
+	byState map[State]int
+	clients map[string]*clientJobs
 	started bool
 	closed  bool
-	// avgJob is the moving average of worker time per completed job,
-	// under its own leaf mutex: run updates it holding a job's mu, and
-	// admitLocked takes job mus holding m.mu, so m.mu here would deadlock.
-	avgMu  sync.Mutex
+	// avgJob is the moving average of worker time per completed job.
 	avgJob time.Duration
+	// sinceSweep counts the jobs finished since the expiry loop last ran.
+	sinceSweep int
 
 	wake chan struct{} // a job was queued
-	// sweep asks the expiry loop to run now: finishedSinceSweep jobs have
-	// finished since it last did, a tenth of MaxFinishedJobs.
-	sweep              chan struct{}
-	finishedSinceSweep atomic.Int64
-	// finishedBy counts each client's finished jobs, so a finish past the
-	// client's own cap wakes the sweep at once. Under its own leaf mutex,
-	// like avgMu: run updates it holding a job's mu.
-	finMu      sync.Mutex
-	finishedBy map[string]int
-	waiters    atomic.Int64 // callers held in Wait
-	ctx        context.Context
-	stop       context.CancelFunc
-	wg         sync.WaitGroup
-	unreg      sync.Once
-	closeE     error
+	// sweep asks the expiry loop to run now (see finished).
+	sweep   chan struct{}
+	waiters atomic.Int64 // callers held in Wait
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	unreg   sync.Once
+	closeE  error
 }
 
 // NewManager returns a Manager over src, exporting to cfg.Dir and keeping
@@ -238,8 +239,9 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		jobs:       jobs,
 		log:        cfg.Logger.With("component", "export"),
 		all:        map[string]*job{},
-		finishedBy: map[string]int{},
 		active:     map[*job]struct{}{},
+		byState:    map[State]int{},
+		clients:    map[string]*clientJobs{},
 		wake:       make(chan struct{}, 1),
 		sweep:      make(chan struct{}, 1),
 		freeBytes:  diskspace.Free,
@@ -272,30 +274,44 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := os.MkdirAll(m.cfg.Dir, 0o750); err != nil {
 		return fmt.Errorf("export: create exports directory: %w", err)
 	}
-	if err := m.load(); err != nil {
+	jobs, err := m.load()
+	if err != nil {
 		return err
 	}
-	if err := m.sweepOrphans(); err != nil {
+	if err := m.sweepOrphans(jobs); err != nil {
 		m.log.Warn("cannot sweep orphaned export directories", "error", err)
 	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, j := range jobs {
+		// Legal from stateNew, and queues nothing to write: load wrote
+		// what changed.
+		to := j.rec.State
+		j.rec.State = stateNew
+		if _, err := m.transition(j, to, nil); err != nil {
+			return err
+		}
+		if to == Completed || to == Failed {
+			j.shed()
+		}
+	}
 	m.ctx, m.stop = context.WithCancel(context.WithoutCancel(ctx))
 	for range m.cfg.Workers {
 		m.wg.Go(m.worker)
 	}
 	m.wg.Go(m.expiryLoop)
-	if len(m.queue) > 0 {
-		m.signal()
-	}
 	return nil
 }
 
-// load reads the job records into memory.
-func (m *Manager) load() error {
+// load reads the job records: the jobs to serve or run, queued ones
+// oldest first. It writes what it changes (a queued or running job's
+// partial files removed and its record set queued, a completed job whose
+// files are gone turned failed, unreadable and expired records dropped)
+// before Start makes the jobs known, so no lock is needed.
+func (m *Manager) load() ([]*job, error) {
 	now := m.cfg.Now()
-	var resume []*job
+	var jobs []*job
 	var drop []string
 	err := m.jobs.Jobs(func(id string, b []byte) error {
 		rec, err := decodeRecord(b)
@@ -329,26 +345,20 @@ func (m *Manager) load() error {
 					return err
 				}
 			}
-			resume = append(resume, j)
-			m.active[j] = struct{}{}
 		default:
 			m.log.Error("dropping export job in unknown state", "job", id, "state", rec.State)
 			drop = append(drop, id)
 			return nil
 		}
-		m.all[id] = j
-		if s := j.rec.State; s == Completed || s == Failed {
-			m.finishedBy[rec.Request.Client]++
-			j.shed()
-		}
+		jobs = append(jobs, j)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("export: load jobs: %w", err)
+		return nil, fmt.Errorf("export: load jobs: %w", err)
 	}
 	for _, id := range drop {
 		if err := m.jobs.DeleteJob(id); err != nil {
-			return fmt.Errorf("export: drop job %s: %w", id, err)
+			return nil, fmt.Errorf("export: drop job %s: %w", id, err)
 		}
 		if isJobID(id) {
 			if err := os.RemoveAll(m.jobDir(id)); err != nil {
@@ -356,12 +366,18 @@ func (m *Manager) load() error {
 			}
 		}
 	}
-	slices.SortStableFunc(resume, func(a, b *job) int { return a.rec.Created.Compare(b.rec.Created) })
-	m.queue = resume
-	if len(resume) > 0 || len(m.all) > 0 {
-		m.log.Info("loaded export jobs", "jobs", len(m.all), "restarted", len(resume))
+	// Queued jobs run oldest first.
+	slices.SortStableFunc(jobs, func(a, b *job) int { return a.rec.Created.Compare(b.rec.Created) })
+	if len(jobs) > 0 {
+		restarted := 0
+		for _, j := range jobs {
+			if j.rec.State == Queued {
+				restarted++
+			}
+		}
+		m.log.Info("loaded export jobs", "jobs", len(jobs), "restarted", restarted)
 	}
-	return nil
+	return jobs, nil
 }
 
 // filesPresent checks that every file of a completed job is on disk with
@@ -380,16 +396,17 @@ func (m *Manager) filesPresent(j *job) bool {
 }
 
 // sweepOrphans removes job directories without a job.
-func (m *Manager) sweepOrphans() error {
+func (m *Manager) sweepOrphans(jobs []*job) error {
 	ents, err := os.ReadDir(m.cfg.Dir)
 	if err != nil {
 		return err
 	}
+	known := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		known[j.id] = true
+	}
 	for _, e := range ents {
-		if !e.IsDir() || !isJobID(e.Name()) {
-			continue
-		}
-		if _, ok := m.all[e.Name()]; ok {
+		if !e.IsDir() || !isJobID(e.Name()) || known[e.Name()] {
 			continue
 		}
 		m.log.Info("removing orphaned export directory", "job", e.Name())
@@ -460,7 +477,9 @@ func (m *Manager) Kickoff(ctx context.Context, k Kickoff) (string, error) {
 }
 
 // submit queues a validated request; quota is the client's own job limit
-// (0: none).
+// (0: none). Admission is checked before the disk and the stream head are
+// read and the record written, and again, with the job made known in the
+// same critical section, after.
 func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.Time) (string, error) {
 	if err := m.admit(now, req.Client, quota); err != nil {
 		return "", err
@@ -488,19 +507,20 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 	if err := m.jobs.PutJob(id, mustJSON(j.rec)); err != nil {
 		return "", fmt.Errorf("export: persist job: %w", err)
 	}
+	j.rec.State = stateNew
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := m.admitLocked(now, req.Client, quota); err != nil {
+	err := m.admitLocked(now, req.Client, quota)
+	if err == nil {
+		_, err = m.transition(j, Queued, nil)
+	}
+	m.mu.Unlock()
+	if err != nil {
 		// Lost a race for the last slot, or closing: forget the job.
 		if derr := m.jobs.DeleteJob(id); derr != nil {
 			m.log.Warn("cannot delete refused export job", "job", id, "error", derr)
 		}
 		return "", err
 	}
-	m.all[id] = j
-	m.active[j] = struct{}{}
-	m.queue = append(m.queue, j)
-	m.signal()
 	m.log.Info("export job queued", "job", id, "client", req.Client, "types", len(req.Types),
 		"since", req.Since, "head_seq", headSeq)
 	return id, nil
@@ -513,7 +533,9 @@ func (m *Manager) admit(now time.Time, client string, quota int) error {
 }
 
 // admitLocked refuses a kick-off when closed, at the job limit, or when
-// client already has quota (> 0) jobs queued or running.
+// client already has quota (> 0) jobs queued or running. The decision
+// reads the counts; only a refusal looks at the active jobs, for its
+// Retry-After. m.mu is held.
 func (m *Manager) admitLocked(now time.Time, client string, quota int) error {
 	if m.closed {
 		return ErrClosed
@@ -521,43 +543,36 @@ func (m *Manager) admitLocked(now time.Time, client string, quota int) error {
 	if !m.started {
 		return &UnavailableError{Reason: "export manager is starting", RetryAfter: 5 * time.Second}
 	}
-	active, mine := 0, 0
-	wait, myWait := time.Duration(0), time.Duration(0)
-	for j := range m.active {
-		j.mu.Lock()
-		if s := j.rec.State; s != Queued && s != Running {
-			delete(m.active, j) // finished: admission need not look again
-		} else {
-			active++
-			d, ok := j.remaining(now)
-			if ok && (wait == 0 || d < wait) {
-				wait = d
-			}
-			if j.rec.Request.Client == client {
-				mine++
-				if ok && (myWait == 0 || d < myWait) {
-					myWait = d
-				}
-			}
-		}
-		j.mu.Unlock()
+	if c := m.clients[client]; quota > 0 && c != nil && c.active >= quota {
+		return m.tooMany(ReasonClientQuota, quota, m.shortestLeft(now, client, true))
 	}
-	if quota > 0 && mine >= quota {
-		return m.tooMany(ReasonClientQuota, quota, myWait)
-	}
-	if active < m.cfg.MaxActiveJobs {
+	if m.byState[Queued]+m.byState[Running] < m.cfg.MaxActiveJobs {
 		return nil
 	}
-	return m.tooMany(ReasonServerLimit, m.cfg.MaxActiveJobs, wait)
+	return m.tooMany(ReasonServerLimit, m.cfg.MaxActiveJobs, m.shortestLeft(now, "", false))
+}
+
+// shortestLeft is the shortest estimated time left of the active jobs (of
+// client only, if mine), 0 when none has an estimate. It reads the
+// workers' atomics. m.mu is held.
+func (m *Manager) shortestLeft(now time.Time, client string, mine bool) time.Duration {
+	var wait time.Duration
+	for j := range m.active {
+		if mine && j.rec.Request.Client != client {
+			continue
+		}
+		if d, ok := j.remaining(now); ok && (wait == 0 || d < wait) {
+			wait = d
+		}
+	}
+	return wait
 }
 
 // tooMany is the 429 of admitLocked; wait is the shortest estimated time
 // left of the jobs that hold the limit (0: unknown). m.mu is held.
 func (m *Manager) tooMany(reason string, limit int, wait time.Duration) error {
 	if wait == 0 {
-		m.avgMu.Lock()
 		wait = cmp.Or(m.avgJob, 10*time.Second)
-		m.avgMu.Unlock()
 	}
 	return &TooManyJobsError{RetryAfter: clamp(wait.Round(time.Second), time.Second, time.Minute),
 		Reason: reason, Limit: limit}
@@ -580,14 +595,6 @@ func (m *Manager) headSeq(ctx context.Context) uint64 {
 	return seq
 }
 
-// signal wakes a worker. m.mu is held.
-func (m *Manager) signal() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
-
 // lookup returns the job with id, or nil.
 func (m *Manager) lookup(id string) *job {
 	m.mu.Lock()
@@ -595,10 +602,11 @@ func (m *Manager) lookup(id string) *job {
 	return m.all[id]
 }
 
-// expired reports whether a finished job is past its expiry. j.mu is held.
-func (m *Manager) expired(j *job) bool {
+// expired reports whether a finished job is past its expiry at now. m.mu
+// is held.
+func (j *job) expired(now time.Time) bool {
 	s := j.rec.State
-	return (s == Completed || s == Failed) && !m.cfg.Now().Before(j.rec.Expires)
+	return (s == Completed || s == Failed) && !now.Before(j.rec.Expires)
 }
 
 // Status returns what a status poll sees, or ErrNotFound for an unknown,
@@ -612,36 +620,28 @@ func (m *Manager) Status(client, id string) (Status, error) {
 
 // status is Status; waited exempts the call from the first-poll rule.
 func (m *Manager) status(client, id string, waited bool) (Status, error) {
+	now := m.cfg.Now()
 	m.mu.Lock()
 	j := m.all[id]
-	ahead := 0
-	for _, q := range m.queue {
-		if q == j {
-			break
-		}
-		ahead++
-	}
-	m.mu.Unlock()
-	if j == nil {
+	if j == nil || !j.ownedBy(client) {
+		m.mu.Unlock()
 		return Status{}, ErrNotFound
 	}
-	now := m.cfg.Now()
-	j.mu.Lock()
-	if j.removed || !j.ownedBy(client) {
-		j.mu.Unlock()
-		return Status{}, ErrNotFound
-	}
-	if m.expired(j) {
-		j.mu.Unlock()
+	if j.expired(now) {
+		m.mu.Unlock()
 		m.remove(j, "expired")
 		return Status{}, ErrNotFound
 	}
-	st := m.statusLocked(j, ahead, now, waited)
+	st := m.statusLocked(j, waited)
 	urlInStore := j.urlInStore
-	j.mu.Unlock()
+	m.mu.Unlock()
+	if st.State == Running && st.Progress == "" {
+		// Read outside m.mu: the worker's atomics and the index.
+		st.Progress, st.RetryAfter = j.progress(now, m.src.AppliedSeq())
+	}
 	if urlInStore && st.Manifest != nil {
 		// A long request URL is not kept in memory: read it from the
-		// record, without holding j.mu (disk I/O).
+		// record (disk I/O, outside m.mu).
 		url, err := m.storedURL(id)
 		if err != nil {
 			return Status{}, err
@@ -651,21 +651,25 @@ func (m *Manager) status(client, id string, waited bool) (Status, error) {
 	return st, nil
 }
 
-// statusLocked is Status of a job that is neither removed nor expired.
-// j.mu is held.
-func (m *Manager) statusLocked(j *job, ahead int, now time.Time, waited bool) Status {
+// statusLocked is Status of a job that is neither removed nor expired; a
+// running job's Progress is left empty for the caller to fill in. m.mu is
+// held.
+func (m *Manager) statusLocked(j *job, waited bool) Status {
 	first := !j.rec.Polled && !waited
 	j.rec.Polled = true
 	switch j.rec.State {
 	case Queued:
+		ahead := slices.Index(m.queue, j)
+		if ahead < 0 {
+			ahead = len(m.queue)
+		}
 		p := "queued"
 		if ahead > 0 {
 			p = fmt.Sprintf("queued behind %d other export jobs", ahead)
 		}
 		return Status{State: Queued, Progress: p, RetryAfter: time.Duration(min(ahead+1, 2)) * time.Second}
 	case Running:
-		p, retry := j.progress(now, m.src.AppliedSeq())
-		return Status{State: Running, Progress: p, RetryAfter: retry}
+		return Status{State: Running}
 	}
 	if first {
 		return Status{State: Running, Progress: "writing the manifest", RetryAfter: time.Second}
@@ -705,11 +709,11 @@ func (m *Manager) storedURL(id string) (string, error) {
 // return ErrNotFound. A running job's worker has stopped when Cancel
 // returns. A job another client started is ErrNotFound, and left alone.
 func (m *Manager) Cancel(client, id string) error {
-	j := m.lookup(id)
-	if j == nil || !j.isOwnedBy(client) {
-		return ErrNotFound
-	}
-	if !m.remove(j, "cancelled") {
+	m.mu.Lock()
+	j := m.all[id]
+	owned := j != nil && j.ownedBy(client)
+	m.mu.Unlock()
+	if !owned || !m.remove(j, "cancelled") {
 		return ErrNotFound
 	}
 	return nil
@@ -718,30 +722,17 @@ func (m *Manager) Cancel(client, id string) error {
 // errCancelled is the cause of a cancelled job's context.
 var errCancelled = errors.New("export: job cancelled")
 
-// remove forgets a job: stops its worker, deletes its record and files.
-// It reports false if the job was already removed.
+// remove forgets a job (the transition to stateRemoved), then, with m.mu
+// let go, stops its worker and deletes its record and files. It reports
+// false if the job was already removed.
 func (m *Manager) remove(j *job, why string) bool {
 	m.mu.Lock()
-	if m.all[j.id] == j {
-		delete(m.all, j.id)
-	}
-	delete(m.active, j)
-	if i := slices.Index(m.queue, j); i >= 0 {
-		m.queue = slices.Delete(m.queue, i, i+1)
-	}
+	state := j.rec.State
+	gen, err := m.transition(j, stateRemoved, nil)
+	cancel, done := j.cancel, j.done
 	m.mu.Unlock()
-
-	j.mu.Lock()
-	if j.removed {
-		j.mu.Unlock()
-		return false
-	}
-	j.removed = true
-	j.signalLocked()
-	state, cancel, done, client := j.rec.State, j.cancel, j.done, j.rec.Request.Client
-	j.mu.Unlock()
-	if state == Completed || state == Failed {
-		m.forgetFinished(client)
+	if err != nil {
+		return false // removed already: stateRemoved is final
 	}
 	if cancel != nil {
 		cancel(errCancelled)
@@ -750,7 +741,7 @@ func (m *Manager) remove(j *job, why string) bool {
 	if state == Queued || state == Running {
 		m.met.finished.WithLabelValues(resultCancelled).Inc()
 	}
-	if err := m.jobs.DeleteJob(j.id); err != nil {
+	if err := m.flush(j, gen); err != nil {
 		m.log.Error("cannot delete export job record", "job", j.id, "error", err)
 	}
 	if err := os.RemoveAll(m.jobDir(j.id)); err != nil {
@@ -758,176 +749,6 @@ func (m *Manager) remove(j *job, why string) bool {
 	}
 	m.log.Info("export job removed", "job", j.id, "reason", why, "state", state)
 	return true
-}
-
-// expiryLoop removes expired jobs, and the oldest finished ones past
-// MaxFinishedJobs.
-func (m *Manager) expiryLoop() {
-	t := time.NewTicker(clamp(m.cfg.TTL/4, time.Second, time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-t.C:
-		case <-m.sweep:
-		}
-		m.expire()
-	}
-}
-
-// noteFinished counts a job of client that completed or failed, and wakes
-// the expiry loop when the client now holds more finished jobs than its
-// cap keep (0: Config.MaxFinishedJobsPerClient; none for the anonymous
-// client "" of a server without authorization), or when a tenth of
-// MaxFinishedJobs have finished since its last sweep. It takes only
-// finMu: run calls it holding j.mu.
-func (m *Manager) noteFinished(client string, keep int) {
-	m.finMu.Lock()
-	m.finishedBy[client]++
-	mine := m.finishedBy[client]
-	m.finMu.Unlock()
-	wake := false
-	if limit := clientCap(client, keep, m.cfg.MaxFinishedJobsPerClient); limit > 0 && mine > limit {
-		wake = true
-	}
-	if limit := int64(m.cfg.MaxFinishedJobs); limit > 0 && m.finishedSinceSweep.Add(1) >= max(1, limit/10) {
-		wake = true
-	}
-	if wake {
-		select {
-		case m.sweep <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// forgetFinished uncounts a finished job of client that was removed.
-func (m *Manager) forgetFinished(client string) {
-	m.finMu.Lock()
-	defer m.finMu.Unlock()
-	if m.finishedBy[client]--; m.finishedBy[client] <= 0 {
-		delete(m.finishedBy, client)
-	}
-}
-
-// expire removes every finished job past its expiry, then each client's
-// oldest finished jobs beyond its own cap, then, while more than
-// MaxFinishedJobs are left, the oldest finished job of the client holding
-// the most (so a client holding fewer than another never loses a job to
-// the global cap while the other still has more).
-func (m *Manager) expire() {
-	m.finishedSinceSweep.Store(0)
-	var old []*job
-	byClient := map[string][]finishedJob{}
-	m.mu.Lock()
-	for _, j := range m.all {
-		j.mu.Lock()
-		if m.expired(j) {
-			old = append(old, j)
-		} else if s := j.rec.State; s == Completed || s == Failed {
-			c := j.rec.Request.Client
-			byClient[c] = append(byClient[c], finishedJob{j, j.rec.Finished, j.rec.Request.MaxFinished})
-		}
-		j.mu.Unlock()
-	}
-	m.mu.Unlock()
-	for _, j := range old {
-		m.remove(j, "expired")
-	}
-	for _, v := range evictions(byClient, m.cfg.MaxFinishedJobsPerClient, m.cfg.MaxFinishedJobs) {
-		m.remove(v.j, v.why)
-	}
-}
-
-// clientCap is client's cap on its own finished jobs: keep (its
-// Request.MaxFinished), 0 there meaning perClient; 0 or negative, none.
-// The anonymous client "" has none: without authorization every job is
-// its, so only the global cap applies (--max-finished-exports keeps its
-// meaning when --clients is not given).
-func clientCap(client string, keep, perClient int) int {
-	if client == "" {
-		return 0
-	}
-	return cmp.Or(keep, perClient)
-}
-
-// finishedJob is a finished job as the eviction sweep sees it: when it
-// finished and its client's cap at kick-off (Request.MaxFinished).
-type finishedJob struct {
-	j        *job
-	at       time.Time
-	keepMine int
-}
-
-type eviction struct {
-	j   *job
-	why string
-}
-
-// evictions picks the finished jobs to remove: per client, the oldest
-// beyond its own cap (the cap of its most recently finished job, 0 there
-// meaning perClient; negative: none), then, while more than global (> 0)
-// are left, the oldest of the client holding the most (ties: the client
-// whose oldest job is oldest). byClient's slices are sorted in place.
-func evictions(byClient map[string][]finishedJob, perClient, global int) []eviction {
-	var out []eviction
-	total := 0
-	clients := make([]string, 0, len(byClient))
-	for c, fs := range byClient {
-		slices.SortFunc(fs, func(a, b finishedJob) int { return a.at.Compare(b.at) })
-		limit := clientCap(c, fs[len(fs)-1].keepMine, perClient)
-		if limit > 0 && len(fs) > limit {
-			for _, f := range fs[:len(fs)-limit] {
-				out = append(out, eviction{f.j, "evicted: past the client's cap on finished jobs"})
-			}
-			fs = fs[len(fs)-limit:]
-		}
-		byClient[c] = fs
-		total += len(fs)
-		clients = append(clients, c)
-	}
-	if global <= 0 || total <= global {
-		return out
-	}
-	// A max-heap would be O(excess · log clients); the excess is at most
-	// a tenth of the cap between sweeps and clients are few, so a scan
-	// per eviction is enough.
-	for ; total > global; total-- {
-		var most string
-		for _, c := range clients {
-			fs, best := byClient[c], byClient[most]
-			if len(fs) > len(best) || len(fs) == len(best) && len(fs) > 0 && fs[0].at.Before(best[0].at) {
-				most = c
-			}
-		}
-		fs := byClient[most]
-		out = append(out, eviction{fs[0].j, "evicted: past the cap on finished jobs, from the client holding the most"})
-		byClient[most] = fs[1:]
-	}
-	return out
-}
-
-// stateCounts counts jobs by state, for the jobs gauge.
-func (m *Manager) stateCounts() map[State]int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	counts := map[State]int{}
-	for _, j := range m.all {
-		j.mu.Lock()
-		counts[j.rec.State]++
-		j.mu.Unlock()
-	}
-	return counts
-}
-
-// persist writes the job record. j.mu is held; a removed job is not
-// written back.
-func (m *Manager) persist(j *job) error {
-	if j.removed {
-		return nil
-	}
-	return m.jobs.PutJob(j.id, mustJSON(j.rec))
 }
 
 func mustJSON(v any) []byte {

@@ -337,7 +337,12 @@ func TestChainedExports(t *testing.T) {
 					batch[i] = resource{typ, id, body(typ, id, v)}
 				}
 			}
-			e.f.apply(t, batch...)
+			// Not e.f.apply: Fatal must not be called off the test
+			// goroutine.
+			if err := e.f.tryApply(batch...); err != nil {
+				t.Errorf("writer: %v", err)
+				return
+			}
 			writes += len(batch)
 			time.Sleep(200 * time.Microsecond)
 		}
@@ -750,10 +755,9 @@ func TestFirstPollIsAccepted(t *testing.T) {
 	id := submit(t, m, fullRequest())
 	// Let the job finish before anyone polls.
 	checkFor(t, 10*time.Second, func() error {
-		j := m.lookup(id)
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		if j.rec.State != Completed {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.all[id].rec.State != Completed {
 			return errors.New("not completed yet")
 		}
 		return nil

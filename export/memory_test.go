@@ -66,7 +66,7 @@ func TestExportMemory(t *testing.T) {
 		t0 := time.Now()
 		id, j := exportAll(t, m, time.Millisecond)
 		close(done)
-		t.Logf("export %d: %v, lines %d; at max RSS: %s", i+1, time.Since(t0).Round(time.Millisecond), j.written.Load(), <-peak)
+		t.Logf("export %d: %v, lines %d; at max RSS: %s", i+1, time.Since(t0).Round(time.Millisecond), j.prog.written.Load(), <-peak)
 		if err := m.Cancel("", id); err != nil {
 			t.Fatal(err)
 		}

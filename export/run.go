@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -15,16 +16,30 @@ import (
 // worker runs queued jobs until the manager closes.
 func (m *Manager) worker() {
 	for {
-		j := m.next()
-		if j == nil {
+		r := m.next()
+		if r == nil {
 			return
 		}
-		m.run(j)
+		m.run(r)
 	}
 }
 
-// next pops the oldest queued job, waiting for one; nil when closing.
-func (m *Manager) next() *job {
+// jobRun is one run of a job by a worker: what it needs of the job,
+// copied when the job left the queue.
+type jobRun struct {
+	j       *job
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	done    chan struct{}
+	gen     uint64 // the running record's version
+	req     Request
+	headSeq uint64
+	created time.Time
+}
+
+// next takes the oldest queued job to running, waiting for one; nil when
+// closing.
+func (m *Manager) next() *jobRun {
 	for {
 		m.mu.Lock()
 		if m.ctx.Err() != nil {
@@ -33,12 +48,25 @@ func (m *Manager) next() *job {
 		}
 		if len(m.queue) > 0 {
 			j := m.queue[0]
-			m.queue = m.queue[1:]
+			j.prog.reset()
+			gen, err := m.transition(j, Running, nil) // takes it off the queue
+			if err != nil {
+				// Not queued: the machine refused. Drop it from the queue
+				// so the worker does not spin on it.
+				m.queue = m.queue[1:]
+				m.mu.Unlock()
+				m.log.Error("export job in the queue is not queued", "job", j.id, "error", err)
+				continue
+			}
+			ctx, cancel := context.WithCancelCause(m.ctx)
+			r := &jobRun{j: j, ctx: ctx, cancel: cancel, done: make(chan struct{}), gen: gen,
+				req: j.rec.Request, headSeq: j.rec.HeadSeq, created: j.rec.Created}
+			j.cancel, j.done = r.cancel, r.done
 			if len(m.queue) > 0 {
 				m.signal() // chain: another worker may take the next one
 			}
 			m.mu.Unlock()
-			return j
+			return r
 		}
 		m.mu.Unlock()
 		select {
@@ -49,35 +77,23 @@ func (m *Manager) next() *job {
 	}
 }
 
-// run takes a job from queued to completed or failed; if the manager
-// closes meanwhile, the job goes back to queued for the next Start, and if
-// it is cancelled, Cancel cleans up.
-func (m *Manager) run(j *job) {
+// run takes a running job to completed or failed; if the manager closes
+// meanwhile, the job goes back to queued for the next Start, and if it is
+// cancelled, Cancel cleans up.
+func (m *Manager) run(r *jobRun) {
+	j := r.j
 	start := m.cfg.Now()
-	j.mu.Lock()
-	if j.removed {
-		j.mu.Unlock()
-		return
-	}
-	ctx, cancel := context.WithCancelCause(m.ctx)
-	done := make(chan struct{})
-	j.cancel, j.done = cancel, done
-	j.rec.State = Running
-	j.phase = phaseQueued
-	j.written.Store(0)
-	j.scanned.Store(0)
-	err := m.persist(j)
-	j.mu.Unlock()
 	defer func() {
-		cancel(nil)
-		close(done)
+		r.cancel(nil)
+		close(r.done)
 	}()
 	log := m.log.With("job", j.id)
-	log.Info("export job started", "head_seq", j.rec.HeadSeq)
+	log.Info("export job started", "head_seq", r.headSeq)
 
+	err := m.flush(j, r.gen) // the running record
 	var mf *Manifest
 	if err == nil {
-		mf, err = m.export(ctx, j)
+		mf, err = m.export(r.ctx, j, r.req, r.headSeq)
 	}
 	if err != nil {
 		// Partial files are never served.
@@ -86,106 +102,125 @@ func (m *Manager) run(j *job) {
 		}
 	}
 	end := m.cfg.Now()
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	defer j.signalLocked() // wake Wait: completed, failed, cancelled or requeued
 	switch {
-	case errors.Is(context.Cause(ctx), errCancelled) || j.removed:
+	case errors.Is(context.Cause(r.ctx), errCancelled) || m.isRemoved(j):
 		log.Info("export job cancelled")
 		return // remove deletes the record and counts the job
 	case err == nil:
-		j.rec.State, j.rec.Manifest = Completed, mf
-		j.rec.Finished, j.rec.Expires = end, end.Add(m.cfg.TTL)
-		if perr := m.persist(j); perr != nil {
-			// The manifest is not durable: fail rather than serve files a
-			// restart would lose track of.
-			err = fmt.Errorf("persist completed job: %w", perr)
-			j.rec.Manifest = nil
-			if rerr := os.RemoveAll(m.jobDir(j.id)); rerr != nil {
-				log.Error("cannot remove export files", "error", rerr)
-			}
-			break
+		if err = m.complete(r, mf, start, end, log); err == nil {
+			return
 		}
-		m.met.finished.WithLabelValues(resultCompleted).Inc()
-		m.met.duration.WithLabelValues(resultCompleted).Observe(end.Sub(start).Seconds())
-		m.met.toManifest.Observe(end.Sub(j.rec.Created).Seconds())
-		m.observeJob(end.Sub(start))
-		m.noteFinished(j.rec.Request.Client, j.rec.Request.MaxFinished)
-		log.Info("export job completed", "transaction_time", mf.TransactionTime,
-			"files", len(mf.Output)+len(mf.Deleted)+len(mf.Error), "lines", j.written.Load(),
-			"duration", end.Sub(start))
-		j.shed()
-		return
+		// The manifest is not durable: fail rather than serve files a
+		// restart would lose track of.
 	case m.ctx.Err() != nil:
-		// Shutting down: run it again after the restart.
-		j.rec.State = Queued
-		j.phase = phaseQueued
-		if perr := m.persist(j); perr != nil {
-			log.Error("cannot persist interrupted export job; it will restart anyway", "error", perr)
-		}
-		log.Info("export job interrupted by shutdown; it restarts with the server")
+		m.requeue(j, log)
 		return
 	}
+	m.fail(r, err, start, end, log)
+}
+
+// isRemoved reports whether j was cancelled, expired or evicted.
+func (m *Manager) isRemoved(j *job) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return j.removed
+}
+
+// complete writes the completed record, and only then makes the job
+// completed. An error is the record's write: the job has not completed
+// and its files are removed.
+func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *slog.Logger) error {
+	j := r.j
+	set := func(rec *jobRecord) {
+		rec.Manifest = mf
+		rec.Finished, rec.Expires = end, end.Add(m.cfg.TTL)
+	}
+	m.mu.Lock()
+	rec := j.rec
+	set(&rec)
+	rec.State = Completed
+	gen := m.stage(j, &rec)
+	m.mu.Unlock()
+	if err := m.flush(j, gen); err != nil {
+		if rerr := os.RemoveAll(m.jobDir(j.id)); rerr != nil {
+			log.Error("cannot remove export files", "error", rerr)
+		}
+		return fmt.Errorf("persist completed job: %w", err)
+	}
+	m.mu.Lock()
+	_, err := m.transition(j, Completed, set)
+	if err == nil {
+		if d := end.Sub(start); m.avgJob == 0 {
+			m.avgJob = d
+		} else {
+			m.avgJob = (3*m.avgJob + d) / 4 // for a 429's Retry-After
+		}
+		j.shed()
+	}
+	m.mu.Unlock()
+	if err != nil {
+		log.Info("export job cancelled") // removed meanwhile: remove cleans up
+		return nil
+	}
+	m.met.finished.WithLabelValues(resultCompleted).Inc()
+	m.met.duration.WithLabelValues(resultCompleted).Observe(end.Sub(start).Seconds())
+	m.met.toManifest.Observe(end.Sub(r.created).Seconds())
+	log.Info("export job completed", "transaction_time", mf.TransactionTime,
+		"files", len(mf.Output)+len(mf.Deleted)+len(mf.Error), "lines", j.prog.written.Load(),
+		"duration", end.Sub(start))
+	return nil
+}
+
+// requeue puts a job interrupted by Close back to queued, to run again
+// after the restart.
+func (m *Manager) requeue(j *job, log *slog.Logger) {
+	m.mu.Lock()
+	gen, err := m.transition(j, Queued, nil)
+	j.prog.setPhase(phaseQueued)
+	m.mu.Unlock()
+	if err != nil {
+		return // removed meanwhile
+	}
+	if perr := m.flush(j, gen); perr != nil {
+		log.Error("cannot persist interrupted export job; it will restart anyway", "error", perr)
+	}
+	log.Info("export job interrupted by shutdown; it restarts with the server")
+}
+
+// fail makes a job failed with a message fit for the client.
+func (m *Manager) fail(r *jobRun, err error, start, end time.Time, log *slog.Logger) {
+	j := r.j
 	log.Error("export job failed", "error", err)
-	j.rec.State, j.rec.Error, j.rec.Manifest = Failed, clientMessage(err), nil
-	j.rec.Finished, j.rec.Expires = end, end.Add(m.cfg.TTL)
-	if perr := m.persist(j); perr != nil {
+	m.mu.Lock()
+	gen, terr := m.transition(j, Failed, func(rec *jobRecord) {
+		rec.Error, rec.Manifest = clientMessage(err), nil
+		rec.Finished, rec.Expires = end, end.Add(m.cfg.TTL)
+	})
+	if terr == nil {
+		j.shed()
+	}
+	m.mu.Unlock()
+	if terr != nil {
+		return // removed meanwhile
+	}
+	if perr := m.flush(j, gen); perr != nil {
 		log.Error("cannot persist failed export job", "error", perr)
 	}
 	m.met.finished.WithLabelValues(resultFailed).Inc()
 	m.met.failed.WithLabelValues(failReason(err)).Inc()
 	m.met.duration.WithLabelValues(resultFailed).Observe(end.Sub(start).Seconds())
-	m.noteFinished(j.rec.Request.Client, j.rec.Request.MaxFinished)
-	j.shed()
 }
 
-// observeJob folds a completed job's worker time into the average used to
-// estimate a 429's Retry-After.
-func (m *Manager) observeJob(d time.Duration) {
-	m.avgMu.Lock()
-	defer m.avgMu.Unlock()
-	if m.avgJob == 0 {
-		m.avgJob = d
-	} else {
-		m.avgJob = (3*m.avgJob + d) / 4
-	}
-}
-
-// setPhase updates the progress phase under j.mu.
-func (j *job) setPhase(p phase, fn func()) {
-	j.mu.Lock()
-	j.phase = p
-	if fn != nil {
-		fn()
-	}
-	j.mu.Unlock()
-}
-
-// export waits for ingest, scans a snapshot into the job's files and
-// returns the manifest.
-func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
-	req := j.rec.Request // immutable once queued
-
-	// 1. Everything published before the kick-off must be applied.
-	if seq := j.rec.HeadSeq; m.src.AppliedSeq() < seq {
-		j.setPhase(phaseWaiting, func() { j.waitSeq = seq })
-		t0 := time.Now()
-		wctx, cancel := context.WithTimeoutCause(ctx, m.cfg.MaxCatchUpWait, errCatchUp)
-		err := m.src.WaitApplied(wctx, seq)
-		cancel()
-		m.met.catchUp.Observe(time.Since(t0).Seconds())
-		if err != nil {
-			if ctx.Err() == nil && errors.Is(context.Cause(wctx), errCatchUp) {
-				return nil, &clientError{msg: fmt.Sprintf(
-					"ingest did not reach stream sequence %d within %v (it is at %d); try again later",
-					seq, m.cfg.MaxCatchUpWait, m.src.AppliedSeq()), err: errCatchUp}
-			}
-			return nil, fmt.Errorf("wait for ingest to apply sequence %d: %w", seq, err)
-		}
+// export runs a job's steps: catch up, snapshot, plan, scan, finish. It
+// returns the manifest of the files written.
+func (m *Manager) export(ctx context.Context, j *job, req Request, headSeq uint64) (*Manifest, error) {
+	// 1. Catch up: everything published before the kick-off is applied.
+	if err := m.catchUp(ctx, j, headSeq); err != nil {
+		return nil, err
 	}
 
-	// 2. The snapshot fixes transactionTime.
-	j.setPhase(phaseSnapshot, nil)
+	// 2. Snapshot: it fixes transactionTime.
+	j.prog.setPhase(phaseSnapshot)
 	snap, err := m.src.Snapshot()
 	if err != nil {
 		return nil, fmt.Errorf("take snapshot: %w", err)
@@ -196,40 +231,123 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 			snap.Close()
 		}
 	}()
-	tt := snap.TransactionTime
 	if req.Until == 0 {
 		req.Until = index.Unbounded // a record written without _until
 	}
-	until := min(req.Until, tt)
-	full := !req.HasSince
 
-	// Types to scan, with their entry counts (an upper bound of what the
-	// scan visits) and, for an unbounded full export, the exact number of
-	// resources to write.
+	// 3. Plan: the types to scan, and what progress counts against.
+	plan := planScan(snap, req)
+	s, err := m.newScan(j, req, snap.TransactionTime)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	plan.start = time.Now()
+	j.prog.plan.Store(plan)
+	j.prog.setPhase(phaseScanning)
+
+	// 4. Scan: one scan per type, straight from the snapshot into the
+	// files, which are synced in the background.
+	if err := s.ignored(); err != nil {
+		return nil, err
+	}
+	for i, typ := range plan.types {
+		if err := s.scanType(ctx, snap, i, typ); err != nil {
+			return nil, err
+		}
+	}
+	// Release the snapshot before the remaining (small) writes.
+	snapOpen = false
+	if err := snap.Close(); err != nil {
+		return nil, fmt.Errorf("close snapshot: %w", err)
+	}
+
+	// 5. Finish: the error file, the syncs, the directory, the stamps.
+	j.prog.setPhase(phaseFinishing)
+	return s.finish()
+}
+
+// catchUp waits until ingest has applied stream sequence seq, at most
+// Config.MaxCatchUpWait.
+func (m *Manager) catchUp(ctx context.Context, j *job, seq uint64) error {
+	if m.src.AppliedSeq() >= seq {
+		return nil
+	}
+	j.prog.waitSeq.Store(seq)
+	j.prog.setPhase(phaseWaiting)
+	t0 := time.Now()
+	wctx, cancel := context.WithTimeoutCause(ctx, m.cfg.MaxCatchUpWait, errCatchUp)
+	err := m.src.WaitApplied(wctx, seq)
+	cancel()
+	m.met.catchUp.Observe(time.Since(t0).Seconds())
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil && errors.Is(context.Cause(wctx), errCatchUp) {
+		return &clientError{msg: fmt.Sprintf(
+			"ingest did not reach stream sequence %d within %v (it is at %d); try again later",
+			seq, m.cfg.MaxCatchUpWait, m.src.AppliedSeq()), err: errCatchUp}
+	}
+	return fmt.Errorf("wait for ingest to apply sequence %d: %w", seq, err)
+}
+
+// planScan picks the types to scan (the requested ones, or every type
+// with data in the snapshot, skipping those with nothing to export), with
+// their entry counts (an upper bound of what the scan visits) and, for an
+// unbounded full export, the exact number of resources to write.
+func planScan(snap *index.Snapshot, req Request) *scanPlan {
+	tt := snap.TransactionTime
+	full := !req.HasSince
 	counts := map[string]index.TypeCount{}
 	for _, c := range snap.Counts() {
 		counts[c.Type] = c
 	}
-	var types []string
-	if len(req.Types) > 0 {
-		types = req.Types
-	} else {
+	types := req.Types
+	if len(types) == 0 {
 		for _, c := range snap.Counts() {
 			types = append(types, c.Type)
 		}
 	}
-	var scan []string
-	var resources, entries int64
+	p := &scanPlan{full: full && req.Until >= tt, deletions: req.HasSince}
+	var resources int64
 	for _, t := range types {
 		c := counts[t]
 		if c.Resources == 0 && (full || c.Tombstones == 0) {
 			continue
 		}
-		scan = append(scan, t)
+		p.types = append(p.types, t)
 		resources += c.Resources
-		entries += c.Resources + c.Tombstones
+		p.entries += c.Resources + c.Tombstones
 	}
+	p.total = p.entries
+	if p.full {
+		p.total = resources
+	}
+	return p
+}
 
+// scan is the writing side of a job's run: its directory, manifest,
+// buffers, background syncs, disk guard and error file.
+type scan struct {
+	m     *Manager
+	j     *job
+	req   Request
+	until uint64 // min(Until, transactionTime)
+	full  bool   // no _since: tombstones are skipped
+	dir   string
+	mf    *Manifest
+	sy    *syncer
+	guard *diskGuard
+	// outBuf and delBuf are reused by every type's file sequences.
+	outBuf, delBuf *bufio.Writer
+	errs           *fileSeq // the error file; its buffer is made at its first line
+	line           []byte   // deleted Bundles, _elements output and OperationOutcomes, reused
+	skipped        int64    // resources _elements could not be applied to
+	firstSkipped   string
+}
+
+// newScan creates the job's (empty) directory and readies its writing.
+func (m *Manager) newScan(j *job, req Request, tt uint64) (*scan, error) {
 	dir := m.jobDir(j.id)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
@@ -237,148 +355,156 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-
-	mf := &Manifest{
-		TransactionTime:     index.FormatInstant(tt),
-		Request:             req.RequestURL,
-		RequiresAccessToken: m.cfg.RequiresAccessToken,
-		Output:              []FileInfo{},
-		Error:               []FileInfo{},
+	s := &scan{m: m, j: j, req: req, until: min(req.Until, tt), full: !req.HasSince, dir: dir,
+		mf: &Manifest{
+			TransactionTime:     index.FormatInstant(tt),
+			Request:             req.RequestURL,
+			RequiresAccessToken: m.cfg.RequiresAccessToken,
+			Output:              []FileInfo{},
+			Error:               []FileInfo{},
+		},
+		sy: &syncer{},
+		guard: &diskGuard{dir: m.cfg.Dir, reserve: m.cfg.ExportReserveBytes, free: m.freeBytes,
+			margin: int64(m.cfg.Workers) * (diskCheckEvery + 2*writeBufferSize + errorBufferSize)},
+		outBuf: bufio.NewWriterSize(nil, writeBufferSize),
+		delBuf: bufio.NewWriterSize(nil, writeBufferSize),
 	}
-	j.setPhase(phaseScanning, func() {
-		j.full = full && req.Until >= tt
-		j.deletions = req.HasSince
-		j.total, j.entries = resources, entries
-		if !j.full {
-			j.total = entries
-		}
-		j.typeN = len(scan)
-		j.scanStart = time.Now()
-	})
+	s.errs = &fileSeq{dir: dir, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
+		maxBytes: m.cfg.FileMaxBytes, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) { s.mf.Error = append(s.mf.Error, fi) }}
+	return s, nil
+}
 
-	// 3. One scan per type, straight from the snapshot into the files,
-	// which are synced in the background; every return waits for that.
-	sy := &syncer{}
-	defer sy.wait()
-	outBuf := bufio.NewWriterSize(nil, writeBufferSize)
-	delBuf := bufio.NewWriterSize(nil, writeBufferSize)
-	guard := &diskGuard{dir: m.cfg.Dir, reserve: m.cfg.ExportReserveBytes, free: m.freeBytes,
-		margin: int64(m.cfg.Workers) * (diskCheckEvery + 2*writeBufferSize + errorBufferSize)}
-	var line []byte // deleted Bundles, _elements output and OperationOutcomes, reused
+// close aborts what is unfinished (a no-op once finished) and waits for
+// the background syncs: every return of export goes through it.
+func (s *scan) close() {
+	s.errs.abort()
+	s.sy.wait()
+}
 
-	// The error file: what a lenient kick-off ignored, then the resources
-	// left out (see below). Its buffer is made at its first line.
-	errs := &fileSeq{dir: dir, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
-		maxBytes: m.cfg.FileMaxBytes, sy: sy, guard: guard, onFile: func(fi FileInfo) { mf.Error = append(mf.Error, fi) }}
-	defer errs.abort() // a no-op once finished
-	for _, msg := range req.Ignored {
-		line = appendOutcome(line[:0], "warning", "informational", msg)
-		if err := errs.write(line); err != nil {
-			return nil, err
+// ignored writes what a lenient kick-off ignored to the error file.
+func (s *scan) ignored() error {
+	for _, msg := range s.req.Ignored {
+		s.line = appendOutcome(s.line[:0], "warning", "informational", msg)
+		if err := s.errs.write(s.line); err != nil {
+			return err
 		}
 	}
-	var skipped int64
-	var firstSkipped string
-	for i, typ := range scan {
-		j.setPhase(phaseScanning, func() { j.typ, j.typeIdx = typ, i+1 })
-		resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
-			m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
-		out := &fileSeq{dir: dir, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: outBuf, sy: sy, guard: guard, onFile: func(fi FileInfo) {
-				mf.Output = append(mf.Output, fi)
-				resCounter.Add(float64(fi.Count))
-				bytesCounter.Add(float64(fi.Bytes))
-			}}
-		del := &fileSeq{dir: dir, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
-			maxBytes: m.cfg.FileMaxBytes, bw: delBuf, sy: sy, guard: guard, onFile: func(fi FileInfo) {
-				mf.Deleted = append(mf.Deleted, fi)
-				delCounter.Add(float64(fi.Count))
-				bytesCounter.Add(float64(fi.Bytes))
-			}}
-		err := snap.Scan(ctx, typ, req.Since, until, func(e index.Entry) error {
-			j.scanned.Add(1)
-			if m.hookScan != nil {
-				if err := m.hookScan(ctx); err != nil {
-					return err
-				}
-			}
-			if e.Deleted {
-				if full {
-					return nil
-				}
-				line = appendDeletedBundle(line[:0], e.Type, e.ID, e.CommitTime)
-				if err := del.write(line); err != nil {
-					return err
-				}
-				j.written.Add(1)
-				return nil
-			}
-			res := e.Resource
-			if len(req.Elements) > 0 {
-				var err error
-				if line, err = applyElements(line[:0], res, typ, req.Elements); err != nil {
-					// One malformed stored resource (ingest validates
-					// what _elements edits, but older data or a restored
-					// index may hold one) never fails the job: it is left
-					// out, and the error file names it, so the output
-					// counts stay exact.
-					if skipped++; skipped == 1 {
-						firstSkipped = typ + "/" + e.ID
-					}
-					m.met.skipped.WithLabelValues(typ).Inc()
-					line = appendOutcome(line[:0], "error", "processing", fmt.Sprintf(
-						"%s/%s is left out of this export: _elements cannot be applied to it because its stored JSON is malformed (%s)",
-						typ, e.ID, elementsProblem(err)))
-					return errs.write(line)
-				}
-				res = line
-			}
-			if err := out.write(res); err != nil {
+	return nil
+}
+
+// scanType writes type typ (the i-th of the plan) from the snapshot:
+// resources to its output files, deletions (a _since export) to its
+// deleted files.
+func (s *scan) scanType(ctx context.Context, snap *index.Snapshot, i int, typ string) error {
+	m, p, mf := s.m, &s.j.prog, s.mf
+	p.typeIdx.Store(int32(i + 1))
+	resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
+		m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
+	out := &fileSeq{dir: s.dir, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
+		maxBytes: m.cfg.FileMaxBytes, bw: s.outBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
+			mf.Output = append(mf.Output, fi)
+			resCounter.Add(float64(fi.Count))
+			bytesCounter.Add(float64(fi.Bytes))
+		}}
+	del := &fileSeq{dir: s.dir, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
+		maxBytes: m.cfg.FileMaxBytes, bw: s.delBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
+			mf.Deleted = append(mf.Deleted, fi)
+			delCounter.Add(float64(fi.Count))
+			bytesCounter.Add(float64(fi.Bytes))
+		}}
+	full, elements := s.full, s.req.Elements
+	err := snap.Scan(ctx, typ, s.req.Since, s.until, func(e index.Entry) error {
+		p.scanned.Add(1)
+		if m.hookScan != nil {
+			if err := m.hookScan(ctx); err != nil {
 				return err
 			}
-			j.written.Add(1)
-			return nil
-		})
-		if err == nil {
-			err = out.finish()
 		}
-		if err == nil {
-			err = del.finish()
-		}
-		if err != nil {
-			out.abort()
-			del.abort()
-			if ctx.Err() != nil {
-				return nil, context.Cause(ctx)
+		if e.Deleted {
+			if full {
+				return nil
 			}
-			return nil, fmt.Errorf("export %s: %w", typ, err)
+			s.line = appendDeletedBundle(s.line[:0], e.Type, e.ID, e.CommitTime)
+			if err := del.write(s.line); err != nil {
+				return err
+			}
+			p.written.Add(1)
+			return nil
 		}
-		// Do not hold on to a buffer grown by one huge resource.
-		if cap(line) > 1<<20 {
-			line = nil
+		res := e.Resource
+		if len(elements) > 0 {
+			var ok bool
+			var err error
+			if res, ok, err = s.applyElements(typ, e); !ok {
+				return err
+			}
 		}
+		if err := out.write(res); err != nil {
+			return err
+		}
+		p.written.Add(1)
+		return nil
+	})
+	if err == nil {
+		err = out.finish()
 	}
-	// 4. Release the snapshot before the remaining (small) writes.
-	snapOpen = false
-	if err := snap.Close(); err != nil {
-		return nil, fmt.Errorf("close snapshot: %w", err)
+	if err == nil {
+		err = del.finish()
 	}
+	if err != nil {
+		out.abort()
+		del.abort()
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("export %s: %w", typ, err)
+	}
+	// Do not hold on to a buffer grown by one huge resource.
+	if cap(s.line) > 1<<20 {
+		s.line = nil
+	}
+	return nil
+}
 
-	j.setPhase(phaseFinishing, nil)
+// applyElements returns e's resource reduced to _elements (in s.line).
+// One malformed stored resource (ingest validates what _elements edits,
+// but older data or a restored index may hold one) never fails the job:
+// it is left out (ok false), and the error file names it, so the output
+// counts stay exact; err is that line's write.
+func (s *scan) applyElements(typ string, e index.Entry) (res []byte, ok bool, err error) {
+	line, aerr := applyElements(s.line[:0], e.Resource, typ, s.req.Elements)
+	s.line = line
+	if aerr == nil {
+		return line, true, nil
+	}
+	if s.skipped++; s.skipped == 1 {
+		s.firstSkipped = typ + "/" + e.ID
+	}
+	s.m.met.skipped.WithLabelValues(typ).Inc()
+	s.line = appendOutcome(s.line[:0], "error", "processing", fmt.Sprintf(
+		"%s/%s is left out of this export: _elements cannot be applied to it because its stored JSON is malformed (%s)",
+		typ, e.ID, elementsProblem(aerr)))
+	return nil, false, s.errs.write(s.line)
+}
+
+// finish completes the error file, waits for every file's sync, syncs
+// the directory and stamps the files; the manifest is then complete.
+func (s *scan) finish() (*Manifest, error) {
+	mf := s.mf
 	if len(mf.Deleted) == 0 {
 		mf.Deleted = nil
 	}
-	if skipped > 0 {
-		m.log.Warn("export left out stored resources _elements cannot be applied to; the error file names them",
-			"job", j.id, "resources", skipped, "first", firstSkipped)
+	if s.skipped > 0 {
+		s.m.log.Warn("export left out stored resources _elements cannot be applied to; the error file names them",
+			"job", s.j.id, "resources", s.skipped, "first", s.firstSkipped)
 	}
-	if err := errs.finish(); err != nil {
+	if err := s.errs.finish(); err != nil {
 		return nil, err
 	}
-	if err := sy.wait(); err != nil {
+	if err := s.sy.wait(); err != nil {
 		return nil, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(s.dir); err != nil {
 		return nil, err
 	}
 	// Stamp the files as they are now, renamed and synced, for OpenFile's
@@ -386,7 +512,7 @@ func (m *Manager) export(ctx context.Context, j *job) (*Manifest, error) {
 	for _, list := range [][]FileInfo{mf.Output, mf.Deleted, mf.Error} {
 		for i := range list {
 			at := time.Now()
-			if fi, err := os.Stat(filepath.Join(dir, list[i].Name)); err == nil {
+			if fi, err := os.Stat(filepath.Join(s.dir, list[i].Name)); err == nil {
 				list[i].stamp, _ = stampOf(fi, at)
 			}
 		}

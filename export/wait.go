@@ -13,17 +13,19 @@ const MaxWait = 30 * time.Second
 // it Wait answers at once, as if no wait was asked.
 const MaxWaiters = 1000
 
-// changedLocked returns the channel closed when the job next reaches a
-// terminal transition (completed, failed or removed). j.mu is held.
-func (j *job) changedLocked() <-chan struct{} {
+// waitersChan returns the channel closed when the job next leaves queued
+// or running (completed, failed, removed, or requeued by Close).
+// Manager.mu is held.
+func (j *job) waitersChan() <-chan struct{} {
 	if j.changed == nil {
 		j.changed = make(chan struct{})
 	}
 	return j.changed
 }
 
-// signalLocked wakes every waiter of the job. j.mu is held.
-func (j *job) signalLocked() {
+// signalWaiters wakes every waiter of the job. Manager.mu is held;
+// closing a channel does not block.
+func (j *job) signalWaiters() {
 	if j.changed != nil {
 		close(j.changed)
 		j.changed = nil
@@ -39,16 +41,14 @@ func (j *job) signalLocked() {
 func (m *Manager) Wait(ctx context.Context, client, id string, d time.Duration) (Status, error) {
 	m.mu.Lock()
 	j, mctx := m.all[id], m.ctx
+	var changed <-chan struct{}
+	if j != nil && j.ownedBy(client) && (j.rec.State == Queued || j.rec.State == Running) {
+		changed = j.waitersChan()
+	}
 	m.mu.Unlock()
 	if j == nil {
 		return Status{}, ErrNotFound
 	}
-	var changed <-chan struct{}
-	j.mu.Lock()
-	if !j.removed && j.ownedBy(client) && (j.rec.State == Queued || j.rec.State == Running) {
-		changed = j.changedLocked()
-	}
-	j.mu.Unlock()
 	if changed != nil && d > 0 {
 		if m.waiters.Add(1) <= MaxWaiters {
 			var closing <-chan struct{}

@@ -12,10 +12,14 @@ import (
 // scanningJob is a job scanning entries at a constant rate, observed at
 // now, for the estimate rule.
 func scanningJob(t0 time.Time, full bool, entries, scanned int64) *job {
-	j := &job{phase: phaseScanning, scanStart: t0, entries: entries, total: entries, full: full,
-		typ: "Observation", typeIdx: 1, typeN: 19}
-	j.scanned.Store(scanned)
-	j.written.Store(scanned)
+	types := make([]string, 19)
+	types[0] = "Observation"
+	j := &job{}
+	j.prog.plan.Store(&scanPlan{types: types, start: t0, entries: entries, total: entries, full: full})
+	j.prog.phase.Store(uint32(phaseScanning))
+	j.prog.typeIdx.Store(1)
+	j.prog.scanned.Store(scanned)
+	j.prog.written.Store(scanned)
 	return j
 }
 
@@ -70,12 +74,14 @@ func TestRetryAfterEstimate(t *testing.T) {
 
 func TestProgressBeforeFirstType(t *testing.T) {
 	// The scan has started, its first type not yet (a _since export).
-	j := &job{phase: phaseScanning, scanStart: time.Now(), typeN: 19, deletions: true}
+	j := &job{}
+	j.prog.plan.Store(&scanPlan{types: make([]string, 19), start: time.Now(), deletions: true})
+	j.prog.phase.Store(uint32(phaseScanning))
 	s, _ := j.progress(time.Now(), 0)
 	if strings.Contains(s, "  ") || strings.Contains(s, "type 0") || !strings.Contains(s, "19 types") {
 		t.Errorf("X-Progress %q", s)
 	}
-	j.full, j.total = true, 100
+	j.prog.plan.Store(&scanPlan{types: make([]string, 19), start: time.Now(), deletions: true, full: true, total: 100})
 	if s, _ := j.progress(time.Now(), 0); strings.Contains(s, " :") || strings.Contains(s, "  ") {
 		t.Errorf("X-Progress (full) %q", s)
 	}
