@@ -147,8 +147,8 @@
 // closes, the caller's context ends or the wait (capped at [MaxWait])
 // passes, then answers as Status does, except that the first-poll rule
 // does not apply: a client that asked to wait is not the test suite's
-// immediate poll. Each job has a channel closed at its terminal
-// transitions; waiters hold no lock and need no goroutine of their own.
+// immediate poll. Each job has a channel closed when it leaves queued or
+// running; waiters hold no lock and need no goroutine of their own.
 // At most [MaxWaiters] callers wait at once; past that, Wait answers at
 // once.
 //
@@ -172,6 +172,39 @@
 // the most). A finished job keeps in memory only its client, its cap and
 // its manifest; the rest of the request stays in its record. A download that already opened a file finishes even if the
 // job is removed meanwhile.
+//
+// # Job states and the lock
+//
+// A job's state changes only through one function (transition), which
+// refuses any change not in this table:
+//
+//	from       to         when
+//	(new)      queued     Kickoff admits the job (its record written first)
+//	(new)      completed  Start loads a finished job's record
+//	           failed
+//	queued     running    a worker takes the job
+//	running    completed  the files are written and the completed record is durable
+//	running    failed     any error (the partial files removed)
+//	running    queued     Close interrupts the job; the next Start runs it again
+//	completed  failed     a file is found damaged on disk at download
+//	any        removed    Cancel, expiry or eviction past a cap on finished jobs;
+//	                      final: the record is deleted and the files removed
+//
+// Each transition keeps the counts by state and by client that admission,
+// the caps on finished jobs and the bulkstream_export_jobs gauge read, so
+// none of them walks the jobs.
+//
+// The lock rule: one mutex guards every job's metadata and those counts,
+// and nothing under it blocks (no disk, no index, no JobStore, no logging,
+// no metrics, no channel send that can wait). The worker publishes a
+// running job's progress through atomics, which Status and the Retry-After
+// estimate read without waiting for it. A transition queues the job's new
+// record as a numbered version; it is written after the mutex is let go,
+// one write at a time per job, the newest version replacing an older one
+// not yet started, and a removed job's deletion is its last write, so a
+// removed job is never written back. A slow disk or a stalled index commit
+// therefore delays only the job whose write or scan it is: other jobs'
+// status polls, kick-offs, cancels and a metrics scrape still answer.
 //
 // # Clients (authorization)
 //
