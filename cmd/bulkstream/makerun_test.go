@@ -170,3 +170,20 @@ func TestMakeRun(t *testing.T) {
 		}
 	})
 }
+
+// TestPublishSampleArgs: publish --sample takes no files and no --delete,
+// and says so before connecting anywhere.
+func TestPublishSampleArgs(t *testing.T) {
+	for name, args := range map[string][]string{
+		"with a file":   {"--sample", "resources.ndjson"},
+		"with --delete": {"--sample", "--delete"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out, errOut strings.Builder
+			err := runPublish(t.Context(), append([]string{"--nats-url", "nats://127.0.0.1:1"}, args...), strings.NewReader(""), &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), "--sample") {
+				t.Errorf("publish %v: %v, want an error naming --sample", args, err)
+			}
+		})
+	}
+}
