@@ -20,7 +20,9 @@ import (
 // deadlock fixed in a527190: run() held a job's mu while observeJob took
 // m.mu, and a kick-off holds m.mu while admitLocked takes every job's mu
 // (and, on a 429, tooMany reads that average). A kick-off arriving as a job
-// finished froze every kick-off, status poll and Close.
+// finished froze every kick-off, status poll and Close. Per-job mutexes are
+// gone since (one manager lock, nothing blocking under it); the test stays
+// as the guard against any lock-order cycle coming back.
 //
 // Several clients kick off tiny jobs and poll them without pause, against a
 // client quota and a server limit they keep hitting, so kick-offs sit in

@@ -159,8 +159,9 @@ func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
 	// Stall 2: ingest's next commit hangs in its WAL fsync.
 	walArmed.Store(true)
 	applied := make(chan error, 1)
+	change := f.change("Patient", "p2", []byte(`{"resourceType":"Patient","id":"p2"}`))
 	go func() {
-		_, err := x.Apply(context.Background(), []index.Change{f.change("Patient", "p2", []byte(`{"resourceType":"Patient","id":"p2"}`))}, 0)
+		_, err := x.Apply(context.Background(), []index.Change{change}, 0)
 		applied <- err
 	}()
 	select {
