@@ -76,7 +76,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	var total int64 // bytes of regular files; 0 if unknown
 	if *sample {
 		r, size := bulkstream.Sample()
-		in, err := newInput(bulkstream.SampleName, r, nil, size)
+		in, err := newInput("built-in "+bulkstream.SampleName, r, nil, size)
 		if err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
