@@ -24,8 +24,8 @@
 //   - Every resource has exactly one c/ entry, at its current version's
 //     commit time: an update deletes the old entry in the same batch, a
 //     delete replaces it with a tombstone at the delete's commit time
-//     (written even for a resource the index never saw, so that replaying a
-//     compacted stream gives the same index).
+//     (for a resource never stored or deleted already, only with
+//     Options.CompactedStream; see below).
 //   - The commit clock is clock(seq) = max(timestamp(seq), clock(seq-1)+1µs),
 //     starting at the origin given to SetOrigin (the stream's creation time).
 //     It depends on nothing but the stream, so a rebuild from the same
