@@ -29,6 +29,9 @@ var forbidden = map[string][]string{
 	"internal/smart": {module + "/", "github.com/nats-io/", "github.com/cockroachdb/", "github.com/prometheus/", "github.com/julienschmidt/"},
 	// internal/bulkclient is a leaf: stdlib and internal/smart (tokens) only.
 	"internal/bulkclient": {module + "/", "github.com/", "golang.org/"},
+	// internal/atomicfile is a pure leaf (stdlib only) that every package,
+	// internal/ ones too, may import.
+	"internal/atomicfile": {module + "/", "github.com/"},
 }
 
 // TestForbiddenImports walks every package of the module and fails on an
@@ -95,6 +98,9 @@ func TestForbiddenImports(t *testing.T) {
 func allowed(dir, imp string) bool {
 	if (imp == module+"/internal/jsonobj" || imp == module+"/internal/fhir" || imp == module+"/internal/fhirdefs" || imp == module+"/internal/diskspace") && !strings.HasPrefix(dir, "internal/") {
 		return true // shared pure leaves any package may use
+	}
+	if imp == module+"/internal/atomicfile" {
+		return true
 	}
 	if dir == "internal/synth" && imp == module+"/internal/jsonobj" {
 		return true

@@ -18,6 +18,8 @@
 //	internal/fhir,       internal/ may import them)
 //	internal/fhirdefs,
 //	internal/diskspace
+//	internal/atomicfile  stdlib (a pure leaf every package may import,   other bulkstream packages, github.com/*
+//	                     internal/ ones too)
 //	internal/synth       stdlib, internal/jsonobj                         other bulkstream packages, nats*, pebble
 //	internal/smart       stdlib, go-jose, internal/fhir                   other bulkstream packages, nats*, pebble,
 //	                                                                      prometheus, httprouter
