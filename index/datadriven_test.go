@@ -190,7 +190,7 @@ func (d *ddIndex) run(t *testing.T, td *datadriven.TestData) string {
 		td.ScanArgs(t, "type", &typ)
 		since := parseDDBound(t, td, "since", 0)
 		until := parseDDBound(t, td, "until", index.Unbounded)
-		s := d.snaps[""]
+		var s *index.Snapshot
 		if arg, ok := td.Arg("snap"); ok {
 			if s = d.snaps[arg.SingleVal(t)]; s == nil {
 				td.Fatalf(t, "no snapshot %q", arg.SingleVal(t))

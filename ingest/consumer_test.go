@@ -488,7 +488,7 @@ func TestReconnect(t *testing.T) {
 	publish(0, 100)
 	waitCaughtUp(t, c, idx)
 
-	s = ingesttest.Restart(t, s, opts)
+	ingesttest.Restart(t, s, opts)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !nc.IsConnected() {
 			return errorf("not reconnected")

@@ -236,7 +236,7 @@ func TestVerifyAssertionDescriptionsLeakNoKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer replay.Close()
-	secrets := []string{b64(f.ec.D.Bytes()), b64(f.ec.X.Bytes()), b64(f.rsa.N.Bytes()[:32])}
+	secrets := []string{b64(privateScalar(t, f.ec)), b64(f.ec.X.Bytes()), b64(f.rsa.N.Bytes()[:32])}
 	for _, tok := range []string{
 		rawJWS(t, map[string]any{"alg": "ES384", "kid": "ec1"}, map[string]any{"iss": "app-ec"}, es384DER(f.ec)),
 		rawJWS(t, map[string]any{"alg": "HS384", "kid": "rsa1"}, map[string]any{"iss": "app-rsa"}, hs384(f.rsaPubDER)),

@@ -61,6 +61,17 @@ func writeFile(tb testing.TB, path, content string) string {
 // b64 is base64url without padding.
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
+// privateScalar is k's private scalar in its fixed-length encoding, as a
+// JWK "d" holds it.
+func privateScalar(tb testing.TB, k *ecdsa.PrivateKey) []byte {
+	tb.Helper()
+	d, err := k.Bytes()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
 func mustJSON(tb testing.TB, v any) []byte {
 	tb.Helper()
 	b, err := json.Marshal(v)

@@ -531,7 +531,7 @@ func TestJWKSFetchFailures(t *testing.T) {
 			_, err := f.verify(t.Context(), f.ecAssertion(t))
 			wantOAuth(t, err, CodeInvalidClient, tc.wantErr)
 			wantOAuth(t, err, CodeInvalidClient, `the keys of client "url-app" could not be fetched: jwks_url `+ks.url())
-			if d := b64(ec.D.Bytes()); strings.Contains(err.Error(), d) {
+			if d := b64(privateScalar(t, ec)); strings.Contains(err.Error(), d) {
 				t.Fatalf("error %q contains the private key", err)
 			}
 			var fe *JWKSFetchError

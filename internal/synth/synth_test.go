@@ -198,11 +198,11 @@ func TestScale(t *testing.T) {
 			line := r.line
 			// Every reference to a resource points into the same copy.
 			for _, m := range refRE.FindAllSubmatch(line, -1) {
-				typ, id := string(m[1]), string(m[2])
+				typ := string(m[1])
 				if typ == "" && !uuidRE.Match(m[2]) {
 					continue
 				}
-				got, ok := types[k][id]
+				got, ok := types[k][string(m[2])]
 				if !ok {
 					t.Fatalf("copy %d: dangling reference %s in %.120s", k, m[0], line)
 				}
