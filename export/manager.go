@@ -588,7 +588,8 @@ func (m *Manager) remove(j *job, why string) bool {
 		cancel(errCancelled)
 		<-done
 	}
-	if state == Queued || state == Running {
+	if state == Queued {
+		// A running job's worker counts it, once, as it lets go.
 		m.met.finished.WithLabelValues(resultCancelled).Inc()
 	}
 	if err := m.flush(j, gen); err != nil {

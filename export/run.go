@@ -104,8 +104,11 @@ func (m *Manager) run(r *jobRun) {
 	end := m.cfg.Now()
 	switch {
 	case errors.Is(context.Cause(r.ctx), errCancelled) || m.isRemoved(j):
+		// remove deletes the record; a running job is counted by its
+		// worker, once.
+		m.met.finished.WithLabelValues(resultCancelled).Inc()
 		log.Info("export job cancelled")
-		return // remove deletes the record and counts the job
+		return
 	case err == nil:
 		if err = m.complete(r, mf, start, end, log); err == nil {
 			return
@@ -126,9 +129,11 @@ func (m *Manager) isRemoved(j *job) bool {
 	return j.removed
 }
 
-// complete writes the completed record, and only then makes the job
-// completed. An error is the record's write: the job has not completed
-// and its files are removed.
+// complete writes the completed record, counts the job, and only then
+// makes it completed, so a poll that sees it completed sees it counted. An
+// error is the record's write: the job has not completed and its files
+// are removed. A job removed meanwhile stays counted completed: its worker
+// counts it once, whatever the outcome (see remove).
 func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *slog.Logger) error {
 	j := r.j
 	set := func(rec *jobRecord) {
@@ -141,12 +146,20 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 	rec.State = Completed
 	gen := m.stage(j, &rec)
 	m.mu.Unlock()
+	if gen == 0 {
+		m.met.finished.WithLabelValues(resultCancelled).Inc()
+		log.Info("export job cancelled") // removed already: remove cleans up
+		return nil
+	}
 	if err := m.flush(j, gen); err != nil {
 		if rerr := os.RemoveAll(m.jobDir(j.id)); rerr != nil {
 			log.Error("cannot remove export files", "error", rerr)
 		}
 		return fmt.Errorf("persist completed job: %w", err)
 	}
+	m.met.finished.WithLabelValues(resultCompleted).Inc()
+	m.met.duration.WithLabelValues(resultCompleted).Observe(end.Sub(start).Seconds())
+	m.met.toManifest.Observe(end.Sub(r.created).Seconds())
 	m.mu.Lock()
 	_, err := m.transition(j, Completed, set)
 	if err == nil {
@@ -162,9 +175,6 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 		log.Info("export job cancelled") // removed meanwhile: remove cleans up
 		return nil
 	}
-	m.met.finished.WithLabelValues(resultCompleted).Inc()
-	m.met.duration.WithLabelValues(resultCompleted).Observe(end.Sub(start).Seconds())
-	m.met.toManifest.Observe(end.Sub(r.created).Seconds())
 	log.Info("export job completed", "transaction_time", mf.TransactionTime,
 		"files", len(mf.Output)+len(mf.Deleted)+len(mf.Error), "lines", j.prog.written.Load(),
 		"duration", end.Sub(start))
@@ -179,7 +189,8 @@ func (m *Manager) requeue(j *job, log *slog.Logger) {
 	j.prog.setPhase(phaseQueued)
 	m.mu.Unlock()
 	if err != nil {
-		return // removed meanwhile
+		m.met.finished.WithLabelValues(resultCancelled).Inc() // removed meanwhile
+		return
 	}
 	if perr := m.flush(j, gen); perr != nil {
 		log.Error("cannot persist interrupted export job; it will restart anyway", "error", perr)
@@ -187,10 +198,14 @@ func (m *Manager) requeue(j *job, log *slog.Logger) {
 	log.Info("export job interrupted by shutdown; it restarts with the server")
 }
 
-// fail makes a job failed with a message fit for the client.
+// fail counts a job failed, then makes it failed with a message fit for
+// the client (counted first, as in complete).
 func (m *Manager) fail(r *jobRun, err error, start, end time.Time, log *slog.Logger) {
 	j := r.j
 	log.Error("export job failed", "error", err)
+	m.met.finished.WithLabelValues(resultFailed).Inc()
+	m.met.failed.WithLabelValues(failReason(err)).Inc()
+	m.met.duration.WithLabelValues(resultFailed).Observe(end.Sub(start).Seconds())
 	m.mu.Lock()
 	gen, terr := m.transition(j, Failed, func(rec *jobRecord) {
 		rec.Error, rec.Manifest = clientMessage(err), nil
@@ -206,9 +221,6 @@ func (m *Manager) fail(r *jobRun, err error, start, end time.Time, log *slog.Log
 	if perr := m.flush(j, gen); perr != nil {
 		log.Error("cannot persist failed export job", "error", perr)
 	}
-	m.met.finished.WithLabelValues(resultFailed).Inc()
-	m.met.failed.WithLabelValues(failReason(err)).Inc()
-	m.met.duration.WithLabelValues(resultFailed).Observe(end.Sub(start).Seconds())
 }
 
 // export runs a job's steps: catch up, snapshot, plan, scan, finish. It
