@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bulkstream/bulkstream"
+	"github.com/bulkstream/bulkstream/internal/atomicfile"
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
 
@@ -172,21 +173,18 @@ func bindGenFlags(fs *flag.FlagSet) genFlags {
 }
 
 // writeGenFiles creates the files at paths under temporary names, calls
-// write with an output for each, and renames them into place if everything
-// succeeded; otherwise it removes them.
-func writeGenFiles(gz bool, paths []string, write func([]*genOutput) error) (err error) {
-	var files []*os.File
+// write with an output for each, and puts them in place (synced, renamed)
+// if everything succeeded; otherwise it removes them.
+func writeGenFiles(gz bool, paths []string, write func([]*genOutput) error) error {
+	var files []*atomicfile.File
 	var outs []*genOutput
 	defer func() {
 		for _, f := range files {
-			if err != nil {
-				f.Close()
-				os.Remove(f.Name())
-			}
+			f.Close() // removes an uncommitted file; after Commit a no-op
 		}
 	}()
 	for _, p := range paths {
-		f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
+		f, err := atomicfile.Create(p, 0o644)
 		if err != nil {
 			return err
 		}
@@ -200,16 +198,10 @@ func writeGenFiles(gz bool, paths []string, write func([]*genOutput) error) (err
 		if err := o.close(); err != nil {
 			return fmt.Errorf("write %s: %w", paths[i], err)
 		}
-		if err := files[i].Chmod(0o644); err != nil {
-			return err
-		}
-		if err := files[i].Close(); err != nil {
-			return fmt.Errorf("write %s: %w", paths[i], err)
-		}
 	}
 	for i, f := range files {
-		if err := os.Rename(f.Name(), paths[i]); err != nil {
-			return err
+		if err := f.Commit(); err != nil {
+			return fmt.Errorf("write %s: %w", paths[i], err)
 		}
 	}
 	return nil

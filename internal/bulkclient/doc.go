@@ -2,7 +2,7 @@
 // (https://hl7.org/fhir/uv/bulkdata/export.html): kick-off, status polling,
 // manifest, downloads and cancel. It talks plain HTTP to any server that
 // follows the IG, not only to bulkstream, and imports only the standard
-// library and internal/smart.
+// library, internal/smart and internal/atomicfile.
 //
 // Contract:
 //
@@ -23,7 +23,9 @@
 //     message is the issues' diagnostics, never the raw JSON.
 //   - Downloads (Download) run Config.Parallel at a time. Each file goes to
 //     name.part and is renamed to name only once it is complete and its
-//     line count equals the manifest's count (when the manifest has one).
+//     line count equals the manifest's count (when the manifest has one),
+//     through internal/atomicfile (fsynced, then the directory too); a
+//     download that fails removes its .part file.
 //     The first request sends Accept-Encoding: gzip and is decoded here; a
 //     body cut short is resumed with Range: bytes=N- (identity encoding,
 //     N = the decoded bytes already in the .part file). A 200 answer to a

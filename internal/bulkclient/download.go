@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/bulkstream/bulkstream/internal/atomicfile"
 )
 
 // Kinds of manifest files.
@@ -161,17 +163,12 @@ func (p *partFile) restart() {
 // a broken body, verifies its line count and renames it to path.
 func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path string) (FileResult, error) {
 	r := FileResult{Item: it, Path: path}
-	part := path + ".part"
-	fh, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	af, err := atomicfile.CreateTemp(path, path+".part", 0o644)
 	if err != nil {
 		return r, err
 	}
-	defer func() {
-		if fh != nil {
-			fh.Close()
-		}
-	}()
-	pf := &partFile{f: fh}
+	defer af.Close() // removes the .part file unless committed
+	pf := &partFile{f: af.OS()}
 	for attempt := 1; ; attempt++ {
 		resumed := pf.size > 0
 		err := c.fetchInto(ctx, it.URL, auth, pf)
@@ -204,25 +201,14 @@ func (c *Client) downloadFile(ctx context.Context, it Item, auth bool, path stri
 			return r, err
 		}
 	}
-	if err := fh.Truncate(pf.size); err != nil {
-		return r, err
-	}
-	if err := fh.Sync(); err != nil {
-		return r, err
-	}
-	err = fh.Close()
-	fh = nil
-	if err != nil {
+	if err := af.OS().Truncate(pf.size); err != nil {
 		return r, err
 	}
 	r.Lines, r.Bytes = pf.lines.count(), pf.size
 	if it.Count != nil && *it.Count != r.Lines {
 		return r, &CountError{URL: it.URL, Lines: r.Lines, Want: *it.Count}
 	}
-	if err := os.Rename(part, path); err != nil {
-		return r, err
-	}
-	return r, nil
+	return r, af.Commit()
 }
 
 // fetchInto GETs u and writes the decoded body into dst from offset

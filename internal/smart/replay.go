@@ -7,9 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/bulkstream/bulkstream/internal/atomicfile"
 )
 
 // ReplayCache remembers assertion ids (jti) per issuer.
@@ -198,51 +199,20 @@ func (r *ReplayFile) len() int {
 // writeFileAtomic writes data to path through a synced temporary file in
 // the same directory and a rename, then syncs the directory.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := replaceFile(path, data, perm)
-	if f != nil {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	return err
+	return atomicfile.WriteFile(path, data, perm)
 }
 
 // replaceFile is writeFileAtomic that returns the new file open for
 // writing at its end. The file is non-nil whenever the rename happened,
 // even with an error (a failed directory sync).
 func replaceFile(path string, data []byte, perm os.FileMode) (*os.File, error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	f, err := atomicfile.Create(path, perm)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*os.File, error) {
-		tmp.Close()
-		os.Remove(tmp.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
 		return nil, err
 	}
-	if err := tmp.Chmod(perm); err != nil {
-		return fail(err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fail(err)
-	}
-	// After the rename the file is in place even if the directory sync
-	// fails: hand it back with the error.
-	return tmp, syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return f.CommitOpen()
 }

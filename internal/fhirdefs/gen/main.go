@@ -38,6 +38,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/bulkstream/bulkstream/internal/atomicfile"
 )
 
 const (
@@ -215,9 +217,5 @@ func writeGo(path string, sources []string, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("%s: gofmt: %w", path, err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, src, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, src, 0o644)
 }
