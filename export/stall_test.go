@@ -84,7 +84,8 @@ func (s *memJobStore) Jobs(fn func(id string, rec []byte) error) error {
 // TestStalledStorageDoesNotBlockOtherJobs: while one job's record write
 // hangs (its PutJob blocks) and the index's commit hangs (a WAL fsync
 // that does not return), every other job's Status, Wait and Cancel, a
-// new Kickoff and a /metrics scrape still answer. The manager's lock is
+// new Kickoff and a /metrics scrape still answer, and so does the stalled
+// job's own Status. The manager's lock is
 // never held across a JobStore or index call, so a slow disk delays only
 // the job whose write it is.
 func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
@@ -203,6 +204,13 @@ func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
 	case waiting = <-kicked:
 	default:
 	}
+	answers("Status of the job whose record write hangs", func() error {
+		st, err := m.Status("c", stalled)
+		if err == nil && st.State != Running {
+			err = fmt.Errorf("state %s, want running", st.State)
+		}
+		return err
+	})
 	answers("Status of a completed job", func() error {
 		st, err := m.Status("c", done)
 		if err == nil && st.State != Completed {
