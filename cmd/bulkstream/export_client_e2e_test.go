@@ -20,12 +20,13 @@ import (
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
 
-// runExportCmd runs `bulkstream export args…` and returns its stdout.
+// runExportCmd runs `bulkstream fetch args…` (the Bulk Data client) and
+// returns its stdout.
 func runExportCmd(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), append([]string{"export"}, args...), nil, &stdout, &stderr)
-	t.Logf("export %s:\n%s%s", strings.Join(args, " "), stderr.String(), stdout.String())
+	err := run(t.Context(), append([]string{"fetch"}, args...), nil, &stdout, &stderr)
+	t.Logf("fetch %s:\n%s%s", strings.Join(args, " "), stderr.String(), stdout.String())
 	return stdout.String(), err
 }
 
@@ -313,7 +314,7 @@ func TestExportCommandCancel(t *testing.T) {
 				}
 			}))
 			defer srv.Close()
-			args := []string{"export", "--url", srv.URL + "/fhir", "--out", t.TempDir()}
+			args := []string{"fetch", "--url", srv.URL + "/fhir", "--out", t.TempDir()}
 			if keep {
 				args = append(args, "--keep-job")
 			}

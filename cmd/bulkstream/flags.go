@@ -96,10 +96,10 @@ Type/id lines to DIR/` + genDeletesFile + ` (for publish --delete). Same sample,
 --data-dir) into a fresh index and swaps it in; export job records are
 carried over. bulkstream serve must not be running on the same --data-dir.`,
 		}
-	case "export":
+	case "fetch":
 		return help{
-			summary: "run a FHIR Bulk Data $export against any server, one-shot or incremental",
-			usage:   "bulkstream export --url BASE [flags]",
+			summary: "run a FHIR Bulk Data $export against any server and download it, one-shot or incremental",
+			usage:   "bulkstream fetch --url BASE [flags]",
 			about: `Runs a FHIR Bulk Data $export against BASE (bulkstream or any server that
 follows the IG): kick-off, polling (with Prefer: wait), parallel downloads
 with resume and retries, line counts checked against the manifest. Files
@@ -111,7 +111,8 @@ every file of the run is downloaded and verified. --apply DIR keeps one
 NDJSON file per resource type there, the current state after applying
 this run's outputs and deletions (a run without _since replaces it).
 
-Ctrl-C cancels: the job is deleted on the server unless --keep-job.`,
+Ctrl-C cancels: the job is deleted on the server unless --keep-job.
+"bulkstream export" is the deprecated old name of this command.`,
 		}
 	case "client keygen":
 		return help{

@@ -58,9 +58,9 @@ func TestHelp(t *testing.T) {
 			limits: map[string]string{"batch-size": "1 to 10000"},
 		},
 		{
-			args:   []string{"export", "--help"},
-			bind:   func(fs *flag.FlagSet) { bindExportFlags(fs) },
-			usage:  "usage: bulkstream export",
+			args:   []string{"fetch", "--help"},
+			bind:   func(fs *flag.FlagSet) { bindFetchFlags(fs) },
+			usage:  "usage: bulkstream fetch",
 			limits: map[string]string{"parallel": "at least 1", "since": "not with --state"},
 		},
 		{args: []string{"client", "--help"}, usage: "usage: bulkstream client <keygen|token>"},

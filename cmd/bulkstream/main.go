@@ -1,6 +1,7 @@
 // Command bulkstream serves a FHIR Bulk Data ($export) endpoint over a
 // Pebble index fed by NATS JetStream change events. Subcommands: serve,
-// publish, gen, rebuild, client, export.
+// publish, gen, rebuild, fetch (a Bulk Data client; "export" is its old
+// name, kept as a deprecated alias for one release), client.
 package main
 
 import (
@@ -41,7 +42,7 @@ commands:
   publish   publish NDJSON resources (or deletes) as change events
   gen       generate realistic FHIR data from the Synthea sample
   rebuild   drop the index and replay the stream into it
-  export    run a Bulk Data export against a server (one-shot or incremental sync)
+  fetch     run a Bulk Data export against a server and download it (one-shot or incremental sync)
   client    SMART Backend Services client keys and tokens (keygen, token)
   version   print the version
 
@@ -49,6 +50,9 @@ Run 'bulkstream <command> --help' for a command's flags and their limits.
 Every flag can also be set through the environment as BULKSTREAM_<FLAG>
 (--nats-url is BULKSTREAM_NATS_URL); a flag on the command line wins.
 `
+
+// exportDeprecated is what the old name of fetch prints to stderr.
+const exportDeprecated = `bulkstream: "export" is deprecated and will be removed in the next release: use "bulkstream fetch" (same flags)`
 
 // run is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -81,8 +85,11 @@ func runCommand(ctx context.Context, cmd string, args []string, stdin io.Reader,
 		return runRebuild(ctx, args, stdout, stderr)
 	case "client":
 		return runClient(ctx, args, stdout, stderr)
+	case "fetch":
+		return runFetch(ctx, args, stdout, stderr, defaultFetchConfig())
 	case "export":
-		return runExport(ctx, args, stdout, stderr)
+		fmt.Fprintln(stderr, exportDeprecated)
+		return runFetch(ctx, args, stdout, stderr, defaultFetchConfig())
 	case "version", "--version":
 		fmt.Fprintln(stdout, "bulkstream", version)
 		return nil
