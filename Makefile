@@ -6,7 +6,7 @@ BIN      := bin/bulkstream
 PKGS     := ./...
 FUZZTIME ?= 10s
 
-.PHONY: all build run test test-reliability race bench fuzz lint clean
+.PHONY: all build run test test-reliability race race-ci bench fuzz lint clean
 
 all: build
 
@@ -28,6 +28,16 @@ test:
 
 race:
 	$(GO) test -count=1 -race -timeout 30m $(PKGS)
+
+# The race detector as CI runs it: the packages whose goroutines share
+# state, and the cmd/bulkstream tests that run serve inside the test
+# process (the others run the binary, built without -race). About 5
+# minutes on 2 cores.
+RACE_PKGS      := ./index/... ./ingest/... ./export/... ./httpapi/... ./internal/bulkclient/... ./internal/smart/...
+RACE_CMD_TESTS := ^(TestExportSynthea|TestChainedIncrementalExports|TestAuthEndToEnd|TestServeTLS|TestOpsListen|TestServeConnectionLimits|TestReadinessChecks)$$
+race-ci:
+	$(GO) test -count=1 -race -timeout 30m $(RACE_PKGS)
+	$(GO) test -count=1 -race -timeout 30m -run '$(RACE_CMD_TESTS)' ./cmd/bulkstream
 
 # Benchmarks, with their physical limits measured in the same run;
 # results go to BENCHMARKS.md.

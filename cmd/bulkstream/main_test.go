@@ -65,6 +65,28 @@ func runNATS(t testing.TB) *server.Server {
 	return s
 }
 
+// inCI reports whether the tests run in CI (.ci/run sets CI=true), where a
+// test that cannot check what it is for (no root for a tmpfs, no
+// promtool) fails instead of passing with less checked.
+func inCI() bool { return os.Getenv("CI") == "true" }
+
+// missing reports that the test cannot check what it says: in CI that
+// fails the test; elsewhere it is logged and the test goes on with less.
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("CI=true: "+format, args...)
+	}
+	t.Logf(format, args...)
+}
+
+// skipMissing is missing, then a skip outside CI.
+func skipMissing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	missing(t, format, args...)
+	t.SkipNow()
+}
+
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

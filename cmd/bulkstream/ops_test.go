@@ -146,7 +146,8 @@ var metricRef = regexp.MustCompile(`\b(?:bulkstream|go|process)_[a-zA-Z0-9_]+\b|
 // required panel is there. With promtool on the PATH (Debian package
 // prometheus, installed by .ci/run) the scrape config and the rules are
 // also checked by Prometheus itself, and the rules' unit tests
-// (ops/prometheus/alerts_test.yml) run.
+// (ops/prometheus/alerts_test.yml) run; under CI=true a missing promtool
+// fails the test.
 func TestOpsFilesUseRegisteredMetrics(t *testing.T) {
 	s := newOpsStack(t)
 	known := func(name string) bool {
@@ -223,7 +224,7 @@ func TestOpsFilesUseRegisteredMetrics(t *testing.T) {
 
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Log("promtool not on the PATH: the scrape config and rules were checked by this test only")
+		missing(t, "promtool not on the PATH: the scrape config and rules were checked by this test only")
 		return
 	}
 	for _, args := range [][]string{

@@ -20,17 +20,18 @@ import (
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on dir and reports whether it
-// could (it needs root with CAP_SYS_ADMIN on Linux). It is unmounted at
+// could (it needs root with CAP_SYS_ADMIN on Linux; in CI, where tests
+// run as root, not being able to fails the test). It is unmounted at
 // cleanup, after processes started later have been stopped.
 func mountTmpfs(t *testing.T, dir string, size int) bool {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Logf("no tmpfs: mounting one needs root")
+		missing(t, "no tmpfs: mounting one needs root")
 		return false
 	}
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "tmpfs", dir).CombinedOutput()
 	if err != nil {
-		t.Logf("no tmpfs: cannot mount one here: %v %s", err, out)
+		missing(t, "no tmpfs: cannot mount one here: %v %s", err, out)
 		return false
 	}
 	t.Cleanup(func() {
@@ -104,10 +105,10 @@ func jobFails(t *testing.T, what, status, want string) {
 // and that meanwhile the service keeps serving (/healthz, /readyz,
 // metadata, exports that fit) and ingest keeps applying.
 //
-// Mounting the tmpfs needs root (CI runs as root). Without it the test
-// still runs the low-space case (--min-free-bytes above any disk) and the
-// read-only one (mode 0555, which binds a non-root process), and skips the
-// full disk.
+// Mounting the tmpfs needs root (CI runs as root, and under CI=true the
+// test fails without it). Without it the test still runs the low-space
+// case (--min-free-bytes above any disk) and the read-only one (mode 0555,
+// which binds a non-root process), and skips the full disk.
 func TestDiskTrouble(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mounts a tmpfs and runs the binary")
@@ -226,7 +227,7 @@ func TestDiskTrouble(t *testing.T) {
 
 	// 3. Read-only export directory.
 	if readOnly == nil {
-		t.Skip("read-only export directory: root without a tmpfs cannot make one")
+		skipMissing(t, "read-only export directory: root without a tmpfs cannot make one")
 	}
 	readOnly(true)
 	status := kickoffExport(t, http.DefaultClient, base, "_type=Organization")
@@ -317,14 +318,14 @@ func fullPatient(i int) []byte {
 //     restart with room applies everything.
 //
 // Mounting the tmpfs needs root (CI runs as root); without it the test is
-// skipped.
+// skipped, and fails under CI=true.
 func TestFullDisk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mounts a tmpfs and runs the binary")
 	}
 	data := t.TempDir()
 	if !mountTmpfs(t, data, 40<<20) {
-		t.Skip("needs a tmpfs (root)")
+		skipMissing(t, "needs a tmpfs (root)")
 	}
 	const (
 		mib          = 1 << 20
