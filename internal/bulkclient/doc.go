@@ -33,4 +33,14 @@
 //   - The access token (Config.Token) goes on kick-off, status and cancel,
 //     and on downloads only when the manifest says requiresAccessToken.
 //     SMARTTokenSource refreshes the token a minute before it expires.
+//   - A download directory holds one run: ClearPrevious removes the files
+//     its previous manifest.json lists, WriteManifest writes the new one
+//     once every file is in place.
+//   - Incremental sync: State (a JSON file, replaced atomically) keeps per
+//     server and type list (StateKey) the transactionTime of the last
+//     complete run, the next run's _since. ApplyMirror keeps a directory
+//     of <Type>.ndjson files equal to the server's current state: a full
+//     run replaces the types it covers, an incremental one replaces the
+//     changed resources and drops the deleted ones; each type's file is
+//     replaced atomically, and applying a run twice is harmless.
 package bulkclient
