@@ -2,7 +2,9 @@
 //
 // TestForbiddenImports (deps_test.go) enforces the import directions
 // cmd → httpapi → export → index and cmd → ingest → index, with metrics
-// imported only by cmd. Who may import whom (no other edges):
+// imported only by cmd, in every file whatever its build constraints and
+// in what each package links on Linux, macOS, FreeBSD and Windows, through
+// other packages too. Who may import whom (no other edges):
 //
 //	package              may import                                       must not import
 //	index                pebble, client_golang prometheus, stdlib         nats*, net/http, any other bulkstream package
