@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/ingest"
@@ -78,7 +75,7 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	start := time.Now()
-	stats, err := replay(ctx, st.js, c.Ingest, fresh, log)
+	stats, err := ingest.Replay(ctx, st.js, c.Ingest, fresh, log)
 	if err == nil {
 		err = old.Jobs(func(id string, rec []byte) error { return fresh.PutJob(id, rec) })
 	}
@@ -100,89 +97,6 @@ func runRebuild(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "rebuilt %s from stream %s: %d messages, %d applied, %d not applicable (dead-lettered when first seen), last sequence %d, %s\n",
-		dir, c.Ingest.Stream, stats.messages, stats.applied, stats.rejected, stats.lastSeq, time.Since(start).Round(time.Millisecond))
+		dir, c.Ingest.Stream, stats.Messages, stats.Applied, stats.Rejected, stats.LastSeq, time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-type replayStats struct {
-	messages, applied, rejected int
-	lastSeq                     uint64
-}
-
-// replay reads the stream from its first message up to its last sequence
-// at the start and applies every applicable event to dst, in batches, the
-// way the live consumer does. Inapplicable events are only counted: they
-// were dead-lettered when the consumer first saw them.
-func replay(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, dst *index.Index, log *slog.Logger) (replayStats, error) {
-	var st replayStats
-	stream, err := js.Stream(ctx, cfg.Stream)
-	if err != nil {
-		return st, fmt.Errorf("stream %q: %w", cfg.Stream, err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return st, err
-	}
-	if err := dst.SetOrigin(info.Created); err != nil {
-		return st, err
-	}
-	head := info.State.LastSeq
-	if head == 0 || info.State.Msgs == 0 {
-		return st, nil
-	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return st, err
-	}
-	batchSize := cfg.BatchSize
-	if batchSize <= 0 {
-		batchSize = ingest.DefaultBatchSize
-	}
-	maxBytes := cfg.MaxEventBytes
-	if maxBytes <= 0 {
-		maxBytes = ingest.DefaultMaxEventBytes
-	}
-	lastLog := time.Now()
-	for st.lastSeq < head {
-		batch, err := cons.Fetch(batchSize, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return st, err
-		}
-		var changes []index.Change
-		var last uint64
-		for msg := range batch.Messages() {
-			md, err := msg.Metadata()
-			if err != nil {
-				return st, err
-			}
-			st.messages++
-			last = md.Sequence.Stream
-			ch, err := ingest.Decode(msg.Subject(), msg.Headers(), msg.Data(), maxBytes)
-			if err != nil {
-				st.rejected++
-				continue
-			}
-			ch.Seq, ch.Time = md.Sequence.Stream, md.Timestamp
-			changes = append(changes, ch)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return st, err
-		}
-		if last == 0 {
-			if err := ctx.Err(); err != nil {
-				return st, err
-			}
-			continue
-		}
-		if _, err := dst.Apply(ctx, changes, last); err != nil {
-			return st, err
-		}
-		st.applied += len(changes)
-		st.lastSeq = last
-		if time.Since(lastLog) > 2*time.Second {
-			log.Info("rebuild progress", "seq", last, "head", head)
-			lastLog = time.Now()
-		}
-	}
-	return st, nil
 }
