@@ -81,7 +81,7 @@ func sameState(t *testing.T, what string, got, want map[string]string) {
 	}
 }
 
-// TestExportCommandFull: `bulkstream export` against a real server
+// TestExportCommandFull: `bulkstream fetch` against a real server
 // downloads exactly the published data.
 func TestExportCommandFull(t *testing.T) {
 	s := startServer(t)
@@ -340,7 +340,7 @@ func TestExportCommandCancel(t *testing.T) {
 	}
 }
 
-// faultyProxy sits between `bulkstream export` and a real bulkstream and
+// faultyProxy sits between `bulkstream fetch` and a real bulkstream and
 // misbehaves once per kind: the first kick-off gets 429 + Retry-After, the
 // first status poll a 503, and the first GET of every file is cut off
 // after half its body. It records the Range header of every file request.
@@ -412,7 +412,7 @@ func (p *faultyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // TestExportCommandThroughFaults: against a real bulkstream behind a proxy
 // that answers 429 and 503 once and cuts every file's first download in
-// half, `bulkstream export` retries, resumes each file with Range, and
+// half, `bulkstream fetch` retries, resumes each file with Range, and
 // ends with exactly the published data.
 func TestExportCommandThroughFaults(t *testing.T) {
 	p := newFaultyProxy()
