@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -87,6 +89,11 @@ func skipMissing(t testing.TB, format string, args ...any) {
 	t.SkipNow()
 }
 
+// freeAddr picks a free loopback address by listening on port 0 and
+// closing the listener: another process may take the port before the test
+// uses it. Only for what must know its address before it starts
+// (scripts/run.sh checks and prints its ports); serve takes port 0 and
+// reports what it bound (servingAddrs).
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -95,6 +102,86 @@ func freeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// anyPort is the listen address tests give serve (--listen, --nats-listen,
+// --ops-listen): the system picks a free port and serve logs it.
+const anyPort = "127.0.0.1:0"
+
+// servingAddrs are the addresses a serve reported it bound, from its log
+// lines "embedded nats server started" (listen=), "operations endpoints on
+// their own listener" (ops_listen=) and "bulkstream serving" (listen=).
+type servingAddrs struct {
+	HTTP string // --listen
+	NATS string // the embedded NATS server; "" with --nats-url
+	Ops  string // --ops-listen; "" without
+}
+
+// parseServing reads servingAddrs from a serve log (text or JSON); ok is
+// false until the "bulkstream serving" line is there.
+func parseServing(logs string) (a servingAddrs, ok bool) {
+	for line := range strings.Lines(logs) {
+		switch {
+		case strings.Contains(line, "embedded nats server started"):
+			a.NATS = logAttr(line, "listen")
+		case strings.Contains(line, "operations endpoints on their own listener"):
+			a.Ops = logAttr(line, "ops_listen")
+		case strings.Contains(line, "bulkstream serving"):
+			a.HTTP = logAttr(line, "listen")
+			return a, a.HTTP != ""
+		}
+	}
+	return a, false
+}
+
+// logAttr is the value of key in a slog text or JSON line, or "".
+func logAttr(line, key string) string {
+	if strings.HasPrefix(line, "{") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil {
+			return ""
+		}
+		v, _ := m[key].(string)
+		return v
+	}
+	for f := range strings.FieldsSeq(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			if u, err := strconv.Unquote(v); err == nil {
+				return u
+			}
+			return v
+		}
+	}
+	return ""
+}
+
+// waitServingLog waits until the serve logging to logs says it is serving
+// and returns the addresses it bound; done (the serve's end) failing first
+// fails the test.
+func waitServingLog(t testing.TB, logs *syncBuffer, done chan error) servingAddrs {
+	t.Helper()
+	var a servingAddrs
+	checkFor(t, 2*time.Minute, 10*time.Millisecond, func() error {
+		select {
+		case err := <-done:
+			done <- err // for whoever waits next
+			t.Fatalf("serve stopped before serving: %v\n%s", err, logs)
+		default:
+		}
+		var ok bool
+		if a, ok = parseServing(logs.String()); !ok {
+			return errors.New("serve has not said it is serving")
+		}
+		return nil
+	})
+	return a
+}
+
+// serving waits until the serve process p is serving (with --log-level
+// info or lower) and returns the addresses it bound.
+func (p *proc) serving(t testing.TB) servingAddrs {
+	t.Helper()
+	return waitServingLog(t, p.stderr, p.done)
 }
 
 // proc is a running subprocess: bulkstream, or nats-server
@@ -314,9 +401,10 @@ func appliedSeq(t testing.TB, dir string) uint64 {
 // that the data survived and SIGTERM exits cleanly.
 func TestServeEmbeddedDefault(t *testing.T) {
 	data := t.TempDir()
-	natsAddr, addr := freeAddr(t), freeAddr(t)
-	args := []string{"serve", "--data-dir", data, "--listen", addr, "--nats-listen", natsAddr}
+	args := []string{"serve", "--data-dir", data, "--listen", anyPort, "--nats-listen", anyPort}
 	p := start(t, args...)
+	a := p.serving(t)
+	addr, natsAddr := a.HTTP, a.NATS
 	waitHealthy(t, addr)
 
 	lines := sampleLines(t, 500)
@@ -338,7 +426,7 @@ func TestServeEmbeddedDefault(t *testing.T) {
 
 	// Restart on the same data dir: the stream and the index are still there.
 	p = start(t, args...)
-	waitAppliedSeq(t, addr, 500, 30*time.Second)
+	waitAppliedSeq(t, p.serving(t).HTTP, 500, 30*time.Second)
 	p.stop(t)
 	if !strings.Contains(p.stderr.String(), "embedded nats server started") {
 		t.Errorf("no embedded server log line:\n%s", p.stderr)
@@ -349,17 +437,12 @@ func TestServeEmbeddedDefault(t *testing.T) {
 // differ from the configured ones stops serve with a message naming them.
 func TestServeRefusesConflictingStream(t *testing.T) {
 	ns := runNATS(t)
-	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--subjects", "fhir.*.*")
+	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", anyPort, "--subjects", "fhir.*.*")
 	// Wait until it created the stream, then stop it and restart with other subjects.
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if !strings.Contains(p.stderr.String(), "bulkstream serving") {
-			return fmt.Errorf("not serving yet")
-		}
-		return nil
-	})
+	p.serving(t)
 	p.stop(t)
 
-	cmd := exec.Command(binPath, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--subjects", "ehr.>")
+	cmd := exec.Command(binPath, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", anyPort, "--subjects", "ehr.>")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("serve started against a conflicting stream:\n%s", out)

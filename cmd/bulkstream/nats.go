@@ -14,7 +14,8 @@ import (
 
 // startEmbeddedNATS runs an in-process NATS server with JetStream storing
 // under <data-dir>/nats and listening on --nats-listen (host:port), so
-// that other processes (publishers, the nats CLI) can reach it; with
+// that other processes (publishers, the nats CLI) can reach it (port 0:
+// any free one, which s.Addr reports); with
 // --nats-auth it enforces those users and permissions, with
 // --nats-tls-cert it requires TLS. It returns the options of bulkstream's
 // own connection to it: in-process (no TLS, no network), and with
@@ -27,6 +28,11 @@ func startEmbeddedNATS(c natsConfig, log *slog.Logger) (*server.Server, []nats.O
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--nats-listen %q: bad port: %w", c.NATSListen, err)
+	}
+	if port == 0 {
+		// Any free port, as for net.Listen: nats-server reads 0 as its
+		// default port (4222) and -1 as any. serve logs the one bound.
+		port = server.RANDOM_PORT
 	}
 	opts := &server.Options{
 		ServerName: "bulkstream-embedded",

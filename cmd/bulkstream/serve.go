@@ -156,7 +156,7 @@ func connectNATS(c natsConfig, log *slog.Logger) (*stack, error) {
 			return nil, err
 		}
 		st.srv = s
-		log.Info("embedded nats server started", "url", s.ClientURL(), "store", filepath.Join(c.DataDir, "nats"),
+		log.Info("embedded nats server started", "listen", s.Addr().String(), "url", s.ClientURL(), "store", filepath.Join(c.DataDir, "nats"),
 			"auth", c.NATSAuth != "", "tls", c.NATSTLSCert != "")
 		url = "nats://" + c.NATSListen // in-process: not dialled
 		opts = append(opts, own...)
