@@ -84,7 +84,6 @@ func startServer(t *testing.T) *testServer { return startServerWith(t, serverOpt
 
 func startServerWith(t *testing.T, o serverOpts) *testServer {
 	t.Helper()
-	addr, natsAddr := freeAddr(t), freeAddr(t)
 	if o.scheme == "" {
 		o.scheme = "http"
 	}
@@ -97,26 +96,33 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 	if o.dataDir == "" {
 		o.dataDir = t.TempDir()
 	}
-	args := append([]string{"--data-dir", o.dataDir, "--listen", addr, "--nats-listen", natsAddr, "--public-url", o.scheme + "://" + addr}, o.args...)
+	// Port 0 everywhere: serve logs what it bound, and its default public
+	// URL carries the bound port.
+	args := append([]string{"--data-dir", o.dataDir, "--listen", anyPort, "--nats-listen", anyPort}, o.args...)
 	if err := parseFlags(fs, args); err != nil {
 		t.Fatal(err)
 	}
 	c.Security.sighup = o.sighup
 	done := make(chan error, 1)
 	var p *proc
+	var a servingAddrs
 	if o.binary {
 		p = start(t, append([]string{"serve"}, args...)...)
 		done = p.done
+		a = p.serving(t)
 	} else {
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() { done <- serve(ctx, c, slog.New(slog.DiscardHandler)) }()
+		logs := &syncBuffer{}
+		go func() { done <- serve(ctx, c, slog.New(slog.NewTextHandler(logs, nil))) }()
 		t.Cleanup(func() {
 			cancel()
 			if err := <-done; err != nil {
 				t.Errorf("serve: %v", err)
 			}
 		})
+		a = waitServingLog(t, logs, done)
 	}
+	addr := a.HTTP
 	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case err := <-done:
@@ -131,7 +137,7 @@ func startServerWith(t *testing.T, o serverOpts) *testServer {
 		resp.Body.Close()
 		return nil
 	})
-	nc, js := connectJS(t, "nats://"+natsAddr)
+	nc, js := connectJS(t, "nats://"+a.NATS)
 	pub, err := ingest.NewPublisher(js, ingest.PublisherConfig{})
 	if err != nil {
 		t.Fatal(err)
