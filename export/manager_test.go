@@ -276,8 +276,17 @@ func TestElements(t *testing.T) {
 	e.f.apply(t, syntheaResources(t, 100)...)
 	elems := []Element{{Name: "status"}, {Type: "Patient", Name: "birthDate"}}
 	probe := []byte(`{"resourceType":"Patient","id":"p","meta":{"versionId":"1","lastUpdated":"2026-01-01T00:00:00.000000Z"},"birthDate":"1970-01-01","gender":"female"}`)
-	if got, err := applyElements(nil, probe, "Patient", elems); err == nil && bytes.Equal(got, probe) {
-		t.Skip("applyElements is still the placeholder")
+	// A regression that returns the input unchanged must fail here, not
+	// skip: the export below would then only test whole resources.
+	got, err := applyElements(nil, probe, "Patient", elems)
+	if err != nil {
+		t.Fatalf("applyElements(probe): %v", err)
+	}
+	if bytes.Equal(got, probe) {
+		t.Fatalf("applyElements returned its input unchanged: %s", got)
+	}
+	if want := `"birthDate":"1970-01-01"`; !bytes.Contains(got, []byte(want)) || bytes.Contains(got, []byte(`"gender"`)) {
+		t.Fatalf("applyElements(probe) = %s, want birthDate kept and gender dropped", got)
 	}
 	m := e.manager(t, Config{}, nil)
 	req := fullRequest()
