@@ -9,8 +9,6 @@ import (
 	"io"
 	"strings"
 	"time"
-
-	"github.com/bulkstream/bulkstream/index"
 )
 
 // Sentinel errors. httpapi maps each to a status code and an
@@ -214,18 +212,6 @@ type File interface {
 	// written, lower-case hex; httpapi serves it as the strong ETag. OpenFile
 	// never returns a file whose bytes no longer match it (ErrFileDamaged).
 	Digest() string
-}
-
-// Source is the index the manager exports from; *index.Index satisfies it.
-type Source interface {
-	// Snapshot returns a read view paired with its transactionTime.
-	Snapshot() (*index.Snapshot, error)
-	// WaitApplied blocks until stream sequence seq is committed.
-	WaitApplied(ctx context.Context, seq uint64) error
-	// AppliedSeq is the last committed stream sequence.
-	AppliedSeq() uint64
-	// Clock is the last commit time handed out.
-	Clock() uint64
 }
 
 // Head reports the stream's last sequence, so a job can wait until ingest

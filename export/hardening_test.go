@@ -114,7 +114,7 @@ func TestConfigExportReserve(t *testing.T) {
 		{0, 512 << 20, false},
 	} {
 		cfg := Config{Dir: t.TempDir(), MinFreeBytes: tc.min, ExportReserveBytes: tc.reserve}
-		_, err := NewManager(cfg, indextest.Open(t), nil, indextest.Open(t))
+		_, err := NewManager(cfg, IndexSource(indextest.Open(t)), nil, indextest.Open(t))
 		if (err == nil) != tc.ok {
 			t.Errorf("MinFreeBytes %d, ExportReserveBytes %d: %v, want ok=%v", tc.min, tc.reserve, err, tc.ok)
 		}

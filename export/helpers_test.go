@@ -162,7 +162,7 @@ func (e *testEnv) manager(t testing.TB, cfg Config, setup func(*Manager)) *Manag
 	if cfg.ExportReserveBytes == 0 {
 		cfg.ExportReserveBytes = -1
 	}
-	m, err := NewManager(cfg, e.x, e.head, e.x)
+	m, err := NewManager(cfg, IndexSource(e.x), e.head, e.x)
 	if err != nil {
 		t.Fatal(err)
 	}

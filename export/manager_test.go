@@ -485,7 +485,7 @@ func TestRestartDuringJob(t *testing.T) {
 	e := newEnv(t)
 	e.f.apply(t, syntheaResources(t, 20)...) // ~1900 resources
 	hook, blocked := blockAfter(700)
-	m1, err := NewManager(Config{Dir: e.dir, MinFreeBytes: -1, FileMaxResources: 100}, e.x, e.head, e.x)
+	m1, err := NewManager(Config{Dir: e.dir, MinFreeBytes: -1, FileMaxResources: 100}, IndexSource(e.x), e.head, e.x)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -554,7 +554,7 @@ func TestRestartDuringJob(t *testing.T) {
 func TestRestartKeepsCompletedJobs(t *testing.T) {
 	e := newEnv(t)
 	e.f.apply(t, syntheaResources(t, 400)...)
-	m1, err := NewManager(Config{Dir: e.dir, MinFreeBytes: -1}, e.x, e.head, e.x)
+	m1, err := NewManager(Config{Dir: e.dir, MinFreeBytes: -1}, IndexSource(e.x), e.head, e.x)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -905,7 +905,7 @@ bulkstream_export_jobs{state="running"} 0
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewManager(Config{Dir: e.dir, Registerer: reg}, e.x, nil, e.x); err != nil {
+	if _, err := NewManager(Config{Dir: e.dir, Registerer: reg}, IndexSource(e.x), nil, e.x); err != nil {
 		t.Errorf("NewManager after Close on the same registry: %v", err)
 	}
 }
@@ -913,11 +913,11 @@ bulkstream_export_jobs{state="running"} 0
 func TestConfig(t *testing.T) {
 	x := newEnv(t).x
 	for _, cfg := range []Config{{}, {Dir: "d", Workers: -1}, {Dir: "d", FileMaxBytes: -1}, {Dir: "d", TTL: -time.Second}} {
-		if _, err := NewManager(cfg, x, nil, x); err == nil {
+		if _, err := NewManager(cfg, IndexSource(x), nil, x); err == nil {
 			t.Errorf("NewManager(%+v) succeeded", cfg)
 		}
 	}
-	m, err := NewManager(Config{Dir: "d"}, x, nil, x)
+	m, err := NewManager(Config{Dir: "d"}, IndexSource(x), nil, x)
 	if err != nil {
 		t.Fatal(err)
 	}

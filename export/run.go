@@ -249,7 +249,7 @@ func (m *Manager) export(ctx context.Context, j *job, req Request, headSeq uint6
 
 	// 3. Plan: the types to scan, and what progress counts against.
 	plan := planScan(snap, req)
-	s, err := m.newScan(j, req, snap.TransactionTime)
+	s, err := m.newScan(j, req, snap.TransactionTime())
 	if err != nil {
 		return nil, err
 	}
@@ -307,10 +307,10 @@ func (m *Manager) catchUp(ctx context.Context, j *job, seq uint64) error {
 // with data in the snapshot, skipping those with nothing to export), with
 // their entry counts (an upper bound of what the scan visits) and, for an
 // unbounded full export, the exact number of resources to write.
-func planScan(snap *index.Snapshot, req Request) *scanPlan {
-	tt := snap.TransactionTime
+func planScan(snap Snapshot, req Request) *scanPlan {
+	tt := snap.TransactionTime()
 	full := !req.HasSince
-	counts := map[string]index.TypeCount{}
+	counts := map[string]TypeCount{}
 	for _, c := range snap.Counts() {
 		counts[c.Type] = c
 	}
@@ -407,7 +407,7 @@ func (s *scan) ignored() error {
 // scanType writes type typ (the i-th of the plan) from the snapshot:
 // resources to its output files, deletions (a _since export) to its
 // deleted files.
-func (s *scan) scanType(ctx context.Context, snap *index.Snapshot, i int, typ string) error {
+func (s *scan) scanType(ctx context.Context, snap Snapshot, i int, typ string) error {
 	m, p, mf := s.m, &s.j.prog, s.mf
 	p.typeIdx.Store(int32(i + 1))
 	resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
@@ -425,7 +425,7 @@ func (s *scan) scanType(ctx context.Context, snap *index.Snapshot, i int, typ st
 			bytesCounter.Add(float64(fi.Bytes))
 		}}
 	full, elements := s.full, s.req.Elements
-	err := snap.Scan(ctx, typ, s.req.Since, s.until, func(e index.Entry) error {
+	err := snap.Scan(ctx, typ, s.req.Since, s.until, func(e Entry) error {
 		p.scanned.Add(1)
 		if m.hookScan != nil {
 			if err := m.hookScan(ctx); err != nil {
@@ -483,7 +483,7 @@ func (s *scan) scanType(ctx context.Context, snap *index.Snapshot, i int, typ st
 // but older data or a restored index may hold one) never fails the job:
 // it is left out (ok false), and the error file names it, so the output
 // counts stay exact; err is that line's write.
-func (s *scan) applyElements(typ string, e index.Entry) (res []byte, ok bool, err error) {
+func (s *scan) applyElements(typ string, e Entry) (res []byte, ok bool, err error) {
 	line, aerr := applyElements(s.line[:0], e.Resource, typ, s.req.Elements)
 	s.line = line
 	if aerr == nil {

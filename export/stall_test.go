@@ -109,7 +109,7 @@ func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
 	store := newMemJobStore()
 	head := &fakeHead{}
 	m, err := NewManager(Config{Dir: t.TempDir(), Workers: 2, MinFreeBytes: -1, ExportReserveBytes: -1, Registerer: reg},
-		x, head, store)
+		IndexSource(x), head, store)
 	if err != nil {
 		t.Fatal(err)
 	}

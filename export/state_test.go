@@ -20,7 +20,7 @@ func TestTransitions(t *testing.T) {
 	}
 	// at returns a manager holding one job of client "c" in state s.
 	at := func(t *testing.T, s State) (*Manager, *job) {
-		m, err := NewManager(Config{Dir: t.TempDir()}, newEnv(t).x, nil, newMemJobStore())
+		m, err := NewManager(Config{Dir: t.TempDir()}, IndexSource(newEnv(t).x), nil, newMemJobStore())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -248,7 +248,7 @@ func golden(t testing.TB, name string, got []byte) {
 // at head (so jobs need not wait), closed when the test ends.
 func startManager(tb testing.TB, x *index.Index, head int) *export.Manager {
 	tb.Helper()
-	m, err := export.NewManager(export.Config{Dir: tb.TempDir(), MinFreeBytes: -1}, x, fixedHead(head), x)
+	m, err := export.NewManager(export.Config{Dir: tb.TempDir(), MinFreeBytes: -1}, export.IndexSource(x), fixedHead(head), x)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -106,7 +106,7 @@ func newOpsStack(t *testing.T) *opsStack {
 		return h + s.extraHead.Load(), err
 	})
 	jobs, err := export.NewManager(export.Config{Dir: t.TempDir(), Registerer: reg, MaxActiveJobs: 1, MinFreeBytes: -1},
-		idx, head, idx)
+		export.IndexSource(idx), head, idx)
 	if err != nil {
 		t.Fatal(err)
 	}

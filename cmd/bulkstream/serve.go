@@ -268,7 +268,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	ecfg.Dir = filepath.Join(c.DataDir, "exports")
 	ecfg.Logger, ecfg.Registerer = log, reg
 	ecfg.RequiresAccessToken = clients != nil
-	jobs, err := export.NewManager(ecfg, idx, cons, idx)
+	jobs, err := export.NewManager(ecfg, export.IndexSource(idx), cons, idx)
 	if err != nil {
 		return err
 	}
