@@ -327,8 +327,7 @@ func TestReloadClients(t *testing.T) {
 // TestServeRefusesOpenNonLoopback: without --clients, serve starts only
 // on loopback, unless --insecure (logged at WARN).
 func TestServeRefusesOpenNonLoopback(t *testing.T) {
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	for _, listen := range []string{"0.0.0.0:" + port, ":" + port, "[::]:" + port} {
+	for _, listen := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
 		var c serveConfig
 		fs := newFlagSet("serve", io.Discard)
 		bindServeFlags(fs, &c)
@@ -351,16 +350,15 @@ func TestServeRefusesOpenNonLoopback(t *testing.T) {
 	var c serveConfig
 	fs := newFlagSet("serve", io.Discard)
 	bindServeFlags(fs, &c)
-	natsAddr := freeAddr(t)
-	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", "0.0.0.0:" + port, "--nats-listen", natsAddr, "--insecure",
-		"--public-url", "http://127.0.0.1:" + port}); err != nil {
+	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", "0.0.0.0:0", "--nats-listen", anyPort, "--insecure",
+		"--public-url", "http://bulk.example.org"}); err != nil {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, c, slog.New(slog.NewTextHandler(&logs, nil))) }()
-	waitHealthy(t, "127.0.0.1:"+port)
+	waitHealthy(t, loopbackOf(t, waitServingLog(t, &logs, done).HTTP))
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

@@ -44,10 +44,9 @@ func serveInProcess(t *testing.T, args ...string) (cancel context.CancelFunc, do
 // --public-url (the default public URL would be http://[::]:port, which
 // no client can reach); with --public-url it starts.
 func TestServeRefusesToGuessPublicURL(t *testing.T) {
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	for _, listen := range []string{":" + port, "0.0.0.0:" + port, "[::]:" + port} {
+	for _, listen := range []string{":0", "0.0.0.0:0", "[::]:0"} {
 		cancel, done, _ := serveInProcess(t, "--data-dir", t.TempDir(), "--listen", listen,
-			"--nats-listen", freeAddr(t), "--insecure")
+			"--nats-listen", anyPort, "--insecure")
 		select {
 		case err := <-done:
 			done <- err
@@ -67,10 +66,11 @@ func TestServeRefusesToGuessPublicURL(t *testing.T) {
 	}
 
 	// With --public-url it starts, and hands out that URL.
-	_, done, _ := serveInProcess(t, "--data-dir", t.TempDir(), "--listen", ":"+port,
-		"--nats-listen", freeAddr(t), "--insecure", "--public-url", "http://bulk.example.org")
-	waitServing(t, "127.0.0.1:"+port, "/healthz", done)
-	resp, err := http.Get("http://127.0.0.1:" + port + "/fhir/metadata")
+	_, done, logs := serveInProcess(t, "--data-dir", t.TempDir(), "--listen", ":0",
+		"--nats-listen", anyPort, "--insecure", "--public-url", "http://bulk.example.org")
+	addr := loopbackOf(t, waitServingLog(t, logs, done).HTTP)
+	waitServing(t, addr, "/healthz", done)
+	resp, err := http.Get("http://" + addr + "/fhir/metadata")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,9 +118,10 @@ func getStatus(t *testing.T, u string) (int, string) {
 // listener is closed when serve returns. A non-loopback --ops-listen is
 // refused without --insecure.
 func TestOpsListen(t *testing.T) {
-	addr, ops := freeAddr(t), freeAddr(t)
-	cancel, done, _ := serveInProcess(t, "--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", freeAddr(t),
-		"--ops-listen", ops, "--shutdown-delay", "3s", "--shutdown-timeout", "5s")
+	cancel, done, serveLogs := serveInProcess(t, "--data-dir", t.TempDir(), "--listen", anyPort, "--nats-listen", anyPort,
+		"--ops-listen", anyPort, "--shutdown-delay", "3s", "--shutdown-timeout", "5s")
+	served := waitServingLog(t, serveLogs, done)
+	addr, ops := served.HTTP, served.Ops
 	waitServing(t, ops, "/healthz", done)
 	for _, path := range []string{"/metrics", "/healthz", "/readyz"} {
 		if code, body := getStatus(t, "http://"+addr+path); code != http.StatusNotFound || !strings.Contains(body, "OperationOutcome") {

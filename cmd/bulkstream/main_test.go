@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,6 +154,29 @@ func logAttr(line, key string) string {
 		}
 	}
 	return ""
+}
+
+// onAddr is the URL u (a status or file URL from a serve that has since
+// restarted on another port) on the server at addr.
+func onAddr(t testing.TB, u, addr string) string {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pu.Host = addr
+	return pu.String()
+}
+
+// loopbackOf is the loopback address with addr's port: where a test
+// reaches a listener bound to every interface (0.0.0.0:port, [::]:port).
+func loopbackOf(t testing.TB, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // waitServingLog waits until the serve logging to logs says it is serving

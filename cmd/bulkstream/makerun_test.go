@@ -97,6 +97,9 @@ func TestMakeRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the script, serve and the sample")
 	}
+	// Fixed ports picked up front (freeAddr), not port 0: run.sh checks
+	// that its ports are free before it starts serve, names them in its
+	// messages, and publishes to BULKSTREAM_NATS_LISTEN.
 	t.Run("other ports, Ctrl-C", func(t *testing.T) {
 		httpAddr, natsAddr, data := freeAddr(t), freeAddr(t), t.TempDir()
 		s := startRunScript(t, "BULKSTREAM_LISTEN="+httpAddr, "BULKSTREAM_NATS_LISTEN="+natsAddr, "BULKSTREAM_DATA_DIR="+data)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -163,7 +162,6 @@ func waitViolation(t *testing.T, errs <-chan error, what, subject string) {
 // flag and the fixes; --insecure starts it with a WARN, and the log says
 // truthfully what each listener lets in.
 func TestServeRefusesOpenNATSListener(t *testing.T) {
-	_, port, _ := net.SplitHostPort(freeAddr(t))
 	_, entry := newClientEntry(t, "analytics", "ES384", []string{"system/*.rs"}, 2)
 	clients := filepath.Join(t.TempDir(), "clients.json")
 	writeClientsFile(t, clients, entry)
@@ -171,19 +169,18 @@ func TestServeRefusesOpenNATSListener(t *testing.T) {
 		natsListen string
 		more       []string
 	}{
-		{"0.0.0.0:" + port, nil},
-		{":" + port, nil},
-		{"0.0.0.0:" + port, []string{"--clients", clients}}, // HTTP authorization does not cover NATS
+		{"0.0.0.0:0", nil},
+		{":0", nil},
+		{"0.0.0.0:0", []string{"--clients", clients}}, // HTTP authorization does not cover NATS
 	} {
 		natsListen := tc.natsListen
 		var c serveConfig
 		fs := newFlagSet("serve", io.Discard)
 		bindServeFlags(fs, &c)
-		addr := freeAddr(t)
-		if err := parseFlags(fs, append([]string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsListen}, tc.more...)); err != nil {
+		if err := parseFlags(fs, append([]string{"--data-dir", t.TempDir(), "--listen", anyPort, "--nats-listen", natsListen}, tc.more...)); err != nil {
 			t.Fatal(err)
 		}
-		err := serveOrRefuse(t, c, addr)
+		err := serveOrRefuse(t, c)
 		if err == nil {
 			t.Fatalf("serve --nats-listen %s %v without --nats-auth started", natsListen, tc.more)
 		}
@@ -197,22 +194,21 @@ func TestServeRefusesOpenNATSListener(t *testing.T) {
 	var c serveConfig
 	fs := newFlagSet("serve", io.Discard)
 	bindServeFlags(fs, &c)
-	addr := freeAddr(t)
-	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", "0.0.0.0:" + port, "--insecure"}); err != nil {
+	if err := parseFlags(fs, []string{"--data-dir", t.TempDir(), "--listen", anyPort, "--nats-listen", "0.0.0.0:0", "--insecure"}); err != nil {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, c, slog.New(slog.NewTextHandler(&logs, nil))) }()
-	waitHealthy(t, addr)
+	waitHealthy(t, waitServingLog(t, &logs, done).HTTP)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	out := logs.String()
 	if !strings.Contains(out, `level=WARN msg="INSECURE: the embedded NATS server has no authentication`) ||
-		!strings.Contains(out, "nats_listen=0.0.0.0:"+port) {
+		!strings.Contains(out, "nats_listen=0.0.0.0:0") {
 		t.Errorf("--insecure with an open NATS listener was not logged at WARN with its address:\n%s", out)
 	}
 	if strings.Contains(out, "serving on a loopback address only") {
@@ -224,13 +220,15 @@ func TestServeRefusesOpenNATSListener(t *testing.T) {
 }
 
 // serveOrRefuse runs serve in this process until it either returns (its
-// error) or answers /healthz on addr (then it is stopped: nil).
-func serveOrRefuse(t *testing.T, c serveConfig, addr string) error {
+// error) or answers /healthz on the address it logs (then it is stopped:
+// nil).
+func serveOrRefuse(t *testing.T, c serveConfig) error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, c, slog.New(slog.DiscardHandler)) }()
+	var logs syncBuffer
+	go func() { done <- serve(ctx, c, slog.New(slog.NewTextHandler(&logs, nil))) }()
 	for {
 		select {
 		case err := <-done:
@@ -240,7 +238,11 @@ func serveOrRefuse(t *testing.T, c serveConfig, addr string) error {
 			return err
 		case <-time.After(20 * time.Millisecond):
 		}
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		a, ok := parseServing(logs.String())
+		if !ok {
+			continue
+		}
+		if resp, err := http.Get("http://" + a.HTTP + "/healthz"); err == nil {
 			resp.Body.Close()
 			cancel()
 			if err := <-done; err != nil {
@@ -264,11 +266,11 @@ func serveOrRefuse(t *testing.T, c serveConfig, addr string) error {
 func TestNATSAuthPermissions(t *testing.T) {
 	dir := t.TempDir()
 	authFile, creds := writeNATSAuth(t, dir)
-	data, addr := t.TempDir(), freeAddr(t)
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	natsURL := "nats://127.0.0.1:" + port
-	args := []string{"serve", "--data-dir", data, "--listen", addr, "--nats-listen", "0.0.0.0:" + port, "--nats-auth", authFile}
+	data := t.TempDir()
+	args := []string{"serve", "--data-dir", data, "--listen", anyPort, "--nats-listen", "0.0.0.0:0", "--nats-auth", authFile}
 	p := start(t, args...)
+	served := p.serving(t)
+	addr, natsURL := served.HTTP, "nats://"+loopbackOf(t, served.NATS)
 	waitHealthy(t, addr)
 
 	// No credentials, wrong password: refused.
@@ -420,7 +422,7 @@ func TestNATSAuthPermissions(t *testing.T) {
 
 	// rebuild runs the embedded server with the same file and replays the
 	// stream as bulkstream's own user.
-	out, err = runBulkstream(t, nil, "rebuild", "--data-dir", data, "--nats-listen", "0.0.0.0:"+port, "--nats-auth", authFile)
+	out, err = runBulkstream(t, nil, "rebuild", "--data-dir", data, "--nats-listen", "0.0.0.0:0", "--nats-auth", authFile)
 	if err != nil || !strings.Contains(out, "41 applied") {
 		t.Errorf("rebuild --nats-auth: %v\n%s", err, out)
 	}
@@ -433,9 +435,10 @@ func TestNATSTLS(t *testing.T) {
 	dir := t.TempDir()
 	authFile, creds := writeNATSAuth(t, dir)
 	certFile, keyFile, pool := selfSignedCert(t, dir)
-	addr, natsAddr := freeAddr(t), freeAddr(t)
-	start(t, "serve", "--data-dir", t.TempDir(), "--listen", addr, "--nats-listen", natsAddr, "--nats-auth", authFile,
+	p := start(t, "serve", "--data-dir", t.TempDir(), "--listen", anyPort, "--nats-listen", anyPort, "--nats-auth", authFile,
 		"--nats-tls-cert", certFile, "--nats-tls-key", keyFile)
+	served := p.serving(t)
+	addr, natsAddr := served.HTTP, served.NATS
 	waitHealthy(t, addr)
 
 	f := filepath.Join(dir, "sample.ndjson")
@@ -517,14 +520,14 @@ func TestServeExternalNATSWithREADMERoles(t *testing.T) {
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 
-	addr := freeAddr(t)
 	// Without credentials serve stops at once and says which flags to give.
-	out, err := runBulkstream(t, []string{"BULKSTREAM_NATS_PASSWORD="}, "serve", "--data-dir", t.TempDir(), "--listen", addr, "--nats-url", ns.ClientURL())
+	out, err := runBulkstream(t, []string{"BULKSTREAM_NATS_PASSWORD="}, "serve", "--data-dir", t.TempDir(), "--listen", anyPort, "--nats-url", ns.ClientURL())
 	if err == nil || !strings.Contains(out, "Authorization Violation") || !strings.Contains(out, "--nats-user") {
 		t.Errorf("serve --nats-url without credentials: %v\n%s\nwant a refusal naming the credential flags", err, out)
 	}
 	t.Setenv("BULKSTREAM_NATS_PASSWORD", passwords["bulkstream"])
-	p := start(t, "serve", "--data-dir", t.TempDir(), "--listen", addr, "--nats-url", ns.ClientURL(), "--nats-user", "bulkstream")
+	p := start(t, "serve", "--data-dir", t.TempDir(), "--listen", anyPort, "--nats-url", ns.ClientURL(), "--nats-user", "bulkstream")
+	addr := p.serving(t).HTTP
 	waitHealthy(t, addr)
 	f := filepath.Join(dir, "sample.ndjson")
 	if err := os.WriteFile(f, sampleLines(t, 10), 0o644); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -47,14 +48,20 @@ func natsServerPath(t testing.TB) string {
 }
 
 // startNATSProc runs a standalone nats-server with JetStream on addr
-// (host:port) storing in store, and waits until JetStream answers.
-func startNATSProc(t testing.TB, addr, store string) *proc {
+// (host:port; port 0: any free one) storing in store, waits until
+// JetStream answers, and returns the address it listens on (from its
+// "Listening for client connections on" log line).
+func startNATSProc(t testing.TB, addr, store string) (*proc, string) {
 	t.Helper()
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if port == "0" {
+		port = "-1" // nats-server's "any port"; 0 is its default, 4222
+	}
 	n := startBin(t, natsServerPath(t), "-a", host, "-p", port, "-js", "-sd", store, "-n", "reliability")
+	const listening = "Listening for client connections on "
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		select {
 		case err := <-n.done:
@@ -62,6 +69,12 @@ func startNATSProc(t testing.TB, addr, store string) *proc {
 			t.Fatalf("nats-server exited: %v\n%s", err, n.stderr)
 		default:
 		}
+		_, after, ok := strings.Cut(n.stderr.String(), listening)
+		if !ok {
+			return errors.New("nats-server has not said where it listens")
+		}
+		addr, _, _ = strings.Cut(after, "\n")
+		addr = strings.TrimSpace(addr)
 		nc, err := nats.Connect("nats://"+addr, nats.NoReconnect())
 		if err != nil {
 			return err
@@ -76,7 +89,7 @@ func startNATSProc(t testing.TB, addr, store string) *proc {
 		_, err = js.AccountInfo(ctx)
 		return err
 	})
-	return n
+	return n, addr
 }
 
 // readyz returns /readyz's status code and reasons (nil when it does not
@@ -157,13 +170,13 @@ func TestBrokerOutage(t *testing.T) {
 		t.Skip("runs a broker outage of several seconds")
 	}
 	const outage = 10 * time.Second
-	natsAddr, store := freeAddr(t), t.TempDir()
-	ns := startNATSProc(t, natsAddr, store)
+	store := t.TempDir()
+	ns, natsAddr := startNATSProc(t, anyPort, store)
 	natsURL := "nats://" + natsAddr
 
-	addr := freeAddr(t)
+	p := start(t, "serve", "--nats-url", natsURL, "--data-dir", t.TempDir(), "--listen", anyPort, "--batch-size", "50")
+	addr := p.serving(t).HTTP
 	base := "http://" + addr + "/fhir"
-	p := start(t, "serve", "--nats-url", natsURL, "--data-dir", t.TempDir(), "--listen", addr, "--batch-size", "50")
 	waitReady(t, addr)
 
 	// The publisher reconnects quickly and forever, and retries each
@@ -262,6 +275,8 @@ func TestBrokerOutage(t *testing.T) {
 		t.Errorf("/readyz = %d at the end of the outage, want 503", code)
 	}
 	sentDuring := sent.Load() - sentAtStop
+	// On the same address on purpose: serve reconnects to the URL it was
+	// given, as it would to a broker restarted in place.
 	startNATSProc(t, natsAddr, store) // stopped by its t.Cleanup
 	up := time.Now()
 	t.Logf("broker down for %v; %d events published during the outage", up.Sub(down).Round(time.Millisecond), sentDuring)

@@ -28,18 +28,11 @@ func TestGracefulShutdown(t *testing.T) {
 	resources := filepath.Join(gen, genResourcesFile)
 	total := int(countLines(t, resources))
 
-	data, addr := t.TempDir(), freeAddr(t)
-	args := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr,
+	// Each run listens on a port of its own (serve logs it); a status URL
+	// handed out before a restart is moved to the new port (onAddr).
+	data := t.TempDir()
+	args := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", anyPort,
 		"--batch-size", "100", "--shutdown-timeout", "20s"}
-	serving := func(p *proc) {
-		t.Helper()
-		checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			if !strings.Contains(p.stderr.String(), "bulkstream serving") {
-				return fmt.Errorf("not serving yet")
-			}
-			return nil
-		})
-	}
 	// sigterm stops p, checks that it exited cleanly and logged each
 	// step of the shutdown.
 	sigterm := func(p *proc) {
@@ -55,7 +48,7 @@ func TestGracefulShutdown(t *testing.T) {
 	// The first run creates the stream; the events are then published
 	// with serve down, so the next run starts with a backlog.
 	p := start(t, args...)
-	serving(p)
+	p.serving(t)
 	sigterm(p)
 	runCmd(t, "publish", "--nats-url", ns.ClientURL(), resources)
 	last := streamLastSeq(t, ns.ClientURL())
@@ -65,6 +58,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// 1. SIGTERM mid-ingest.
 	p = start(t, args...)
+	addr := p.serving(t).HTTP
 	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
 		if got := scrape(addr, "bulkstream_index_applied_sequence"); got <= 0 {
 			return fmt.Errorf("applied sequence %v", got)
@@ -80,6 +74,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// 2. Restart: ingest resumes and catches up.
 	p = start(t, args...)
+	addr = p.serving(t).HTTP
 	waitAppliedSeq(t, addr, last, 2*time.Minute)
 	base := "http://" + addr + "/fhir"
 	ref := kickoffExport(t, http.DefaultClient, base, "")
@@ -124,8 +119,11 @@ func TestGracefulShutdown(t *testing.T) {
 	// 4. Restart: the job resumes and exports exactly what the
 	// undisturbed job did.
 	p = start(t, args...)
-	serving(p)
-	files := awaitManifest(t, job, 2*time.Minute)
+	addr = p.serving(t).HTTP
+	files := awaitManifest(t, onAddr(t, job, addr), 2*time.Minute)
+	for i, u := range refFiles {
+		refFiles[i] = onAddr(t, u, addr)
+	}
 	if got, want := exportedLines(t, files), exportedLines(t, refFiles); got != want || want != total {
 		t.Errorf("resumed job exported %d resources, want %d (the undisturbed job: %d)", got, total, want)
 	}
@@ -195,10 +193,10 @@ func exportedLines(t *testing.T, urls []string) int {
 func TestShutdownDelay(t *testing.T) {
 	const delay = 2 * time.Second
 	ns := runNATS(t)
-	addr := freeAddr(t)
-	base := "http://" + addr + "/fhir"
-	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", addr,
+	p := start(t, "serve", "--nats-url", ns.ClientURL(), "--data-dir", t.TempDir(), "--listen", anyPort,
 		"--shutdown-delay", delay.String())
+	addr := p.serving(t).HTTP
+	base := "http://" + addr + "/fhir"
 	waitReady(t, addr)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	signalled := time.Now()
