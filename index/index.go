@@ -121,8 +121,9 @@ type Index struct {
 	pub    atomic.Pointer[published]
 	closed atomic.Bool // stored under both mu and dbMu
 
-	// notifyMu guards applied, closed and replaced after each commit
-	// (WaitApplied). A leaf: nothing else is taken under it.
+	// notifyMu guards applied, the channel WaitApplied waits on, which
+	// each commit closes and replaces. A leaf: nothing else is taken
+	// under it.
 	notifyMu sync.Mutex
 	applied  chan struct{}
 
@@ -959,8 +960,8 @@ func (x *Index) Jobs(fn func(id string, record []byte) error) error {
 }
 
 // Dump calls fn for every key and value of the resource state (c/, r/ and
-// m/ keys; not jobs) in key order. rebuild and its tests compare two
-// indexes with it.
+// m/ keys; not jobs) in key order. Tests compare two indexes with it, e.g.
+// a rebuilt one with the live one.
 func (x *Index) Dump(fn func(key, value []byte) error) error {
 	if err := x.rlockDB(); err != nil {
 		return err
@@ -968,7 +969,7 @@ func (x *Index) Dump(fn func(key, value []byte) error) error {
 	defer x.dbMu.RUnlock()
 	it, err := x.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte(prefixChange),
-		UpperBound: []byte("s"), // after m/ and r/, excludes j/
+		UpperBound: []byte("s"), // 's' follows 'r': c/ through r/, j/ included and skipped below
 	})
 	if err != nil {
 		return err
