@@ -8,15 +8,17 @@
 // written %2E and a '%' %25 (EncodeSubject, ParseSubject). An upsert's
 // body is the resource JSON, whose resourceType and id must equal the
 // subject's; a delete has the header Fhir-Op: delete and any body.
-// Publishers set Nats-Msg-Id; Publisher's scheme is documented on it.
+// Publishers set Nats-Msg-Id to an id of the change; Publisher's scheme
+// is documented on it.
 //
 // Decode accepts an upsert only if the body is at most MaxEventBytes
 // (1 MiB), UTF-8, JSON, an object nested at most MaxDepth (64) deep, with
 // no duplicate top-level member, a resourceType from the 146 FHIR R4
 // resource types, an id matching [A-Za-z0-9\-.]{1,64}, and an object meta
 // if any, in which tag, versionId and lastUpdated (the members bulkstream
-// rewrites) appear at most once and tag is an array of objects. The body reaches the index compacted but otherwise byte for
-// byte as published: numbers are never converted, member order is kept.
+// rewrites) appear at most once and tag is an array of objects. The body
+// reaches the index compacted but otherwise byte for byte as published:
+// numbers are never converted, member order is kept.
 //
 // # Dead letters
 //
@@ -33,53 +35,51 @@
 //
 // A Consumer is the single writer of an index. It fetches what is
 // available (up to BatchSize, waiting up to FetchWait only when nothing
-// is), and commits the batch with one Applier.Apply: one synced Pebble
-// batch carrying the changes and the batch's last stream sequence,
-// dead-lettered messages included. Only then is the batch acked, with
-// AckAll (one ack for the batch). A crash between commit and ack
-// redelivers messages the index has already applied; Apply skips them by
-// sequence.
+// is), commits the batch with one Applier.Apply (one synced Pebble batch
+// carrying the changes and the batch's last stream sequence,
+// dead-lettered messages included), and only then acks it with AckAll. A
+// crash between commit and ack redelivers messages the index has already
+// applied; Apply skips them by sequence.
 //
 // The index, not the consumer's ack floor, says what is applied. On
 // Start, and after every failed step (fetch error, disconnect, DLQ or
 // Apply failure, a lost delivery), the durable consumer is reset to the
-// sequence after the index's applied sequence (JetStream consumer reset),
-// so unacked messages come back at once and in stream order, never after
-// a later message (which would make Apply skip them). Failed steps back
-// off from 100ms to 5s and are logged at most every 30s. A server that
-// does not support consumer reset makes Start fail.
-//
-// A durable consumer deleted at runtime is created again at the next
-// resync, delivering from just after the applied sequence; a deleted
-// dead-letter stream is created again when a dead letter cannot be
-// published. The loop reports "ingest recovered" only once a batch was
-// committed (or the stream's head is applied), not when a retry merely
-// started.
+// sequence after the index's applied sequence (JetStream consumer reset;
+// a server without it makes Start fail), so unacked messages come back
+// at once and in stream order. Failed steps back off from 100ms to 5s
+// and are logged at most every 30s. A durable consumer or dead-letter
+// stream deleted at runtime is created again at the next resync or dead
+// letter.
 //
 // The durable consumer belongs to one index: replicas of bulkstream with
 // their own index need their own Durable names.
 //
 // # Disk space
 //
-// With Config.DiskDir set and MinFreeBytes not negative, each batch is
+// With Config.DiskDir set and MinFreeBytes not negative, a batch is
 // committed only while the free space there is at least MinFreeBytes
 // plus twice the batch's size; below it the loop pauses (nothing is
-// committed or acked, the events stay in the stream), DiskPaused
-// reports it, and the loop resumes by itself when space is back.
+// committed or acked, the events stay in the stream), DiskPaused reports
+// it, and the loop resumes by itself when space is back.
 //
-// # Streams
+// # Streams and rebuild
 //
 // EnsureStreams creates missing streams and the consumer; it never
 // changes existing ones and fails, naming stream, field and both values,
 // when an existing one contradicts the configuration.
 //
+// Replay rebuilds a fresh index from the stream alone: it reads the
+// stream with an ordered consumer (no durable one), from its first
+// message up to the last one it held when Replay started, and applies it
+// in batches as the Consumer does (the clock starts at the stream's
+// creation time, every change keeps its sequence and timestamp), so the
+// result equals the index the Consumer built. Events that fail Decode
+// are only counted: they were dead-lettered when first seen.
+//
 // # Metrics
 //
-// bulkstream_ingest_events_applied_total{type,op}, _events_noop_total{type},
-// _events_dead_lettered_total{reason}, _events_redelivered_total,
-// _errors_total{stage}, _batch_messages, _commit_duration_seconds,
-// _lag_seconds, _applied_sequence, _pending_messages, _disk_paused,
-// _nats_connected and _nats_reconnects_total. Pending and lag compare the
-// applied sequence with the stream's head (its last sequence), never
-// with the durable consumer's own counters, so a stuck ingest shows.
+// The bulkstream_ingest_* metrics are listed in the README's Metrics
+// table. Pending and lag compare the applied sequence with the stream's
+// head, never with the durable consumer's own counters, so a stuck
+// ingest shows.
 package ingest
