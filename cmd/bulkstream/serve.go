@@ -204,6 +204,9 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err := c.HTTP.check(); err != nil {
 		return err
 	}
+	if err := checkServeValues(c); err != nil {
+		return err
+	}
 	if err := checkDiskFloors(c.Ingest.MinFreeBytes, c.Export.ExportReserveBytes); err != nil {
 		return err
 	}
