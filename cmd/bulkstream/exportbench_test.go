@@ -168,19 +168,24 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 			b.Fatal(err)
 		}
 	}
-	addr, natsAddr := freeAddr(b), freeAddr(b)
-	natsURL := "nats://" + natsAddr
-	args := []string{"serve", "--data-dir", data, "--listen", addr, "--public-url", "http://" + addr, "--log-level", "warn"}
+	// Port 0: serve logs the addresses it bound (at info).
+	var natsURL string
+	args := []string{"serve", "--data-dir", data, "--listen", anyPort}
 	switch nm := os.Getenv(exportBenchNATSEnv); nm {
 	case "", "external":
 		natsURL = runNATS(b).ClientURL()
 		args = append(args, "--nats-url", natsURL)
 	case "embedded":
-		args = append(args, "--nats-listen", natsAddr)
+		args = append(args, "--nats-listen", anyPort)
 	default:
 		b.Fatalf("%s=%q: want external or embedded", exportBenchNATSEnv, nm)
 	}
 	p := start(b, args...)
+	served := p.serving(b)
+	addr := served.HTTP
+	if natsURL == "" {
+		natsURL = "nats://" + served.NATS
+	}
 	c := &benchClient{
 		base:      "http://" + addr + "/fhir",
 		pid:       p.cmd.Process.Pid,
@@ -235,6 +240,8 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 	t0 = time.Now()
 	p = start(b, args...)
 	c.pid = p.cmd.Process.Pid
+	addr = p.serving(b).HTTP // a port of its own
+	c.base = "http://" + addr + "/fhir"
 	waitHealthy(b, addr)
 	waitApplied(b, addr, seq)
 	waitIdle(b, c.pid)

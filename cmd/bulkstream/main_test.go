@@ -537,3 +537,27 @@ func kickoffExport(tb testing.TB, hc *http.Client, base, query string) string {
 	}
 	return resp.Header.Get("Content-Location")
 }
+
+// TestParseServing: the addresses are read from serve's text and JSON
+// log lines, and not before the "bulkstream serving" line.
+func TestParseServing(t *testing.T) {
+	want := servingAddrs{HTTP: "127.0.0.1:43121", NATS: "127.0.0.1:40111", Ops: "[::1]:40222"}
+	for format, logs := range map[string]string{
+		"text": `time=2026-01-01T00:00:00Z level=INFO msg="embedded nats server started" listen=127.0.0.1:40111 url=nats://127.0.0.1:40111 store=/d/nats auth=false tls=false
+time=2026-01-01T00:00:00Z level=INFO msg="operations endpoints on their own listener" ops_listen=[::1]:40222 paths="/metrics /healthz /readyz"
+time=2026-01-01T00:00:00Z level=INFO msg="bulkstream serving" listen=127.0.0.1:43121 fhir_base=http://127.0.0.1:43121/fhir
+`,
+		"json": `{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"embedded nats server started","listen":"127.0.0.1:40111","url":"nats://127.0.0.1:40111"}
+{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"operations endpoints on their own listener","ops_listen":"[::1]:40222"}
+{"time":"2026-01-01T00:00:00Z","level":"INFO","msg":"bulkstream serving","listen":"127.0.0.1:43121"}
+`,
+	} {
+		if got, ok := parseServing(logs); !ok || got != want {
+			t.Errorf("%s: parseServing = %+v, %v; want %+v, true", format, got, ok, want)
+		}
+		before, _, _ := strings.Cut(logs, "bulkstream serving")
+		if got, ok := parseServing(before); ok {
+			t.Errorf("%s: parseServing before the serving line = %+v, true; want false", format, got)
+		}
+	}
+}

@@ -336,11 +336,12 @@ func TestCrashLoopIngest(t *testing.T) {
 	natsURL := ns.ClientURL()
 	data := t.TempDir()
 	idx := filepath.Join(data, "index")
-	addr := freeAddr(t)
-	serveArgs := []string{"serve", "--nats-url", natsURL, "--data-dir", data, "--listen", addr, "--batch-size", "100", "--log-level", "warn"}
+	// Each run listens on a port of its own, which it logs (at info).
+	serveArgs := []string{"serve", "--nats-url", natsURL, "--data-dir", data, "--listen", anyPort, "--batch-size", "100"}
 
 	// The first serve creates the stream; then the publisher starts.
 	p := start(t, serveArgs...)
+	addr := p.serving(t).HTTP
 	checkFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if scrape(addr, "bulkstream_index_applied_sequence") < 0 {
 			return fmt.Errorf("not serving yet")
@@ -364,8 +365,10 @@ func TestCrashLoopIngest(t *testing.T) {
 		}
 		seen := float64(-1) // the applied sequence seen just before the kill
 		if kills%3 == 0 {
+			// Maybe before it serves: a kill while it opens.
 			time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
 		} else {
+			addr = p.serving(t).HTTP
 			deadline := time.Now().Add(3 * time.Second)
 			for time.Now().Before(deadline) {
 				if v := scrape(addr, "bulkstream_index_applied_sequence"); v > float64(last) {
@@ -433,7 +436,7 @@ func TestCrashLoopIngest(t *testing.T) {
 
 	// Final run: catch up with the whole stream, then stop cleanly.
 	p = start(t, serveArgs...)
-	waitAppliedSeq(t, addr, n, time.Minute)
+	waitAppliedSeq(t, p.serving(t).HTTP, n, time.Minute)
 	p.stop(t)
 
 	// Every stored event reflected once: per resource, the version is the
@@ -556,11 +559,14 @@ func TestCrashDuringExport(t *testing.T) {
 	natsURL := ns.ClientURL()
 	data := t.TempDir()
 	idx := filepath.Join(data, "index")
-	addr := freeAddr(t)
-	base := "http://" + addr + "/fhir"
-	serveArgs := []string{"serve", "--nats-url", natsURL, "--data-dir", data, "--listen", addr, "--log-level", "warn",
+	// Each run listens on a port of its own, which it logs (at info);
+	// waitUp reads it, and a status URL of an earlier run is moved to it.
+	serveArgs := []string{"serve", "--nats-url", natsURL, "--data-dir", data, "--listen", anyPort,
 		"--file-max-resources", "1500", "--max-export-jobs", "64"}
-	waitUp := func() {
+	var addr, base string
+	waitUp := func(p *proc) {
+		addr = p.serving(t).HTTP
+		base = "http://" + addr + "/fhir"
 		checkFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 			if scrape(addr, "bulkstream_index_applied_sequence") < 0 {
 				return fmt.Errorf("not serving yet")
@@ -571,7 +577,7 @@ func TestCrashDuringExport(t *testing.T) {
 
 	// Ingest the data once; nothing is written after this.
 	p := start(t, serveArgs...)
-	waitUp()
+	waitUp(p)
 	runBounded(t, time.Minute, "publish", "--nats-url", natsURL, filepath.Join(gen, genResourcesFile), filepath.Join(gen, genUpdatesFile))
 	runBounded(t, time.Minute, "publish", "--nats-url", natsURL, "--delete", filepath.Join(gen, genDeletesFile))
 	var total uint64
@@ -619,7 +625,7 @@ func TestCrashDuringExport(t *testing.T) {
 	var duringScan, partialFiles, queuedAtKill int
 	for k := range kills {
 		p := start(t, serveArgs...)
-		waitUp()
+		waitUp(p)
 		j := queries[k%len(queries)]
 		j.status = kickoffExport(t, crashClient, base, j.query.Encode())
 		jobs = append(jobs, &j)
@@ -683,7 +689,10 @@ func TestCrashDuringExport(t *testing.T) {
 
 	// After the last restart every job ends, within bounded polling.
 	p = start(t, serveArgs...)
-	waitUp()
+	waitUp(p)
+	for _, j := range jobs {
+		j.status = onAddr(t, j.status, addr)
+	}
 	var completed, failed, files, lines int
 	deadline := time.Now().Add(60 * time.Second)
 	for _, j := range jobs {

@@ -161,11 +161,17 @@ func TestDiskTrouble(t *testing.T) {
 		published += n
 	}
 
-	addr := freeAddr(t)
-	base := "http://" + addr + "/fhir"
+	var addr, base string // the running serve's: each run listens on a port of its own
+	run := func(args ...string) *proc {
+		t.Helper()
+		p := start(t, args...)
+		addr = p.serving(t).HTTP
+		base = "http://" + addr + "/fhir"
+		return p
+	}
 	// No export reserve: these cases are about what happens without one
 	// (TestFullDisk has it).
-	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr, "--export-reserve-bytes", "-1"}
+	serveArgs := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", anyPort, "--export-reserve-bytes", "-1"}
 	applied := func(want int) {
 		t.Helper()
 		waitAppliedSeq(t, addr, uint64(want), 30*time.Second)
@@ -178,7 +184,7 @@ func TestDiskTrouble(t *testing.T) {
 	}
 
 	// 1. Low free space: the kick-off is refused up front.
-	p := start(t, append(serveArgs, "--min-free-bytes", fmt.Sprint(minFree))...)
+	p := run(append(serveArgs, "--min-free-bytes", fmt.Sprint(minFree))...)
 	waitReady(t, addr)
 	const patients = 2000 // ~250 KB of NDJSON: does not fit in 64 KiB
 	publish(patients, reliabilityPatient)
@@ -197,7 +203,7 @@ func TestDiskTrouble(t *testing.T) {
 
 	// 2. Full disk while writing: the free-space check is off, so the
 	// job starts and runs out of space.
-	p = start(t, append(serveArgs, "--min-free-bytes", "-1")...)
+	p = run(append(serveArgs, "--min-free-bytes", "-1")...)
 	waitReady(t, addr)
 	orgs := func(i int) []byte {
 		return fmt.Appendf(nil, `{"resourceType":"Organization","id":"disk-org-%03d","name":"Org %d"}`, i, i)
@@ -357,13 +363,19 @@ func TestFullDisk(t *testing.T) {
 		}
 		published += n
 	}
-	addr := freeAddr(t)
-	base := "http://" + addr + "/fhir"
-	args := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", addr,
+	var addr, base string // the running serve's: each run listens on a port of its own
+	run := func(args ...string) *proc {
+		t.Helper()
+		p := start(t, args...)
+		addr = p.serving(t).HTTP
+		base = "http://" + addr + "/fhir"
+		return p
+	}
+	args := []string{"serve", "--nats-url", ns.ClientURL(), "--data-dir", data, "--listen", anyPort,
 		"--min-free-bytes", fmt.Sprint(minFree), "--export-reserve-bytes", fmt.Sprint(reserve),
 		"--ingest-min-free-bytes", fmt.Sprint(ingestFloor), "--ready-max-lag", "0"}
 
-	p := start(t, args...)
+	p := run(args...)
 	waitReady(t, addr)
 	publish(0, firstBatch)
 	waitAppliedSeq(t, addr, uint64(published), time.Minute)
@@ -441,7 +453,7 @@ func TestFullDisk(t *testing.T) {
 	// 4. Restarted on a completely full disk, serve comes up serving
 	// HTTP, not ready, and an export can be deleted through the API.
 	fill(t, data, "filler2", -1)
-	p = start(t, args...)
+	p = run(args...)
 	waitHealthy(t, addr)
 	if code, reasons := readyz(addr); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz on a full disk: %d %v, want 503", code, reasons)
@@ -452,7 +464,7 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("kick-off on a full disk: %d %s, want 503", resp.StatusCode, body)
 	}
 	before := freeBytes(t, data)
-	resp = get(t, completed[0], http.MethodDelete)
+	resp = get(t, onAddr(t, completed[0], addr), http.MethodDelete)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		t.Errorf("DELETE %s on a full disk: %d", completed[0], resp.StatusCode)
@@ -471,7 +483,7 @@ func TestFullDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p = start(t, args...)
+	p = run(args...)
 	waitAppliedSeq(t, addr, uint64(published), time.Minute)
 	waitReady(t, addr)
 	p.stop(t)
@@ -481,7 +493,7 @@ func TestFullDisk(t *testing.T) {
 	// and the process keeps serving; after a restart with room, every
 	// event is applied.
 	noFloor := append(slices.Clone(args), "--ingest-min-free-bytes", "-1")
-	p = start(t, noFloor...)
+	p = run(noFloor...)
 	waitReady(t, addr)
 	fill(t, data, "filler3", -1)
 	publish(firstBatch+secondBatch+100, 500)
@@ -499,7 +511,7 @@ func TestFullDisk(t *testing.T) {
 	if err := os.Remove(filepath.Join(data, "filler3")); err != nil {
 		t.Fatal(err)
 	}
-	p = start(t, args...)
+	p = run(args...)
 	waitAppliedSeq(t, addr, uint64(published), time.Minute)
 	waitReady(t, addr)
 	p.stop(t)

@@ -52,12 +52,13 @@ func TestEmbeddedNATSFullDisk(t *testing.T) {
 		ingestFloor = 4 * mib // the embedded server keeps twice it free
 		room        = 24 * mib
 	)
-	addr, natsAddr := freeAddr(t), freeAddr(t)
-	p := start(t, "serve", "--data-dir", data, "--listen", addr, "--nats-listen", natsAddr,
+	p := start(t, "serve", "--data-dir", data, "--listen", anyPort, "--nats-listen", anyPort,
 		"--min-free-bytes", fmt.Sprint(ingestFloor), "--export-reserve-bytes", fmt.Sprint(ingestFloor),
 		"--ingest-min-free-bytes", fmt.Sprint(ingestFloor), "--ready-max-lag", "0")
+	served := p.serving(t)
+	addr := served.HTTP
 	waitReady(t, addr)
-	_, js := connectJS(t, "nats://"+natsAddr)
+	_, js := connectJS(t, "nats://"+served.NATS)
 
 	// Another process takes all but room of the disk, after the embedded
 	// server has sized its own limits on the empty disk.
@@ -195,7 +196,7 @@ func TestNATSDiskGuard(t *testing.T) {
 	)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	data := t.TempDir()
-	srv, own, err := startEmbeddedNATS(natsConfig{DataDir: data, NATSListen: freeAddr(t)}, log)
+	srv, own, err := startEmbeddedNATS(natsConfig{DataDir: data, NATSListen: anyPort}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
