@@ -13,6 +13,14 @@ import (
 
 // TestErrorResponses walks every refusal: each is an OperationOutcome
 // with the right status, checked against testdata/<name>.golden.
+//
+// Where the IG leaves room the more precise 4xx is chosen: a POST body
+// with the wrong Content-Type is 415 and one over the cap 413, not 400,
+// since every conformance suite accepts any 4xx with an OperationOutcome.
+// The IG lets a server either refuse a kick-off without Accept or without
+// Prefer: respond-async, or assume them; BDT
+// (github.com/smart-on-fhir/bulk-data-tests) wants a 4xx, so both are
+// refused.
 func TestErrorResponses(t *testing.T) {
 	with := func(h http.Header, kv ...string) http.Header {
 		h = h.Clone()

@@ -10,6 +10,11 @@ import (
 	"github.com/bulkstream/bulkstream/export"
 )
 
+// TestKickoffGET: every query value is one Param in request order, and
+// RequestURL is the raw target as sent: the SMART Bulk Data test suite
+// (BDT, github.com/smart-on-fhir/bulk-data-tests) compares the manifest's
+// request with the URL it sent, byte for byte, and re-encoding parsed
+// values would reorder and re-escape them.
 func TestKickoffGET(t *testing.T) {
 	jobs := newFakeJobs()
 	h := newTestHandler(t, jobs, nil)
@@ -79,6 +84,9 @@ func TestKickoffHeaderVariants(t *testing.T) {
 	}
 }
 
+// TestKickoffPOST: each value[x] a Parameters entry may carry becomes its
+// Param; RequestURL is the raw target without a re-encoding (see
+// TestKickoffGET for why).
 func TestKickoffPOST(t *testing.T) {
 	body := `{"resourceType":"Parameters","id":"x","parameter":[
 		{"name":"_type","valueString":"Patient"},

@@ -110,6 +110,8 @@ func TestKickoffAccept(t *testing.T) {
 // application/fhir+json, and application/fhir+json otherwise, with the
 // same body and Vary: Accept. The completion manifest is application/json
 // whatever Accept says, as the IG specifies its complete status.
+// Negotiating at all is for clients such as BDT's, which parse only
+// bodies labelled application/json.
 func TestContentNegotiation(t *testing.T) {
 	jobs := newFakeJobs()
 	jobs.statuses["running"] = export.Status{State: export.Running}

@@ -577,6 +577,12 @@ func TestTokenEndpointJWKSURL(t *testing.T) {
 	wantHits(4)
 }
 
+// TestSmartDiscoveryAndCapabilityStatement: discovery is public JSON
+// advertising only backend services, and the CapabilityStatement carries
+// the token URL. There is no authorization_endpoint (no app launch), so
+// Inferno's optional SMART discovery group, which wants app launch, fails
+// by design; code_challenge_methods_supported [S256] is there because
+// SMART 2.x lists it as required.
 func TestSmartDiscoveryAndCapabilityStatement(t *testing.T) {
 	e := newAuthEnv(t)
 	// No token, and application/json whatever Accept asks.

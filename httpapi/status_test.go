@@ -31,6 +31,8 @@ func TestStatusInProgress(t *testing.T) {
 	}
 }
 
+// TestStatusCompletedManifest: the manifest has only the IG's fields, and
+// an item's count is left out when 0 (BDT wants it > 0 when present).
 func TestStatusCompletedManifest(t *testing.T) {
 	jobs := newFakeJobs()
 	expires := time.Date(2026, 11, 28, 12, 0, 0, 0, time.FixedZone("X", 3600))
