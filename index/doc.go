@@ -7,8 +7,8 @@
 // All integers are big-endian, so byte order is numeric order.
 //
 //	c/<type>\x00<commitTs u64>/<id>  stored resource JSON, or an empty value for a tombstone
-//	r/<type>\x00<id>                 commitTs u64, versionId u64, deleted byte, CRC-32C u32 of the c/ value:
-//	                                 where the c/ entry is (records written before the checksum lack it)
+//	r/<type>\x00<id>                 commitTs u64, versionId u64, deleted byte, CRC-32C u32 of the c/ value
+//	                                 (older records lack it): where the c/ entry is
 //	m/applied_seq                    u64: last JetStream stream sequence applied
 //	m/clock                          u64: last commit time handed out (µs since the epoch)
 //	m/types                          JSON [{type, resources, tombstones}]: counts by type
@@ -37,24 +37,22 @@
 //     meta.lastUpdated is the commit time as a UTC instant with six
 //     fractional digits. Every other byte of the published resource is
 //     kept, numbers included.
-//   - An upsert of a live resource whose stored form, stamped with the
-//     current version's versionId and commit time, equals the stored bytes
-//     (it differs at most in meta.versionId and meta.lastUpdated) is a
-//     no-op: nothing is written for it but the applied sequence and clock,
-//     and Result.Noop reports it. The CRC-32C in the r/ record only spares
-//     reading the stored bytes when they differ; equality is decided on the
-//     bytes. A delete of a resource never stored or deleted already is a
-//     no-op too, except with Options.CompactedStream: a rebuild from a
-//     compacted stream cannot know whether the resource's earlier changes
-//     were compacted away, so there every delete writes a tombstone, as
-//     the rebuild will.
+//   - An upsert equal byte for byte to the live stored version, once
+//     stamped with that version's versionId and commit time, is a no-op:
+//     nothing is written for it but the applied sequence and clock, and
+//     Result.Noop reports it (the r/ record's CRC-32C only spares reading
+//     the stored bytes when they differ). A delete of a resource never
+//     stored or deleted already is a no-op too, except with
+//     Options.CompactedStream: a rebuild from a compacted stream cannot
+//     know whether earlier changes were compacted away, so there every
+//     delete writes a tombstone, as the rebuild will.
 //   - Snapshot takes a Pebble snapshot and reads the clock under the commit
 //     lock, so every entry in it has CommitTime <= TransactionTime and every
 //     later change has a greater one. Only Apply, Snapshot, SetOrigin and
-//     Close take the commit lock. AppliedSeq, Clock, Counts, WaitApplied,
-//     Ready and the metrics read the state the last commit published (an
-//     atomic pointer), so a request path or a scrape never waits for a
-//     batch's fsync.
+//     Close take the commit lock; AppliedSeq, Clock, Counts, WaitApplied,
+//     Ready, the job records and the metrics never do, so a request path or
+//     a scrape never waits for a batch's fsync. A Snapshot must be closed
+//     as soon as its scans finish: it pins old versions of keys.
 //
 // # Failure
 //
@@ -66,7 +64,4 @@
 // free space than flushing the WAL left by the last run needs: Pebble
 // retries that flush forever, and the process would never serve. Both
 // need a restart once there is room.
-//
-// Export scans must close their Snapshot as soon as they finish: an open
-// snapshot pins old versions of keys.
 package index
