@@ -106,6 +106,7 @@ func TestVerifyAssertion(t *testing.T) {
 		{name: "unknown kid", header: with(ecHeader, "kid", "nope"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: `no registered key with kid "nope"`},
 		{name: "kid of another client", header: with(ecHeader, "kid", "other1"), claims: claims("app-ec"), sign: es384Raw(f.other), wantErr: `no registered key with kid "other1"`},
 		{name: "kid whose kty does not fit alg", header: with(rsaHeader, "kid", "ec1"), claims: claims("app-ec"), sign: rs384(f.rsa), wantErr: `no registered key with kid "ec1" for alg RS384`},
+		// The SMART Bulk Data test suite (github.com/smart-on-fhir/bulk-data-tests) sends this jku.
 		{name: "jku with a client registered inline", header: with(ecHeader, "jku", "test-bad-jku"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: `jku, but client "app-ec" registered its keys inline`},
 		{name: "jku URL with a client registered inline", header: with(ecHeader, "jku", "https://client.example/jwks.json"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: "registered its keys inline, not by jwks_url: leave jku out"},
 		{name: "typ not JWT", header: with(ecHeader, "typ", "at+jwt"), claims: claims("app-ec"), sign: es384Raw(f.ec), wantErr: "typ"},

@@ -49,9 +49,7 @@
 //     development. URLs come only from the operator's registry: an
 //     assertion's jku header must equal the client's registered jwks_url
 //     byte for byte and is then redundant; a jku from a client registered
-//     inline or by file, or any other jku (the SMART Bulk Data test suite's
-//     test-bad-jku, github.com/smart-on-fhir/bulk-data-tests), is
-//     invalid_client. Nothing an assertion says is ever fetched, so a token
+//     inline or by file, or any other jku, is invalid_client. Nothing an assertion says is ever fetched, so a token
 //     request cannot aim this server at an arbitrary URL. An embedded jwk
 //     or x5c header is never used.
 //   - Fetching (JWKSCache, built by the caller with its own http.Client;
