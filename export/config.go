@@ -31,10 +31,13 @@ const headTimeout = time.Second
 
 // Config configures a Manager. Zero fields get the defaults above.
 type Config struct {
-	// Dir is the exports root; a job's files are in Dir/<job id>/. The
-	// manager owns it: directories named like a job id that belong to no
-	// job are removed by Start.
+	// Dir is the exports root; a job's files are in Dir/<job id>/ (unless
+	// Files says otherwise), and the free-space checks measure its
+	// filesystem. The manager owns it: directories named like a job id
+	// that belong to no job are removed by Start.
 	Dir string
+	// Files keeps the export files (nil: NewDirStore(Dir)).
+	Files FileStore
 	// Workers is how many jobs run at once (DefaultWorkers).
 	Workers int
 	// MaxActiveJobs caps queued plus running jobs; past it Kickoff returns
@@ -89,6 +92,9 @@ type Config struct {
 }
 
 func (c *Config) ensureDefaults() {
+	if c.Files == nil && c.Dir != "" {
+		c.Files = NewDirStore(c.Dir)
+	}
 	if c.Workers == 0 {
 		c.Workers = DefaultWorkers
 	}

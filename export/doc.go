@@ -92,7 +92,9 @@
 //
 // # Files
 //
-// A job's files are in Config.Dir/<job id>/ and named
+// A job's files are kept by a [FileStore] (Config.Files; by default
+// [NewDirStore] of Config.Dir, which keeps them in Config.Dir/<job id>/),
+// through which every read, write and removal of them goes, and named
 //
 //	<Type>-<n>.ndjson          resources of Type, n = 1, 2, …
 //	<Type>-deleted-<n>.ndjson  deletions of Type (_since exports only)
@@ -101,9 +103,10 @@
 // A type's output starts a new file before the line that would exceed
 // Config.FileMaxResources lines or Config.FileMaxBytes bytes (a single
 // larger resource gets a file of its own). Empty files are never created,
-// and a type without data gets no manifest entry. Every file is written
-// under <name>.tmp, then flushed, fsynced and renamed; the manifest counts
-// are the exact line counts. Each file's SHA-256 is computed while it is
+// and a type without data gets no manifest entry. Every file is written,
+// then committed (locally: under <name>.tmp, then flushed, fsynced and
+// renamed, the directory fsynced once all are); the manifest counts are
+// the exact line counts. Each file's SHA-256 is computed while it is
 // written and kept with its size in the job record. [Manager.OpenFile]
 // serves only the names of a completed job's manifest, and only while the
 // file still matches: a truncated or changed file is ErrFileDamaged and

@@ -182,7 +182,7 @@ type FileInfo struct {
 
 	// stamp is the file's identity on disk when its bytes were last known
 	// to match SHA256 (in memory only; see OpenFile).
-	stamp fileStamp
+	stamp FileStamp
 }
 
 // Digest is a SHA-256, as lower-case hex in JSON.

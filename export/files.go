@@ -2,10 +2,10 @@ package export
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"time"
 )
 
@@ -46,32 +46,30 @@ func (m *Manager) OpenFile(client, id, name string) (File, error) {
 		return nil, ErrNotFound
 	}
 	// name is one this package generated, never a client's string.
-	f, err := os.Open(filepath.Join(m.jobDir(id), name))
+	f, err := m.files.Open(id, name)
 	if err != nil {
-		if os.IsNotExist(err) {
+		if errors.Is(err, fs.ErrNotExist) {
 			m.damaged(j, name, "the file is missing")
 			return nil, ErrFileDamaged
 		}
 		return nil, err
 	}
-	at := time.Now()
-	fi, err := f.Stat()
+	cur, err := f.Stamp()
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	file := &osFile{File: f, size: fi.Size(), mod: fi.ModTime()}
+	file := &openFile{StoredFile: f, size: cur.Size, mod: cur.ModTime()}
 	if want.SHA256 == (Digest{}) {
 		return file, nil // written before digests
 	}
 	file.digest = want.SHA256.String()
-	if fi.Size() != want.Bytes {
+	if cur.Size != want.Bytes {
 		f.Close()
-		m.damaged(j, name, fmt.Sprintf("%d bytes on disk, %d written", fi.Size(), want.Bytes))
+		m.damaged(j, name, fmt.Sprintf("%d bytes on disk, %d written", cur.Size, want.Bytes))
 		return nil, ErrFileDamaged
 	}
-	cur, stamped := stampOf(fi, at)
-	if stamped && want.stamp.matches(cur, m.racyWindow) {
+	if want.stamp.matches(cur, m.racyWindow) {
 		return file, nil
 	}
 	h := sha256.New()
@@ -93,14 +91,12 @@ func (m *Manager) OpenFile(client, id, name string) (File, error) {
 	}
 	// Remember the stamp the bytes matched under, unless the file changed
 	// while it was read (then the next download hashes it again).
-	if fi2, err := f.Stat(); err == nil && stamped {
-		if again, _ := stampOf(fi2, at); again == cur {
-			m.mu.Lock()
-			if mf := j.rec.Manifest; mf != nil && !j.removed {
-				mf.setStamp(name, cur)
-			}
-			m.mu.Unlock()
+	if again, err := f.Stamp(); err == nil && cur.ID != 0 && again.sameState(cur) {
+		m.mu.Lock()
+		if mf := j.rec.Manifest; mf != nil && !j.removed {
+			mf.setStamp(name, cur)
 		}
+		m.mu.Unlock()
 	}
 	return file, nil
 }
@@ -128,7 +124,7 @@ func (m *Manager) damaged(j *job, name, why string) {
 	if err := m.flush(j, gen); err != nil {
 		m.log.Error("cannot persist the failed export job", "job", j.id, "error", err)
 	}
-	if err := os.RemoveAll(m.jobDir(j.id)); err != nil {
+	if err := m.files.RemoveJob(j.id); err != nil {
 		m.log.Error("cannot remove export files", "job", j.id, "error", err)
 	}
 }
@@ -146,7 +142,7 @@ func (mf *Manifest) file(name string) (FileInfo, bool) {
 }
 
 // setStamp records the stamp of file name.
-func (mf *Manifest) setStamp(name string, st fileStamp) {
+func (mf *Manifest) setStamp(name string, st FileStamp) {
 	for _, list := range [][]FileInfo{mf.Output, mf.Deleted, mf.Error} {
 		for i := range list {
 			if list[i].Name == name {
@@ -165,29 +161,15 @@ func (mf *Manifest) files() []FileInfo {
 	return append(all, mf.Error...)
 }
 
-type osFile struct {
-	*os.File
+// openFile is a File served from the FileStore: the size and time of its
+// stamp when opened, and the digest recorded when it was written.
+type openFile struct {
+	StoredFile
 	size   int64
 	mod    time.Time
 	digest string
 }
 
-func (f *osFile) Size() int64        { return f.size }
-func (f *osFile) ModTime() time.Time { return f.mod }
-func (f *osFile) Digest() string     { return f.digest }
-
-// jobDir is where a job's files are.
-func (m *Manager) jobDir(id string) string { return filepath.Join(m.cfg.Dir, id) }
-
-// syncDir fsyncs a directory, so the renames in it are durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (f *openFile) Size() int64        { return f.size }
+func (f *openFile) ModTime() time.Time { return f.mod }
+func (f *openFile) Digest() string     { return f.digest }

@@ -427,6 +427,10 @@ func checkFileInfo(t testing.TB, m *Manager, id string, fi FileInfo, lines [][]b
 	}
 }
 
+// jobDir is where a job's files are with the default store (tests read
+// and damage them there).
+func (m *Manager) jobDir(id string) string { return filepath.Join(m.cfg.Dir, id) }
+
 // dirFiles lists a job directory.
 func dirFiles(t testing.TB, m *Manager, id string) []string {
 	t.Helper()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,12 +26,13 @@ import (
 // through atomics, and record writes and file removals happen after mu is
 // let go.
 type Manager struct {
-	cfg  Config
-	src  Source
-	head Head
-	jobs JobStore
-	log  *slog.Logger
-	met  *metrics
+	cfg   Config
+	src   Source
+	head  Head
+	jobs  JobStore
+	files FileStore
+	log   *slog.Logger
+	met   *metrics
 
 	// hookScan, if set (tests), runs before each scan entry is written.
 	hookScan func(ctx context.Context) error
@@ -87,6 +87,7 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		src:        src,
 		head:       head,
 		jobs:       jobs,
+		files:      cfg.Files,
 		log:        cfg.Logger.With("component", "export"),
 		all:        map[string]*job{},
 		active:     map[*job]struct{}{},
@@ -186,7 +187,7 @@ func (m *Manager) load() ([]*job, error) {
 			}
 		case Queued, Running:
 			// Partial files are never served: start over.
-			if err := os.RemoveAll(m.jobDir(id)); err != nil {
+			if err := m.files.RemoveJob(id); err != nil {
 				return fmt.Errorf("export: remove partial files of job %s: %w", id, err)
 			}
 			if rec.State != Queued {
@@ -211,7 +212,7 @@ func (m *Manager) load() ([]*job, error) {
 			return nil, fmt.Errorf("export: drop job %s: %w", id, err)
 		}
 		if isJobID(id) {
-			if err := os.RemoveAll(m.jobDir(id)); err != nil {
+			if err := m.files.RemoveJob(id); err != nil {
 				m.log.Warn("cannot remove export files", "job", id, "error", err)
 			}
 		}
@@ -237,17 +238,17 @@ func (m *Manager) filesPresent(j *job) bool {
 		return false
 	}
 	for _, fi := range j.rec.Manifest.files() {
-		st, err := os.Stat(filepath.Join(m.jobDir(j.id), fi.Name))
-		if err != nil || st.Size() != fi.Bytes {
+		st, err := m.files.Stat(j.id, fi.Name)
+		if err != nil || st.Size != fi.Bytes {
 			return false
 		}
 	}
 	return true
 }
 
-// sweepOrphans removes job directories without a job.
+// sweepOrphans removes the files of job ids that have no job.
 func (m *Manager) sweepOrphans(jobs []*job) error {
-	ents, err := os.ReadDir(m.cfg.Dir)
+	stored, err := m.files.Jobs()
 	if err != nil {
 		return err
 	}
@@ -255,12 +256,12 @@ func (m *Manager) sweepOrphans(jobs []*job) error {
 	for _, j := range jobs {
 		known[j.id] = true
 	}
-	for _, e := range ents {
-		if !e.IsDir() || !isJobID(e.Name()) || known[e.Name()] {
+	for _, id := range stored {
+		if !isJobID(id) || known[id] {
 			continue
 		}
-		m.log.Info("removing orphaned export directory", "job", e.Name())
-		if err := os.RemoveAll(filepath.Join(m.cfg.Dir, e.Name())); err != nil {
+		m.log.Info("removing orphaned export directory", "job", id)
+		if err := m.files.RemoveJob(id); err != nil {
 			return err
 		}
 	}
@@ -595,7 +596,7 @@ func (m *Manager) remove(j *job, why string) bool {
 	if err := m.flush(j, gen); err != nil {
 		m.log.Error("cannot delete export job record", "job", j.id, "error", err)
 	}
-	if err := os.RemoveAll(m.jobDir(j.id)); err != nil {
+	if err := m.files.RemoveJob(j.id); err != nil {
 		m.log.Error("cannot remove export files", "job", j.id, "error", err)
 	}
 	m.log.Info("export job removed", "job", j.id, "reason", why, "state", state)

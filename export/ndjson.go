@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"os"
-	"path/filepath"
+	"io"
 	"strconv"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Output file names. A resource type starts with an upper-case letter, so
@@ -85,86 +85,52 @@ func (g *diskGuard) before(n int64, opening bool) error {
 	return nil
 }
 
-// hashingWriter writes to f and hashes what it writes, so a file's digest
+// hashingWriter writes to w and hashes what it writes, so a file's digest
 // is computed while it is written, in buffer-sized chunks, without a
 // second pass.
 type hashingWriter struct {
-	f *os.File
+	w io.Writer
 	h hash.Hash
 }
 
 func (w *hashingWriter) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
+	n, err := w.w.Write(p)
 	w.h.Write(p[:n])
 	return n, err
 }
 
-// maxSyncing is how many completed files a job fsyncs at once in the
-// background.
-const maxSyncing = 16
-
-// syncer fsyncs, closes and renames completed files in the background, so
-// the disk writes a finished file while the scan fills the next one, and
-// the many small files of a _since export are synced together (inline
+// maxSyncing is how many completed files a job commits (fsync, close,
+// rename) at once in the background, on an errgroup.Group limited to it,
+// so the disk writes a finished file while the scan fills the next one,
+// and the many small files of a _since export are synced together (inline
 // fsyncs made kick-off to manifest of 115k resources take 417 ms instead
-// of 203 ms in BenchmarkExportE2E). wait returns the first error; a job's
-// files count as written only after it.
-type syncer struct {
-	wg   sync.WaitGroup
-	sem  chan struct{}
-	mu   sync.Mutex
-	err  error
-	once sync.Once
-}
-
-// do runs fn in the background, waiting first while maxSyncing calls are
-// in flight.
-func (y *syncer) do(fn func() error) {
-	y.once.Do(func() { y.sem = make(chan struct{}, maxSyncing) })
-	y.sem <- struct{}{}
-	y.wg.Go(func() {
-		defer func() { <-y.sem }()
-		if err := fn(); err != nil {
-			y.mu.Lock()
-			if y.err == nil {
-				y.err = err
-			}
-			y.mu.Unlock()
-		}
-	})
-}
-
-// wait waits for every call of do and returns the first error.
-func (y *syncer) wait() error {
-	y.wg.Wait()
-	y.mu.Lock()
-	defer y.mu.Unlock()
-	return y.err
-}
+// of 203 ms in BenchmarkExportE2E). The group's Wait returns the first
+// error; a job's files count as written only after it.
+const maxSyncing = 16
 
 // fileSeq writes NDJSON lines into a sequence of files <base>-1.ndjson,
 // <base>-2.ndjson, …, starting a new file before a line that would exceed
 // maxCount lines or maxBytes bytes (a single longer line gets a file of its
-// own). A file is created at its first line, so no file is empty, written
-// to <name>.tmp and renamed to <name> once it is complete and synced; the
-// sync and rename run on sy, so a file is only complete once sy.wait
-// returned nil. Memory is the one bufio buffer, whatever the export size
+// own). A file is created at its first line, so no file is empty, and
+// committed in files once it is complete; the commit runs on sy, so a file
+// is only complete once sy.Wait returned nil. Memory is the one bufio buffer, whatever the export size
 // (bw nil: one of errorBufferSize is made at the first line). Each file's
 // SHA-256 is computed as it is written (FileInfo.SHA256), and guard checks
 // the free space (nil: no check).
 type fileSeq struct {
-	dir      string
+	files    FileStore
+	job      string
 	base     string
 	typ      string // FileInfo.Type
 	maxCount int64
 	maxBytes int64
 	bw       *bufio.Writer // reset onto each file
-	sy       *syncer
+	sy       *errgroup.Group
 	guard    *diskGuard
 	onFile   func(FileInfo)
 
 	n     int
-	f     *os.File
+	f     FileWriter
 	hw    hashingWriter
 	name  string
 	count int64
@@ -201,7 +167,7 @@ func (s *fileSeq) write(line []byte) error {
 func (s *fileSeq) open() error {
 	s.n++
 	s.name = s.base + "-" + strconv.Itoa(s.n) + ndjsonExt
-	f, err := os.OpenFile(filepath.Join(s.dir, s.name+tmpExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	f, err := s.files.Create(s.job, s.name)
 	if err != nil {
 		return err
 	}
@@ -209,7 +175,7 @@ func (s *fileSeq) open() error {
 	if s.hw.h == nil {
 		s.hw.h = sha256.New()
 	}
-	s.hw.f = f
+	s.hw.w = f
 	s.hw.h.Reset()
 	if s.bw == nil {
 		s.bw = bufio.NewWriterSize(nil, errorBufferSize)
@@ -222,9 +188,9 @@ func (s *fileSeq) writeErr(err error) error {
 	return fmt.Errorf("write %s: %w", s.name, err)
 }
 
-// finish completes the current file, if any: flush here, then fsync,
-// close and rename on s.sy. The file is reported to onFile right away, in
-// order; it is only complete once s.sy.wait returned nil.
+// finish completes the current file, if any: flush here, then commit on
+// s.sy. The file is reported to onFile right away, in order; it is only
+// complete once s.sy.Wait returned nil.
 func (s *fileSeq) finish() error {
 	if s.f == nil {
 		return nil
@@ -232,35 +198,25 @@ func (s *fileSeq) finish() error {
 	f := s.f
 	s.f = nil
 	if err := s.bw.Flush(); err != nil {
-		f.Close()
+		f.Abort()
 		return s.writeErr(err)
 	}
 	s.bw.Reset(nil)
-	s.hw.f = nil
+	s.hw.w = nil
 	var sum Digest
 	s.hw.h.Sum(sum[:0])
-	name := s.name
-	s.sy.do(func() error {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		return os.Rename(filepath.Join(s.dir, name+tmpExt), filepath.Join(s.dir, name))
-	})
+	s.sy.Go(f.Commit)
 	s.onFile(FileInfo{Type: s.typ, Name: s.name, Count: s.count, Bytes: s.size, SHA256: sum})
 	return nil
 }
 
-// abort closes the current file without completing it; the caller removes
-// the job directory.
+// abort discards the current file without completing it; the caller
+// removes the job's files.
 func (s *fileSeq) abort() {
 	if s.f != nil {
 		s.bw.Reset(nil)
-		s.hw.f = nil
-		s.f.Close()
+		s.hw.w = nil
+		s.f.Abort()
 		s.f = nil
 	}
 }

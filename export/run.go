@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkstream/bulkstream/index"
 )
@@ -97,7 +97,7 @@ func (m *Manager) run(r *jobRun) {
 	}
 	if err != nil {
 		// Partial files are never served.
-		if rerr := os.RemoveAll(m.jobDir(j.id)); rerr != nil {
+		if rerr := m.files.RemoveJob(j.id); rerr != nil {
 			log.Error("cannot remove partial export files", "error", rerr)
 		}
 	}
@@ -152,7 +152,7 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 		return nil
 	}
 	if err := m.flush(j, gen); err != nil {
-		if rerr := os.RemoveAll(m.jobDir(j.id)); rerr != nil {
+		if rerr := m.files.RemoveJob(j.id); rerr != nil {
 			log.Error("cannot remove export files", "error", rerr)
 		}
 		return fmt.Errorf("persist completed job: %w", err)
@@ -338,17 +338,16 @@ func planScan(snap Snapshot, req Request) *scanPlan {
 	return p
 }
 
-// scan is the writing side of a job's run: its directory, manifest,
-// buffers, background syncs, disk guard and error file.
+// scan is the writing side of a job's run: its manifest, buffers,
+// background commits, disk guard and error file.
 type scan struct {
 	m     *Manager
 	j     *job
 	req   Request
 	until uint64 // min(Until, transactionTime)
 	full  bool   // no _since: tombstones are skipped
-	dir   string
 	mf    *Manifest
-	sy    *syncer
+	sy    *errgroup.Group // the files' commits (see maxSyncing)
 	guard *diskGuard
 	// outBuf and delBuf are reused by every type's file sequences.
 	outBuf, delBuf *bufio.Writer
@@ -358,16 +357,14 @@ type scan struct {
 	firstSkipped   string
 }
 
-// newScan creates the job's (empty) directory and readies its writing.
+// newScan readies the job's (empty) set of files and its writing.
 func (m *Manager) newScan(j *job, req Request, tt uint64) (*scan, error) {
-	dir := m.jobDir(j.id)
-	if err := os.RemoveAll(dir); err != nil {
+	if err := m.files.NewJob(j.id); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
-	s := &scan{m: m, j: j, req: req, until: min(req.Until, tt), full: !req.HasSince, dir: dir,
+	sy := &errgroup.Group{}
+	sy.SetLimit(maxSyncing)
+	s := &scan{m: m, j: j, req: req, until: min(req.Until, tt), full: !req.HasSince,
 		mf: &Manifest{
 			TransactionTime:     index.FormatInstant(tt),
 			Request:             req.RequestURL,
@@ -375,22 +372,22 @@ func (m *Manager) newScan(j *job, req Request, tt uint64) (*scan, error) {
 			Output:              []FileInfo{},
 			Error:               []FileInfo{},
 		},
-		sy: &syncer{},
+		sy: sy,
 		guard: &diskGuard{dir: m.cfg.Dir, reserve: m.cfg.ExportReserveBytes, free: m.freeBytes,
 			margin: int64(m.cfg.Workers) * (diskCheckEvery + 2*writeBufferSize + errorBufferSize)},
 		outBuf: bufio.NewWriterSize(nil, writeBufferSize),
 		delBuf: bufio.NewWriterSize(nil, writeBufferSize),
 	}
-	s.errs = &fileSeq{dir: dir, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
+	s.errs = &fileSeq{files: m.files, job: j.id, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
 		maxBytes: m.cfg.FileMaxBytes, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) { s.mf.Error = append(s.mf.Error, fi) }}
 	return s, nil
 }
 
 // close aborts what is unfinished (a no-op once finished) and waits for
-// the background syncs: every return of export goes through it.
+// the background commits: every return of export goes through it.
 func (s *scan) close() {
 	s.errs.abort()
-	s.sy.wait()
+	s.sy.Wait()
 }
 
 // ignored writes what a lenient kick-off ignored to the error file.
@@ -412,13 +409,13 @@ func (s *scan) scanType(ctx context.Context, snap Snapshot, i int, typ string) e
 	p.typeIdx.Store(int32(i + 1))
 	resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
 		m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
-	out := &fileSeq{dir: s.dir, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
+	out := &fileSeq{files: m.files, job: s.j.id, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
 		maxBytes: m.cfg.FileMaxBytes, bw: s.outBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
 			mf.Output = append(mf.Output, fi)
 			resCounter.Add(float64(fi.Count))
 			bytesCounter.Add(float64(fi.Bytes))
 		}}
-	del := &fileSeq{dir: s.dir, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
+	del := &fileSeq{files: m.files, job: s.j.id, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
 		maxBytes: m.cfg.FileMaxBytes, bw: s.delBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
 			mf.Deleted = append(mf.Deleted, fi)
 			delCounter.Add(float64(fi.Count))
@@ -499,8 +496,9 @@ func (s *scan) applyElements(typ string, e Entry) (res []byte, ok bool, err erro
 	return nil, false, s.errs.write(s.line)
 }
 
-// finish completes the error file, waits for every file's sync, syncs
-// the directory and stamps the files; the manifest is then complete.
+// finish completes the error file, waits for every file's commit, syncs
+// the job's files (the directory) and stamps them; the manifest is then
+// complete.
 func (s *scan) finish() (*Manifest, error) {
 	mf := s.mf
 	if len(mf.Deleted) == 0 {
@@ -513,19 +511,18 @@ func (s *scan) finish() (*Manifest, error) {
 	if err := s.errs.finish(); err != nil {
 		return nil, err
 	}
-	if err := s.sy.wait(); err != nil {
+	if err := s.sy.Wait(); err != nil {
 		return nil, err
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := s.m.files.SyncJob(s.j.id); err != nil {
 		return nil, err
 	}
-	// Stamp the files as they are now, renamed and synced, for OpenFile's
-	// check (fileStamp).
+	// Stamp the files as they are now, committed and synced, for
+	// OpenFile's check (FileStamp).
 	for _, list := range [][]FileInfo{mf.Output, mf.Deleted, mf.Error} {
 		for i := range list {
-			at := time.Now()
-			if fi, err := os.Stat(filepath.Join(s.dir, list[i].Name)); err == nil {
-				list[i].stamp, _ = stampOf(fi, at)
+			if st, err := s.m.files.Stat(s.j.id, list[i].Name); err == nil {
+				list[i].stamp = st
 			}
 		}
 	}
