@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/bulkstream/bulkstream/internal/fhir"
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
 // Headers of change events.
@@ -167,35 +168,19 @@ func scanResource(data []byte) (resource, *RejectError) {
 		err := json.Unmarshal(data, &v)
 		return resource{}, reject(ReasonNotJSON, "%v", err)
 	}
-	sc := scanner{b: data}
-	compact := !sc.skipWS()
-	if sc.b[sc.i] != '{' {
-		return resource{}, reject(ReasonNotObject, "body is a JSON %s, not an object", jsonKind(sc.b[sc.i]))
+	s := jsonobj.Scanner{MaxDepth: MaxDepth}
+	i := s.SkipSpace(data, 0)
+	if data[i] != '{' {
+		return resource{}, reject(ReasonNotObject, "body is a JSON %s, not an object", jsonKind(data[i]))
 	}
 	var r resource
 	var haveType, haveID bool
 	var keyBuf [32][]byte
 	keys := keyBuf[:0] // top-level keys, for the duplicate check
 	var keySet map[string]struct{}
-	sc.i++ // '{'
-	for {
-		if sc.skipWS() {
-			compact = false
-		}
-		if sc.b[sc.i] == '}' {
-			sc.i++
-			break
-		}
-		if sc.b[sc.i] == ',' {
-			sc.i++
-			if sc.skipWS() {
-				compact = false
-			}
-		}
-		kStart := sc.i
-		sc.skipString()
-		rawK := sc.b[kStart:sc.i]
-		key := rawKey(rawK)
+	it := s.Object(data, i, 1)
+	for it.Next() {
+		key := it.Key()
 		if keySet != nil {
 			if _, dup := keySet[string(key)]; dup {
 				return resource{}, reject(ReasonDuplicateKey, "member %s appears twice", quote(string(key)))
@@ -215,22 +200,10 @@ func scanResource(data []byte) (resource, *RejectError) {
 				}
 			}
 		}
-		if sc.skipWS() {
-			compact = false
-		}
-		sc.i++ // ':'
-		if sc.skipWS() {
-			compact = false
-		}
-		vStart := sc.i
-		ws, ok := sc.skipValue(2)
-		if !ok {
+		if it.Deep {
 			return resource{}, reject(ReasonTooDeep, "nesting deeper than %d", MaxDepth)
 		}
-		if ws {
-			compact = false
-		}
-		v := sc.b[vStart:sc.i]
+		v := data[it.ValueStart:it.ValueEnd]
 		switch string(key) {
 		case "resourceType":
 			haveType = true
@@ -251,7 +224,7 @@ func scanResource(data []byte) (resource, *RejectError) {
 				return resource{}, reject(ReasonBadID, "id %s is not a FHIR id ([A-Za-z0-9-.]{1,64})", quote(r.id))
 			}
 		case "meta":
-			if len(rawK) != len("meta")+2 {
+			if it.Escaped {
 				// index's stamper matches member names unescaped.
 				return resource{}, reject(ReasonBadMeta, "the meta member name must not be escaped")
 			}
@@ -263,9 +236,8 @@ func scanResource(data []byte) (resource, *RejectError) {
 			}
 		}
 	}
-	if sc.i < len(sc.b) {
-		compact = false // trailing whitespace
-	}
+	// json.Valid passed, so the object ends the body but for whitespace.
+	compact := !it.Space && it.End() == len(data)
 	if !haveType {
 		return resource{}, reject(ReasonMissingType, "no resourceType member")
 	}
@@ -298,68 +270,34 @@ func checkMeta(meta []byte) *RejectError {
 		seenLastUpdated
 	)
 	var seen int
-	sc := scanner{b: meta, i: 1}
-	for {
-		sc.skipWS()
-		switch sc.b[sc.i] {
-		case '}':
-			return nil
-		case ',':
-			sc.i++
-			sc.skipWS()
-		}
-		ks := sc.i
-		sc.skipString()
-		key := rawKey(sc.b[ks:sc.i])
-		sc.skipWS()
-		sc.i++ // ':'
-		sc.skipWS()
-		vs := sc.i
+	var s jsonobj.Scanner
+	it := s.Object(meta, 0, 1)
+	for it.Next() {
+		key := it.Key()
 		var bit int
 		switch string(key) {
 		case "tag":
 			bit = seenTag
-			if sc.b[vs] != '[' {
-				return reject(ReasonBadMeta, "meta.tag is a JSON %s, not an array", jsonKind(sc.b[vs]))
+			if c := meta[it.ValueStart]; c != '[' {
+				return reject(ReasonBadMeta, "meta.tag is a JSON %s, not an array", jsonKind(c))
 			}
-			if rej := checkCodings(&sc); rej != nil {
-				return rej
+			codings := s.Array(meta, it.ValueStart, 2)
+			for codings.Next() {
+				if c := meta[codings.ValueStart]; c != '{' {
+					return reject(ReasonBadMeta, "meta.tag holds a JSON %s, not a Coding object", jsonKind(c))
+				}
 			}
 		case "versionId":
 			bit = seenVersionID
-			sc.skipValue(1)
 		case "lastUpdated":
 			bit = seenLastUpdated
-			sc.skipValue(1)
-		default:
-			sc.skipValue(1)
 		}
 		if seen&bit != 0 {
 			return reject(ReasonBadMeta, "meta.%s appears twice", key)
 		}
 		seen |= bit
 	}
-}
-
-// checkCodings checks that the array at sc.i holds only objects and skips
-// it.
-func checkCodings(sc *scanner) *RejectError {
-	sc.i++ // '['
-	for {
-		sc.skipWS()
-		switch sc.b[sc.i] {
-		case ']':
-			sc.i++
-			return nil
-		case ',':
-			sc.i++
-			sc.skipWS()
-		}
-		if c := sc.b[sc.i]; c != '{' {
-			return reject(ReasonBadMeta, "meta.tag holds a JSON %s, not a Coding object", jsonKind(c))
-		}
-		sc.skipValue(1)
-	}
+	return nil
 }
 
 // validID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
@@ -374,16 +312,6 @@ func validID(s string) bool {
 		}
 	}
 	return true
-}
-
-// rawKey returns the bytes of the JSON string literal s (quotes
-// included), unescaped; literals without escapes are sliced.
-func rawKey(s []byte) []byte {
-	inner := s[1 : len(s)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return inner
-	}
-	return []byte(rawString(s))
 }
 
 // rawString returns the value of the JSON string literal s (quotes
@@ -415,83 +343,5 @@ func jsonKind(c byte) string {
 		return "null"
 	default:
 		return "number"
-	}
-}
-
-// scanner walks JSON that json.Valid has accepted, so it only tracks
-// strings, nesting and whitespace and never fails on syntax.
-type scanner struct {
-	b []byte
-	i int
-}
-
-func isWS(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-// skipWS skips whitespace and reports whether there was any.
-func (s *scanner) skipWS() bool {
-	start := s.i
-	for s.i < len(s.b) && isWS(s.b[s.i]) {
-		s.i++
-	}
-	return s.i > start
-}
-
-// skipString skips the string literal at s.i.
-func (s *scanner) skipString() {
-	for s.i++; s.i < len(s.b); s.i++ {
-		switch s.b[s.i] {
-		case '\\':
-			s.i++
-		case '"':
-			s.i++
-			return
-		}
-	}
-}
-
-// skipValue skips the value at s.i, which sits at nesting depth depth. It
-// reports whether the value contains whitespace between tokens, and false
-// for ok if it nests deeper than MaxDepth.
-func (s *scanner) skipValue(depth int) (ws, ok bool) {
-	switch s.b[s.i] {
-	case '"':
-		s.skipString()
-		return false, true
-	case '{', '[':
-		if depth > MaxDepth {
-			return false, false
-		}
-		d := depth
-		for s.i++; s.i < len(s.b); {
-			switch c := s.b[s.i]; c {
-			case '"':
-				s.skipString()
-				continue
-			case '{', '[':
-				d++
-				if d > MaxDepth {
-					return ws, false
-				}
-			case '}', ']':
-				d--
-				if d < depth {
-					s.i++
-					return ws, true
-				}
-			case ' ', '\t', '\n', '\r':
-				ws = true
-			}
-			s.i++
-		}
-		return ws, true
-	default:
-		for s.i < len(s.b) {
-			switch s.b[s.i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return false, true
-			}
-			s.i++
-		}
-		return false, true
 	}
 }

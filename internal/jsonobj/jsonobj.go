@@ -4,17 +4,15 @@
 // was. It is a pure leaf: the index stamps meta with it and the synthetic
 // data generator rewrites fields with it.
 //
-// Input must be compact (no whitespace between tokens), as NDJSON lines
-// and ingested event bodies are. Scalars are assumed valid (callers check
-// with json.Valid where input is untrusted); strings, nesting and bracket
-// matching are checked, and a malformed object is ErrSyntax, never a panic.
+// Each, EachKey, Members, Lookup and SkipValue take compact input (no
+// whitespace between tokens), as NDJSON lines and ingested event bodies
+// are, and check it as json.Valid does: anything else is ErrSyntax, never
+// a panic. They are built on Scanner, the one JSON walker of bulkstream,
+// which ingest also validates event bodies with (whitespace and all, and
+// UTF-8).
 package jsonobj
 
-import (
-	"bytes"
-	"encoding/json"
-	"errors"
-)
+import "errors"
 
 // ErrSyntax is returned for bytes that are not a compact JSON object.
 var ErrSyntax = errors.New("jsonobj: not a compact JSON object")
@@ -37,56 +35,20 @@ func EachKey(b []byte, fn func(key []byte, ks, vs, ve int) bool) error {
 	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
 		return ErrSyntax
 	}
-	i := 1
-	if b[i] == '}' {
-		if i+1 != len(b) {
+	var s Scanner
+	it := s.Object(b, 0, 1)
+	for it.Next() {
+		if it.Space {
 			return ErrSyntax
 		}
-		return nil
-	}
-	for {
-		ks := i
-		if i >= len(b) || b[i] != '"' {
-			return ErrSyntax
-		}
-		end, err := skipString(b, i)
-		if err != nil {
-			return err
-		}
-		key := b[i+1 : end-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var s string
-			if err := json.Unmarshal(b[i:end], &s); err != nil {
-				return ErrSyntax
-			}
-			key = []byte(s)
-		}
-		i = end
-		if i >= len(b) || b[i] != ':' {
-			return ErrSyntax
-		}
-		vs := i + 1
-		if i, err = SkipValue(b, vs); err != nil {
-			return err
-		}
-		if !fn(key, ks, vs, i) {
+		if !fn(it.Key(), it.KeyStart, it.ValueStart, it.ValueEnd) {
 			return nil
 		}
-		if i >= len(b) {
-			return ErrSyntax
-		}
-		switch b[i] {
-		case ',':
-			i++
-		case '}':
-			if i+1 != len(b) {
-				return ErrSyntax
-			}
-			return nil
-		default:
-			return ErrSyntax
-		}
 	}
+	if it.End() != len(b) || it.Space {
+		return ErrSyntax
+	}
+	return nil
 }
 
 // Member is one "key":value pair of an object.
@@ -121,66 +83,13 @@ func Lookup(b []byte, key string) (vs, ve int, ok bool) {
 	return vs, ve, ok
 }
 
-// skipString returns the index just past the JSON string starting at b[i].
-func skipString(b []byte, i int) (int, error) {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1, nil
-		}
-	}
-	return 0, ErrSyntax
-}
-
-// SkipValue returns the index just past the compact JSON value at b[i]. It
-// tracks strings and nesting and rejects what it can see is broken: empty
-// values, unbalanced or mismatched brackets, unterminated strings.
+// SkipValue returns the index just past the compact JSON value at b[i],
+// checked as Scanner checks it (UTF-8 aside), or ErrSyntax.
 func SkipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
+	var s Scanner
+	end := s.Value(b, i, 1)
+	if end < 0 || s.Space {
 		return 0, ErrSyntax
 	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		var buf [32]byte
-		stack := buf[:0] // expected closers
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				end, err := skipString(b, i)
-				if err != nil {
-					return 0, err
-				}
-				i = end - 1
-			case '{':
-				stack = append(stack, '}')
-			case '[':
-				stack = append(stack, ']')
-			case '}', ']':
-				if len(stack) == 0 || stack[len(stack)-1] != b[i] {
-					return 0, ErrSyntax
-				}
-				stack = stack[:len(stack)-1]
-				if len(stack) == 0 {
-					return i + 1, nil
-				}
-			}
-		}
-		return 0, ErrSyntax
-	default:
-		start := i
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', '{', '[', '"', ':':
-				if i == start {
-					return 0, ErrSyntax
-				}
-				return i, nil
-			}
-		}
-		return i, nil
-	}
+	return end, nil
 }
