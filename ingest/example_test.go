@@ -165,3 +165,59 @@ func Example_natsGo() {
 	// Patient/p.1 deleted=false
 	// Patient/p2 deleted=true
 }
+
+// ExampleReplay rebuilds an index from the stream alone, as bulkstream
+// rebuild does: every event from the stream's first message is applied
+// to a fresh index, and an event that fails Decode (dead-lettered when the
+// live Consumer first saw it) is only counted.
+func ExampleReplay() {
+	js, stop := runJetStream()
+	defer stop()
+	ctx := context.Background()
+	// Replay commits BatchSize events per batch: here the four events
+	// published below go in two.
+	cfg := ingest.Config{BatchSize: 2}
+	if err := ingest.EnsureStreams(ctx, js, cfg); err != nil {
+		log.Fatal(err)
+	}
+	p, err := ingest.NewPublisher(js, ingest.PublisherConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, body := range []string{
+		`{"resourceType":"Patient","id":"p1"}`,
+		`{"resourceType":"Patient","id":"p2"}`,
+		`{"resourceType":"Observation","id":"o1","status":"final"}`,
+	} {
+		if err := p.Upsert(ctx, []byte(body)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Not JSON: the stream keeps it, the index never applies it.
+	if _, err := js.Publish(ctx, "fhir.Patient.p3", []byte("not json")); err != nil {
+		log.Fatal(err)
+	}
+
+	x, err := index.Open("index", &index.Options{FS: vfs.NewMem()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer x.Close()
+	st, err := ingest.Replay(ctx, js, cfg, x, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("read %d, applied %d, rejected %d, last sequence %d\n", st.Messages, st.Applied, st.Rejected, st.LastSeq)
+	fmt.Println("index applied sequence:", x.AppliedSeq())
+	for _, c := range x.Counts() {
+		fmt.Printf("%s: %d\n", c.Type, c.Resources)
+	}
+	// Output:
+	// read 4, applied 3, rejected 1, last sequence 4
+	// index applied sequence: 4
+	// Observation: 1
+	// Patient: 2
+}
