@@ -60,7 +60,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, cfg Config, dst Applier
 	}
 	lastLog := time.Now()
 	for st.LastSeq < head {
-		batch, err := cons.Fetch(cfg.BatchSize, jetstream.FetchMaxWait(5*time.Second))
+		// Ask for no more than the stream held at the start: a fetch of
+		// more would wait out its timeout at the end of the stream.
+		want := cfg.BatchSize
+		if left := int64(info.State.Msgs) - int64(st.Messages); left > 0 && left < int64(want) {
+			want = int(left)
+		}
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return st, fmt.Errorf("ingest: replay: fetch: %w", err)
 		}
