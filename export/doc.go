@@ -176,6 +176,27 @@
 // its manifest; the rest of the request stays in its record. A download that already opened a file finishes even if the
 // job is removed meanwhile.
 //
+// # When the job store fails
+//
+// A job's outcome and what is served follow what the [JobStore] holds:
+//
+//   - Kick-off: the queued record is written before the job is known; if
+//     the write fails, Kickoff returns the error and there is no job.
+//   - Start of a run, or completion: if the running or the completed
+//     record cannot be written, the job fails (its files removed) and
+//     no manifest is served: a manifest is served only once its
+//     completed record is durable.
+//   - Failure, or shutdown's interrupt: if the failed or queued record
+//     cannot be written, the job is failed (or interrupted) in memory and
+//     the error is logged; the store still says queued or running, so the
+//     next Start runs the job again from scratch.
+//   - Removal (cancel, expiry, eviction): the job is gone at once (Status
+//     and OpenFile say ErrNotFound, its files are removed) even when its
+//     record cannot be deleted; the expiry loop deletes the record again
+//     until it succeeds. Should the server restart first, the job comes
+//     back: a finished one as failed (its files are gone), a queued or
+//     running one to run again.
+//
 // # Job states and the lock
 //
 // A job's state changes only through one function (transition), which

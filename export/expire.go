@@ -2,6 +2,7 @@ package export
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"time"
 )
@@ -29,6 +30,7 @@ func (m *Manager) expiryLoop() {
 // the global cap while the other still has more). Under m.mu it only
 // collects the finished jobs; sorting, picking and removing happen after.
 func (m *Manager) expire() {
+	m.retryDeletes()
 	now := m.cfg.Now()
 	var old []*job
 	byClient := map[string][]finishedJob{}
@@ -48,6 +50,23 @@ func (m *Manager) expire() {
 	}
 	for _, v := range evictions(byClient, m.cfg.MaxFinishedJobsPerClient, m.cfg.MaxFinishedJobs) {
 		m.remove(v.j, v.why)
+	}
+}
+
+// retryDeletes deletes again the records of removed jobs whose deletion
+// failed (see remove), outside m.mu.
+func (m *Manager) retryDeletes() {
+	m.mu.Lock()
+	ids := slices.Collect(maps.Keys(m.undeleted))
+	m.mu.Unlock()
+	for _, id := range ids {
+		if err := m.jobs.DeleteJob(id); err != nil {
+			m.log.Error("cannot delete export job record; retrying later", "job", id, "error", err)
+			continue
+		}
+		m.mu.Lock()
+		delete(m.undeleted, id)
+		m.mu.Unlock()
 	}
 }
 

@@ -59,6 +59,9 @@ type Manager struct {
 	avgJob time.Duration
 	// sinceSweep counts the jobs finished since the expiry loop last ran.
 	sinceSweep int
+	// undeleted holds the ids of removed jobs whose record deletion
+	// failed; the expiry loop deletes them again until it succeeds.
+	undeleted map[string]struct{}
 
 	wake chan struct{} // a job was queued
 	// sweep asks the expiry loop to run now (see finished).
@@ -93,6 +96,7 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 		active:     map[*job]struct{}{},
 		byState:    map[State]int{},
 		clients:    map[string]*clientJobs{},
+		undeleted:  map[string]struct{}{},
 		wake:       make(chan struct{}, 1),
 		sweep:      make(chan struct{}, 1),
 		freeBytes:  diskspace.Free,
@@ -594,7 +598,10 @@ func (m *Manager) remove(j *job, why string) bool {
 		m.met.finished.WithLabelValues(resultCancelled).Inc()
 	}
 	if err := m.flush(j, gen); err != nil {
-		m.log.Error("cannot delete export job record", "job", j.id, "error", err)
+		m.log.Error("cannot delete export job record; retrying in the background", "job", j.id, "error", err)
+		m.mu.Lock()
+		m.undeleted[j.id] = struct{}{}
+		m.mu.Unlock()
 	}
 	if err := m.files.RemoveJob(j.id); err != nil {
 		m.log.Error("cannot remove export files", "job", j.id, "error", err)
