@@ -5,16 +5,17 @@ import (
 	"github.com/bulkstream/bulkstream/internal/jsonobj"
 )
 
-// The fast path of Decode: one pass over an upsert body that checks
-// everything utf8.Valid and json.Valid check (the JSON grammar with its
-// number and literal syntax, string escapes, control characters, UTF-8
-// inside strings, encoding/json's nesting limit) and reads the top level
-// on the way. It accepts only the plain case: a compact or compactable
-// object whose resourceType and id equal the subject's, without escaped
-// or duplicate top-level names, nested at most MaxDepth deep, with an
-// object meta if any whose members pass checkMeta. Everything else it
-// leaves to scanResource, which decides (and explains) as before, so
-// Decode's answers and reasons do not depend on which path ran.
+// The fast path of Decode: one pass of a jsonobj.Scanner over an upsert
+// body that checks everything utf8.Valid and json.Valid check (the JSON
+// grammar with its number and literal syntax, string escapes, control
+// characters, UTF-8 inside strings, encoding/json's nesting limit) and
+// reads the top level on the way. It accepts only the plain case: a
+// compact or compactable object whose resourceType and id equal the
+// subject's, without escaped or duplicate top-level names, nested at most
+// MaxDepth deep, with an object meta if any whose members pass checkMeta.
+// Everything else it leaves to scanResource, which decides (and explains)
+// as before, so Decode's answers and reasons do not depend on which path
+// ran.
 
 // scanStatus is the outcome of scanBody.
 type scanStatus int

@@ -1,15 +1,17 @@
-// Package jsonobj walks the top-level members of a compact JSON object
-// without decoding their values, so callers can rewrite a resource while
-// keeping every other byte (number literals, escapes, member order) as it
-// was. It is a pure leaf: the index stamps meta with it and the synthetic
-// data generator rewrites fields with it.
+// Package jsonobj is bulkstream's one JSON walker. A Scanner checks JSON
+// text as json.Valid does (and, if asked, UTF-8 as utf8.Valid does) and
+// reports offsets instead of decoding values; its Iter reads an object's
+// members or an array's elements one at a time. ingest validates event
+// bodies with it in one pass, whitespace and all.
 //
-// Each, EachKey, Members, Lookup and SkipValue take compact input (no
-// whitespace between tokens), as NDJSON lines and ingested event bodies
-// are, and check it as json.Valid does: anything else is ErrSyntax, never
-// a panic. They are built on Scanner, the one JSON walker of bulkstream,
-// which ingest also validates event bodies with (whitespace and all, and
-// UTF-8).
+// Each, EachKey, Members, Lookup and SkipValue build on it for compact text
+// (no whitespace between tokens), as stored resources and NDJSON lines are,
+// so that callers can rewrite a resource while keeping every other byte
+// (number literals, escapes, member order) as it was: the index stamps meta
+// with them, export applies _elements and the synthetic data generator
+// rewrites fields. Text they cannot walk is ErrSyntax, never a panic.
+//
+// It is a pure leaf: the standard library only.
 package jsonobj
 
 import "errors"
