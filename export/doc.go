@@ -161,8 +161,9 @@
 // leaves them persisted as queued. [Manager.Start] serves completed and
 // failed jobs until they expire (a completed job whose files are missing
 // is turned into a failed one), restarts queued and running jobs from
-// scratch with their original stream head, and removes directories in
-// Config.Dir that belong to no job. A job is never reported complete with
+// scratch with their original stream head, and removes the files the
+// FileStore holds for job ids that have no job (with the default store,
+// such directories in Config.Dir). A job is never reported complete with
 // partial files.
 //
 // [Manager.Cancel] stops a job (it returns once the worker has let go),

@@ -114,9 +114,9 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 // Start loads the persisted jobs and starts the workers and the expiry
 // loop. Completed and failed jobs keep serving until they expire; jobs that
 // were queued or running when the server stopped are restarted from
-// scratch (their partial files removed first). Directories in Dir that
-// belong to no job are removed. ctx only carries values: the manager runs
-// until Close.
+// scratch (their partial files removed first). Files of job ids that
+// have no job (FileStore.Jobs) are removed. ctx only carries values: the
+// manager runs until Close.
 func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	if m.started || m.closed {
