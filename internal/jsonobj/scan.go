@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -167,13 +168,16 @@ func (s *Scanner) String(b []byte, i int) (end int, escaped bool) {
 	i++
 	for {
 		// Skip 8 bytes at a time while none is a quote, a backslash, a
-		// control character or non-ASCII.
+		// control character or non-ASCII, then to the first that is: the
+		// lowest flagged byte is always a true one (a borrow only flags
+		// bytes above it).
 		for i+8 <= n {
 			w := binary.LittleEndian.Uint64(b[i:])
 			q := w ^ (swarOnes * '"')
 			bs := w ^ (swarOnes * '\\')
-			special := w | ((w - swarOnes*0x20) & ^w) | ((q - swarOnes) & ^q) | ((bs - swarOnes) & ^bs)
-			if special&swarHighs != 0 {
+			special := (w | ((w - swarOnes*0x20) & ^w) | ((q - swarOnes) & ^q) | ((bs - swarOnes) & ^bs)) & swarHighs
+			if special != 0 {
+				i += bits.TrailingZeros64(special) >> 3
 				break
 			}
 			i += 8
