@@ -223,8 +223,11 @@ func getFile(t *testing.T, c net.Conn) io.Reader {
 // lasts many times DownloadStallTimeout; and WriteTimeout, which bounds
 // the JSON routes, does not apply to downloads.
 func TestDownloadStallCutOff(t *testing.T) {
-	const stall = 300 * time.Millisecond
-	const size = 24 << 20
+	// A stall timeout of a second: the steady reader below must not look
+	// stalled when a busy CI machine starves it of CPU for a few hundred
+	// milliseconds (at 300 ms it did).
+	const stall = time.Second
+	const size = 64 << 20
 	s := newTimeoutServer(t, Config{DownloadStallTimeout: stall, WriteTimeout: stall}, size)
 
 	// The stalled reader: the headers, then nothing until the server has
