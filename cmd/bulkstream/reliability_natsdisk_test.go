@@ -38,7 +38,7 @@ import (
 //     applied again, nothing acked is lost.
 //
 // Mounting the tmpfs needs root (CI runs as root); without it the test is
-// skipped.
+// skipped, except under CI=true, where it fails.
 func TestEmbeddedNATSFullDisk(t *testing.T) {
 	if testing.Short() {
 		t.Skip("mounts a tmpfs and runs the binary")
