@@ -438,8 +438,6 @@ type Change struct {
 	// whitespace between tokens) whose resourceType and id match Type and
 	// ID. Ignored for deletes.
 	Body []byte
-	// Layout optionally locates meta and id in Body (see BodyLayout).
-	Layout BodyLayout
 }
 
 // Result reports what Apply did with one Change.
@@ -556,7 +554,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			// lastUpdated, is a no-op: stamped with the stored version and
 			// commit time, its bytes equal the stored ones.
 			var err error
-			if vbuf, err = stampLayout(vbuf[:0], c.Body, c.Layout, old.Version, old.CommitTime); err != nil {
+			if vbuf, err = stamp(vbuf[:0], c.Body, old.Version, old.CommitTime); err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
 			same, err := x.sameAsStored(c, old, vbuf, arena, &stored)
@@ -601,7 +599,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 				buf, start = arena, len(arena)
 			}
 			var err error
-			if buf, err = stampLayout(buf, c.Body, c.Layout, rec.Version, clock); err != nil {
+			if buf, err = stamp(buf, c.Body, rec.Version, clock); err != nil {
 				return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 			}
 			stored := buf[start:]

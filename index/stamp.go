@@ -12,21 +12,16 @@ import (
 // this is a second line of defence, not the validator.
 var errBadResource = errors.New("index: resource is not a JSON object with an object meta")
 
-// BodyLayout locates, in a Change's Body, the top-level members stamp
-// writes around, so that Apply does not walk the body again: the decoder
-// that validated the body (ingest.Decode) fills it in on the way. The zero
-// value means unknown, and Apply finds the members itself.
-type BodyLayout struct {
-	// Set reports whether the fields below are filled in. When it is, the
-	// body must be a compact JSON object without duplicate member names.
-	Set bool
-	// IDEnd is the offset just past the value of the id member, where a
+// layout locates, in a compact body, the top-level members stamp writes
+// around.
+type layout struct {
+	// idEnd is the offset just past the value of the id member, where a
 	// body without meta gets one; 0 if there is no id member.
-	IDEnd int
-	// MetaStart and MetaEnd bound the value of the meta member, a JSON
+	idEnd int
+	// metaStart and metaEnd bound the value of the meta member, a JSON
 	// object whose name is written "meta" (no escapes); both are 0 if there
 	// is no meta member.
-	MetaStart, MetaEnd int
+	metaStart, metaEnd int
 }
 
 // stamp returns the stored form of an upsert: body with meta.versionId and
@@ -39,61 +34,42 @@ type BodyLayout struct {
 // body must be a compact JSON object (no whitespace between tokens); the
 // result is appended to dst and is compact too, ready to be one NDJSON line.
 func stamp(dst, body []byte, version, commitTime uint64) ([]byte, error) {
-	return stampLayout(dst, body, BodyLayout{}, version, commitTime)
+	l, ok, err := findLayout(body)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return stampMembers(dst, body, version, commitTime)
+	}
+	return stampLayout(dst, body, l, version, commitTime)
 }
 
-// stampLayout is stamp with the members located by l, if l is set and
-// plausible. It finds them itself otherwise, and leaves the bodies it
-// cannot splice (several meta members, an escaped meta name, neither meta
-// nor id) to stampMembers.
-func stampLayout(dst, body []byte, l BodyLayout, version, commitTime uint64) ([]byte, error) {
-	if !l.Set || !l.plausible(body) {
-		var ok bool
-		var err error
-		if l, ok, err = findLayout(body); err != nil {
-			return nil, err
-		}
-		if !ok {
-			return stampMembers(dst, body, version, commitTime)
-		}
-	}
-	if l.MetaEnd > 0 {
+// stampLayout is stamp with the members located: it splices the stamped
+// meta into body.
+func stampLayout(dst, body []byte, l layout, version, commitTime uint64) ([]byte, error) {
+	if l.metaEnd > 0 {
 		// Replace meta's value in place.
-		dst = append(dst, body[:l.MetaStart]...)
+		dst = append(dst, body[:l.metaStart]...)
 		var err error
-		if dst, err = appendMeta(dst, body[l.MetaStart:l.MetaEnd], version, commitTime); err != nil {
+		if dst, err = appendMeta(dst, body[l.metaStart:l.metaEnd], version, commitTime); err != nil {
 			return nil, err
 		}
-		return append(dst, body[l.MetaEnd:]...), nil
+		return append(dst, body[l.metaEnd:]...), nil
 	}
 	// Insert a meta member after id.
-	dst = append(dst, body[:l.IDEnd]...)
+	dst = append(dst, body[:l.idEnd]...)
 	dst = append(dst, `,"meta":`...)
 	dst, _ = appendMeta(dst, nil, version, commitTime)
-	return append(dst, body[l.IDEnd:]...), nil
+	return append(dst, body[l.idEnd:]...), nil
 }
 
 // metaName is the meta member's name and colon as stamp writes them.
 const metaName = `"meta":`
 
-// plausible checks l against body cheaply, so that a layout from
-// somewhere else cannot make stamp slice out of bounds.
-func (l BodyLayout) plausible(body []byte) bool {
-	n := len(body)
-	if n < 2 || body[0] != '{' || body[n-1] != '}' {
-		return false
-	}
-	if l.MetaEnd != 0 {
-		return l.MetaStart >= 1+len(metaName) && l.MetaStart < l.MetaEnd && l.MetaEnd < n &&
-			body[l.MetaStart] == '{' && body[l.MetaEnd-1] == '}' &&
-			string(body[l.MetaStart-len(metaName):l.MetaStart]) == metaName
-	}
-	return l.IDEnd > 1 && l.IDEnd < n && (body[l.IDEnd] == ',' || body[l.IDEnd] == '}')
-}
-
-// findLayout walks body's members for stampLayout. ok is false when the
-// body is valid but not one stampLayout splices.
-func findLayout(body []byte) (l BodyLayout, ok bool, err error) {
+// findLayout walks body's members for stamp. ok is false when the body is
+// valid but not one stampLayout splices (several meta members, an escaped
+// meta name, neither meta nor id): stampMembers stamps those.
+func findLayout(body []byte) (l layout, ok bool, err error) {
 	metas := 0
 	var escapedMeta bool
 	err = jsonobj.EachKey(body, func(key []byte, ks, vs, ve int) bool {
@@ -101,19 +77,18 @@ func findLayout(body []byte) (l BodyLayout, ok bool, err error) {
 		case "meta":
 			metas++
 			escapedMeta = string(body[ks:vs]) != metaName
-			l.MetaStart, l.MetaEnd = vs, ve
+			l.metaStart, l.metaEnd = vs, ve
 		case "id":
-			l.IDEnd = ve
+			l.idEnd = ve
 		}
 		return true
 	})
 	if err != nil {
-		return BodyLayout{}, false, errBadResource
+		return layout{}, false, errBadResource
 	}
-	if metas > 1 || escapedMeta || (metas == 0 && l.IDEnd == 0) {
-		return BodyLayout{}, false, nil
+	if metas > 1 || escapedMeta || (metas == 0 && l.idEnd == 0) {
+		return layout{}, false, nil
 	}
-	l.Set = true
 	return l, true, nil
 }
 

@@ -113,8 +113,8 @@ func Decode(subject string, hdr nats.Header, data []byte, maxBytes int) (index.C
 	if del {
 		return index.Change{Type: typ, ID: id, Delete: true}, nil
 	}
-	if body, layout, st := scanBody(data, typ, id); st == scanOK {
-		return index.Change{Type: typ, ID: id, Body: body, Layout: layout}, nil
+	if body, st := scanBody(data, typ, id); st == scanOK {
+		return index.Change{Type: typ, ID: id, Body: body}, nil
 	}
 	// Rejected, or not the plain case: the general path decides and
 	// explains.

@@ -1,9 +1,6 @@
 package ingest
 
-import (
-	"github.com/bulkstream/bulkstream/index"
-	"github.com/bulkstream/bulkstream/internal/jsonobj"
-)
+import "github.com/bulkstream/bulkstream/internal/jsonobj"
 
 // The fast path of Decode: one pass of a jsonobj.Scanner over an upsert
 // body that checks everything utf8.Valid and json.Valid check (the JSON
@@ -27,19 +24,18 @@ const (
 )
 
 // scanBody validates data, the body of an upsert of typ/id (both already
-// checked), and returns its compact form and the layout index.Apply's
-// stamper can use (set only when data was compact already, so that its
-// offsets are those of body).
-func scanBody(data []byte, typ, id string) (body []byte, l index.BodyLayout, st scanStatus) {
+// checked), and returns its compact form.
+func scanBody(data []byte, typ, id string) (body []byte, st scanStatus) {
 	s := jsonobj.Scanner{UTF8: true, MaxDepth: MaxDepth}
 	n := len(data)
 	i := s.SkipSpace(data, 0)
 	if i >= n || data[i] != '{' {
-		return nil, l, scanUnsure // empty, or not an object: scanResource says which
+		return nil, scanUnsure // empty, or not an object: scanResource says which
 	}
 	var keyBuf [64][]byte
 	keys := keyBuf[:0]
 	var haveType, haveID, unsure bool
+	var meta []byte
 	it := s.Object(data, i, 1)
 	for it.Next() {
 		if it.Escaped || len(keys) == cap(keys) {
@@ -61,27 +57,25 @@ func scanBody(data []byte, typ, id string) (body []byte, l index.BodyLayout, st 
 			unsure = unsure || !plainStringIs(v, typ)
 		case "id":
 			haveID = true
-			l.IDEnd = it.ValueEnd
 			unsure = unsure || !plainStringIs(v, id)
 		case "meta":
 			unsure = unsure || v[0] != '{'
-			l.MetaStart, l.MetaEnd = it.ValueStart, it.ValueEnd
+			meta = v
 		}
 	}
 	if i = it.End(); i < 0 || it.SkipSpace(data, i) != n {
-		return nil, l, scanInvalid
+		return nil, scanInvalid
 	}
 	if unsure || it.Deep || !haveType || !haveID {
-		return nil, index.BodyLayout{}, scanUnsure
+		return nil, scanUnsure
 	}
-	if l.MetaEnd > 0 && checkMeta(data[l.MetaStart:l.MetaEnd]) != nil {
-		return nil, index.BodyLayout{}, scanUnsure // scanResource explains
+	if meta != nil && checkMeta(meta) != nil {
+		return nil, scanUnsure // scanResource explains
 	}
 	if it.Space {
-		return compactJSON(make([]byte, 0, n), data), index.BodyLayout{}, scanOK
+		return compactJSON(make([]byte, 0, n), data), scanOK
 	}
-	l.Set = true
-	return data, l, scanOK
+	return data, scanOK
 }
 
 // plainStringIs reports whether the JSON value v is a string literal
