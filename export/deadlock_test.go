@@ -52,13 +52,7 @@ func TestKickoffWhileJobsFinish(t *testing.T) {
 
 	// e.manager's cleanup always calls Close, which would hang on a
 	// deadlocked manager: start this one by hand.
-	m, err := NewManager(Config{Dir: e.dir, Workers: 4, MaxActiveJobs: maxActive, MinFreeBytes: -1}, IndexSource(e.x), e.head, e.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	m := startManager(t, Config{Dir: e.dir, Workers: 4, MaxActiveJobs: maxActive, MinFreeBytes: -1}, IndexSource(e.x), e.head, e.x, nil)
 	var frozen atomic.Bool
 	t.Cleanup(func() {
 		if frozen.Load() {

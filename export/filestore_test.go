@@ -186,14 +186,7 @@ func TestPartStore(t *testing.T) {
 	e := newEnv(t)
 	e.f.apply(t, syntheaResources(t, 20)...)
 	store := newPartStore(1000)
-	m, err := NewManager(Config{Dir: e.dir, Files: store, MinFreeBytes: -1, ExportReserveBytes: -1, FileMaxBytes: 50_000},
-		IndexSource(e.x), e.head, e.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	m := startManager(t, Config{Dir: e.dir, Files: store, FileMaxBytes: 50_000}, IndexSource(e.x), e.head, e.x, nil)
 	t.Cleanup(func() { m.Close(context.Background()) })
 
 	id := submit(t, m, fullRequest())

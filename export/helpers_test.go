@@ -152,17 +152,37 @@ func newEnv(t testing.TB) *testEnv {
 	return &testEnv{x: x, f: newFeeder(x), head: &fakeHead{}, dir: t.TempDir()}
 }
 
-// manager builds and starts a Manager; setup may adjust it before Start.
+// manager builds and starts a Manager over e, keeping its records in the
+// index; setup may adjust it before Start. It is closed when t ends.
 func (e *testEnv) manager(t testing.TB, cfg Config, setup func(*Manager)) *Manager {
 	t.Helper()
+	return e.managerWith(t, cfg, e.x, setup)
+}
+
+// managerWith is manager with the job records in store.
+func (e *testEnv) managerWith(t testing.TB, cfg Config, store JobStore, setup func(*Manager)) *Manager {
+	t.Helper()
 	cfg.Dir = e.dir
+	m := startManager(t, cfg, IndexSource(e.x), e.head, store, setup)
+	t.Cleanup(func() {
+		if err := m.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return m
+}
+
+// startManager builds a Manager (disk checks off unless cfg sets them)
+// and starts it; setup may adjust it before Start. The caller closes it.
+func startManager(t testing.TB, cfg Config, src Source, head Head, store JobStore, setup func(*Manager)) *Manager {
+	t.Helper()
 	if cfg.MinFreeBytes == 0 {
 		cfg.MinFreeBytes = -1
 	}
 	if cfg.ExportReserveBytes == 0 {
 		cfg.ExportReserveBytes = -1
 	}
-	m, err := NewManager(cfg, IndexSource(e.x), e.head, e.x)
+	m, err := NewManager(cfg, src, head, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,11 +192,6 @@ func (e *testEnv) manager(t testing.TB, cfg Config, setup func(*Manager)) *Manag
 	if err := m.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := m.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
 	return m
 }
 

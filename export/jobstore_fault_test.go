@@ -94,16 +94,7 @@ func (s *faultStore) storedState(t testing.TB, id string) State {
 // closes it (also run when the test ends).
 func faultManager(t *testing.T, e *testEnv, store JobStore, setup func(*Manager)) (*Manager, func()) {
 	t.Helper()
-	m, err := NewManager(Config{Dir: e.dir, MinFreeBytes: -1, ExportReserveBytes: -1}, IndexSource(e.x), e.head, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if setup != nil {
-		setup(m)
-	}
-	if err := m.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	m := startManager(t, Config{Dir: e.dir}, IndexSource(e.x), e.head, store, setup)
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -294,14 +285,7 @@ func TestJobStoreFaults(t *testing.T) {
 			e.f.apply(t, patients...)
 			store := newFaultStore()
 			clock := &fakeClock{t: time.Now()}
-			m, err := NewManager(Config{Dir: e.dir, MinFreeBytes: -1, ExportReserveBytes: -1, Now: clock.Now},
-				IndexSource(e.x), e.head, store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := m.Start(t.Context()); err != nil {
-				t.Fatal(err)
-			}
+			m := startManager(t, Config{Dir: e.dir, Now: clock.Now}, IndexSource(e.x), e.head, store, nil)
 			t.Cleanup(func() { m.Close(context.Background()) })
 			id := submit(t, m, fullRequest())
 			waitManifest(t, m, id)

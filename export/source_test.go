@@ -72,13 +72,7 @@ func TestFakeSource(t *testing.T) {
 			Resource: fmt.Appendf(nil, `{"resourceType":"Patient","id":%q}`, id)})
 	}
 	src.entries = append(src.entries, Entry{Type: "Patient", ID: "gone", CommitTime: tt, Deleted: true})
-	m, err := NewManager(Config{Dir: t.TempDir(), MinFreeBytes: -1, ExportReserveBytes: -1}, src, nil, newMemJobStore())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	m := startManager(t, Config{Dir: t.TempDir()}, src, nil, newMemJobStore(), nil)
 	t.Cleanup(func() { m.Close(context.Background()) })
 
 	id := submit(t, m, fullRequest())

@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bulkstream/bulkstream/index"
@@ -89,40 +87,22 @@ func (s *memJobStore) Jobs(fn func(id string, rec []byte) error) error {
 // never held across a JobStore or index call, so a slow disk delays only
 // the job whose write it is.
 func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
-	var walArmed atomic.Bool
-	walEntered := make(chan struct{})
-	walRelease := make(chan struct{})
-	var walOnce sync.Once
-	stallWAL := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if walArmed.Load() && strings.HasSuffix(op.Path, ".log") &&
-			(op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) {
-			walOnce.Do(func() { close(walEntered) })
-			<-walRelease
-		}
-		return nil
-	})
+	wal := indextest.NewWALStall()
 	reg := prometheus.NewRegistry()
-	x := indextest.OpenOptions(t, &index.Options{FS: errorfs.Wrap(vfs.NewMem(), stallWAL), Registerer: reg})
+	x := indextest.OpenOptions(t, &index.Options{FS: wal.FS(vfs.NewMem()), Registerer: reg})
 	f := newFeeder(x)
 	f.apply(t, resource{"Patient", "p1", []byte(`{"resourceType":"Patient","id":"p1"}`)},
 		resource{"Observation", "o1", []byte(`{"resourceType":"Observation","id":"o1"}`)})
 	store := newMemJobStore()
 	head := &fakeHead{}
-	m, err := NewManager(Config{Dir: t.TempDir(), Workers: 2, MinFreeBytes: -1, ExportReserveBytes: -1, Registerer: reg},
-		IndexSource(x), head, store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	m := startManager(t, Config{Dir: t.TempDir(), Workers: 2, Registerer: reg}, IndexSource(x), head, store, nil)
 	// Released in this order at the end, whatever happened, so that a
 	// manager that did block unblocks and closes.
 	var releaseOnce sync.Once
 	releaseAll := func() {
 		releaseOnce.Do(func() {
 			close(store.release)
-			close(walRelease)
+			wal.Release()
 		})
 	}
 	t.Cleanup(func() {
@@ -158,7 +138,7 @@ func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
 		t.Fatal("the job never wrote its running record")
 	}
 	// Stall 2: ingest's next commit hangs in its WAL fsync.
-	walArmed.Store(true)
+	wal.Arm()
 	applied := make(chan error, 1)
 	change := f.change("Patient", "p2", []byte(`{"resourceType":"Patient","id":"p2"}`))
 	go func() {
@@ -166,7 +146,7 @@ func TestStalledStorageDoesNotBlockOtherJobs(t *testing.T) {
 		applied <- err
 	}()
 	select {
-	case <-walEntered:
+	case <-wal.Entered():
 	case err := <-applied:
 		t.Fatalf("Apply returned (%v) without syncing its WAL", err)
 	case <-time.After(30 * time.Second):

@@ -2,14 +2,10 @@ package index_test
 
 import (
 	"fmt"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bulkstream/bulkstream/index"
@@ -22,20 +18,10 @@ import (
 // paths and /metrics call them, and must not queue behind ingest's
 // commit. Once the fsync returns, the new state is published.
 func TestReadersDoNotWaitForCommit(t *testing.T) {
-	var armed atomic.Bool
-	entered := make(chan struct{})
-	release := make(chan struct{})
-	var once sync.Once
-	stall := errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && strings.HasSuffix(op.Path, ".log") &&
-			(op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) {
-			once.Do(func() { close(entered) })
-			<-release
-		}
-		return nil
-	})
+	stall := indextest.NewWALStall()
+	t.Cleanup(stall.Release)
 	reg := prometheus.NewRegistry()
-	x := indextest.OpenOptions(t, &index.Options{FS: errorfs.Wrap(vfs.NewMem(), stall), Registerer: reg})
+	x := indextest.OpenOptions(t, &index.Options{FS: stall.FS(vfs.NewMem()), Registerer: reg})
 	put := func(seq uint64, typ string) index.Change {
 		return index.Change{Seq: seq, Time: t0.Add(time.Duration(seq) * time.Second), Type: typ, ID: "r1",
 			Body: fmt.Appendf(nil, `{"resourceType":%q,"id":"r1","n":%d}`, typ, seq)}
@@ -43,14 +29,14 @@ func TestReadersDoNotWaitForCommit(t *testing.T) {
 	mustApply(t, x, []index.Change{put(1, "Patient")}, 0)
 	clock := x.Clock()
 
-	armed.Store(true)
+	stall.Arm()
 	applied := make(chan error, 1)
 	go func() {
 		_, err := x.Apply(t.Context(), []index.Change{put(2, "Observation")}, 0)
 		applied <- err
 	}()
 	select {
-	case <-entered:
+	case <-stall.Entered():
 	case err := <-applied:
 		t.Fatalf("Apply returned (%v) without syncing the WAL", err)
 	case <-time.After(30 * time.Second):
@@ -98,7 +84,7 @@ func TestReadersDoNotWaitForCommit(t *testing.T) {
 		return err
 	})
 
-	close(release)
+	stall.Release()
 	if err := <-applied; err != nil {
 		t.Fatalf("Apply after the stall: %v", err)
 	}
