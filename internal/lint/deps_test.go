@@ -24,6 +24,7 @@ const module = "github.com/bulkstream/bulkstream"
 var forbidden = map[string][]string{
 	"index":              {module + "/", "github.com/nats-io/", "net/http"},
 	"ingest":             {module + "/export", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/nats-server", "net/http"},
+	"jsstore":            {module + "/ingest", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/nats-server", "net/http"},
 	"export":             {module + "/ingest", module + "/httpapi", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
 	"httpapi":            {module + "/ingest", module + "/index", module + "/metrics", module + "/cmd", "github.com/nats-io/"},
 	"metrics":            {module + "/"},

@@ -10,6 +10,7 @@
 //	index                pebble, client_golang prometheus, stdlib         nats*, net/http, any other bulkstream package
 //	ingest               index (types; writes through its own Applier     export, httpapi, metrics, cmd,
 //	                     interface), nats.go, prometheus                  nats-server, net/http
+//	jsstore              export, index (types), nats.go                   ingest, httpapi, metrics, cmd, nats-server, net/http
 //	export               index (through its own Source/JobStore           ingest, httpapi, metrics, cmd, nats*
 //	                     interfaces), prometheus
 //	httpapi              export (types; calls through its own Jobs/Files  ingest, index, metrics, cmd, nats*
