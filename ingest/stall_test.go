@@ -261,6 +261,15 @@ func TestNoopCounted(t *testing.T) {
 		}
 	}
 	waitCaughtUp(t, c, idx)
+	// The consumer counts a batch after Apply returns, which is after
+	// WaitApplied is woken: wait until all six events are counted.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := counter(t, reg, "bulkstream_ingest_events_noop_total", "type", "Patient") +
+			counter(t, reg, "bulkstream_ingest_events_applied_total", "type", "Patient"); n != 6 {
+			return errorf("%v of 6 events counted", n)
+		}
+		return nil
+	})
 	if v := counter(t, reg, "bulkstream_ingest_events_noop_total", "type", "Patient"); v != 3 {
 		t.Errorf("events_noop_total{type=Patient} %v, want 3", v)
 	}

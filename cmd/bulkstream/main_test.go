@@ -371,11 +371,14 @@ func waitHealthy(t testing.TB, addr string) {
 }
 
 // waitAppliedSeq waits until the server at addr reports the applied
-// sequence want.
+// sequence want. It reads ingest's gauge, which the consumer sets after
+// counting the batch (applied, no-op, dead-lettered), not the index's,
+// which is published before: a test that reads those counters next sees
+// the whole batch.
 func waitAppliedSeq(t testing.TB, addr string, want uint64, total time.Duration) {
 	t.Helper()
 	checkFor(t, total, 50*time.Millisecond, func() error {
-		if got := scrape(addr, "bulkstream_index_applied_sequence"); got != float64(want) {
+		if got := scrape(addr, "bulkstream_ingest_applied_sequence"); got != float64(want) {
 			return fmt.Errorf("applied sequence %v, want %d", got, want)
 		}
 		return nil
