@@ -468,12 +468,12 @@ func blockAfter(n int) (func(context.Context) error, <-chan struct{}) {
 	return func(ctx context.Context) error {
 		mu.Lock()
 		seen++
-		hit := seen == n+1
+		s := seen
 		mu.Unlock()
-		if seen <= n {
+		if s <= n {
 			return nil
 		}
-		if hit {
+		if s == n+1 {
 			close(blocked)
 		}
 		<-ctx.Done()

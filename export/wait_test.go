@@ -161,13 +161,22 @@ func TestWaitReleasedOnCompletion(t *testing.T) {
 	}
 }
 
-func TestWaitCap(t *testing.T) {
+// blockedJob starts a manager with cfg over 20 sample resources and a
+// full export whose scan blocks after 100 entries until it is cancelled;
+// it returns once the job is blocked there.
+func blockedJob(t *testing.T, cfg Config) (*Manager, string) {
+	t.Helper()
 	e := newEnv(t)
 	e.f.apply(t, syntheaResources(t, 20)...)
 	hook, blocked := blockAfter(100)
-	m := e.manager(t, Config{}, func(m *Manager) { m.hookScan = hook })
+	m := e.manager(t, cfg, func(m *Manager) { m.hookScan = hook })
 	id := submit(t, m, fullRequest())
 	<-blocked
+	return m, id
+}
+
+func TestWaitCap(t *testing.T) {
+	m, id := blockedJob(t, Config{})
 	r := <-startWait(t.Context(), m, id, time.Second)
 	if r.err != nil || r.st.State != Running {
 		t.Fatalf("Wait = %+v, %v; want running after the wait", r.st, r.err)
@@ -179,12 +188,7 @@ func TestWaitCap(t *testing.T) {
 }
 
 func TestWaitReleasedOnCancelDisconnectClose(t *testing.T) {
-	e := newEnv(t)
-	e.f.apply(t, syntheaResources(t, 20)...)
-	hook, blocked := blockAfter(100)
-	m := e.manager(t, Config{MaxActiveJobs: 4, Workers: 2}, func(m *Manager) { m.hookScan = hook })
-	id := submit(t, m, fullRequest())
-	<-blocked
+	m, id := blockedJob(t, Config{MaxActiveJobs: 4, Workers: 2})
 
 	// Cancel.
 	res := startWait(t.Context(), m, id, MaxWait)
@@ -224,12 +228,7 @@ func TestWaitReleasedOnCancelDisconnectClose(t *testing.T) {
 }
 
 func TestWaitNoWait(t *testing.T) {
-	e := newEnv(t)
-	e.f.apply(t, syntheaResources(t, 20)...)
-	hook, blocked := blockAfter(100)
-	m := e.manager(t, Config{}, func(m *Manager) { m.hookScan = hook })
-	id := submit(t, m, fullRequest())
-	<-blocked
+	m, id := blockedJob(t, Config{})
 	// Past MaxWaiters: answered at once.
 	m.waiters.Store(MaxWaiters)
 	if r := <-startWait(t.Context(), m, id, MaxWait); r.err != nil || r.st.State != Running {
