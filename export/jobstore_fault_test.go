@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -69,6 +70,18 @@ func (s *faultStore) DeleteJob(id string) error {
 		return errInjected
 	}
 	return s.memJobStore.DeleteJob(id)
+}
+
+// waitStored waits until job id's stored record is in state want: a
+// transition is visible before the persister has written its record.
+func (s *faultStore) waitStored(t testing.TB, id string, want State) {
+	t.Helper()
+	checkFor(t, 10*time.Second, func() error {
+		if got := s.storedState(t, id); got != want {
+			return fmt.Errorf("stored state %q, want %q", got, want)
+		}
+		return nil
+	})
 }
 
 // storedState is the state of job id's record in the store; "" when
@@ -166,9 +179,7 @@ func TestJobStoreFaults(t *testing.T) {
 		store.failPut(Running, 1)
 		id := submit(t, m, fullRequest())
 		notServed(t, m, id, wait(t, m, id))
-		if got := store.storedState(t, id); got != Failed {
-			t.Errorf("stored state %q, want failed", got)
-		}
+		store.waitStored(t, id, Failed)
 	})
 
 	t.Run("start, failure not stored either: rerun after restart", func(t *testing.T) {
@@ -198,9 +209,7 @@ func TestJobStoreFaults(t *testing.T) {
 		store.failPut(Completed, 1)
 		id := submit(t, m, fullRequest())
 		notServed(t, m, id, wait(t, m, id))
-		if got := store.storedState(t, id); got != Failed {
-			t.Errorf("stored state %q, want failed", got)
-		}
+		store.waitStored(t, id, Failed)
 		// A restart agrees.
 		stop()
 		m2, _ := faultManager(t, e, store, nil)
