@@ -124,15 +124,19 @@ func keepMember(key []byte, typ string, elems []Element, mandatory []string) boo
 }
 
 // appendTaggedMeta appends meta (a compact JSON object) with the SUBSETTED
-// coding added to its tag.
+// coding added to its tag. The result has exactly one tag member: a meta
+// that repeats "tag" (valid JSON, though not valid FHIR) keeps only the
+// last, the one encoding/json decodes, so that a reader that takes the
+// first duplicate and one that takes the last both see the SUBSETTED tag.
 func appendTaggedMeta(dst, meta []byte) ([]byte, error) {
 	if len(meta) == 0 || meta[0] != '{' {
 		return dst, fmt.Errorf("meta is not an object: %w", jsonobj.ErrSyntax)
 	}
-	tagVS, tagVE := -1, -1
+	tagVS, tagVE, tags := -1, -1, 0
 	err := jsonobj.EachKey(meta, func(key []byte, _, vs, ve int) bool {
 		if string(key) == "tag" {
-			tagVS, tagVE = vs, ve // the last one wins, as in encoding/json
+			tagVS, tagVE = vs, ve
+			tags++
 		}
 		return true
 	})
@@ -156,16 +160,52 @@ func appendTaggedMeta(dst, meta []byte) ([]byte, error) {
 	if err != nil {
 		return dst, err
 	}
+	if tags > 1 {
+		return appendMetaOneTag(dst, meta, tagVS, has), nil
+	}
 	if has {
 		return append(dst, meta...), nil
 	}
 	closeAt := tagVE - 1 // the tag array's ']'
 	dst = append(dst, meta[:closeAt]...)
+	dst = appendSubsetted(dst, tag)
+	return append(dst, meta[closeAt:]...), nil
+}
+
+// appendSubsetted appends the SUBSETTED coding to dst, which ends inside
+// the tag array tag just before its ']'.
+func appendSubsetted(dst, tag []byte) []byte {
 	if len(tag) > 2 {
 		dst = append(dst, ',')
 	}
-	dst = append(dst, subsettedCoding...)
-	return append(dst, meta[closeAt:]...), nil
+	return append(dst, subsettedCoding...)
+}
+
+// appendMetaOneTag is appendTaggedMeta for a meta with several tag
+// members: it copies meta's members, dropping every tag but the one whose
+// value starts at tagVS, and adds the SUBSETTED coding to that one unless
+// it has it already.
+func appendMetaOneTag(dst, meta []byte, tagVS int, has bool) []byte {
+	dst = append(dst, '{')
+	first := true
+	_ = jsonobj.EachKey(meta, func(key []byte, ks, vs, ve int) bool { // meta was walked without error
+		if string(key) == "tag" && vs != tagVS {
+			return true
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		if vs != tagVS || has {
+			dst = append(dst, meta[ks:ve]...)
+			return true
+		}
+		dst = append(dst, meta[ks:ve-1]...)
+		dst = appendSubsetted(dst, meta[vs:ve])
+		dst = append(dst, ']')
+		return true
+	})
+	return append(dst, '}')
 }
 
 // hasSubsetted reports whether the tag array (compact JSON) already holds

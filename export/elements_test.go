@@ -87,9 +87,15 @@ func TestApplyElements(t *testing.T) {
 		{name: "SUBSETTED code of another system does not count", typ: "Patient", elems: []Element{{Name: "gender"}},
 			in:   `{"resourceType":"Patient","id":"p","meta":{"tag":[{"system":"other","code":"SUBSETTED"},"odd",1]}}`,
 			want: `{"resourceType":"Patient","id":"p","meta":{"tag":[{"system":"other","code":"SUBSETTED"},"odd",1,` + sub + `]}}`},
-		{name: "duplicate tag: the decoded (last) one is tagged", typ: "Patient", elems: []Element{{Name: "gender"}},
-			in:   `{"resourceType":"Patient","id":"p","meta":{"tag":[{"code":"a"}],"tag":[{"code":"b"}]}}`,
-			want: `{"resourceType":"Patient","id":"p","meta":{"tag":[{"code":"a"}],"tag":[{"code":"b"},` + sub + `]}}`},
+		{name: "duplicate tag: only the decoded (last) one is kept, tagged", typ: "Patient", elems: []Element{{Name: "gender"}},
+			in:   `{"resourceType":"Patient","id":"p","meta":{"tag":[{"code":"a"}],"source":"s","tag":[{"code":"b"}]}}`,
+			want: `{"resourceType":"Patient","id":"p","meta":{"source":"s","tag":[{"code":"b"},` + sub + `]}}`},
+		{name: "duplicate tag, the first not an array", typ: "Patient", elems: []Element{{Name: "gender"}},
+			in:   `{"resourceType":"Patient","id":"p","meta":{"tag":{},"tag":[]}}`,
+			want: `{"resourceType":"Patient","id":"p","meta":{"tag":[` + sub + `]}}`},
+		{name: "duplicate tag, the last already SUBSETTED", typ: "Patient", elems: []Element{{Name: "gender"}},
+			in:   `{"resourceType":"Patient","id":"p","meta":{"t\u0061g":1,"versionId":"1","tag":[` + sub + `]}}`,
+			want: `{"resourceType":"Patient","id":"p","meta":{"versionId":"1","tag":[` + sub + `]}}`},
 		{name: "no meta: one is added", typ: "Patient", elems: []Element{{Name: "gender"}},
 			in:   `{"resourceType":"Patient","id":"p","gender":"female","active":false}`,
 			want: `{"resourceType":"Patient","id":"p","gender":"female","meta":{"tag":[` + sub + `]}}`},
@@ -162,15 +168,20 @@ func checkSubsetJSON(t testing.TB, out []byte, subsetted bool) {
 	if !subsetted {
 		return
 	}
-	var r struct {
-		Meta struct {
-			Tag []json.RawMessage `json:"tag"`
-		} `json:"meta"`
-	}
+	// Maps, not a struct: encoding/json matches struct field names without
+	// regard to case, and FHIR names are case-sensitive ("tAG" is not tag).
+	var r, meta map[string]json.RawMessage
+	var tags []json.RawMessage
 	if err := json.Unmarshal(out, &r); err != nil {
 		t.Fatalf("decode output: %v", err)
 	}
-	for _, raw := range r.Meta.Tag {
+	if err := json.Unmarshal(r["meta"], &meta); err != nil {
+		t.Fatalf("decode output meta: %v: %s", err, out)
+	}
+	if err := json.Unmarshal(meta["tag"], &tags); err != nil {
+		t.Fatalf("decode output meta.tag: %v: %s", err, out)
+	}
+	for _, raw := range tags {
 		var tag map[string]any
 		if json.Unmarshal(raw, &tag) == nil && tag["system"] == "http://terminology.hl7.org/CodeSystem/v3-ObservationValue" && tag["code"] == "SUBSETTED" {
 			return
@@ -365,6 +376,7 @@ func FuzzApplyElements(f *testing.F) {
 		{`{"me\u0074a":{"t\u0061g":[1]},"a":1.50,"_a":{}}`, "a"},
 		{`{}`, "a"},
 		{`{"meta":{"tag":{}}}`, "a"},
+		{`{"meta":{"tag":{},"tag":[]}}`, "a"},
 		{`{"meta":1,"meta":{}}`, "a"},
 	} {
 		f.Add([]byte(s.in), s.elems)
@@ -429,9 +441,19 @@ func FuzzApplyElements(f *testing.F) {
 }
 
 // checkMetaTagged: out is in (both meta objects) with the SUBSETTED coding
-// appended to tag, unless tag already had it.
+// appended to tag, unless tag already had it, and with one tag member.
 func checkMetaTagged(t *testing.T, in, out json.RawMessage) {
 	t.Helper()
+	tags := 0
+	jsonobj.Each(out, func(key string, _, _, _ int) bool {
+		if key == "tag" {
+			tags++
+		}
+		return true
+	})
+	if tags != 1 {
+		t.Fatalf("meta %s -> %s: %d tag members, want 1", in, out, tags)
+	}
 	var im, om map[string]json.RawMessage
 	if json.Unmarshal(in, &im) != nil || json.Unmarshal(out, &om) != nil {
 		t.Fatalf("meta %s -> %s is not an object", in, out)
