@@ -229,6 +229,30 @@ type JobStore interface {
 	Jobs(fn func(id string, record []byte) error) error
 }
 
+// SharedJobStore is a JobStore several replicas share (jsstore.JobStore,
+// on a JetStream KV bucket). A Manager whose JobStore is one runs in
+// cluster mode (see the package doc): it changes a record only by
+// compare-and-set on the revision it last saw, and learns of every other
+// replica's changes through Watch.
+type SharedJobStore interface {
+	JobStore
+	// Update writes id's record if the store still holds revision rev of
+	// it (rev 0: only if id has no record) and returns the new revision.
+	// When another write or a deletion came first it returns an error
+	// wrapping ErrConflict and writes nothing.
+	Update(id string, record []byte, rev uint64) (uint64, error)
+	// Watch calls fn with every record the store holds, then, once
+	// caught up, with ("", nil, 0), then with every later change in the
+	// order the store applied them (record nil: id was deleted), until
+	// ctx ends or the watch fails. fn runs on Watch's goroutine, one call
+	// at a time. Watch returns ctx's error, or why the watch failed.
+	Watch(ctx context.Context, fn func(id string, record []byte, rev uint64)) error
+}
+
+// ErrConflict is SharedJobStore.Update's answer when the record is not at
+// the revision the caller saw: another replica wrote or deleted it first.
+var ErrConflict = errors.New("export: job record changed by another replica")
+
 // Kickoff is a kick-off as httpapi received it: the parameters, in order,
 // and what the headers said.
 type Kickoff struct {
