@@ -22,6 +22,9 @@ import (
 // DefaultPartSize is FileOptions.PartSize when it is 0.
 const DefaultPartSize = 64 << 20
 
+// maxReplicas is the most replicas a JetStream stream may have.
+const maxReplicas = 5
+
 // maxPartRead bounds the read of one part: it lasts as long as the client
 // reading it (a slow download), so it has no short deadline of its own;
 // Close ends it.
@@ -31,8 +34,21 @@ const maxPartRead = 24 * time.Hour
 type FileOptions struct {
 	// Bucket is the Object Store bucket, created if missing. Required.
 	Bucket string
-	// Replicas of a bucket created here (0: 1).
+	// Replicas is the bucket's number of replicas, 1 to 5 (0: 1): how
+	// many NATS nodes keep every file. NewFileStore sets it, MaxAge and
+	// MaxBytes on an existing bucket too.
 	Replicas int
+	// MaxAge is the bucket's TTL (0: none): every object older than it is
+	// removed by the server, so the files of an export no replica removed
+	// (all of them gone, or the job record lost) still disappear. Each
+	// part expires by its own age, and a file's parts are written before
+	// the file, so set it well beyond the time finished exports are kept
+	// for download; at least 1 s.
+	MaxAge time.Duration
+	// MaxBytes caps the bucket's size in bytes (0: no cap). A part that
+	// would pass it is refused, so the export writing it fails; nothing
+	// already stored is dropped to make room.
+	MaxBytes int64
 	// PartSize is the largest object a file is cut into, in bytes (0:
 	// DefaultPartSize).
 	PartSize int64
@@ -50,8 +66,12 @@ func (o *FileOptions) validate() error {
 	switch {
 	case o.Bucket == "":
 		return errors.New("jsstore: FileOptions.Bucket is required")
-	case o.Replicas < 0:
-		return fmt.Errorf("jsstore: FileOptions.Replicas %d is negative", o.Replicas)
+	case o.Replicas < 0 || o.Replicas > maxReplicas:
+		return fmt.Errorf("jsstore: FileOptions.Replicas %d is not within 0..%d", o.Replicas, maxReplicas)
+	case o.MaxAge < 0 || o.MaxAge > 0 && o.MaxAge < time.Second:
+		return fmt.Errorf("jsstore: FileOptions.MaxAge %v is neither 0 nor at least 1s", o.MaxAge)
+	case o.MaxBytes < 0:
+		return fmt.Errorf("jsstore: FileOptions.MaxBytes %d is negative", o.MaxBytes)
 	case o.PartSize < 0:
 		return fmt.Errorf("jsstore: FileOptions.PartSize %d is negative", o.PartSize)
 	case o.Timeout < 0:
@@ -97,6 +117,8 @@ func NewFileStore(ctx context.Context, js jetstream.JetStream, opts FileOptions)
 	obs, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:   opts.Bucket,
 		Replicas: opts.Replicas,
+		TTL:      opts.MaxAge,
+		MaxBytes: opts.MaxBytes,
 		Storage:  jetstream.FileStorage,
 	})
 	if err != nil {

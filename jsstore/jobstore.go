@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkstream/bulkstream/export"
@@ -16,9 +17,11 @@ import (
 type JobOptions struct {
 	// Bucket is the KV bucket, created if missing. Required.
 	Bucket string
-	// Replicas of a bucket created here (0: 1).
+	// Replicas is the bucket's number of replicas, 1 to 5 (0: 1): how
+	// many NATS nodes keep every job record. NewJobStore sets it on an
+	// existing bucket too.
 	Replicas int
-	// Timeout bounds each request (0: 10 s).
+	// Timeout bounds each request (0: 10 s). It does not bound Watch.
 	Timeout time.Duration
 }
 
@@ -26,8 +29,8 @@ func (o *JobOptions) validate() error {
 	switch {
 	case o.Bucket == "":
 		return errors.New("jsstore: JobOptions.Bucket is required")
-	case o.Replicas < 0:
-		return fmt.Errorf("jsstore: JobOptions.Replicas %d is negative", o.Replicas)
+	case o.Replicas < 0 || o.Replicas > maxReplicas:
+		return fmt.Errorf("jsstore: JobOptions.Replicas %d is not within 0..%d", o.Replicas, maxReplicas)
 	case o.Timeout < 0:
 		return fmt.Errorf("jsstore: JobOptions.Timeout %v is negative", o.Timeout)
 	}
@@ -40,14 +43,17 @@ func (o *JobOptions) validate() error {
 	return nil
 }
 
-// JobStore is an export.JobStore on a JetStream KV bucket: one key per
-// job id, its value the record.
+// JobStore is an export.SharedJobStore on a JetStream KV bucket: one key
+// per job id, its value the record, its revision the sequence of the
+// bucket's stream that wrote it (see the package doc). Its methods may be
+// called from several goroutines at once.
 type JobStore struct {
-	kv   jetstream.KeyValue
-	opts JobOptions
+	kv     jetstream.KeyValue
+	stream jetstream.Stream // the bucket's stream, to read one revision
+	opts   JobOptions
 }
 
-var _ export.JobStore = (*JobStore)(nil)
+var _ export.SharedJobStore = (*JobStore)(nil)
 
 // NewJobStore opens the KV bucket opts.Bucket, creating it if missing.
 func NewJobStore(ctx context.Context, js jetstream.JetStream, opts JobOptions) (*JobStore, error) {
@@ -62,8 +68,15 @@ func NewJobStore(ctx context.Context, js jetstream.JetStream, opts JobOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
 	}
-	return &JobStore{kv: kv, opts: opts}, nil
+	stream, err := js.Stream(ctx, kvStream(opts.Bucket))
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
+	}
+	return &JobStore{kv: kv, stream: stream, opts: opts}, nil
 }
+
+// kvStream is the name of the stream that holds KV bucket b.
+func kvStream(b string) string { return "KV_" + b }
 
 func (s *JobStore) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.opts.Timeout)
@@ -128,4 +141,118 @@ func (s *JobStore) Jobs(fn func(id string, record []byte) error) error {
 		}
 	}
 	return nil
+}
+
+// Update writes the record of job id if its latest revision is rev, or,
+// with rev 0, if id has no record (never had one, or it was deleted). It
+// returns the new revision. An error wrapping export.ErrConflict says
+// another write or a deletion came first and nothing was written; so does
+// a rev that is the deletion of id (as Watch reports it).
+func (s *JobStore) Update(id string, record []byte, rev uint64) (uint64, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if rev == 0 {
+		n, err := s.kv.Create(ctx, id, record)
+		if err != nil {
+			return 0, updateErr(id, rev, err)
+		}
+		return n, nil
+	}
+	// The compare-and-set only checks that rev is the key's latest
+	// message, and a deletion is one too: refuse to write over it. "Not
+	// found" is left to the compare-and-set: rev was overwritten (the
+	// bucket keeps one revision), or this read reached a follower that
+	// has not applied it yet.
+	m, err := s.stream.GetMsg(ctx, rev)
+	switch {
+	case err == nil && m.Subject == s.subject(id) && isDeletion(m.Header):
+		return 0, fmt.Errorf("jsstore: update job %q at revision %d: the job was deleted: %w", id, rev, export.ErrConflict)
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, fmt.Errorf("jsstore: update job %q at revision %d: %w", id, rev, err)
+	}
+	n, err := s.kv.Update(ctx, id, record, rev)
+	if err != nil {
+		return 0, updateErr(id, rev, err)
+	}
+	return n, nil
+}
+
+// subject is the subject of job id's messages in the bucket's stream.
+func (s *JobStore) subject(id string) string { return "$KV." + s.opts.Bucket + "." + id }
+
+// isDeletion says whether a KV message with header h is a delete or purge
+// marker (one the client wrote, or one the server wrote for an expiry).
+func isDeletion(h nats.Header) bool {
+	return h.Get(kvOperation) != "" || h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// kvOperation is the header of a KV delete or purge marker.
+const kvOperation = "KV-Operation"
+
+// updateErr wraps err, an Update's failure, with export.ErrConflict when it
+// is a compare-and-set that found another revision: ErrKeyExists or
+// ErrKeyRevisionMismatch, or the "wrong last sequence" API error itself
+// (10071, or 10164 on a replicated bucket) where the client did not map it.
+func updateErr(id string, rev uint64, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("jsstore: update job %q at revision %d: %w: %w", id, rev, export.ErrConflict, err)
+	}
+	return fmt.Errorf("jsstore: update job %q at revision %d: %w", id, rev, err)
+}
+
+// Watch calls fn with every job record (not with deleted ones), then once
+// with ("", nil, 0), then with every later change in the order the bucket
+// applied it: a put with its record and revision, a delete or purge with
+// record nil and the revision of its marker. fn runs on Watch's goroutine.
+// Watch returns ctx's error when ctx ends, or why the watch failed: the
+// watcher stopped (the connection closed, or the bucket's stream is gone).
+// While the connection reconnects the watch waits, then resumes after the
+// last change it delivered.
+func (s *JobStore) Watch(ctx context.Context, fn func(id string, record []byte, rev uint64)) error {
+	// The watcher unsubscribes when wctx ends: cancel ends it however
+	// Watch returns, so nothing the watcher started outlives Watch.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := s.kv.WatchAll(wctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("jsstore: watch jobs: %w", err)
+	}
+	updates := w.Updates()
+	defer func() {
+		// The watcher blocks on a full channel, so take what it still
+		// sends until it closes the channel on its unsubscription.
+		w.Stop()
+		for range updates {
+		}
+	}()
+	caughtUp := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-updates:
+			switch {
+			case !ok:
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return errors.New("jsstore: watch jobs: the watcher stopped (connection closed or bucket gone)")
+			case e == nil:
+				if !caughtUp {
+					caughtUp = true
+					fn("", nil, 0)
+				}
+			case e.Operation() == jetstream.KeyValuePut:
+				fn(e.Key(), e.Value(), e.Revision())
+			case caughtUp:
+				fn(e.Key(), nil, e.Revision())
+			}
+		}
+	}
 }
