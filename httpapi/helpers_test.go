@@ -265,7 +265,11 @@ func startManager(tb testing.TB, x *index.Index, head int) *export.Manager {
 
 // outcomeTypeOK reports whether an OperationOutcome answering a request
 // with this Accept may have Content-Type ct: application/fhir+json, or
-// application/json when the Accept names it.
+// application/json when the Accept names it, or names FHIR JSON (so that
+// it can weigh FHIR JSON below what a wildcard gives plain JSON, as
+// "application/fhir+json;q=0, */*" does; a malformed weight is 0).
 func outcomeTypeOK(ct, accept string) bool {
-	return ct == contentTypeFHIR || (ct == contentTypeJSON && strings.Contains(strings.ToLower(accept), "application/json"))
+	a := strings.ToLower(accept)
+	return ct == contentTypeFHIR || (ct == contentTypeJSON &&
+		(strings.Contains(a, "application/json") || strings.Contains(a, "fhir+json") || strings.Contains(a, "json+fhir")))
 }
