@@ -206,7 +206,10 @@ func updateErr(id string, rev uint64, err error) error {
 // Watch calls fn with every job record (not with deleted ones), then once
 // with ("", nil, 0), then with every later change in the order the bucket
 // applied it: a put with its record and revision, a delete or purge with
-// record nil and the revision of its marker. fn runs on Watch's goroutine.
+// record nil and the revision of its marker. The bucket keeps only the
+// latest revision of a key, so a change overwritten before the watch
+// delivered it may be skipped; a key's latest change is always delivered.
+// fn runs on Watch's goroutine.
 // Watch returns ctx's error when ctx ends, or why the watch failed: the
 // watcher stopped (the connection closed, or the bucket's stream is gone).
 // While the connection reconnects the watch waits, then resumes after the
