@@ -278,10 +278,16 @@ func waitStreamGrows(t testing.TB, js jetstream.JetStream, from, n uint64, total
 	return last
 }
 
-// getBytes downloads u whole.
+// getBytes downloads u whole, uncompressed on the wire (the file's own
+// bytes, without the server's gzip work).
 func getBytes(t testing.TB, u string) []byte {
 	t.Helper()
-	resp, err := http.Get(u)
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,10 +316,85 @@ func finishedManifest(t *testing.T, status string) manifest {
 	return m
 }
 
+// exported is what an export's files hold.
+type exported struct {
+	resources map[string]json.RawMessage // Type/id → resource, from the output files
+	deleted   []string                   // Type/id of each deletion, from the deleted files
+}
+
+// parseExport reads the files of m, downloaded as files (output files,
+// then deleted files, in manifest order). A line count other than the
+// manifest's, a resource in another type's file or one exported twice
+// fails the test.
+func parseExport(t *testing.T, m manifest, files [][]byte) exported {
+	t.Helper()
+	e := exported{resources: map[string]json.RawMessage{}}
+	lines := func(b []byte) (ls [][]byte) {
+		for l := range bytes.Lines(b) {
+			ls = append(ls, bytes.TrimSuffix(l, []byte("\n")))
+		}
+		return ls
+	}
+	for i, o := range m.Output {
+		ls := lines(files[i])
+		if len(ls) != o.Count {
+			t.Errorf("%s: %d lines, manifest count %d", o.URL, len(ls), o.Count)
+		}
+		for _, l := range ls {
+			var r struct{ ResourceType, ID string }
+			if err := json.Unmarshal(l, &r); err != nil {
+				t.Fatalf("%s: %v", o.URL, err)
+			}
+			if r.ResourceType != o.Type {
+				t.Errorf("%s: a %s in the %s file", o.URL, r.ResourceType, o.Type)
+			}
+			key := r.ResourceType + "/" + r.ID
+			if _, dup := e.resources[key]; dup {
+				t.Errorf("%s exported twice", key)
+			}
+			e.resources[key] = l
+		}
+	}
+	for i, d := range m.Deleted {
+		ls := lines(files[len(m.Output)+i])
+		if len(ls) != d.Count {
+			t.Errorf("%s: %d lines, manifest count %d", d.URL, len(ls), d.Count)
+		}
+		for _, l := range ls {
+			var b struct {
+				ResourceType, Type string
+				Entry              []struct{ Request struct{ Method, URL string } }
+			}
+			if err := json.Unmarshal(l, &b); err != nil {
+				t.Fatal(err)
+			}
+			if b.ResourceType != "Bundle" || b.Type != "transaction" || len(b.Entry) != 1 || b.Entry[0].Request.Method != "DELETE" {
+				t.Fatalf("%s: not a transaction Bundle of one DELETE: %s", d.URL, l)
+			}
+			e.deleted = append(e.deleted, b.Entry[0].Request.URL)
+		}
+	}
+	return e
+}
+
+// downloadExport downloads and reads the files of m.
+func downloadExport(t *testing.T, m manifest) exported {
+	t.Helper()
+	var files [][]byte
+	for _, o := range m.Output {
+		files = append(files, getBytes(t, o.URL))
+	}
+	for _, d := range m.Deleted {
+		files = append(files, getBytes(t, d.URL))
+	}
+	return parseExport(t, m, files)
+}
+
 // sameExport checks that two replicas' manifests of the same request
 // report the same transactionTime and the same files, byte for byte (the
-// URLs differ: each replica names its own job).
-func sameExport(t *testing.T, what string, a, b manifest) {
+// URLs differ: each replica names its own job), and returns what the
+// files hold.
+func sameExport(t *testing.T, what string, a, b manifest) exported {
 	t.Helper()
 	if a.TransactionTime != b.TransactionTime {
 		t.Errorf("%s: transactionTime %s on one replica, %s on the other", what, a.TransactionTime, b.TransactionTime)
@@ -323,7 +404,7 @@ func sameExport(t *testing.T, what string, a, b manifest) {
 		count int
 		url   string
 	}
-	files := func(m manifest) (fs []file) {
+	list := func(m manifest) (fs []file) {
 		for _, o := range m.Output {
 			fs = append(fs, file{o.Type, o.Count, o.URL})
 		}
@@ -335,48 +416,25 @@ func sameExport(t *testing.T, what string, a, b manifest) {
 		}
 		return fs
 	}
-	fa, fb := files(a), files(b)
+	fa, fb := list(a), list(b)
 	if len(fa) != len(fb) {
-		t.Errorf("%s: %d files on one replica, %d on the other", what, len(fa), len(fb))
-		return
+		t.Fatalf("%s: %d files on one replica, %d on the other", what, len(fa), len(fb))
 	}
-	var bytesCompared int
+	var files [][]byte
+	var size int
 	for i := range fa {
 		if fa[i].typ != fb[i].typ || fa[i].count != fb[i].count {
-			t.Errorf("%s: file %d is %s ×%d on one replica, %s ×%d on the other", what, i, fa[i].typ, fa[i].count, fb[i].typ, fb[i].count)
-			continue
+			t.Fatalf("%s: file %d is %s ×%d on one replica, %s ×%d on the other", what, i, fa[i].typ, fa[i].count, fb[i].typ, fb[i].count)
 		}
 		ba, bb := getBytes(t, fa[i].url), getBytes(t, fb[i].url)
 		if !bytes.Equal(ba, bb) {
 			t.Errorf("%s: %s differs from %s (%d and %d bytes)", what, fa[i].url, fb[i].url, len(ba), len(bb))
 		}
-		bytesCompared += len(ba)
+		files = append(files, ba)
+		size += len(ba)
 	}
-	t.Logf("%s: %d files, %d bytes, byte-identical on both replicas, transactionTime %s", what, len(fa), bytesCompared, a.TransactionTime)
-}
-
-// deletedRefs downloads the deleted files of m and returns the Type/id of
-// every deletion.
-func deletedRefs(t *testing.T, m manifest) []string {
-	t.Helper()
-	var refs []string
-	for _, d := range m.Deleted {
-		for _, l := range download(t, d.URL) {
-			var b struct {
-				Entry []struct{ Request struct{ Method, URL string } }
-			}
-			if err := json.Unmarshal(l, &b); err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range b.Entry {
-				if e.Request.Method != "DELETE" {
-					t.Fatalf("deleted entry method %q", e.Request.Method)
-				}
-				refs = append(refs, e.Request.URL)
-			}
-		}
-	}
-	return refs
+	t.Logf("%s: %d files, %d bytes, byte-identical on both replicas, transactionTime %s", what, len(fa), size, a.TransactionTime)
+	return parseExport(t, a, files)
 }
 
 // matchesTruth checks that got (Type/id → exported resource) holds exactly
@@ -530,7 +588,7 @@ func TestClusterReplicasAgree(t *testing.T) {
 	t.Logf("both replicas applied sequence %d, %v after publishing began", last, time.Since(pubStart).Round(time.Millisecond))
 
 	mid := finishedManifest(t, midStatus)
-	midResources := downloadOutputs(t, mid)
+	midResources := downloadExport(t, mid).resources
 	t.Logf("export during the leader's death: transactionTime %s, %d resources", mid.TransactionTime, len(midResources))
 
 	// Full and _since exports on both replicas, byte for byte.
@@ -539,20 +597,22 @@ func TestClusterReplicasAgree(t *testing.T) {
 	sinceA, sinceB := kickoffExport(t, http.DefaultClient, baseA, since), kickoffExport(t, http.DefaultClient, baseB, since)
 	mFullA, mFullB := finishedManifest(t, fullA), finishedManifest(t, fullB)
 	mSinceA, mSinceB := finishedManifest(t, sinceA), finishedManifest(t, sinceB)
-	sameExport(t, "full export", mFullA, mFullB)
-	sameExport(t, "_since export", mSinceA, mSinceB)
+	full := sameExport(t, "full export", mFullA, mFullB)
+	changes := sameExport(t, "_since export", mSinceA, mSinceB)
 	if mFullA.TransactionTime != mSinceA.TransactionTime {
 		t.Errorf("transactionTime of the full export %s, of the _since export %s, on the same head", mFullA.TransactionTime, mSinceA.TransactionTime)
 	}
 
 	// The full export is the publisher's truth.
-	matchesTruth(t, "full export", downloadOutputs(t, mFullA), w.truth)
+	if len(full.deleted) != 0 {
+		t.Errorf("full export lists %d deletions", len(full.deleted))
+	}
+	matchesTruth(t, "full export", full.resources, w.truth)
 
 	// The export taken during the faults (replica A), with the _since
-	// export of replica B applied to it, is the truth too.
+	// export (the same on both replicas) applied to it, is the truth too.
 	mirror := midResources
-	changed := downloadOutputs(t, mSinceB)
-	for key, r := range changed {
+	for key, r := range changes.resources {
 		var m struct{ Meta struct{ LastUpdated string } }
 		if err := json.Unmarshal(r, &m); err != nil {
 			t.Fatal(err)
@@ -562,10 +622,14 @@ func TestClusterReplicasAgree(t *testing.T) {
 		}
 		mirror[key] = r
 	}
-	deleted := deletedRefs(t, mSinceB)
-	for _, ref := range deleted {
+	w.truth.mu.Lock()
+	for _, ref := range changes.deleted {
+		if !w.truth.deleted[ref] {
+			t.Errorf("_since export lists the deletion of %s, which no acked delete left deleted", ref)
+		}
 		delete(mirror, ref)
 	}
+	w.truth.mu.Unlock()
 	matchesTruth(t, "export during the faults + _since export", mirror, w.truth)
-	t.Logf("_since %s: %d changed, %d deleted; test took %v", mid.TransactionTime, len(changed), len(deleted), time.Since(begin).Round(time.Millisecond))
+	t.Logf("_since %s: %d changed, %d deleted; test took %v", mid.TransactionTime, len(changes.resources), len(changes.deleted), time.Since(begin).Round(time.Millisecond))
 }
