@@ -48,8 +48,11 @@ func (o *JobOptions) validate() error {
 // bucket's stream that wrote it (see the package doc). Its methods may be
 // called from several goroutines at once.
 type JobStore struct {
-	kv     jetstream.KeyValue
-	stream jetstream.Stream // the bucket's stream, to read one revision
+	kv jetstream.KeyValue
+	// leader reads the bucket's stream through the stream API's message
+	// get, which its leader answers: a direct get (kv.Get) may reach a
+	// follower that has not applied the latest write yet.
+	leader nats.JetStreamContext
 	opts   JobOptions
 }
 
@@ -68,11 +71,18 @@ func NewJobStore(ctx context.Context, js jetstream.JetStream, opts JobOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
 	}
-	stream, err := js.Stream(ctx, kvStream(opts.Bucket))
+	var jsOpts []nats.JSOpt
+	switch o := js.Options(); {
+	case o.Domain != "":
+		jsOpts = append(jsOpts, nats.Domain(o.Domain))
+	case o.APIPrefix != "":
+		jsOpts = append(jsOpts, nats.APIPrefix(o.APIPrefix))
+	}
+	leader, err := js.Conn().JetStream(jsOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
 	}
-	return &JobStore{kv: kv, stream: stream, opts: opts}, nil
+	return &JobStore{kv: kv, leader: leader, opts: opts}, nil
 }
 
 // kvStream is the name of the stream that holds KV bucket b.
@@ -160,14 +170,13 @@ func (s *JobStore) Update(id string, record []byte, rev uint64) (uint64, error) 
 	}
 	// The compare-and-set only checks that rev is the key's latest
 	// message, and a deletion is one too: refuse to write over it. "Not
-	// found" is left to the compare-and-set: rev was overwritten (the
-	// bucket keeps one revision), or this read reached a follower that
-	// has not applied it yet.
-	m, err := s.stream.GetMsg(ctx, rev)
+	// found" (rev was overwritten: the bucket keeps one revision per key)
+	// is left to the compare-and-set.
+	m, err := s.leader.GetMsg(kvStream(s.opts.Bucket), rev, nats.Context(ctx))
 	switch {
 	case err == nil && m.Subject == s.subject(id) && isDeletion(m.Header):
 		return 0, fmt.Errorf("jsstore: update job %q at revision %d: the job was deleted: %w", id, rev, export.ErrConflict)
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil && !errors.Is(err, nats.ErrMsgNotFound):
 		return 0, fmt.Errorf("jsstore: update job %q at revision %d: %w", id, rev, err)
 	}
 	n, err := s.kv.Update(ctx, id, record, rev)
@@ -175,6 +184,44 @@ func (s *JobStore) Update(id string, record []byte, rev uint64) (uint64, error) 
 		return 0, updateErr(id, rev, err)
 	}
 	return n, nil
+}
+
+// Lookup reads the record of job id and its revision as the bucket's
+// stream leader holds them: a write acknowledged to any replica is seen.
+// It is index.ErrNotFound when id has no record (or it was deleted).
+func (s *JobStore) Lookup(id string) ([]byte, uint64, error) {
+	if !validKey(id) {
+		return nil, 0, index.ErrNotFound // no such key can exist
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	m, err := s.leader.GetLastMsg(kvStream(s.opts.Bucket), s.subject(id), nats.Context(ctx))
+	switch {
+	case errors.Is(err, nats.ErrMsgNotFound):
+		return nil, 0, index.ErrNotFound
+	case err != nil:
+		return nil, 0, fmt.Errorf("jsstore: look up job %q: %w", id, err)
+	case isDeletion(m.Header):
+		return nil, 0, index.ErrNotFound
+	}
+	return m.Data, m.Sequence, nil
+}
+
+// validKey says whether id is a valid KV key, and so no wildcard: a
+// message get by subject would take "*" or ">" as one.
+func validKey(id string) bool {
+	if id == "" || id[0] == '.' || id[len(id)-1] == '.' {
+		return false
+	}
+	for _, c := range []byte(id) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-', c == '/', c == '_', c == '=', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // subject is the subject of job id's messages in the bucket's stream.

@@ -213,6 +213,37 @@ func TestJobStoreUpdateDeleted(t *testing.T) {
 	w.expect(t, fmt.Sprintf(`j1 {"v":3} @%d`, n))
 }
 
+// TestJobStoreLookup: Lookup gives another replica's latest record and
+// the revision Update returned; a missing or deleted job, or an id that
+// is no key (a wildcard would match other jobs' records), is
+// index.ErrNotFound.
+func TestJobStoreLookup(t *testing.T) {
+	a, b, _ := twoReplicas(t)
+	lookup := func(id, want string, wantRev uint64) {
+		t.Helper()
+		rec, rev, err := b.Lookup(id)
+		switch {
+		case want == "" && !errors.Is(err, index.ErrNotFound):
+			t.Errorf("Lookup(%q) = %s @%d, %v; want index.ErrNotFound", id, rec, rev, err)
+		case want != "" && (err != nil || string(rec) != want || rev != wantRev):
+			t.Errorf("Lookup(%q) = %s @%d, %v; want %s @%d", id, rec, rev, err, want, wantRev)
+		}
+	}
+	lookup("j1", "", 0)
+	rev := update(t, a, "j1", `{"v":1}`, 0)
+	update(t, a, "j2", `{"v":1}`, 0)
+	lookup("j1", `{"v":1}`, rev)
+	rev = update(t, a, "j1", `{"v":2}`, rev)
+	lookup("j1", `{"v":2}`, rev)
+	for _, id := range []string{"*", ">", "j*", "", ".j1", "j1.", "j 1"} {
+		lookup(id, "", 0)
+	}
+	if err := a.DeleteJob("j1"); err != nil {
+		t.Fatal(err)
+	}
+	lookup("j1", "", 0)
+}
+
 // TestJobStoreWatch: replica B's watch sees the records A wrote before
 // (not the deleted one), the caught-up marker once, then A's puts and
 // deletes in order, with the revisions Update returned; an empty record
