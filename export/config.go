@@ -23,6 +23,10 @@ const (
 	// DefaultExportReserveBytes is the free space running exports leave.
 	DefaultExportReserveBytes = 128 << 20
 	DefaultMaxCatchUpWait     = 10 * time.Minute
+	// DefaultLease and DefaultLeaseGrace: a replica that dies holding a
+	// job loses it to another 20 s after its last renewal at most.
+	DefaultLease      = 15 * time.Second
+	DefaultLeaseGrace = 5 * time.Second
 )
 
 // headTimeout bounds the stream-head lookup of a kick-off, which must
@@ -89,6 +93,20 @@ type Config struct {
 	// Now is the wall clock (time.Now); tests replace it. It stamps job
 	// creation, completion and expiry, never transactionTime.
 	Now func() time.Time
+
+	// Replica names this replica in cluster mode (a JobStore that is a
+	// SharedJobStore): the owner written into the jobs it runs. Required
+	// in cluster mode; unused otherwise.
+	Replica string
+	// Lease is how long a cluster-mode job stays this replica's without a
+	// renewal (DefaultLease). The owner renews it every Lease/3 and stops
+	// the job itself if it could not renew it for Lease - Lease/3; another
+	// replica takes the job over once Lease + LeaseGrace have passed
+	// since the last renewal.
+	Lease time.Duration
+	// LeaseGrace is the extra time a lease is honoured, for clock skew
+	// between replicas (DefaultLeaseGrace).
+	LeaseGrace time.Duration
 }
 
 func (c *Config) ensureDefaults() {
@@ -131,6 +149,12 @@ func (c *Config) ensureDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.LeaseGrace == 0 {
+		c.LeaseGrace = DefaultLeaseGrace
+	}
 }
 
 func (c *Config) validate() error {
@@ -156,6 +180,9 @@ func (c *Config) validate() error {
 	if c.MinFreeBytes >= 0 && c.ExportReserveBytes >= 0 && c.ExportReserveBytes > c.MinFreeBytes {
 		errs = append(errs, fmt.Errorf("export: Config.ExportReserveBytes %d must not exceed Config.MinFreeBytes %d (--export-reserve-bytes ≤ --min-free-bytes): a kick-off admitted just above the one would fail at once on the other",
 			c.ExportReserveBytes, c.MinFreeBytes))
+	}
+	if c.Lease < 0 || c.LeaseGrace < 0 {
+		errs = append(errs, fmt.Errorf("export: Config.Lease %v and Config.LeaseGrace %v must be positive", c.Lease, c.LeaseGrace))
 	}
 	if c.MaxCatchUpWait < 0 {
 		errs = append(errs, fmt.Errorf("export: Config.MaxCatchUpWait %v must be positive", c.MaxCatchUpWait))

@@ -207,10 +207,12 @@
 //	(new)      queued     Kickoff admits the job (its record written first)
 //	(new)      completed  Start loads a finished job's record
 //	           failed
+//	(new)      running    cluster mode: the watch brings a job another replica runs
 //	queued     running    a worker takes the job
 //	running    completed  the files are written and the completed record is durable
 //	running    failed     any error (the partial files removed)
-//	running    queued     Close interrupts the job; the next Start runs it again
+//	running    queued     Close interrupts the job; the next Start (in cluster
+//	                      mode, any replica) runs it again; or a takeover
 //	completed  failed     a file is found damaged on disk at download
 //	any        removed    Cancel, expiry or eviction past a cap on finished jobs;
 //	                      final: the record is deleted and the files removed
@@ -230,6 +232,46 @@
 // removed job is never written back. A slow disk or a stalled index commit
 // therefore delays only the job whose write or scan it is: other jobs'
 // status polls, kick-offs, cancels and a metrics scrape still answer.
+//
+// # Several replicas (cluster mode)
+//
+// With Config.Replica set and a [SharedJobStore] (jsstore's, on a
+// JetStream KV bucket) and a FileStore every replica reads (jsstore's
+// Object Store), several managers — one per replica, each over its own
+// copy of the index — share the jobs: a kick-off on any replica, a status
+// poll, a download and a cancel on any other all work. Each replica keeps
+// every job in memory, as above, and keeps that copy in step with the
+// store through its watch; a job another replica created that the watch
+// has not delivered yet is read from the store on a miss. A replica
+// changes a record only by compare-and-set on the revision it holds, so
+// of two replicas acting on one job one wins and the other learns the
+// outcome from its watch:
+//
+//   - a worker claims a queued job by writing it running, with this
+//     replica as owner and a lease (Config.Lease); it renews the lease
+//     every Lease/3 and stops the run at once, writing nothing, if a
+//     renewal loses the compare-and-set or none succeeded for
+//     Lease - Lease/3 (fencing);
+//   - any replica sets queued, by compare-and-set, a running job whose
+//     lease ended more than Config.LeaseGrace ago, or one that names it as
+//     owner without a run of its own (it restarted); the job then runs
+//     again from scratch on whichever replica claims it, with a new
+//     snapshot, and its manifest reports that snapshot's transactionTime;
+//   - cancel, expiry and eviction delete the record: every replica's
+//     watch sees it and the owner stops the run; the completed record is
+//     written by compare-and-set, so a run that lost its job never
+//     publishes a manifest;
+//   - admission (Config.MaxActiveJobs, Kickoff.MaxJobs) counts every
+//     replica's queued and running jobs, and so does the jobs gauge;
+//   - a running job another replica owns reports its progress as
+//     "running on replica <name>" (the owner has the details);
+//   - Start reads the whole store through the watch (at most 30 s) and
+//     does not sweep files: the Object Store bucket's age limit removes
+//     what no replica is left to remove.
+//
+// Each replica waits, before its snapshot, until its own index has
+// applied the stream head recorded at kick-off (read-your-writes), as a
+// single server does.
 //
 // # Clients (authorization)
 //

@@ -241,6 +241,9 @@ type SharedJobStore interface {
 	// When another write or a deletion came first it returns an error
 	// wrapping ErrConflict and writes nothing.
 	Update(id string, record []byte, rev uint64) (uint64, error)
+	// Lookup returns id's record as the store holds it now, and its
+	// revision; index.ErrNotFound when there is none.
+	Lookup(id string) (record []byte, rev uint64, err error)
 	// Watch calls fn with every record the store holds, then, once
 	// caught up, with ("", nil, 0), then with every later change in the
 	// order the store applied them (record nil: id was deleted), until

@@ -33,6 +33,13 @@ type jobRecord struct {
 	// Polled records that a status poll has seen the job (the first poll
 	// never sees it finished).
 	Polled bool `json:"polled,omitempty"`
+
+	// Cluster mode only. Owner is the replica running the job and Lease
+	// when its claim ends unless renewed (wall clock); Runs counts the
+	// runs started, so a log can tell a takeover from the first run.
+	Owner string    `json:"owner,omitempty"`
+	Lease time.Time `json:"lease,omitzero"`
+	Runs  int       `json:"runs,omitempty"`
 }
 
 func decodeRecord(b []byte) (jobRecord, error) {
@@ -80,6 +87,20 @@ type job struct {
 	written  uint64
 	writeErr error
 	wrote    chan struct{}
+
+	// Cluster mode (see cluster.go): rev is the store's revision of the
+	// record as this replica last read or wrote it, and adopted counts
+	// the changes taken from other replicas; a write queued before the
+	// latest adoption is stale and is not written.
+	rev     uint64
+	adopted uint64
+	// inflight is the record being written, which the watch may deliver
+	// before the write returns its revision.
+	inflight []byte
+	// local: a worker of this replica runs the job; leaseHeld is when
+	// the lease it last wrote successfully ends.
+	local     bool
+	leaseHeld time.Time
 
 	prog progress
 }

@@ -26,13 +26,15 @@ import (
 // through atomics, and record writes and file removals happen after mu is
 // let go.
 type Manager struct {
-	cfg   Config
-	src   Source
-	head  Head
-	jobs  JobStore
-	files FileStore
-	log   *slog.Logger
-	met   *metrics
+	cfg  Config
+	src  Source
+	head Head
+	jobs JobStore
+	// shared is jobs in cluster mode (Config.Replica set), else nil.
+	shared SharedJobStore
+	files  FileStore
+	log    *slog.Logger
+	met    *metrics
 
 	// hookScan, if set (tests), runs before each scan entry is written.
 	hookScan func(ctx context.Context) error
@@ -85,11 +87,19 @@ func NewManager(cfg Config, src Source, head Head, jobs JobStore) (*Manager, err
 	if src == nil || jobs == nil {
 		return nil, errors.New("export: NewManager needs a Source and a JobStore")
 	}
+	var shared SharedJobStore
+	if cfg.Replica != "" {
+		var ok bool
+		if shared, ok = jobs.(SharedJobStore); !ok {
+			return nil, errors.New("export: Config.Replica (cluster mode) needs a JobStore that is a SharedJobStore")
+		}
+	}
 	m := &Manager{
 		cfg:        cfg,
 		src:        src,
 		head:       head,
 		jobs:       jobs,
+		shared:     shared,
 		files:      cfg.Files,
 		log:        cfg.Logger.With("component", "export"),
 		all:        map[string]*job{},
@@ -128,6 +138,12 @@ func (m *Manager) Start(ctx context.Context) error {
 
 	if err := os.MkdirAll(m.cfg.Dir, 0o750); err != nil {
 		return fmt.Errorf("export: create exports directory: %w", err)
+	}
+	if m.shared != nil {
+		m.mu.Lock()
+		m.ctx, m.stop = context.WithCancel(context.WithoutCancel(ctx))
+		m.mu.Unlock()
+		return m.startCluster()
 	}
 	jobs, err := m.load()
 	if err != nil {
@@ -359,14 +375,16 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 		HeadSeq: headSeq,
 		Created: now,
 	}}
-	if err := m.jobs.PutJob(id, mustJSON(j.rec)); err != nil {
+	if err := m.create(j); err != nil {
 		return "", fmt.Errorf("export: persist job: %w", err)
 	}
 	j.rec.State = stateNew
 	m.mu.Lock()
-	err := m.admitLocked(now, req.Client, quota)
-	if err == nil {
-		_, err = m.transition(j, Queued, nil)
+	var err error
+	if m.all[id] == nil { // in cluster mode the watch may have brought it, counted, already
+		if err = m.admitLocked(now, req.Client, quota); err == nil {
+			_, err = m.transition(j, Queued, nil)
+		}
 	}
 	m.mu.Unlock()
 	if err != nil {
@@ -379,6 +397,17 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 	m.log.Info("export job queued", "job", id, "client", req.Client, "types", len(req.Types),
 		"since", req.Since, "head_seq", headSeq)
 	return id, nil
+}
+
+// create writes a new job's first record; in cluster mode, only if the id
+// is new, keeping its revision.
+func (m *Manager) create(j *job) error {
+	if m.shared == nil {
+		return m.jobs.PutJob(j.id, mustJSON(j.rec))
+	}
+	rev, err := m.shared.Update(j.id, mustJSON(j.rec), 0)
+	j.rev = rev
+	return err
 }
 
 func (m *Manager) admit(now time.Time, client string, quota int) error {
@@ -476,6 +505,7 @@ func (m *Manager) Status(client, id string) (Status, error) {
 // status is Status; waited exempts the call from the first-poll rule.
 func (m *Manager) status(client, id string, waited bool) (Status, error) {
 	now := m.cfg.Now()
+	m.lookupShared(id)
 	m.mu.Lock()
 	j := m.all[id]
 	if j == nil || !j.ownedBy(client) {
@@ -489,7 +519,13 @@ func (m *Manager) status(client, id string, waited bool) (Status, error) {
 	}
 	st := m.statusLocked(j, waited)
 	urlInStore := j.urlInStore
+	remote := m.shared != nil && st.State == Running && !j.local
+	owner := j.rec.Owner
 	m.mu.Unlock()
+	if remote && st.Progress == "" {
+		// Another replica runs it: its progress is there.
+		st.Progress, st.RetryAfter = "running on replica "+owner, time.Second
+	}
 	if st.State == Running && st.Progress == "" {
 		// Read outside m.mu: the worker's atomics and the index.
 		st.Progress, st.RetryAfter = j.progress(now, m.src.AppliedSeq())
@@ -564,6 +600,7 @@ func (m *Manager) storedURL(id string) (string, error) {
 // return ErrNotFound. A running job's worker has stopped when Cancel
 // returns. A job another client started is ErrNotFound, and left alone.
 func (m *Manager) Cancel(client, id string) error {
+	m.lookupShared(id)
 	m.mu.Lock()
 	j := m.all[id]
 	owned := j != nil && j.ownedBy(client)

@@ -1,5 +1,7 @@
 package export
 
+import "fmt"
+
 // The persister: job records are written to the JobStore after Manager.mu
 // is let go, never under it. Each transition queues the job's record as a
 // new version (gen); the writes of one job run one at a time, the newest
@@ -16,6 +18,9 @@ type recordWrite struct {
 	gen uint64
 	del bool
 	rec jobRecord
+	// adopted is the job's adopted count when the write was queued
+	// (cluster mode).
+	adopted uint64
 }
 
 // queueWrite queues rec (nil: the record's deletion) as the job's next
@@ -24,7 +29,7 @@ type recordWrite struct {
 // let go. m.mu is held.
 func (m *Manager) queueWrite(j *job, rec *jobRecord) uint64 {
 	j.gen++
-	w := &recordWrite{gen: j.gen, del: rec == nil}
+	w := &recordWrite{gen: j.gen, del: rec == nil, adopted: j.adopted}
 	if rec != nil {
 		w.rec = *rec
 		if rec.Manifest != nil {
@@ -59,9 +64,23 @@ func (m *Manager) flush(j *job, gen uint64) error {
 		if !j.writing && j.pending != nil {
 			w := j.pending
 			j.pending, j.writing = nil, true
+			rev, stale := j.rev, w.adopted != j.adopted
 			m.mu.Unlock()
-			err := m.write(j.id, w)
+			var enc []byte
+			if !w.del {
+				enc = mustJSON(w.rec)
+			}
+			if m.shared != nil {
+				m.mu.Lock()
+				j.inflight = enc // the watch may echo it before the write returns
+				m.mu.Unlock()
+			}
+			rev, err := m.write(j.id, enc, rev, stale)
 			m.mu.Lock()
+			j.inflight = nil
+			if err == nil && rev > j.rev {
+				j.rev = rev
+			}
 			j.writing, j.written, j.writeErr = false, w.gen, err
 			if j.wrote != nil {
 				close(j.wrote)
@@ -85,10 +104,20 @@ func (m *Manager) flush(j *job, gen uint64) error {
 	return err
 }
 
-// write puts or deletes one version of a record.
-func (m *Manager) write(id string, w *recordWrite) error {
-	if w.del {
-		return m.jobs.DeleteJob(id)
+// write puts record (nil: deletes it) as one version of a job's record. In cluster mode a put
+// is a compare-and-set on rev, the revision the replica holds, and
+// returns the new one; a stale write (another replica's change was adopted
+// after it was queued) is ErrConflict without a try. A deletion is
+// unconditional: removal is final from any state.
+func (m *Manager) write(id string, record []byte, rev uint64, stale bool) (uint64, error) {
+	if record == nil {
+		return 0, m.jobs.DeleteJob(id)
 	}
-	return m.jobs.PutJob(id, mustJSON(w.rec))
+	if m.shared == nil {
+		return 0, m.jobs.PutJob(id, record)
+	}
+	if stale {
+		return 0, fmt.Errorf("export: job %s: %w", id, ErrConflict)
+	}
+	return m.shared.Update(id, record, rev)
 }

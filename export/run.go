@@ -49,7 +49,11 @@ func (m *Manager) next() *jobRun {
 		if len(m.queue) > 0 {
 			j := m.queue[0]
 			j.prog.reset()
-			gen, err := m.transition(j, Running, nil) // takes it off the queue
+			var set func(*jobRecord)
+			if m.shared != nil {
+				set = m.claim(m.cfg.Now())
+			}
+			gen, err := m.transition(j, Running, set) // takes it off the queue
 			if err != nil {
 				// Not queued: the machine refused. Drop it from the queue
 				// so the worker does not spin on it.
@@ -61,7 +65,8 @@ func (m *Manager) next() *jobRun {
 			ctx, cancel := context.WithCancelCause(m.ctx)
 			r := &jobRun{j: j, ctx: ctx, cancel: cancel, done: make(chan struct{}), gen: gen,
 				req: j.rec.Request, headSeq: j.rec.HeadSeq, created: j.rec.Created}
-			j.cancel, j.done = r.cancel, r.done
+			j.cancel, j.done, j.local = r.cancel, r.done, true
+			j.leaseHeld = j.rec.Lease // durable once the running record is written
 			if len(m.queue) > 0 {
 				m.signal() // chain: another worker may take the next one
 			}
@@ -85,6 +90,9 @@ func (m *Manager) run(r *jobRun) {
 	start := m.cfg.Now()
 	defer func() {
 		r.cancel(nil)
+		m.mu.Lock()
+		j.local = false
+		m.mu.Unlock()
 		close(r.done)
 	}()
 	log := m.log.With("job", j.id)
@@ -95,14 +103,20 @@ func (m *Manager) run(r *jobRun) {
 	if err == nil {
 		mf, err = m.export(r.ctx, j, r.req, r.headSeq)
 	}
-	if err != nil {
-		// Partial files are never served.
+	lost := errors.Is(err, ErrConflict) || errors.Is(context.Cause(r.ctx), errLostLease)
+	if err != nil && !lost {
+		// Partial files are never served. A run that lost its job
+		// leaves them: the replica now running it starts by clearing
+		// them (FileStore.NewJob), and the one removing it removes them.
 		if rerr := m.files.RemoveJob(j.id); rerr != nil {
 			log.Error("cannot remove partial export files", "error", rerr)
 		}
 	}
 	end := m.cfg.Now()
 	switch {
+	case lost:
+		log.Info("export job lost to another replica; this run stops", "error", err)
+		return
 	case errors.Is(context.Cause(r.ctx), errCancelled) || m.isRemoved(j):
 		// remove deletes the record; a running job is counted by its
 		// worker, once.
@@ -111,6 +125,10 @@ func (m *Manager) run(r *jobRun) {
 		return
 	case err == nil:
 		if err = m.complete(r, mf, start, end, log); err == nil {
+			return
+		}
+		if errors.Is(err, ErrConflict) {
+			log.Info("export job lost to another replica before its completion was written")
 			return
 		}
 		// The manifest is not durable: fail rather than serve files a
@@ -152,6 +170,9 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 		return nil
 	}
 	if err := m.flush(j, gen); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return err // another replica's job now: its files are its
+		}
 		if rerr := m.files.RemoveJob(j.id); rerr != nil {
 			log.Error("cannot remove export files", "error", rerr)
 		}
@@ -184,8 +205,12 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 // requeue puts a job interrupted by Close back to queued, to run again
 // after the restart.
 func (m *Manager) requeue(j *job, log *slog.Logger) {
+	var set func(*jobRecord)
+	if m.shared != nil {
+		set = unclaim // another replica may run it now
+	}
 	m.mu.Lock()
-	gen, err := m.transition(j, Queued, nil)
+	gen, err := m.transition(j, Queued, set)
 	j.prog.setPhase(phaseQueued)
 	m.mu.Unlock()
 	if err != nil {

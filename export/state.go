@@ -22,7 +22,7 @@ const (
 
 // transitions lists, for each state, the states a job may go to.
 var transitions = map[State][]State{
-	stateNew:  {Queued, Completed, Failed}, // kick-off admitted; completed and failed jobs loaded at Start
+	stateNew:  {Queued, Running, Completed, Failed}, // kick-off admitted; jobs loaded at Start; running: another replica's (cluster mode)
 	Queued:    {Running, stateRemoved},
 	Running:   {Completed, Failed, Queued, stateRemoved}, // queued: interrupted by Close
 	Completed: {Failed, stateRemoved},                    // failed: a file damaged on disk
@@ -97,14 +97,16 @@ func (m *Manager) transition(j *job, to State, set func(*jobRecord)) (gen uint64
 	switch {
 	case from == stateNew:
 		m.all[j.id] = j
-		if to == Queued {
-			m.queue = append(m.queue, j)
-			m.signal()
-		}
 	case from == Queued:
 		if i := slices.Index(m.queue, j); i >= 0 {
 			m.queue = slices.Delete(m.queue, i, i+1)
 		}
+	}
+	if to == Queued {
+		// From running: a run interrupted by Close (no worker takes it
+		// any more), or, in cluster mode, a job taken over.
+		m.queue = append(m.queue, j)
+		m.signal()
 	}
 	if (from == Queued || from == Running) && to != Running {
 		j.signalWaiters()

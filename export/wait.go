@@ -39,6 +39,7 @@ func (j *job) signalWaiters() {
 // A caller that asked to wait is exempt from the first-poll rule of
 // Status: a job that is finished is reported finished.
 func (m *Manager) Wait(ctx context.Context, client, id string, d time.Duration) (Status, error) {
+	m.lookupShared(id)
 	m.mu.Lock()
 	j, mctx := m.all[id], m.ctx
 	var changed <-chan struct{}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bulkstream/bulkstream/export"
 	"github.com/bulkstream/bulkstream/httpapi"
@@ -42,6 +43,7 @@ type serveConfig struct {
 	ShutdownDelay   time.Duration
 	ShutdownTimeout time.Duration
 	Export          export.Config
+	Cluster         clusterFlags // where jobs and files are kept (cluster.go)
 	Security        securityConfig
 	HTTP            httpConfig // timeouts, connection caps, --ops-listen (httpserver.go)
 }
@@ -117,6 +119,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 (\"shutting down\") while kick-offs are still served, before draining, for load balancers to stop routing here (0: no delay)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout, "after the shutdown delay, how long downloads and requests in flight may take before their connections are closed")
 	bindSecurityFlags(fs, &c.Security)
+	bindClusterFlags(fs, &c.Cluster)
 	fs.Int64Var(&c.Ingest.MinFreeBytes, "ingest-min-free-bytes", ingest.DefaultMinFreeBytes, "ingest pauses (events stay in the stream) while the index disk has less free space, in bytes, than this plus twice the batch; the embedded NATS server refuses publishes below twice this (at most --export-reserve-bytes; negative: no check)")
 	bindHTTPFlags(fs, &c.HTTP)
 }
@@ -232,8 +235,15 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
 	reg := metrics.NewRegistry(version)
+	// rg is what bulkstream's own metrics register with: in a cluster,
+	// every series carries the replica's name (the dashboard's replica
+	// selector).
+	var rg prometheus.Registerer = reg
+	if c.Cluster.ReplicaID != "" {
+		rg = prometheus.WrapRegistererWith(prometheus.Labels{"replica": c.Cluster.ReplicaID}, reg)
+	}
 
-	idx, err := index.Open(filepath.Join(c.DataDir, "index"), &index.Options{Logger: log, Registerer: reg, CompactedStream: c.Ingest.MaxMsgsPerSubject > 0})
+	idx, err := index.Open(filepath.Join(c.DataDir, "index"), &index.Options{Logger: log, Registerer: rg, CompactedStream: c.Ingest.MaxMsgsPerSubject > 0})
 	if err != nil {
 		return err
 	}
@@ -246,7 +256,8 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	defer st.close()
 
 	icfg := c.Ingest
-	icfg.Logger, icfg.Registerer = log, reg
+	icfg.Durable = c.Cluster.durable(icfg.Durable)
+	icfg.Logger, icfg.Registerer = log, rg
 	icfg.DiskDir = filepath.Join(c.DataDir, "index") // --ingest-min-free-bytes is checked there
 	cons, err := ingest.New(icfg, st.js, idx)
 	if err != nil {
@@ -261,7 +272,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	defer func() { err = errors.Join(err, cons.Close(context.WithoutCancel(ctx))) }()
 	var natsDisk *natsDiskGuard // the embedded server's disk floor (natsdisk.go)
 	if floor := natsDiskFloor(c.Ingest.MinFreeBytes); st.srv != nil && floor >= 0 {
-		if natsDisk, err = startNATSDiskGuard(st.srv, filepath.Join(c.DataDir, "nats"), floor, reg, log); err != nil {
+		if natsDisk, err = startNATSDiskGuard(st.srv, filepath.Join(c.DataDir, "nats"), floor, rg, log); err != nil {
 			return err
 		}
 		defer natsDisk.Close()
@@ -269,9 +280,17 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 
 	ecfg := c.Export
 	ecfg.Dir = filepath.Join(c.DataDir, "exports")
-	ecfg.Logger, ecfg.Registerer = log, reg
+	ecfg.Logger, ecfg.Registerer = log, rg
 	ecfg.RequiresAccessToken = clients != nil
-	jobs, err := export.NewManager(ecfg, export.IndexSource(idx), cons, idx)
+	jobStore, fileStore, err := c.Cluster.stores(ctx, st.js, c.Ingest.Replicas, ecfg.TTL, idx)
+	if err != nil {
+		return err
+	}
+	ecfg.Files = fileStore
+	if c.Cluster.JobStore == jobStoreKV {
+		ecfg.Replica, ecfg.Lease = c.Cluster.ReplicaID, c.Cluster.Lease
+	}
+	jobs, err := export.NewManager(ecfg, export.IndexSource(idx), cons, jobStore)
 	if err != nil {
 		return err
 	}
@@ -282,7 +301,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	// closes, and after HTTP has stopped handing them work.
 	defer func() { err = errors.Join(err, jobs.Close(context.WithoutCancel(ctx))) }()
 
-	srv, err := listenHTTP(c, tlsConfig != nil, reg, log)
+	srv, err := listenHTTP(c, tlsConfig != nil, rg, log)
 	if err != nil {
 		return err
 	}
@@ -295,7 +314,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	var stopping, draining atomic.Bool
 	hcfg := httpapi.Config{
 		Metrics:    metrics.Handler(reg),
-		Registerer: reg,
+		Registerer: rg,
 		Jobs:       drainingJobs{Jobs: jobs, draining: &draining},
 		PublicURL:  publicURL,
 		BasePath:   c.BasePath,

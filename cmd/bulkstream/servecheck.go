@@ -56,5 +56,8 @@ func checkServeValues(c serveConfig) error {
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", c.ShutdownTimeout, "must be more than 0")
 	}
+	if err := c.Cluster.check(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }

@@ -38,6 +38,15 @@ func TestServeRefusesAmbiguousValues(t *testing.T) {
 		{[]string{"--ready-max-lag", "0s"}, ""},
 		{[]string{"--shutdown-delay", "-1s"}, "--shutdown-delay -1s"},
 		{[]string{"--shutdown-timeout", "0s"}, "--shutdown-timeout 0s"},
+		{[]string{"--job-store", "kv"}, "--job-store kv needs --replica-id"},
+		{[]string{"--job-store", "kv", "--replica-id", "a"}, "--job-store kv needs --file-store objectstore"},
+		{[]string{"--job-store", "kv", "--replica-id", "a", "--file-store", "objectstore"}, ""},
+		{[]string{"--file-store", "objectstore"}, ""},
+		{[]string{"--job-store", "etcd"}, `--job-store "etcd"`},
+		{[]string{"--file-store", "s3"}, `--file-store "s3"`},
+		{[]string{"--replica-id", "a.b"}, `--replica-id "a.b"`},
+		{[]string{"--replica-id", "replica-2"}, ""},
+		{[]string{"--job-lease", "0s"}, "--job-lease 0s"},
 	} {
 		var c serveConfig
 		fs := newFlagSet("serve", io.Discard)
@@ -69,5 +78,21 @@ func TestServeChecksValues(t *testing.T) {
 	}
 	if ents, err := os.ReadDir(data); err != nil || len(ents) > 0 {
 		t.Errorf("serve created %v in the data dir before refusing (%v)", ents, err)
+	}
+}
+
+// TestReplicaDurable: a replica's consumer is named after it unless
+// --durable says otherwise, so replicas never share (and split) one.
+func TestReplicaDurable(t *testing.T) {
+	for _, tc := range []struct {
+		replica, durable, want string
+	}{
+		{"", "bulkstream", "bulkstream"},
+		{"a", "bulkstream", "bulkstream-a"},
+		{"a", "mine", "mine"},
+	} {
+		if got := (clusterFlags{ReplicaID: tc.replica}).durable(tc.durable); got != tc.want {
+			t.Errorf("replica %q, --durable %q: %q, want %q", tc.replica, tc.durable, got, tc.want)
+		}
 	}
 }
