@@ -18,13 +18,12 @@ import (
 // empty data dir, its own durable consumer) and times it from process
 // start until it reports the stream's last sequence applied (polled
 // every 50 ms): its start (Pebble, NATS connection, consumer creation)
-// is part of the bootstrap. Next to it, in the same op on the same cluster, two
-// limits read the whole stream from this process with nothing applied:
-// a durable consumer configured as serve's, pulled as serve pulls it
-// (no-wait requests of two batches, the last message of each batch
-// acked), and
-// an ordered consumer (no acks, no replicated consumer state), the other
-// way a replica could follow the stream. On a 2-core machine the
+// is part of the bootstrap. Next to it, in the same op on the same
+// cluster, two limits read the whole stream from this process with
+// nothing applied: a durable consumer configured as serve's, pulled as
+// serve pulls it (no-wait requests of two batches, the last message of
+// each batch acked), and an ordered consumer (no acks, no replicated
+// consumer state), the other way a replica could follow the stream. On a 2-core machine the
 // cluster, the replica and the reader share the CPU, so the ratios say
 // more than the figures.
 func BenchmarkReplicaBootstrap(b *testing.B) {
@@ -100,8 +99,7 @@ func BenchmarkReplicaBootstrap(b *testing.B) {
 // durableConsume creates durable as serve's ingest does, reads the stream
 // up to last as serve's consumer pulls it (a no-wait request of two
 // batches at a time, acking the last message of each batch), deletes the
-// consumer and
-// returns how long the reading took.
+// consumer and returns how long the reading took.
 func durableConsume(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, durable string, last uint64) (time.Duration, error) {
 	if err := ingest.EnsureStreams(ctx, js, ingest.Config{Replicas: 3, Durable: durable}); err != nil {
 		return 0, err
