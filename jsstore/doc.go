@@ -1,8 +1,8 @@
 // Package jsstore keeps what export persists in NATS JetStream, so that
 // several bulkstream replicas can share it: [FileStore] keeps export files
 // in an Object Store bucket and [JobStore] keeps job records in a KV
-// bucket. They implement export.FileStore and export.JobStore; export
-// itself knows nothing about NATS.
+// bucket. They implement export.FileStore and export.SharedJobStore;
+// export itself knows nothing about NATS.
 //
 // # Files
 //
@@ -45,11 +45,40 @@
 //
 // # Jobs
 //
-// [JobStore] keeps each job record under its job id as key. It is a plain
-// store: several replicas may read and write it, but nothing yet stops
-// two of them from running the same job. The multi-replica protocol, in
-// which a replica takes a queued job by compare-and-set on the key's
-// revision (queued → running with its owner and a lease it renews, taken
-// over by another replica when the lease expires), is the next step and
-// is not built here.
+// [JobStore] keeps each job record under its job id as key; the key's
+// revision is the sequence number of the bucket's stream that wrote it.
+// It implements export.SharedJobStore, the contract that lets several
+// replicas share the records without a lock:
+//
+//   - Update(id, record, rev) is a compare-and-set on the revision: it
+//     writes only if rev is still id's latest revision (rev 0: only if id
+//     has no record, never had one or was deleted), and returns the new
+//     revision. If another replica wrote or deleted the record first, it
+//     writes nothing and returns an error wrapping export.ErrConflict.
+//     The server checks the revision atomically with the write; a rev
+//     that is the deletion itself is refused too.
+//   - Lookup(id) reads the record and its revision at the stream's
+//     leader, so it sees every write acknowledged to any replica (a
+//     direct get may reach a follower that has not applied it yet).
+//   - Watch(ctx, fn) delivers every record (deleted ones are left out),
+//     then once ("", nil, 0) when caught up, then every later change in
+//     the order the bucket applied it, with its revision: record nil for a
+//     delete or purge. The bucket keeps one revision per key, so a change
+//     overwritten before the watch delivered it may be skipped; the latest
+//     change of every key is always delivered. During a reconnection the
+//     watch waits and resumes after the last change it delivered; it
+//     returns ctx's error, or an error when the connection closes or the
+//     bucket is gone, after which the caller watches again from the start.
+//
+// What a replica writes with Update, and when, is the export manager's
+// business. PutJob, GetJob, DeleteJob and Jobs write and read without
+// revisions, for a single replica.
+//
+// JobOptions.Replicas and FileOptions.Replicas set how many NATS nodes
+// keep each bucket (1 to 5; more than 1 needs a JetStream cluster).
+// FileOptions.MaxAge is the file bucket's TTL: the server removes an
+// object older than it, so the files of an export no replica removed
+// still go; FileOptions.MaxBytes caps the bucket, refusing a part that
+// would pass it. Both default to none, and NewFileStore applies them to
+// an existing bucket too.
 package jsstore

@@ -49,6 +49,7 @@ func (o *JobOptions) validate() error {
 // called from several goroutines at once.
 type JobStore struct {
 	kv jetstream.KeyValue
+	nc *nats.Conn
 	// leader reads the bucket's stream through the stream API's message
 	// get, which its leader answers: a direct get (kv.Get) may reach a
 	// follower that has not applied the latest write yet.
@@ -82,7 +83,7 @@ func NewJobStore(ctx context.Context, js jetstream.JetStream, opts JobOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
 	}
-	return &JobStore{kv: kv, leader: leader, opts: opts}, nil
+	return &JobStore{kv: kv, nc: js.Conn(), leader: leader, opts: opts}, nil
 }
 
 // kvStream is the name of the stream that holds KV bucket b.
@@ -257,21 +258,69 @@ func updateErr(id string, rev uint64, err error) error {
 // latest revision of a key, so a change overwritten before the watch
 // delivered it may be skipped; a key's latest change is always delivered.
 // fn runs on Watch's goroutine.
-// Watch returns ctx's error when ctx ends, or why the watch failed: the
-// watcher stopped (the connection closed, or the bucket's stream is gone).
-// While the connection reconnects the watch waits, then resumes after the
-// last change it delivered.
+//
+// When the connection reconnects (the server restarted, or the client
+// moved to another one), Watch watches again from the revision after
+// the last one it saw, so no change is lost. It returns ctx's error when
+// ctx ends, or why the watch failed: the watcher stopped (the connection
+// closed, or the bucket's stream is gone), or it could not be started
+// again within JobOptions.Timeout of a reconnection.
 func (s *JobStore) Watch(ctx context.Context, fn func(id string, record []byte, rev uint64)) error {
+	reconnected := s.nc.StatusChanged(nats.CONNECTED)
+	defer s.nc.RemoveStatusListener(reconnected)
+	var (
+		last     uint64 // the highest revision received
+		caughtUp bool
+		since    time.Time // the last reconnection
+		wait     time.Duration
+	)
+	for {
+		err := s.watch(ctx, fn, reconnected, &last, &caughtUp)
+		if errors.Is(err, errReconnected) {
+			since, wait = time.Now(), 25*time.Millisecond
+			continue
+		}
+		// JetStream may answer a moment after the connection.
+		if !errors.Is(err, errWatchStart) || since.IsZero() || time.Since(since) > s.opts.Timeout {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+var (
+	errReconnected = errors.New("jsstore: watch jobs: reconnected")
+	errWatchStart  = errors.New("jsstore: watch jobs: start")
+)
+
+// watch runs one watcher until ctx ends, it fails (an error) or the
+// connection reconnects (errReconnected). Before it has caught up it
+// watches the latest revision of every key; after, every revision after
+// *last. It updates *last and *caughtUp as it goes.
+func (s *JobStore) watch(ctx context.Context, fn func(id string, record []byte, rev uint64), reconnected <-chan nats.Status, last *uint64, caughtUp *bool) error {
+	var opts []jetstream.WatchOpt
+	if *caughtUp {
+		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(*last+1))
+	} else if *last > 0 {
+		// A reconnection before the first watcher caught up: the
+		// records it delivered are delivered again, as the state then.
+		*last = 0
+	}
 	// The watcher unsubscribes when wctx ends: cancel ends it however
-	// Watch returns, so nothing the watcher started outlives Watch.
+	// watch returns, so nothing the watcher started outlives it.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := s.kv.WatchAll(wctx)
+	w, err := s.kv.WatchAll(wctx, opts...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("jsstore: watch jobs: %w", err)
+		return fmt.Errorf("%w: %w", errWatchStart, err)
 	}
 	updates := w.Updates()
 	defer func() {
@@ -281,11 +330,12 @@ func (s *JobStore) Watch(ctx context.Context, fn func(id string, record []byte, 
 		for range updates {
 		}
 	}()
-	caughtUp := false
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-reconnected:
+			return errReconnected
 		case e, ok := <-updates:
 			switch {
 			case !ok:
@@ -294,14 +344,18 @@ func (s *JobStore) Watch(ctx context.Context, fn func(id string, record []byte, 
 				}
 				return errors.New("jsstore: watch jobs: the watcher stopped (connection closed or bucket gone)")
 			case e == nil:
-				if !caughtUp {
-					caughtUp = true
+				if !*caughtUp {
+					*caughtUp = true
 					fn("", nil, 0)
 				}
 			case e.Operation() == jetstream.KeyValuePut:
+				*last = e.Revision()
 				fn(e.Key(), e.Value(), e.Revision())
-			case caughtUp:
-				fn(e.Key(), nil, e.Revision())
+			default:
+				*last = e.Revision()
+				if *caughtUp {
+					fn(e.Key(), nil, e.Revision())
+				}
 			}
 		}
 	}

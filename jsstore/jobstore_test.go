@@ -366,6 +366,36 @@ func TestJobStoreWatchServerGone(t *testing.T) {
 	t.Logf("Watch returned: %v", err)
 }
 
+// TestJobStoreWatchRestart: a Watch whose connection reconnects after
+// its server restarted goes on, and delivers the changes made since.
+func TestJobStoreWatchRestart(t *testing.T) {
+	opts := ingesttest.Options(t)
+	srv := ingesttest.RunServer(t, opts)
+	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(25 * time.Millisecond), nats.ReconnectJitter(0, 0)}
+	a := replicaStore(t, srv, reconnect...)
+	b := replicaStore(t, srv, reconnect...)
+	r1 := update(t, a, "j1", `{}`, 0)
+	w := watch(t, b)
+	w.expect(t, fmt.Sprintf("j1 {} @%d", r1), "caught up")
+	ingesttest.Restart(t, srv, opts)
+	start := time.Now()
+	var r2 uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if r2, err = a.Update("j2", []byte(`{}`), 0); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Update 10 s after the restart: %v", err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	r1 = update(t, a, "j1", `{"v":2}`, r1)
+	w.expect(t, fmt.Sprintf("j2 {} @%d", r2), fmt.Sprintf(`j1 {"v":2} @%d`, r1))
+	t.Logf("changes after the restart delivered %v after it", time.Since(start))
+}
+
 // TestJobStoreWatchEmpty: on an empty bucket the marker comes first, and
 // changes follow it.
 func TestJobStoreWatchEmpty(t *testing.T) {
