@@ -271,7 +271,12 @@
 //
 // Each replica waits, before its snapshot, until its own index has
 // applied the stream head recorded at kick-off (read-your-writes), as a
-// single server does.
+// single server does; since the commit clock is a function of the stream,
+// that snapshot's transactionTime is at least any _since another replica
+// handed out before the kick-off. When the head cannot be read (NATS
+// unreachable), a kick-off whose _since is later than what this replica
+// has applied is refused with *UnavailableError (503, Retry-After) rather
+// than answered with an older transactionTime.
 //
 // # Clients (authorization)
 //

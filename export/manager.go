@@ -365,7 +365,15 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 			return "", &UnavailableError{Reason: "not enough free disk space for export files", RetryAfter: time.Minute}
 		}
 	}
-	headSeq := m.headSeq(ctx)
+	headSeq, known := m.headSeq(ctx)
+	if !known && req.HasSince && req.Since > m.src.Clock() {
+		// Without the stream head, the job would export as of what this
+		// server has applied, which is older than the _since the client
+		// holds (another replica's transactionTime): its manifest would
+		// take the client back in time.
+		return "", &UnavailableError{Reason: "this server has not yet applied the changes up to _since, and cannot read the stream head to wait for them",
+			RetryAfter: 5 * time.Second}
+	}
 
 	id := newJobID()
 	j := &job{id: id, rec: jobRecord{
@@ -462,11 +470,12 @@ func (m *Manager) tooMany(reason string, limit int, wait time.Duration) error {
 		Reason: reason, Limit: limit}
 }
 
-// headSeq returns the stream sequence the job must wait for.
-func (m *Manager) headSeq(ctx context.Context) uint64 {
+// headSeq returns the stream sequence the job must wait for: the stream
+// head (known), or, when it cannot be read, the applied sequence.
+func (m *Manager) headSeq(ctx context.Context) (seq uint64, known bool) {
 	applied := m.src.AppliedSeq()
 	if m.head == nil {
-		return applied
+		return applied, true // no stream: what is applied is all there is
 	}
 	hctx, cancel := context.WithTimeout(ctx, headTimeout)
 	defer cancel()
@@ -474,9 +483,9 @@ func (m *Manager) headSeq(ctx context.Context) uint64 {
 	if err != nil {
 		m.log.Warn("cannot read the stream head; the export starts from the applied sequence",
 			"error", err, "seq", applied)
-		return applied
+		return applied, false
 	}
-	return seq
+	return seq, true
 }
 
 // lookup returns the job with id, or nil.

@@ -447,6 +447,33 @@ func TestHeadUnavailable(t *testing.T) {
 	}
 }
 
+// TestHeadUnavailableSinceAhead: without the stream head, a _since later
+// than what this server has applied (a transactionTime another replica
+// gave the client) is refused with 503 and Retry-After, rather than
+// exported as of an older snapshot whose transactionTime would take the
+// client back in time; a _since it has reached is served.
+func TestHeadUnavailableSinceAhead(t *testing.T) {
+	e := newEnv(t)
+	e.f.apply(t, syntheaResources(t, 40)...)
+	natsDown := errors.New("nats: no responders")
+	e.head.err.Store(&natsDown)
+	m := e.manager(t, Config{}, nil)
+	clock := e.x.Clock()
+	var ue *UnavailableError
+	if _, err := m.submit(t.Context(), sinceRequest(clock+1000), 0, m.cfg.Now()); !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+		t.Fatalf("_since ahead of the applied clock without a head: %v, want UnavailableError with Retry-After", err)
+	}
+	mf := exported(t, m, sinceRequest(clock-1))
+	if mf.TransactionTime != index.FormatInstant(clock) {
+		t.Errorf("transactionTime %s, want %s", mf.TransactionTime, index.FormatInstant(clock))
+	}
+	e.head.err.Store(nil)
+	e.head.seq.Store(e.f.seq)
+	if _, err := m.submit(t.Context(), sinceRequest(clock+1000), 0, m.cfg.Now()); err != nil {
+		t.Errorf("with the head readable: %v", err)
+	}
+}
+
 func TestCatchUpTimeout(t *testing.T) {
 	e := newEnv(t)
 	e.f.apply(t, syntheaResources(t, 400)...)
