@@ -158,7 +158,9 @@ func (s *JobStore) Jobs(fn func(id string, record []byte) error) error {
 // with rev 0, if id has no record (never had one, or it was deleted). It
 // returns the new revision. An error wrapping export.ErrConflict says
 // another write or a deletion came first and nothing was written; so does
-// a rev that is the deletion of id (as Watch reports it).
+// a rev that is the deletion of id (as Watch reports it). After any other
+// error (a timeout) the record may or may not have been written: Lookup
+// tells.
 func (s *JobStore) Update(id string, record []byte, rev uint64) (uint64, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
