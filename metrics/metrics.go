@@ -16,14 +16,20 @@ import (
 const Namespace = "bulkstream"
 
 // NewRegistry returns a registry with the Go and process collectors and
-// bulkstream_build_info{version,goversion} = 1.
-func NewRegistry(version string) *prometheus.Registry {
+// bulkstream_build_info{version,goversion} = 1, labelled replica too
+// when replica is not "" (a cluster member: the dashboard's replica
+// selector lists the values of that label).
+func NewRegistry(version, replica string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	labels := prometheus.Labels{"version": version, "goversion": runtime.Version()}
+	if replica != "" {
+		labels["replica"] = replica
+	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace:   Namespace,
 		Name:        "build_info",
-		Help:        "A metric with a constant '1' value labelled by the bulkstream version and the Go version it was built with.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+		Help:        "A metric with a constant '1' value labelled by the bulkstream version, the Go version it was built with and, in a cluster, the replica.",
+		ConstLabels: labels,
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(

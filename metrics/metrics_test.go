@@ -11,7 +11,7 @@ import (
 )
 
 func TestRegistryServesBuildInfo(t *testing.T) {
-	reg := NewRegistry("v1.2.3")
+	reg := NewRegistry("v1.2.3", "")
 	srv := httptest.NewServer(Handler(reg))
 	defer srv.Close()
 

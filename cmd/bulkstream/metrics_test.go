@@ -70,7 +70,7 @@ func (f headFunc) Head(ctx context.Context) (uint64, error) { return f(ctx) }
 
 func newOpsStack(t *testing.T) *opsStack {
 	t.Helper()
-	s := &opsStack{reg: metrics.NewRegistry("test"), names: map[string]bool{}}
+	s := &opsStack{reg: metrics.NewRegistry("test", ""), names: map[string]bool{}}
 	reg := namingRegisterer{Registerer: s.reg, names: s.names}
 	// The Go, process and build_info collectors are registered by
 	// NewRegistry itself.

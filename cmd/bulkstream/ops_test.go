@@ -187,7 +187,17 @@ func TestOpsFilesUseRegisteredMetrics(t *testing.T) {
 		}
 	}
 	walk(dash["panels"])
+	for _, e := range exprs {
+		// Every panel follows the instance and, in a cluster, the
+		// replica selectors.
+		if strings.Contains(e, `instance=~"$instance"`) != strings.Contains(e, `replica=~"$replica"`) {
+			t.Errorf("dashboard expression selects by instance or replica but not both: %s", e)
+		}
+	}
 	walk(dash["templating"])
+	if !slices.Contains(exprs, `label_values(bulkstream_build_info{job=~"$job",instance=~"$instance"}, replica)`) {
+		t.Error("dashboard has no replica selector")
+	}
 	for _, want := range []string{"ingest rate", "lag", "dead letters", "jobs", "export throughput", "p50", "p99", "read amplification", "cache"} {
 		if !slices.ContainsFunc(titles, func(s string) bool { return strings.Contains(s, want) }) {
 			t.Errorf("dashboard has no panel about %q", want)

@@ -234,7 +234,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
-	reg := metrics.NewRegistry(version)
+	reg := metrics.NewRegistry(version, c.Cluster.ReplicaID)
 	// rg is what bulkstream's own metrics register with: in a cluster,
 	// every series carries the replica's name (the dashboard's replica
 	// selector).
