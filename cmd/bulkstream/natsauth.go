@@ -43,12 +43,13 @@ const bulkstreamInboxPrefix = "_INBOX_bulkstream"
 
 // bulkstreamPermissions is what bulkstream's own NATS user needs: the
 // JetStream API (stream, consumer and dead-letter stream management, pull
-// fetches, KV buckets), acks, dead-letter publishes and replies on its own
-// inbox prefix. The README's `bulkstream` role is exactly this.
+// fetches, KV and Object Store buckets), acks, dead-letter publishes and
+// replies on its own inbox prefix. The README's `bulkstream` role is
+// exactly this.
 func bulkstreamPermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.>", "$JS.ACK.>", ingest.DefaultDLQSubjectPrefix + ".>", "$KV.>",
+			"$JS.API.>", "$JS.ACK.>", ingest.DefaultDLQSubjectPrefix + ".>", "$KV.>", "$O.>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{bulkstreamInboxPrefix + ".>"}},
 	}
