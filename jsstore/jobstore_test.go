@@ -183,6 +183,50 @@ func TestJobStoreUpdateStale(t *testing.T) {
 	wantRecord(t, b, "j1", `{"v":3}`)
 }
 
+// TestJobStoreUpdateRace: of many Updates at the same revision sent at
+// once through two connections, exactly one succeeds, and the record is
+// its; the same for creates.
+func TestJobStoreUpdateRace(t *testing.T) {
+	a, b, _ := twoReplicas(t)
+	for round := range 20 {
+		id := fmt.Sprintf("j%d", round)
+		var rev uint64
+		if round%2 == 1 {
+			rev = update(t, a, id, `{}`, 0)
+		}
+		type result struct {
+			rec string
+			rev uint64
+			err error
+		}
+		results := make(chan result)
+		for i := range 8 {
+			s := []*JobStore{a, b}[i%2]
+			go func() {
+				rec := fmt.Sprintf(`{"by":%d}`, i)
+				n, err := s.Update(id, []byte(rec), rev)
+				results <- result{rec, n, err}
+			}()
+		}
+		var won []result
+		for range 8 {
+			r := <-results
+			switch {
+			case r.err == nil:
+				won = append(won, r)
+			case !errors.Is(r.err, export.ErrConflict):
+				t.Errorf("Update: %v", r.err)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d (from revision %d): %d Updates succeeded: %v", round, rev, len(won), won)
+		}
+		if rec, n, err := b.Lookup(id); err != nil || string(rec) != won[0].rec || n != won[0].rev {
+			t.Errorf("round %d: Lookup = %s @%d, %v; the winner wrote %s @%d", round, rec, n, err, won[0].rec, won[0].rev)
+		}
+	}
+}
+
 // TestJobStoreUpdateDeleted: after another replica deleted a job, an
 // Update at the revision seen before is ErrConflict, so is one at the
 // revision of the deletion itself (as Watch reports it), and neither
