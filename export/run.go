@@ -99,6 +99,7 @@ func (m *Manager) run(r *jobRun) {
 	log.Info("export job started", "head_seq", r.headSeq)
 
 	err := m.flush(j, r.gen) // the running record
+	claimed := err == nil
 	var mf *Manifest
 	if err == nil {
 		mf, err = m.export(r.ctx, j, r.req, r.headSeq)
@@ -114,6 +115,9 @@ func (m *Manager) run(r *jobRun) {
 	}
 	end := m.cfg.Now()
 	switch {
+	case lost && !claimed:
+		log.Debug("another replica claimed the export job first", "error", err)
+		return
 	case lost:
 		log.Info("export job lost to another replica; this run stops", "error", err)
 		return

@@ -117,14 +117,18 @@ func clusterIndex(t *testing.T, n int) (*index.Index, map[string]bool) {
 	return x, want
 }
 
-// clusterConfig is the managers' configuration: short leases, small
-// files in several parts.
+// clusterConfig is the managers' configuration: small files in several
+// parts, and leases long enough that a replica slowed down by a busy test
+// machine keeps its jobs (TestClusterTakeover shortens them).
 func clusterConfig(t *testing.T, name string) export.Config {
 	return export.Config{
 		Dir: t.TempDir(), FileMaxBytes: 5000, MinFreeBytes: -1, ExportReserveBytes: -1,
-		Replica: name, Lease: 600 * time.Millisecond, LeaseGrace: 200 * time.Millisecond,
+		Replica: name, Lease: 5 * time.Second, LeaseGrace: time.Second,
 	}
 }
+
+// shortLease makes a replica lose a job 0.8 s after its last renewal.
+func shortLease(c *export.Config) { c.Lease, c.LeaseGrace = 600*time.Millisecond, 200*time.Millisecond }
 
 // startReplica starts a manager named name on srv through a connection of
 // its own, sharing the "jobs" and "files" buckets; cfg may change its
@@ -357,14 +361,13 @@ func TestClusterCancelStopsOwner(t *testing.T) {
 func TestClusterTakeover(t *testing.T) {
 	srv := ingesttest.RunServer(t, ingesttest.Options(t))
 	x, want := clusterIndex(t, 100)
-	a := startReplica(t, srv, x, "a", newGate(true), nil)
-	// b has no workers until a holds the job.
+	a := startReplica(t, srv, x, "a", newGate(true), shortLease)
 	id, err := a.m.Kickoff(t.Context(), export.Kickoff{RequestURL: "http://localhost/$export"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-a.g.started
-	b := startReplica(t, srv, x, "b", newGate(false), nil)
+	b := startReplica(t, srv, x, "b", newGate(false), shortLease) // started once a holds the job
 	waitFor(t, "b to see the job running on a", func() bool {
 		st, err := b.m.Status("", id)
 		return err == nil && st.Progress == "running on replica a"
