@@ -68,6 +68,10 @@ type Config struct {
 	Metrics http.Handler
 	// Checks are evaluated, by name, on every /readyz request.
 	Checks map[string]Readiness
+	// ReadyInfo, if set, adds members to every /readyz answer, ready or
+	// not (serve: the replica and how far ingest lags the stream). It
+	// must not block.
+	ReadyInfo func() map[string]any
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Registerer receives the HTTP metrics; nil keeps them unregistered.

@@ -16,6 +16,9 @@ func TestHealthAndReadiness(t *testing.T) {
 	h := New(Config{
 		Metrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("m 1\n")) }),
 		Checks:  map[string]Readiness{"nats": ReadinessFunc(func() error { return natsErr })},
+		ReadyInfo: func() map[string]any {
+			return map[string]any{"replica": "a", "ingest_lag_seconds": 1.5}
+		},
 	})
 	get := func(path string) (int, map[string]any) {
 		rec := httptest.NewRecorder()
@@ -34,8 +37,8 @@ func TestHealthAndReadiness(t *testing.T) {
 	if code, _ := get("/metrics"); code != 200 {
 		t.Errorf("/metrics = %d, want 200", code)
 	}
-	if code, body := get("/readyz"); code != 200 || body["status"] != "ready" {
-		t.Errorf("/readyz = %d %v, want 200 ready", code, body)
+	if code, body := get("/readyz"); code != 200 || body["status"] != "ready" || body["replica"] != "a" || body["ingest_lag_seconds"] != 1.5 {
+		t.Errorf("/readyz = %d %v, want 200 ready with ReadyInfo's members", code, body)
 	}
 	natsErr = errors.New("disconnected")
 	code, body := get("/readyz")
@@ -44,6 +47,9 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	if reasons, _ := body["reasons"].(map[string]any); reasons["nats"] != "disconnected" {
 		t.Errorf("/readyz reasons = %v, want nats: disconnected", body["reasons"])
+	}
+	if body["replica"] != "a" || body["ingest_lag_seconds"] != 1.5 {
+		t.Errorf("/readyz not ready = %v, want ReadyInfo's members too", body)
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("POST", "/healthz", nil))

@@ -1,6 +1,9 @@
 package httpapi
 
-import "net/http"
+import (
+	"maps"
+	"net/http"
+)
 
 func (a *api) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -13,11 +16,17 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 			reasons[name] = err.Error()
 		}
 	}
+	body := map[string]any{}
+	if a.cfg.ReadyInfo != nil {
+		maps.Copy(body, a.cfg.ReadyInfo())
+	}
 	if len(reasons) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reasons": reasons})
+		body["status"], body["reasons"] = "not ready", reasons
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	body["status"] = "ready"
+	writeJSON(w, http.StatusOK, body)
 }
 
 // NewOps returns the handler of the operational endpoints alone

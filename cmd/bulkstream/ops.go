@@ -58,6 +58,19 @@ func readinessChecks(idx *index.Index, nc *nats.Conn, cons ingestState, maxLag t
 	return checks
 }
 
+// readyInfo is what every /readyz answer says besides its checks: how far
+// ingest lags the stream (seconds, 0 when caught up) and, in a cluster,
+// which replica answers.
+func readyInfo(replica string, cons ingestState) func() map[string]any {
+	return func() map[string]any {
+		info := map[string]any{"ingest_lag_seconds": cons.Lag().Seconds()}
+		if replica != "" {
+			info["replica"] = replica
+		}
+		return info
+	}
+}
+
 // natsDiskReadiness is the /readyz check "nats_disk": not ready while the
 // embedded NATS server refuses publishes because its disk is at the floor
 // (natsdisk.go).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -35,6 +36,17 @@ func TestServeReplicaID(t *testing.T) {
 	}
 	if unlabelled > 0 || !strings.Contains(string(body), "bulkstream_build_info{") || !strings.Contains(string(body), "bulkstream_export_jobs{") {
 		t.Errorf("%d bulkstream series without replica=\"r1\" (or build_info / export_jobs missing)", unlabelled)
+	}
+
+	resp, err = http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&ready)
+	resp.Body.Close()
+	if _, ok := ready["ingest_lag_seconds"].(float64); err != nil || ready["replica"] != "r1" || !ok {
+		t.Errorf("/readyz = %v (%v), want the replica and the ingest lag", ready, err)
 	}
 
 	_, js := connectJS(t, ns.ClientURL())

@@ -321,6 +321,7 @@ func serve(ctx context.Context, c serveConfig, log *slog.Logger) (err error) {
 		Version:    version,
 		Logger:     log,
 		Checks:     readinessChecks(idx, st.nc, cons, c.ReadyMaxLag, &stopping),
+		ReadyInfo:  readyInfo(c.Cluster.ReplicaID, cons),
 	}
 	if natsDisk != nil {
 		hcfg.Checks["nats_disk"] = natsDiskReadiness(natsDisk)
