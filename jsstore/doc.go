@@ -65,10 +65,12 @@
 //     the order the bucket applied it, with its revision: record nil for a
 //     delete or purge. The bucket keeps one revision per key, so a change
 //     overwritten before the watch delivered it may be skipped; the latest
-//     change of every key is always delivered. During a reconnection the
-//     watch waits and resumes after the last change it delivered; it
-//     returns ctx's error, or an error when the connection closes or the
-//     bucket is gone, after which the caller watches again from the start.
+//     change of every key is always delivered. When the connection
+//     reconnects (a NATS node restarted or the client moved to another),
+//     the watch starts again after the last revision it saw, at once, so
+//     nothing is lost. It returns ctx's error, or an error when the
+//     connection closes or the bucket is gone, after which the caller
+//     watches again from the start.
 //
 // What a replica writes with Update, and when, is the export manager's
 // business. PutJob, GetJob, DeleteJob and Jobs write and read without
