@@ -76,13 +76,24 @@ func (m *Manager) startCluster() error {
 
 // watchJobs follows the shared job store until the manager closes,
 // starting the watch again (after a second) when it fails. synced is
-// called each time a watch has delivered every stored record.
+// called each time a watch has delivered every stored record. A watch
+// started again reports only the records that exist, not those deleted
+// meanwhile: once it has caught up, the jobs it did not report that are
+// no newer than what it did are forgotten.
 func (m *Manager) watchJobs(synced func()) {
-	for {
+	for attempt := 0; ; attempt++ {
+		seen, caughtUp, newest := map[string]bool{}, false, uint64(0)
 		err := m.shared.Watch(m.ctx, func(id string, record []byte, rev uint64) {
-			if id == "" {
+			switch {
+			case id == "":
+				caughtUp = true
+				if attempt > 0 {
+					m.forgetUnseen(seen, newest)
+				}
 				synced()
 				return
+			case !caughtUp:
+				seen[id], newest = true, max(newest, rev)
 			}
 			m.adoptRecord(id, record, rev)
 		})
@@ -95,6 +106,23 @@ func (m *Manager) watchJobs(synced func()) {
 			return
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// forgetUnseen forgets the jobs a restarted watch did not report although
+// their revision is no newer than the newest it reported: they were
+// deleted while the watch was down.
+func (m *Manager) forgetUnseen(seen map[string]bool, newest uint64) {
+	var gone []*job
+	m.mu.Lock()
+	for id, j := range m.all {
+		if !seen[id] && j.rev != 0 && j.rev <= newest {
+			gone = append(gone, j)
+		}
+	}
+	m.mu.Unlock()
+	for _, j := range gone {
+		m.forget(j, "deleted while the watch of the shared jobs was down")
 	}
 }
 

@@ -28,9 +28,11 @@ const (
 	defaultJobsBucket  = "bulkstream_jobs"
 	defaultFilesBucket = "bulkstream_files"
 	// filesBucketSlack is how much longer than --export-ttl the Object
-	// Store keeps a file: replicas remove expired exports themselves; the
-	// bucket's age limit removes what no replica was left to remove.
-	filesBucketSlack = time.Hour
+	// Store keeps a file part: replicas remove expired exports
+	// themselves; the bucket's age limit removes what no replica was left
+	// to remove. A part's age counts from its write, and a job's TTL from
+	// its completion, so the slack must exceed the longest export run.
+	filesBucketSlack = 24 * time.Hour
 )
 
 // clusterFlags say where export jobs and files are kept.
