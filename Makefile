@@ -6,7 +6,7 @@ BIN      := bin/bulkstream
 PKGS     := ./...
 FUZZTIME ?= 10s
 
-.PHONY: all build run test test-reliability race race-ci bench fuzz lint clean
+.PHONY: all build run test test-reliability race race-ci bench bench-cluster fuzz lint clean
 
 all: build
 
@@ -43,6 +43,14 @@ race-ci:
 # results go to BENCHMARKS.md.
 bench:
 	./scripts/bench.sh
+
+# Cluster mode on a 3-node NATS cluster (Object Store files, single node
+# vs cluster export, concurrent exports on 1 vs 2 replicas, takeover,
+# replica bootstrap), each next to its limit measured in the same run;
+# writes the "Cluster" section of BENCHMARKS.md. CLUSTER_BENCH_RESOURCES
+# (200k) sets the export size.
+bench-cluster:
+	./scripts/bench-cluster.sh
 
 # Each fuzz target for $(FUZZTIME).
 fuzz:
