@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -178,10 +179,11 @@ func (m *Manager) adopt(j *job, id string, rec jobRecord, rev uint64) (stop func
 		if j.local && (rec.State != Running || rec.Owner != m.cfg.Replica || rec.Runs != j.rec.Runs) {
 			stop = j.cancel
 		}
+		// A poll seen here counts for the first-poll rule whatever the
+		// record says.
+		rec.Polled = rec.Polled || j.rec.Polled
 		if j.state() == rec.State {
-			polled := j.rec.Polled
 			j.rec = rec
-			j.rec.Polled = j.rec.Polled || polled
 			if s := rec.State; s == Completed || s == Failed {
 				j.shed()
 			}
@@ -218,14 +220,25 @@ func (m *Manager) adopt(j *job, id string, rec jobRecord, rev uint64) (stop func
 // one replica and poll another at once. Outside cluster mode, or when
 // the job is known, it does nothing.
 func (m *Manager) lookupShared(id string) {
+	m.refreshShared(id, func(*job) bool { return false })
+}
+
+// refreshShared is lookupShared that also reads the store when the job
+// is known but stale says its copy may be behind (OpenFile: not yet
+// completed here, while a client holds a manifest another replica
+// served). If the store says completed while the job still runs here
+// (this replica's own completion, written but not yet made visible), it
+// waits for that, briefly.
+func (m *Manager) refreshShared(id string, stale func(*job) bool) {
 	if m.shared == nil || !isJobID(id) {
 		return
 	}
 	m.mu.Lock()
 	_, undeleted := m.undeleted[id] // removed here; its record outlived it
-	known := m.all[id] != nil || undeleted
+	j := m.all[id]
+	fresh := undeleted || (j != nil && !stale(j))
 	m.mu.Unlock()
-	if known {
+	if fresh {
 		return
 	}
 	record, rev, err := m.shared.Lookup(id)
@@ -236,6 +249,25 @@ func (m *Manager) lookupShared(id string) {
 		return
 	}
 	m.adoptRecord(id, record, rev)
+	if j == nil || !bytes.Contains(record, []byte(`"state":"completed"`)) {
+		return
+	}
+	m.mu.Lock()
+	var changed <-chan struct{}
+	if s := j.state(); (s == Queued || s == Running) && m.ctx != nil {
+		changed = j.waitersChan()
+	}
+	mctx := m.ctx
+	m.mu.Unlock()
+	if changed != nil {
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-mctx.Done():
+		}
+	}
 }
 
 // forget removes a job another replica removed: as remove, but its record
@@ -345,4 +377,45 @@ func (m *Manager) leases() {
 			m.log.Info("export job taken over: its owner stopped renewing its lease", "job", w.j.id)
 		}
 	}
+}
+
+// clusterMaxRuns is how many runs a cluster-mode job gets before an
+// internal error fails it: JetStream answering "no responders" or timing
+// out through a leader election is an internal error too, and the next
+// run, after a pause, usually succeeds.
+const clusterMaxRuns = 5
+
+// retryShared gives a cluster-mode job that failed with an internal error
+// (not the client's request, not a disk limit) back to the queue for
+// another run on any replica, after a pause of 2 s per run so far (at
+// most 10 s) during which this replica keeps the lease. It reports false,
+// doing nothing, when the job should fail instead: single-node mode, a
+// failure the client should hear about, or clusterMaxRuns runs done.
+func (m *Manager) retryShared(r *jobRun, err error, log *slog.Logger) bool {
+	if m.shared == nil || failReason(err) != failInternal {
+		return false
+	}
+	j := r.j
+	m.mu.Lock()
+	runs := j.rec.Runs
+	m.mu.Unlock()
+	if runs >= clusterMaxRuns {
+		return false
+	}
+	pause := min(time.Duration(runs)*2*time.Second, 10*time.Second)
+	log.Warn("export job failed; it runs again, on any replica, after a pause", "error", err, "run", runs, "pause", pause)
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.ctx.Done():
+		// Cancelled, lost or closing meanwhile: run's cleanup applies
+		// (a closing manager requeues it anyway).
+		if m.ctx.Err() != nil {
+			m.requeue(j, log, shutdownRequeued)
+		}
+		return true
+	}
+	m.requeue(j, log, "export job queued again after its failure")
+	return true
 }

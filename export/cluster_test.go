@@ -1,10 +1,14 @@
 package export
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"io"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +27,8 @@ type sharedStore struct {
 	revs  map[string]uint64
 	rev   uint64
 	subs  map[chan struct{}]bool // a send breaks the watch
-	quiet bool                   // deletions are not delivered (the watch is "down")
+	quiet bool                   // changes are not delivered (the watch is "down")
+	down  error                  // Update's answer while set (no leader)
 	fns   []func(string, []byte, uint64)
 }
 
@@ -85,6 +90,9 @@ func (s *sharedStore) Jobs(fn func(string, []byte) error) error {
 func (s *sharedStore) Update(id string, rec []byte, rev uint64) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.down != nil {
+		return 0, s.down
+	}
 	if s.revs[id] != rev {
 		return 0, ErrConflict
 	}
@@ -185,5 +193,134 @@ func TestClusterWatchRestartForgetsDeleted(t *testing.T) {
 	})
 	if st, err := m.Status("", ids[1]); err != nil || st.State != Failed {
 		t.Errorf("the other job: %+v %v", st, err)
+	}
+}
+
+// TestClusterOpenFileBeforeWatch: a client that got a manifest from one
+// replica downloads from another whose watch has not delivered the
+// completion yet (it still holds the job running): the file is served,
+// read from the shared record, not a 404.
+func TestClusterOpenFileBeforeWatch(t *testing.T) {
+	e := newEnv(t)
+	store := newSharedStore()
+	dir := t.TempDir()
+	now := time.Now()
+	id := newJobID()
+	running := jobRecord{Version: recordVersion, State: Running, Created: now, Owner: "a", Lease: now.Add(time.Hour), Runs: 1}
+	rev, err := store.Update(id, mustJSON(running), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(Config{Dir: dir, Replica: "b"}, IndexSource(e.x), nil, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	if st, err := m.Status("", id); err != nil || st.Progress != "running on replica a" {
+		t.Fatalf("status %+v %v, want running on a", st, err)
+	}
+
+	// Replica a writes the file and completes the job; b's watch is slow.
+	data := []byte(`{"resourceType":"Patient","id":"p1"}` + "\n")
+	files := NewDirStore(dir)
+	if err := files.NewJob(id); err != nil {
+		t.Fatal(err)
+	}
+	w, err := files.Create(id, "Patient-1.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	done := running
+	done.State, done.Finished, done.Expires = Completed, now, now.Add(time.Hour)
+	done.Manifest = &Manifest{TransactionTime: "2026-01-01T00:00:00Z", Output: []FileInfo{{Type: "Patient", Name: "Patient-1.ndjson",
+		Count: 1, Bytes: int64(len(data)), SHA256: sha256.Sum256(data)}}, Error: []FileInfo{}}
+	store.mu.Lock()
+	store.quiet = true
+	store.mu.Unlock()
+	if _, err := store.Update(id, mustJSON(done), rev); err != nil {
+		t.Fatal(err)
+	}
+
+	f, err := m.OpenFile("", id, "Patient-1.ndjson")
+	if err != nil {
+		t.Fatalf("OpenFile on the replica whose watch lags: %v", err)
+	}
+	got, err := io.ReadAll(f)
+	f.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("read %q (%v), want %q", got, err, data)
+	}
+	if st, err := m.Status("", id); err != nil || st.State != Completed {
+		t.Errorf("status after the download: %+v %v, want completed", st, err)
+	}
+}
+
+// flakyFiles is a FileStore whose first Create fails, as a put does while
+// the Object Store bucket elects a leader.
+type flakyFiles struct {
+	FileStore
+	failed atomic.Bool
+}
+
+func (f *flakyFiles) Create(job, name string) (FileWriter, error) {
+	if f.failed.CompareAndSwap(false, true) {
+		return nil, errors.New("nats: no responders available for request")
+	}
+	return f.FileStore.Create(job, name)
+}
+
+// TestClusterRetriesInternalFailure: in cluster mode a run that fails with
+// an internal error (the shared stores unreachable for a moment) is
+// queued again and completes in its second run; the same failure fails a
+// single-node job.
+func TestClusterRetriesInternalFailure(t *testing.T) {
+	e := newEnv(t)
+	e.f.apply(t, syntheaResources(t, 50)...)
+	store := newSharedStore()
+	files := &flakyFiles{FileStore: NewDirStore(e.dir)}
+	m := startManager(t, Config{Dir: e.dir, Files: files, Replica: "a"}, IndexSource(e.x), e.head, store, nil)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	id := submit(t, m, fullRequest())
+	mf := waitManifest(t, m, id)
+	if len(mf.Output) == 0 || !files.failed.Load() {
+		t.Fatalf("manifest %+v, failure injected %v", mf, files.failed.Load())
+	}
+	b, _, err := store.Lookup(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := decodeRecord(b); err != nil || rec.State != Completed || rec.Runs != 2 {
+		t.Errorf("record %+v (%v), want completed in run 2", rec, err)
+	}
+
+	single := &flakyFiles{FileStore: NewDirStore(t.TempDir())}
+	m1 := e.manager(t, Config{Files: single}, nil)
+	if st := wait(t, m1, submit(t, m1, fullRequest())); st.State != Failed {
+		t.Errorf("single node: %+v, want failed", st)
+	}
+}
+
+// TestClusterKickoffStoreDown: a kick-off while the shared job store
+// cannot be written (no leader) is a 503 with Retry-After, not a 500.
+func TestClusterKickoffStoreDown(t *testing.T) {
+	e := newEnv(t)
+	store := newSharedStore()
+	m := startManager(t, Config{Dir: e.dir, Replica: "a"}, IndexSource(e.x), e.head, store, nil)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	store.mu.Lock()
+	store.down = errors.New("nats: no response from stream")
+	store.mu.Unlock()
+	var ue *UnavailableError
+	if _, err := m.Kickoff(t.Context(), Kickoff{RequestURL: "http://x/$export"}); !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+		t.Errorf("kick-off with the store down: %v, want UnavailableError with Retry-After", err)
 	}
 }

@@ -265,6 +265,14 @@
 //     replica's queued and running jobs, and so does the jobs gauge;
 //   - a running job another replica owns reports its progress as
 //     "running on replica <name>" (the owner has the details);
+//   - a run that fails with an internal error (JetStream electing a
+//     leader, a timeout) is queued again, after a pause of 2 s per run so
+//     far, for any replica to run; the job fails only at its fifth run. A
+//     kick-off that cannot write the shared store is *UnavailableError
+//     (503, Retry-After), not an internal error;
+//   - OpenFile of a job this replica does not hold as completed reads the
+//     store first: a client may download from a replica whose watch has
+//     not yet delivered the completion another replica served;
 //   - Start reads the whole store through the watch (at most 30 s) and
 //     does not sweep files: the Object Store bucket's age limit removes
 //     what no replica is left to remove.

@@ -33,7 +33,7 @@ import (
 // Removing a job (Cancel, expiry) does not cut short a download that has
 // already opened its file: the open descriptor keeps the data readable.
 func (m *Manager) OpenFile(client, id, name string) (File, error) {
-	m.lookupShared(id)
+	m.refreshShared(id, func(j *job) bool { return j.rec.State != Completed })
 	now := m.cfg.Now()
 	m.mu.Lock()
 	j := m.all[id]

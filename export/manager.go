@@ -384,6 +384,12 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 		Created: now,
 	}}
 	if err := m.create(j); err != nil {
+		if m.shared != nil {
+			// The shared store is out of reach (a NATS leader election, a
+			// partition): the client should come back, not see a 500.
+			m.log.Warn("cannot write a new export job to the shared job store", "error", err)
+			return "", &UnavailableError{Reason: "the shared export job store is unavailable; try again shortly", RetryAfter: 5 * time.Second}
+		}
 		return "", fmt.Errorf("export: persist job: %w", err)
 	}
 	j.rec.State = stateNew

@@ -138,7 +138,9 @@ func (m *Manager) run(r *jobRun) {
 		// The manifest is not durable: fail rather than serve files a
 		// restart would lose track of.
 	case m.ctx.Err() != nil:
-		m.requeue(j, log)
+		m.requeue(j, log, shutdownRequeued)
+		return
+	case m.retryShared(r, err, log):
 		return
 	}
 	m.fail(r, err, start, end, log)
@@ -206,9 +208,13 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 	return nil
 }
 
-// requeue puts a job interrupted by Close back to queued, to run again
-// after the restart.
-func (m *Manager) requeue(j *job, log *slog.Logger) {
+// shutdownRequeued is what requeue logs for a job Close interrupted.
+const shutdownRequeued = "export job interrupted by shutdown; it runs again after the restart (in a cluster, on another replica)"
+
+// requeue puts a job back to queued, to run again: interrupted by Close
+// (after the restart, or on another replica), or failed in cluster mode
+// (retryShared); msg is the log line.
+func (m *Manager) requeue(j *job, log *slog.Logger, msg string) {
 	var set func(*jobRecord)
 	if m.shared != nil {
 		set = unclaim // another replica may run it now
@@ -222,9 +228,9 @@ func (m *Manager) requeue(j *job, log *slog.Logger) {
 		return
 	}
 	if perr := m.flush(j, gen); perr != nil {
-		log.Error("cannot persist interrupted export job; it will restart anyway", "error", perr)
+		log.Error("cannot persist the export job as queued; it will run again anyway", "error", perr)
 	}
-	log.Info("export job interrupted by shutdown; it restarts with the server")
+	log.Info(msg)
 }
 
 // fail counts a job failed, then makes it failed with a message fit for
