@@ -179,6 +179,27 @@ func (r *benchReplica) runsStarted() int {
 	return strings.Count(r.p.stderr.String(), `msg="export job started"`)
 }
 
+// rerunLogs is, for each replica, the last few log lines of its stderr
+// that say why an export run ended early (warnings, errors, takeovers,
+// requeues).
+func rerunLogs(rs []*benchReplica) string {
+	var out strings.Builder
+	for _, r := range rs {
+		var lines []string
+		for line := range strings.Lines(r.p.stderr.String()) {
+			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") ||
+				strings.Contains(line, "taken over") || strings.Contains(line, "again") || strings.Contains(line, "lost") {
+				lines = append(lines, strings.TrimSpace(line))
+			}
+		}
+		fmt.Fprintf(&out, "\n  replica %s: %d such log lines", r.name, len(lines))
+		for _, l := range lines[max(0, len(lines)-6):] {
+			fmt.Fprintf(&out, "\n    %.400s", l)
+		}
+	}
+	return out.String()
+}
+
 // written is the resources this replica has written to export files
 // (bulkstream_export_resources_written_total, every type): which replica
 // ran an export.
@@ -239,8 +260,9 @@ func (r *benchReplica) waitSettled(b *testing.B, seq uint64) {
 // FHIR stream R3): three serve processes apply the same stream, each into
 // its own index: "single" (--job-store pebble --file-store local, files
 // on its disk) and replicas "a" and "b" (--replica-id, --job-store kv
-// --file-store objectstore, --job-lease 2s, jobs and files in R3 buckets
-// of the same cluster). Loading (gen + publish of CLUSTER_BENCH_RESOURCES,
+// --file-store objectstore, jobs and files in R3 buckets of the same
+// cluster; the default --job-lease until takeover restarts them with
+// 2s). Loading (gen + publish of CLUSTER_BENCH_RESOURCES,
 // every replica waited for until applied and settled) is untimed. Then:
 //
 //   - full: one op is a full export on single, then one on a (in the
@@ -302,8 +324,7 @@ func BenchmarkClusterExport(b *testing.B) {
 		}}}
 	}
 	cluster := func(id string) *benchReplica {
-		return newReplica(id, "--replica-id", id, "--job-store", "kv", "--file-store", "objectstore",
-			"--job-lease", clusterBenchLease.String())
+		return newReplica(id, "--replica-id", id, "--job-store", "kv", "--file-store", "objectstore")
 	}
 	single := newReplica("single", "--durable", "bench-single", "--job-store", "pebble", "--file-store", "local")
 	ra, rb := cluster("a"), cluster("b")
@@ -500,7 +521,7 @@ func concurrentRun(b *testing.B, on []*benchReplica, all []*benchReplica, failed
 		runs += r.runsStarted()
 	}
 	if runs > len(on) {
-		b.Logf("%d runs started for %d exports: %d started again", runs, len(on), runs-len(on))
+		b.Logf("%d runs started for %d exports: %d started again; the replicas said:%s", runs, len(on), runs-len(on), rerunLogs(all))
 		*reruns += runs - len(on)
 	}
 	for i, r := range on {
@@ -558,6 +579,14 @@ type takeoverTimes struct {
 }
 
 func benchTakeover(b *testing.B, a, bb *benchReplica, seq uint64) {
+	// Both replicas run with the short lease from here on: the owner
+	// writes its lease, the survivor judges it.
+	for _, r := range []*benchReplica{a, bb} {
+		r.p.stop(b)
+		r.args = append(r.args, "--job-lease", clusterBenchLease.String())
+		r.start(b)
+		r.waitSettled(b, seq)
+	}
 	var ops []takeoverTimes
 	for b.Loop() {
 		t, killed := takeover(b, a, bb)
