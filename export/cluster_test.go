@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"sync"
@@ -29,6 +31,8 @@ type sharedStore struct {
 	subs  map[chan struct{}]bool // a send breaks the watch
 	quiet bool                   // changes are not delivered (the watch is "down")
 	down  error                  // Update's answer while set (no leader)
+	// beforeUpdate, if set, runs at the start of every Update, s.mu held.
+	beforeUpdate func(id string, rec []byte)
 	fns   []func(string, []byte, uint64)
 }
 
@@ -92,6 +96,9 @@ func (s *sharedStore) Update(id string, rec []byte, rev uint64) (uint64, error) 
 	defer s.mu.Unlock()
 	if s.down != nil {
 		return 0, s.down
+	}
+	if s.beforeUpdate != nil {
+		s.beforeUpdate(id, rec)
 	}
 	if s.revs[id] != rev {
 		return 0, ErrConflict
@@ -323,4 +330,39 @@ func TestClusterKickoffStoreDown(t *testing.T) {
 	if _, err := m.Kickoff(t.Context(), Kickoff{RequestURL: "http://x/$export"}); !errors.As(err, &ue) || ue.RetryAfter <= 0 {
 		t.Errorf("kick-off with the store down: %v, want UnavailableError with Retry-After", err)
 	}
+}
+
+// TestClusterLostClaimRefreshes: a replica whose claim loses the race
+// reads who won from the store at once, rather than wait for a watch that
+// may be held up (here: delivering nothing).
+func TestClusterLostClaimRefreshes(t *testing.T) {
+	e := newEnv(t)
+	store := newSharedStore()
+	var once sync.Once
+	store.beforeUpdate = func(id string, rec []byte) {
+		if !bytes.Contains(rec, []byte(`"owner":"a"`)) {
+			return
+		}
+		once.Do(func() {
+			// Replica z claims the job first; a's watch is silent.
+			store.quiet = true
+			var r jobRecord
+			if err := json.Unmarshal(store.recs[id], &r); err != nil {
+				t.Error(err)
+			}
+			r.State, r.Owner, r.Lease, r.Runs = Running, "z", time.Now().Add(time.Hour), 1
+			store.rev++
+			store.recs[id], store.revs[id] = mustJSON(r), store.rev
+		})
+	}
+	m := startManager(t, Config{Dir: e.dir, Replica: "a"}, IndexSource(e.x), e.head, store, nil)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	id := submit(t, m, fullRequest())
+	checkFor(t, 10*time.Second, func() error {
+		st, err := m.Status("", id)
+		if err != nil || st.Progress != "running on replica z" {
+			return fmt.Errorf("status %+v %v, want running on replica z", st, err)
+		}
+		return nil
+	})
 }

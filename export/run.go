@@ -96,12 +96,12 @@ func (m *Manager) run(r *jobRun) {
 		close(r.done)
 	}()
 	log := m.log.With("job", j.id)
-	log.Info("export job started", "head_seq", r.headSeq)
 
-	err := m.flush(j, r.gen) // the running record
+	err := m.flush(j, r.gen) // the running record (in cluster mode, the claim)
 	claimed := err == nil
 	var mf *Manifest
 	if err == nil {
+		log.Info("export job started", "head_seq", r.headSeq)
 		mf, err = m.export(r.ctx, j, r.req, r.headSeq)
 	}
 	lost := errors.Is(err, ErrConflict) || errors.Is(context.Cause(r.ctx), errLostLease)
@@ -114,6 +114,12 @@ func (m *Manager) run(r *jobRun) {
 		}
 	}
 	end := m.cfg.Now()
+	if lost {
+		// Learn who has it now rather than wait for the watch: a watch
+		// held up (a NATS node restarting) would leave this replica
+		// retrying the stale claim.
+		m.refreshShared(j.id, func(*job) bool { return true })
+	}
 	switch {
 	case lost && !claimed:
 		log.Debug("another replica claimed the export job first", "error", err)

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -52,29 +51,6 @@ type sharedCluster struct {
 }
 
 const sharedLease = 2 * time.Second
-
-// Product defects these tests found, open when they were written. A test
-// that meets one is skipped, naming it, unless BULKSTREAM_KNOWN_DEFECTS
-// is set (it then fails until the defect is fixed); remove the skip with
-// the fix.
-const (
-	defectFile404 = "cluster mode: a replica answers 404 for a file of a job whose manifest another replica has served " +
-		"(OpenFile reads the shared record only for a job it does not know: the owner between writing the completed record " +
-		"and its own transition, and a replica whose watch has not delivered that record yet, still hold the job running)"
-	defectListFails = "cluster mode: an export fails (500) when the Object Store bucket's leader dies as it starts " +
-		"(FileStore.NewJob lists the bucket; the list times out after 10 s and the job fails instead of being retried or queued again)"
-	defectKickoff500 = "cluster mode: a kick-off answers 500, not 503 with Retry-After, while the jobs KV bucket has no leader " +
-		"(jsstore update: nats: no response from stream)"
-)
-
-// knownDefect skips t for the open defects it meets, unless
-// BULKSTREAM_KNOWN_DEFECTS is set.
-func knownDefect(t *testing.T, defects ...string) {
-	t.Helper()
-	if os.Getenv("BULKSTREAM_KNOWN_DEFECTS") == "" {
-		t.Skip("known product defects (set BULKSTREAM_KNOWN_DEFECTS=1 to run this test, which fails until they are fixed): " + strings.Join(defects, "; "))
-	}
-}
 
 func (sc *sharedCluster) startReplica(r *sharedReplica) {
 	t := sc.t
@@ -422,7 +398,6 @@ func TestClusterSharedJobs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-node NATS cluster and three serve replicas, and kills them")
 	}
-	knownDefect(t, defectFile404, defectListFails, defectKickoff500)
 	begin := time.Now()
 	c := startNATSCluster(t, 3)
 	seed := uint64(time.Now().UnixNano())
@@ -821,7 +796,6 @@ func TestClusterFileAfterManifest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two serve replicas and a hundred exports")
 	}
-	knownDefect(t, defectFile404)
 	ns := runNATS(t)
 	urls := ns.ClientURL()
 	sc := &sharedCluster{t: t, urls: urls, rng: rand.New(rand.NewPCG(1, 15)), hc: &http.Client{Timeout: time.Minute}}
@@ -917,7 +891,6 @@ func TestClusterExportThroughBucketLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3-node NATS cluster and kills a node")
 	}
-	knownDefect(t, defectListFails, defectKickoff500)
 	c := startNATSCluster(t, 3)
 	urls := c.URLs()
 	sc := &sharedCluster{t: t, urls: urls, rng: rand.New(rand.NewPCG(2, 15)), hc: &http.Client{Timeout: time.Minute}}
