@@ -416,6 +416,8 @@ ttd_summary() {
     }' "$raw"
 }
 
+# The cluster section (make bench-cluster) is not this script's: kept as is.
+cluster_section=$(sed -n '/^<!-- bench-cluster:begin/,/^<!-- bench-cluster:end -->$/p' "$OUT" 2>/dev/null)
 {
   echo "# Benchmarks"
   echo
@@ -544,6 +546,7 @@ EOF2
   cat "$raw"
   echo '```'
 } >"$OUT"
+[ -n "$cluster_section" ] && printf '\n%s\n' "$cluster_section" >>"$OUT"
 
 echo "wrote $OUT (${elapsed}s)"
 exit $status

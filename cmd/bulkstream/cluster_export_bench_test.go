@@ -196,6 +196,25 @@ func rerunLogs(rs []*benchReplica) string {
 		for _, l := range lines[max(0, len(lines)-6):] {
 			fmt.Fprintf(&out, "\n    %.400s", l)
 		}
+		// The last job this replica started more than once, its lines.
+		starts := map[string]int{}
+		again := ""
+		for line := range strings.Lines(r.p.stderr.String()) {
+			if _, after, ok := strings.Cut(line, `msg="export job started" component=export job=`); ok {
+				id, _, _ := strings.Cut(after, " ")
+				if starts[id]++; starts[id] > 1 {
+					again = id
+				}
+			}
+		}
+		if again != "" {
+			fmt.Fprintf(&out, "\n  replica %s started job %s %d times; its log lines:", r.name, again, starts[again])
+			for line := range strings.Lines(r.p.stderr.String()) {
+				if strings.Contains(line, again) && !strings.Contains(line, "route=/fhir/bulkstatus") && !strings.Contains(line, "route=/fhir/bulkfiles") {
+					fmt.Fprintf(&out, "\n    %.400s", strings.TrimSpace(line))
+				}
+			}
+		}
 	}
 	return out.String()
 }
