@@ -23,7 +23,16 @@
 #
 #   GO                        go command (go)
 #   CLUSTER_BENCH_RESOURCES   resources exported (200k; gen writes
-#                             ceil(n / 38,483) copies of the sample)
+#                             ceil(n / 38,483) copies of the sample). Not
+#                             1M as in `make bench`: on the 2-core VM the
+#                             R3 stream takes ~3,500 published events/s
+#                             (about 5 min for 1M, with three replicas
+#                             applying them), a cluster-mode export runs at
+#                             ~15k resources/s (over a minute for 1M), and
+#                             a default run does ~35 of them, 4 at once
+#                             holding 4 × 1.3 GB × 3 copies in the bucket:
+#                             about an hour; 200k, about 10 minutes
+#                             (estimated from 38k-resource trial runs)
 #   CLUSTER_BENCH_CONCURRENT  exports at once, K (4)
 #   CLUSTER_BENCHTIME         -benchtime of BenchmarkClusterExport (3x:
 #                             ops of each part; figures are medians)
