@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/bulkstream/bulkstream/index"
 )
 
@@ -33,6 +35,10 @@ type sharedStore struct {
 	down  error                  // Update's answer while set (no leader)
 	// beforeUpdate, if set, runs at the start of every Update, s.mu held.
 	beforeUpdate func(id string, rec []byte)
+	// outcome, if set, decides whether an Update that passed its revision
+	// check is applied, and what error it answers all the same (a timeout
+	// after the write). s.mu is held.
+	outcome func(rec []byte) (apply bool, err error)
 	fns   []func(string, []byte, uint64)
 }
 
@@ -103,9 +109,19 @@ func (s *sharedStore) Update(id string, rec []byte, rev uint64) (uint64, error) 
 	if s.revs[id] != rev {
 		return 0, ErrConflict
 	}
+	var err error
+	if s.outcome != nil {
+		var apply bool
+		if apply, err = s.outcome(rec); !apply {
+			return 0, err
+		}
+	}
 	s.rev++
 	s.recs[id], s.revs[id] = rec, s.rev
 	s.notify(id, rec, s.rev)
+	if err != nil {
+		return 0, err
+	}
 	return s.rev, nil
 }
 
@@ -365,4 +381,45 @@ func TestClusterLostClaimRefreshes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestClusterCompletionWriteUncertain: the completed record's write
+// fails (a timeout during a leader election), once without being applied
+// and once applied all the same; either way the job completes with its
+// files, which a client may already be downloading from another replica
+// that read the record.
+func TestClusterCompletionWriteUncertain(t *testing.T) {
+	for _, applied := range []bool{false, true} {
+		e := newEnv(t)
+		e.f.apply(t, syntheaResources(t, 30)...)
+		store := newSharedStore()
+		var failed atomic.Bool
+		store.outcome = func(rec []byte) (bool, error) {
+			if bytes.Contains(rec, []byte(`"state":"completed"`)) && failed.CompareAndSwap(false, true) {
+				return applied, context.DeadlineExceeded
+			}
+			return true, nil
+		}
+		m := startManager(t, Config{Dir: e.dir, Replica: "a"}, IndexSource(e.x), e.head, store, nil)
+		t.Cleanup(func() { m.Close(context.Background()) })
+		id := submit(t, m, fullRequest())
+		mf := waitManifest(t, m, id)
+		if !failed.Load() {
+			t.Fatal("the completion write was not made to fail")
+		}
+		for _, fi := range mf.Output {
+			if lines := readLines(t, m, id, fi.Name); int64(len(lines)) != fi.Count {
+				t.Errorf("applied %v: %s: %d lines, manifest %d", applied, fi.Name, len(lines), fi.Count)
+			}
+		}
+		b, _, _ := store.Lookup(id)
+		if rec, err := decodeRecord(b); err != nil || rec.State != Completed || rec.Runs != 1 {
+			t.Errorf("applied %v: record %+v (%v), want completed in one run", applied, rec, err)
+		}
+		// This replica completed it (rather than lose it and learn the
+		// completion from its watch).
+		if n := testutil.ToFloat64(m.met.finished.WithLabelValues(resultCompleted)); n != 1 {
+			t.Errorf("applied %v: %v jobs counted completed, want 1", applied, n)
+		}
+	}
 }

@@ -265,6 +265,11 @@
 //     replica's queued and running jobs, and so does the jobs gauge;
 //   - a running job another replica owns reports its progress as
 //     "running on replica <name>" (the owner has the details);
+//   - a completed record whose write fails without a conflict (a timeout
+//     while JetStream elects a leader: it may have been applied) is
+//     written again every second while the run holds the job, and the
+//     files are never removed on that account: another replica may
+//     already serve the manifest;
 //   - a run that fails with an internal error (JetStream electing a
 //     leader, a timeout) is queued again, after a pause of 2 s per run so
 //     far, for any replica to run; the job fails only at its fifth run. A

@@ -181,7 +181,7 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 		log.Info("export job cancelled") // removed already: remove cleans up
 		return nil
 	}
-	if err := m.flush(j, gen); err != nil {
+	if err := m.flushCompleted(r, gen, &rec, log); err != nil {
 		if errors.Is(err, ErrConflict) {
 			return err // another replica's job now: its files are its
 		}
@@ -216,6 +216,34 @@ func (m *Manager) complete(r *jobRun, mf *Manifest, start, end time.Time, log *s
 
 // shutdownRequeued is what requeue logs for a job Close interrupted.
 const shutdownRequeued = "export job interrupted by shutdown; it runs again after the restart (in a cluster, on another replica)"
+
+// flushCompleted writes the completed record (version gen, staged from
+// rec). In cluster mode a failed write's outcome may be unknown (a
+// timeout during a leader election), and the files may already be
+// promised to a client by a replica that read the record: the write is
+// tried again, every second, while the run holds the job; a run that
+// stops holding it (lease lost, cancelled, closing) reports ErrConflict,
+// leaving the files to whoever holds the job now.
+func (m *Manager) flushCompleted(r *jobRun, gen uint64, rec *jobRecord, log *slog.Logger) error {
+	for {
+		err := m.flush(r.j, gen)
+		if err == nil || errors.Is(err, ErrConflict) || m.shared == nil {
+			return err
+		}
+		log.Warn("cannot write the completed export job record; retrying", "error", err)
+		select {
+		case <-r.ctx.Done():
+			return fmt.Errorf("export: job %s stopped before its completion was written: %w", r.j.id, ErrConflict)
+		case <-time.After(time.Second):
+		}
+		m.mu.Lock()
+		gen = m.stage(r.j, rec)
+		m.mu.Unlock()
+		if gen == 0 {
+			return fmt.Errorf("export: job %s removed: %w", r.j.id, ErrConflict)
+		}
+	}
+}
 
 // requeue puts a job back to queued, to run again: interrupted by Close
 // (after the restart, or on another replica), or failed in cluster mode

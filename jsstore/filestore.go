@@ -30,6 +30,10 @@ const maxReplicas = 5
 // Close ends it.
 const maxPartRead = 24 * time.Hour
 
+// partReadStall is how long one read of a part may wait for bytes before
+// the part's get is abandoned (an error the download reports).
+const partReadStall = 30 * time.Second
+
 // FileOptions configure a FileStore.
 type FileOptions struct {
 	// Bucket is the Object Store bucket, created if missing. Required.
@@ -518,7 +522,12 @@ func (f *storedFile) Read(p []byte) (int, error) {
 	}
 	end := min(int64(f.curN+1)*f.m.partSize, f.m.size)
 	p = p[:min(int64(len(p)), end-f.pos)]
+	// A get whose messages stop coming (its consumer's server died as
+	// the connection moved) would block until maxPartRead: give up on it
+	// after partReadStall without a byte.
+	stall := time.AfterFunc(partReadStall, f.cancel)
 	n, err := f.cur.Read(p)
+	stall.Stop()
 	f.pos += int64(n)
 	f.curOff = f.pos
 	if err == io.EOF {
@@ -562,7 +571,10 @@ func (f *storedFile) openAt(off int64) error {
 	}
 	f.cur, f.cancel, f.curN = res, cancel, n
 	skip := off - int64(n)*f.m.partSize
-	if _, err := io.CopyN(io.Discard, res, skip); err != nil {
+	stall := time.AfterFunc(partReadStall, cancel) // as in Read, for the whole skip
+	_, err = io.CopyN(io.Discard, res, skip)
+	stall.Stop()
+	if err != nil {
 		f.closePart()
 		return fmt.Errorf("jsstore: %s of job %s: skip %d bytes of part %d: %w", f.m.name, f.m.job, skip, n, err)
 	}
