@@ -3,6 +3,7 @@ package jsstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/bulkstream/bulkstream/export"
 	"github.com/bulkstream/bulkstream/index"
-	"github.com/bulkstream/bulkstream/index/indextest"
 	"github.com/bulkstream/bulkstream/ingest/ingesttest"
 )
 
@@ -316,20 +316,7 @@ func TestManager(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := indextest.Open(t)
-	var changes []index.Change
-	want := map[string]bool{}
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i := range 300 {
-		typ := []string{"Patient", "Observation"}[i%2]
-		id := fmt.Sprintf("r%d", i)
-		body := fmt.Sprintf(`{"resourceType":%q,"id":%q,"note":%q}`, typ, id, strings.Repeat("x", i%50))
-		changes = append(changes, index.Change{Seq: uint64(i + 1), Time: t0.Add(time.Duration(i) * time.Second), Type: typ, ID: id, Body: []byte(body)})
-		want[typ+"/"+id] = true
-	}
-	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
-		t.Fatal(err)
-	}
+	x, want := clusterIndex(t, 300)
 	dir := t.TempDir()
 	m, err := export.NewManager(export.Config{
 		Dir: dir, Files: files, FileMaxBytes: 5000,
@@ -379,13 +366,9 @@ func TestManager(t *testing.T) {
 				t.Fatalf("%s: read %d bytes (%v), manifest %d", fi.Name, len(all), err, fi.Bytes)
 			}
 			for line := range strings.SplitSeq(strings.TrimSuffix(string(all), "\n"), "\n") {
-				key := ""
-				for _, c := range changes {
-					if line == string(c.Body) || strings.HasPrefix(line, `{"resourceType":"`+c.Type+`","id":"`+c.ID+`"`) {
-						key = c.Type + "/" + c.ID
-						break
-					}
-				}
+				var res struct{ ResourceType, ID string }
+				_ = json.Unmarshal([]byte(line), &res)
+				key := res.ResourceType + "/" + res.ID
 				if key == "" || !want[key] {
 					t.Fatalf("%s: unexpected line %q", fi.Name, line)
 				}

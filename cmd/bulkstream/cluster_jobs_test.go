@@ -421,21 +421,7 @@ func TestClusterSharedJobs(t *testing.T) {
 	t.Logf("3 replicas ready after %v", time.Since(begin).Round(time.Millisecond))
 
 	_, js := connectJS(t, sc.urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	w := &clusterWork{
-		pub:        &ackedPublisher{js: js},
-		truth:      &clusterTruth{live: map[string][]byte{}, deleted: map[string]bool{}},
-		acked:      make(chan sampleResource, 1024),
-		sampleDone: make(chan struct{}),
-		stopChurn:  make(chan struct{}),
-		errs:       make(chan error, 64),
-	}
-	var stopOnce sync.Once
-	stop := func() {
-		stopOnce.Do(func() { close(w.stopChurn) })
-		w.wg.Wait()
-	}
-	t.Cleanup(func() { cancel(); stop() })
+	w, ctx, stop := newClusterWork(t, js, 4*time.Minute)
 	failed := func() {
 		t.Helper()
 		select {

@@ -146,6 +146,27 @@ type clusterWork struct {
 	errs       chan error
 }
 
+// newClusterWork readies publishing through js for at most timeout;
+// stop ends the churn and waits for every publisher (also at cleanup).
+func newClusterWork(t *testing.T, js jetstream.JetStream, timeout time.Duration) (w *clusterWork, ctx context.Context, stop func()) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	w = &clusterWork{
+		pub:        &ackedPublisher{js: js},
+		truth:      &clusterTruth{live: map[string][]byte{}, deleted: map[string]bool{}},
+		acked:      make(chan sampleResource, 1024),
+		sampleDone: make(chan struct{}),
+		stopChurn:  make(chan struct{}),
+		errs:       make(chan error, 64),
+	}
+	var stopOnce sync.Once
+	stop = func() {
+		stopOnce.Do(func() { close(w.stopChurn) })
+		w.wg.Wait()
+	}
+	t.Cleanup(func() { cancel(); stop() })
+	return w, ctx, stop
+}
+
 func (w *clusterWork) runSample(ctx context.Context, sample []sampleResource, workers int) {
 	var swg sync.WaitGroup
 	for k := range workers {
@@ -507,21 +528,7 @@ func TestClusterReplicasAgree(t *testing.T) {
 	baseA, baseB := "http://"+addrA+"/fhir", "http://"+addrB+"/fhir"
 
 	_, js := connectJS(t, urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 0))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	w := &clusterWork{
-		pub:        &ackedPublisher{js: js},
-		truth:      &clusterTruth{live: map[string][]byte{}, deleted: map[string]bool{}},
-		acked:      make(chan sampleResource, 1024),
-		sampleDone: make(chan struct{}),
-		stopChurn:  make(chan struct{}),
-		errs:       make(chan error, 64),
-	}
-	var stopOnce sync.Once
-	stop := func() {
-		stopOnce.Do(func() { close(w.stopChurn) })
-		w.wg.Wait()
-	}
-	t.Cleanup(func() { cancel(); stop() })
+	w, ctx, stop := newClusterWork(t, js, 3*time.Minute)
 
 	sample := loadSample(t)
 	pubStart := time.Now()
