@@ -291,7 +291,15 @@ func TestClusterOpenFileBeforeWatch(t *testing.T) {
 // the Object Store bucket elects a leader.
 type flakyFiles struct {
 	FileStore
-	failed atomic.Bool
+	failed  atomic.Bool
+	openErr error // Open's answer while set
+}
+
+func (f *flakyFiles) Open(job, name string) (StoredFile, error) {
+	if f.openErr != nil {
+		return nil, f.openErr
+	}
+	return f.FileStore.Open(job, name)
 }
 
 func (f *flakyFiles) Create(job, name string) (FileWriter, error) {
@@ -421,5 +429,26 @@ func TestClusterCompletionWriteUncertain(t *testing.T) {
 		if n := testutil.ToFloat64(m.met.finished.WithLabelValues(resultCompleted)); n != 1 {
 			t.Errorf("applied %v: %v jobs counted completed, want 1", applied, n)
 		}
+	}
+}
+
+// TestClusterOpenFileUnavailable: in cluster mode a file the store cannot
+// open for a moment is a 503 with Retry-After, not a 500.
+func TestClusterOpenFileUnavailable(t *testing.T) {
+	e := newEnv(t)
+	e.f.apply(t, syntheaResources(t, 10)...)
+	files := &flakyFiles{FileStore: NewDirStore(e.dir)}
+	files.failed.Store(true) // no Create failure
+	m := startManager(t, Config{Dir: e.dir, Files: files, Replica: "a"}, IndexSource(e.x), e.head, newSharedStore(), nil)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	id := submit(t, m, fullRequest())
+	mf := waitManifest(t, m, id)
+	files.openErr = errors.New("nats: timeout")
+	var ue *UnavailableError
+	if _, err := m.OpenFile("", id, mf.Output[0].Name); !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+		t.Errorf("OpenFile with the store timing out: %v, want UnavailableError with Retry-After", err)
+	}
+	if st, err := m.Status("", id); err != nil || st.State != Completed {
+		t.Errorf("status after the failed open: %+v %v, want still completed", st, err)
 	}
 }

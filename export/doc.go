@@ -277,7 +277,8 @@
 //     (503, Retry-After), not an internal error;
 //   - OpenFile of a job this replica does not hold as completed reads the
 //     store first: a client may download from a replica whose watch has
-//     not yet delivered the completion another replica served;
+//     not yet delivered the completion another replica served; a file the
+//     FileStore cannot open for a moment is *UnavailableError (503);
 //   - Start reads the whole store through the watch (at most 30 s) and
 //     does not sweep files: the Object Store bucket's age limit removes
 //     what no replica is left to remove.

@@ -53,6 +53,12 @@ func (m *Manager) OpenFile(client, id, name string) (File, error) {
 			m.damaged(j, name, "the file is missing")
 			return nil, ErrFileDamaged
 		}
+		if m.shared != nil {
+			// The shared files are out of reach for a moment (a NATS
+			// leader election): the client should retry, not see a 500.
+			m.log.Warn("cannot open a shared export file", "job", id, "file", name, "error", err)
+			return nil, &UnavailableError{Reason: "the export files are unavailable for a moment; try again shortly", RetryAfter: 2 * time.Second}
+		}
 		return nil, err
 	}
 	cur, err := f.Stamp()
