@@ -3,7 +3,9 @@ package jsstore
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -14,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bulkstream/bulkstream/export"
@@ -109,6 +112,8 @@ func (o *FileOptions) validate() error {
 type FileStore struct {
 	obs  jetstream.ObjectStore
 	opts FileOptions
+	// leader reads file objects at the bucket's stream leader (see info).
+	leader nats.JetStreamContext
 }
 
 var _ export.FileStore = (*FileStore)(nil)
@@ -128,7 +133,11 @@ func NewFileStore(ctx context.Context, js jetstream.JetStream, opts FileOptions)
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: object store %q: %w", opts.Bucket, err)
 	}
-	return &FileStore{obs: obs, opts: opts}, nil
+	leader, err := leaderReads(js)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: object store %q: %w", opts.Bucket, err)
+	}
+	return &FileStore{obs: obs, opts: opts, leader: leader}, nil
 }
 
 // Metadata keys of a file object.
@@ -258,6 +267,11 @@ func (m fileMeta) stamp(at time.Time) export.FileStamp {
 }
 
 // info reads the file object of job's name, retrying "not found".
+//
+// The file object is read at the bucket's stream leader: a file rewritten
+// by a later run of its job (a retry, a takeover) has a new file object,
+// and a follower that has not applied it would hand back the old one,
+// whose size and digest no longer match the manifest.
 func (s *FileStore) info(job, name string) (fileMeta, error) {
 	obj := fileObject(job, name)
 	var info *jetstream.ObjectInfo
@@ -265,7 +279,7 @@ func (s *FileStore) info(job, name string) (fileMeta, error) {
 		ctx, cancel := s.ctx()
 		defer cancel()
 		var err error
-		info, err = s.obs.GetInfo(ctx, obj)
+		info, err = s.leaderInfo(ctx, obj)
 		return err
 	})
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -292,6 +306,30 @@ func (s *FileStore) info(job, name string) (fileMeta, error) {
 		return fileMeta{}, fmt.Errorf("jsstore: %s of job %s: file object: %w", name, job, perr)
 	}
 	return m, nil
+}
+
+// leaderInfo is ObjectStore.GetInfo answered by the stream leader: the
+// object's last metadata message ($O.<bucket>.M.<base64url name>, the
+// Object Store's layout), jetstream.ErrObjectNotFound when there is none
+// or it marks the object deleted.
+func (s *FileStore) leaderInfo(ctx context.Context, obj string) (*jetstream.ObjectInfo, error) {
+	subj := "$O." + s.opts.Bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(obj))
+	m, err := s.leader.GetLastMsg("OBJ_"+s.opts.Bucket, subj, nats.Context(ctx))
+	if errors.Is(err, nats.ErrMsgNotFound) {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, fmt.Errorf("object %s: metadata: %w", obj, err)
+	}
+	if info.Deleted {
+		return nil, jetstream.ErrObjectNotFound
+	}
+	info.ModTime = m.Time
+	return &info, nil
 }
 
 // objects lists the names of the bucket's objects that belong to job

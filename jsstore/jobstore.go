@@ -72,6 +72,17 @@ func NewJobStore(ctx context.Context, js jetstream.JetStream, opts JobOptions) (
 	if err != nil {
 		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
 	}
+	leader, err := leaderReads(js)
+	if err != nil {
+		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
+	}
+	return &JobStore{kv: kv, nc: js.Conn(), leader: leader, opts: opts}, nil
+}
+
+// leaderReads is a JetStream context for reads the stream leader answers:
+// its message get is the stream API's, not a direct get, which a follower
+// that has not applied the latest write yet may answer.
+func leaderReads(js jetstream.JetStream) (nats.JetStreamContext, error) {
 	var jsOpts []nats.JSOpt
 	switch o := js.Options(); {
 	case o.Domain != "":
@@ -79,11 +90,7 @@ func NewJobStore(ctx context.Context, js jetstream.JetStream, opts JobOptions) (
 	case o.APIPrefix != "":
 		jsOpts = append(jsOpts, nats.APIPrefix(o.APIPrefix))
 	}
-	leader, err := js.Conn().JetStream(jsOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("jsstore: kv bucket %q: %w", opts.Bucket, err)
-	}
-	return &JobStore{kv: kv, nc: js.Conn(), leader: leader, opts: opts}, nil
+	return js.Conn().JetStream(jsOpts...)
 }
 
 // kvStream is the name of the stream that holds KV bucket b.
