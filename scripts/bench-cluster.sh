@@ -147,6 +147,16 @@ rerun_note() {
   fi
 }
 
+# retry503_note n: says how many downloads a replica answered 503 (shared
+# files out of reach for a moment) and the client fetched again after
+# Retry-After.
+retry503_note() {
+  if [ -n "$1" ] && [ "$1" != 0 ]; then
+    echo
+    echo "**$(num "$1") download(s) were answered 503 (the shared files out of reach for a moment, under this load) and fetched again after \`Retry-After\`**, as a polite client does; the waits are in the figures."
+  fi
+}
+
 tmpdir=${TMPDIR:-/tmp}
 cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
@@ -246,6 +256,7 @@ EOF
   echo "how many resources per op)."
   failed_note "$(m $c failed-exports)"
   rerun_note "$(m $c runs-started-again)"
+  retry503_note "$(m $c downloads-retried-after-503)"
   echo
   t=BenchmarkClusterExport/takeover
   echo "### Takeover: kill -9 of the replica running an export (\`--job-lease 2s\`)"

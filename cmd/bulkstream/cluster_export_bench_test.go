@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -126,7 +127,13 @@ func BenchmarkClusterObjectStoreFile(b *testing.B) {
 		}
 		b.SetBytes(size)
 		for b.Loop() {
+			// A read right after the put may reach a follower that has
+			// not applied it: retry "not found" as FileStore does.
 			r, err := obs.Get(b.Context(), "raw-get")
+			for try := 0; errors.Is(err, jetstream.ErrObjectNotFound) && try < 20; try++ {
+				time.Sleep(50 * time.Millisecond)
+				r, err = obs.Get(b.Context(), "raw-get")
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -586,6 +593,7 @@ func benchConcurrent(b *testing.B, k int, a, bb *benchReplica, seq uint64) {
 	b.ReportMetric(100*m1/m2, "two-%-of-one")
 	b.ReportMetric(float64(failed), "failed-exports")
 	b.ReportMetric(float64(reruns), "runs-started-again")
+	b.ReportMetric(float64(a.c.retried503.Load()+bb.c.retried503.Load()), "downloads-retried-after-503")
 }
 
 // takeoverTimes is one takeover, timed from the kill.

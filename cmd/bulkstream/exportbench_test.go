@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -329,10 +330,11 @@ func waitApplied(b *testing.B, addr string, seq uint64) {
 
 // benchClient is a Bulk Data client of the serve subprocess.
 type benchClient struct {
-	base      string
-	pid       int
-	downloads int
-	http      *http.Client
+	base       string
+	pid        int
+	downloads  int
+	http       *http.Client
+	retried503 atomic.Int64 // downloads answered 503 and tried again (get)
 }
 
 type benchManifest struct {
@@ -638,17 +640,30 @@ func (c *benchClient) download(b *testing.B, mf benchManifest) (lines, size int6
 	return lines, size
 }
 
+// get downloads u and counts its lines. A 503 is retried after its
+// Retry-After, as a polite client does (a cluster replica answers 503
+// while the shared files are out of reach for a moment), at most 10
+// times; c.retried503 counts them.
 func (c *benchClient) get(u string, buf []byte) (lines, size int64, err error) {
-	resp, err := c.http.Get(u)
-	if err != nil {
-		return 0, 0, err
+	for try := 0; ; try++ {
+		resp, err := c.http.Get(u)
+		if err != nil {
+			return 0, 0, err
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable && try < 10 {
+			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+			resp.Body.Close()
+			c.retried503.Add(1)
+			time.Sleep(time.Duration(max(wait, 1)) * time.Second)
+			continue
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(resp.Body)
+			return 0, 0, fmt.Errorf("GET %s: %d %s", u, resp.StatusCode, body)
+		}
+		return countNewlines(resp.Body, buf)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(resp.Body)
-		return 0, 0, fmt.Errorf("GET %s: %d %s", u, resp.StatusCode, body)
-	}
-	return countNewlines(resp.Body, buf)
 }
 
 func countNewlines(r io.Reader, buf []byte) (lines, size int64, err error) {
