@@ -39,7 +39,7 @@ type sharedStore struct {
 	// check is applied, and what error it answers all the same (a timeout
 	// after the write). s.mu is held.
 	outcome func(rec []byte) (apply bool, err error)
-	fns   []func(string, []byte, uint64)
+	fns     []func(string, []byte, uint64)
 }
 
 func newSharedStore() *sharedStore {
