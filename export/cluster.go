@@ -123,7 +123,7 @@ func (m *Manager) forgetUnseen(seen map[string]bool, newest uint64) {
 	}
 	m.mu.Unlock()
 	for _, j := range gone {
-		m.forget(j, "deleted while the watch of the shared jobs was down")
+		m.removeJob(j, "deleted while the watch of the shared jobs was down", false)
 	}
 }
 
@@ -138,7 +138,7 @@ func (m *Manager) adoptRecord(id string, record []byte, rev uint64) {
 	m.mu.Unlock()
 	if record == nil {
 		if j != nil {
-			m.forget(j, "removed by another replica")
+			m.removeJob(j, "removed by another replica", false)
 		}
 		return
 	}
@@ -249,7 +249,7 @@ func (m *Manager) refreshShared(id string, stale func(*job) bool) {
 		return
 	}
 	m.adoptRecord(id, record, rev)
-	if j == nil || !bytes.Contains(record, []byte(`"state":"completed"`)) {
+	if rec, err := decodeRecord(record); j == nil || err != nil || rec.State != Completed {
 		return
 	}
 	m.mu.Lock()
@@ -268,28 +268,6 @@ func (m *Manager) refreshShared(id string, stale func(*job) bool) {
 		case <-mctx.Done():
 		}
 	}
-}
-
-// forget removes a job another replica removed: as remove, but its record
-// and files are the remover's to delete.
-func (m *Manager) forget(j *job, why string) {
-	m.mu.Lock()
-	state := j.rec.State
-	_, err := m.transition(j, stateRemoved, nil)
-	j.pending = nil
-	cancel, done, local := j.cancel, j.done, j.local
-	m.mu.Unlock()
-	if err != nil {
-		return // removed already
-	}
-	if local && cancel != nil {
-		cancel(errCancelled)
-		<-done
-	}
-	if state == Queued {
-		m.met.finished.WithLabelValues(resultCancelled).Inc()
-	}
-	m.log.Info("export job removed", "job", j.id, "reason", why, "state", state)
 }
 
 // claim is the change a worker of this replica makes to a job it takes

@@ -633,9 +633,19 @@ var errCancelled = errors.New("export: job cancelled")
 // let go, stops its worker and deletes its record and files. It reports
 // false if the job was already removed.
 func (m *Manager) remove(j *job, why string) bool {
+	return m.removeJob(j, why, true)
+}
+
+// removeJob is remove; mine false is a removal another replica made
+// (cluster mode), whose record and files are that replica's to delete:
+// the job is only forgotten here, its run stopped.
+func (m *Manager) removeJob(j *job, why string, mine bool) bool {
 	m.mu.Lock()
 	state := j.rec.State
 	gen, err := m.transition(j, stateRemoved, nil)
+	if !mine {
+		j.pending, gen = nil, 0 // nothing to write back
+	}
 	cancel, done := j.cancel, j.done
 	m.mu.Unlock()
 	if err != nil {
@@ -648,6 +658,10 @@ func (m *Manager) remove(j *job, why string) bool {
 	if state == Queued {
 		// A running job's worker counts it, once, as it lets go.
 		m.met.finished.WithLabelValues(resultCancelled).Inc()
+	}
+	if !mine {
+		m.log.Info("export job removed", "job", j.id, "reason", why, "state", state)
+		return true
 	}
 	if err := m.flush(j, gen); err != nil {
 		m.log.Error("cannot delete export job record; retrying in the background", "job", j.id, "error", err)
