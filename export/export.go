@@ -63,7 +63,48 @@ type Request struct {
 	// at kick-off (Kickoff.MaxFinished or Config.MaxFinishedJobsPerClient):
 	// > 0 a cap, < 0 none, 0 (records written before it) the Config's.
 	MaxFinished int `json:"maxFinished,omitempty"`
+
+	// Level is where the kick-off was made: LevelSystem ([base]/$export),
+	// LevelPatient ([base]/Patient/$export) or LevelGroup
+	// ([base]/Group/[id]/$export, Group naming the id).
+	Level Level  `json:"level,omitempty"`
+	Group string `json:"group,omitempty"`
+	// Patients narrows a Patient- or Group-level export to these patient
+	// ids (the patient parameter's references, "Patient/" cut off),
+	// deduplicated, in request order. Empty: every patient of the level.
+	Patients []string `json:"patients,omitempty"`
+	// OrganizeBy is organizeOutputBy: "" (files by resource type) or
+	// "Patient" (files of whole patients' resource blocks).
+	OrganizeBy string `json:"organizeOutputBy,omitempty"`
+	// Provenance is includeAssociatedData: ProvenanceNone, or the least
+	// restrictive of the values given (ProvenanceRelevant over
+	// ProvenanceLatest).
+	Provenance ProvenanceMode `json:"provenance,omitempty"`
 }
+
+// Level is the level of an export (https://hl7.org/fhir/uv/bulkdata/export.html).
+type Level string
+
+// Export levels.
+const (
+	LevelSystem  Level = ""        // [base]/$export
+	LevelPatient Level = "patient" // [base]/Patient/$export
+	LevelGroup   Level = "group"   // [base]/Group/[id]/$export
+)
+
+// ProvenanceMode is what includeAssociatedData asked for.
+type ProvenanceMode string
+
+// includeAssociatedData values (the IG's include-associated-data codes).
+const (
+	ProvenanceNone ProvenanceMode = "" // _none, or not given
+	// ProvenanceLatest (LatestProvenanceResources): for each exported
+	// resource, the Provenance targeting it that changed last.
+	ProvenanceLatest ProvenanceMode = "latest"
+	// ProvenanceRelevant (RelevantProvenanceResources): every Provenance
+	// targeting an exported resource.
+	ProvenanceRelevant ProvenanceMode = "relevant"
+)
 
 // Element is one _elements entry: Name of a top-level element, for every
 // type when Type is empty.
@@ -121,6 +162,14 @@ func (e *ForbiddenError) Error() string {
 	return "export: the access token does not grant _type " + strings.Join(e.Types, ",")
 }
 
+// NotFoundError is a kick-off naming a resource the server does not hold
+// (Group/[id]/$export of an unknown or deleted Group): 404.
+type NotFoundError struct {
+	Type, ID string
+}
+
+func (e *NotFoundError) Error() string { return "export: " + e.Type + "/" + e.ID + " not found" }
+
 // UnavailableError is returned when the server cannot take a job now (low
 // disk, shutting down, replica behind): 503 with Retry-After.
 type UnavailableError struct {
@@ -160,12 +209,15 @@ type Status struct {
 // Manifest is the completion manifest, with file names relative to the
 // job; httpapi turns them into absolute URLs.
 type Manifest struct {
-	TransactionTime     string     `json:"transactionTime"` // index.FormatInstant of the snapshot's clock
-	Request             string     `json:"request"`
-	RequiresAccessToken bool       `json:"requiresAccessToken"`
-	Output              []FileInfo `json:"output"`
-	Deleted             []FileInfo `json:"deleted,omitempty"`
-	Error               []FileInfo `json:"error"`
+	TransactionTime     string `json:"transactionTime"` // index.FormatInstant of the snapshot's clock
+	Request             string `json:"request"`
+	RequiresAccessToken bool   `json:"requiresAccessToken"`
+	// OutputOrganizedBy echoes organizeOutputBy; its files' items then
+	// carry no type (Bulk Data 3.0).
+	OutputOrganizedBy string     `json:"outputOrganizedBy,omitempty"`
+	Output            []FileInfo `json:"output"`
+	Deleted           []FileInfo `json:"deleted,omitempty"`
+	Error             []FileInfo `json:"error"`
 }
 
 // FileInfo is one file of a manifest.
@@ -274,6 +326,10 @@ type Kickoff struct {
 	// for download: past it the client's oldest finished job is removed.
 	// 0 means Config.MaxFinishedJobsPerClient; negative, no per-client cap.
 	MaxFinished int
+	// Level is the route the kick-off came in on, and Group the id of
+	// Group/[id]/$export (LevelGroup only).
+	Level Level
+	Group string
 }
 
 // ParseOptions tells ParseRequest what it cannot know by itself.
@@ -283,4 +339,7 @@ type ParseOptions struct {
 	Now uint64
 	// Lenient skips what can safely be ignored instead of failing.
 	Lenient bool
+	// Level is the kick-off's level: the patient parameter is refused at
+	// LevelSystem and accepted (POST) at the others.
+	Level Level
 }

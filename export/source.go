@@ -19,6 +19,9 @@ type Source interface {
 	AppliedSeq() uint64
 	// Clock is the last commit time handed out (µs). It never blocks.
 	Clock() uint64
+	// Exists reports whether the store holds a live (not deleted)
+	// resource typ/id now, without a snapshot.
+	Exists(typ, id string) (bool, error)
 }
 
 // Snapshot is a consistent read view of a Source, as of its
@@ -40,7 +43,39 @@ type Snapshot interface {
 	// and is returned, as is ctx's error. Entry.Resource is only valid
 	// during the call; the scan should not allocate per entry.
 	Scan(ctx context.Context, typ string, since, until uint64, fn func(Entry) error) error
+	// ScanPatient is Scan restricted to the resources and tombstones of
+	// type typ in the Patient compartment of patient id (R4's
+	// CompartmentDefinition/patient; a Patient is in its own), in
+	// commit-time order. Entry.Shared marks a resource that is in more
+	// than one patient's compartment.
+	ScanPatient(ctx context.Context, patient, typ string, since, until uint64, fn func(Entry) error) error
+	// GroupMembers returns the member entries of the live Group id in
+	// the view, in member-id order; found is false when the view holds
+	// no live Group of that id.
+	GroupMembers(id string) (members []GroupMember, found bool, err error)
+	// Provenance calls fn, in Provenance-id order, with each live
+	// Provenance in the view whose target references typ/id.
+	Provenance(ctx context.Context, typ, id string, fn func(Entry) error) error
+	// Get returns the live resource typ/id in the view; found is false
+	// when there is none (never stored, or deleted).
+	Get(typ, id string) (e Entry, found bool, err error)
 	Close() error
+}
+
+// GroupMember is one member entry of a Group (Group.member), as the index
+// keeps it.
+type GroupMember struct {
+	// Type and ID are what member.entity references: "Patient" and the
+	// patient's id, or "Group" for a nested Group. A urn:uuid:<id>
+	// reference (Synthea's Groups use them) has Type "" and ID <id>.
+	Type, ID string
+	// Added is the commit time (µs) of the Group version from which the
+	// entity has been a member without interruption, inactive or not.
+	Added uint64
+	// Inactive is member.inactive.
+	Inactive bool
+	// Start and End bound member.period in µs (0: open), End inclusive.
+	Start, End uint64
 }
 
 // TypeCount is what a Snapshot holds of one type.
@@ -59,6 +94,10 @@ type Entry struct {
 	// Resource is the stored NDJSON-ready bytes, only valid during the
 	// callback.
 	Resource []byte
+	// Shared (ScanPatient only) says the resource is in more than one
+	// patient's compartment, so a scan of several patients can meet it
+	// again.
+	Shared bool
 }
 
 // IndexSource is the Source of an *index.Index.
