@@ -20,6 +20,10 @@
 //
 //   - [MandatoryElements]: the top-level elements of each resource type
 //     whose minimum cardinality is at least 1 (fhir/r4/profiles-resources.json).
+//   - [PatientCompartment]: the element paths of the references that put a
+//     resource of each type in a patient's compartment
+//     (fhir/r4/compartmentdefinition-patient.json and the expressions of its
+//     params in fhir/r4/search-parameters.json).
 package fhirdefs
 
 //go:generate go run ./gen -out .

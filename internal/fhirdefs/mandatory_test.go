@@ -87,7 +87,7 @@ func TestMandatoryElementsShared(t *testing.T) {
 // linters recognise) and names the pinned package it came from.
 func TestGeneratedHeader(t *testing.T) {
 	generated := regexp.MustCompile(`(?m)^// Code generated .* DO NOT EDIT\.$`)
-	for _, f := range []string{"mandatory_gen.go", "definitions_gen.go"} {
+	for _, f := range []string{"mandatory_gen.go", "compartment_gen.go", "definitions_gen.go"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

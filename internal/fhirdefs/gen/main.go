@@ -66,6 +66,7 @@ type table struct {
 func tables() []table {
 	return []table{
 		{file: "mandatory_gen.go", sources: []string{"profiles-resources.json"}, gen: genMandatory},
+		{file: "compartment_gen.go", sources: []string{"compartmentdefinition-patient.json", "search-parameters.json"}, gen: genCompartment},
 	}
 }
 
