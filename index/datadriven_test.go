@@ -22,8 +22,13 @@ import (
 //	set-origin <time>
 //	reset [compacted-stream]
 //	                      a fresh, empty index (with that option)
-//	dump                  every c/, r/ and m/ key
+//	dump                  every c/, g/, m/, p/, r/ and t/ key
 //	scan type=T [since=<time>|0] [until=<time>|inf] [snap=name]
+//	scan-patient patient=P type=T [since=…] [until=…]
+//	                      the entries of type T in P's compartment
+//	group id=G            Group G's member entries
+//	provenance type=T id=I
+//	                      the Provenance targeting T/I
 //	snapshot name=S       takes a named snapshot
 //	close-snapshot name=S
 //	counts
@@ -185,6 +190,53 @@ func (d *ddIndex) run(t *testing.T, td *datadriven.TestData) string {
 			return fmt.Sprintf("error: %v\n", err)
 		}
 		return ""
+	case "scan-patient", "group", "provenance":
+		s, err := d.x.Snapshot()
+		if err != nil {
+			return fmt.Sprintf("error: %v\n", err)
+		}
+		defer s.Close()
+		var sb strings.Builder
+		entry := func(e index.Entry) error {
+			if e.Deleted {
+				fmt.Fprintf(&sb, "%s %s/%s deleted", index.FormatInstant(e.CommitTime), e.Type, e.ID)
+			} else {
+				fmt.Fprintf(&sb, "%s %s/%s %s", index.FormatInstant(e.CommitTime), e.Type, e.ID, e.Resource)
+			}
+			if e.Shared {
+				sb.WriteString(" (shared)")
+			}
+			sb.WriteString("\n")
+			return nil
+		}
+		switch td.Cmd {
+		case "scan-patient":
+			var patient, typ string
+			td.ScanArgs(t, "patient", &patient)
+			td.ScanArgs(t, "type", &typ)
+			err = s.ScanPatient(ctx, patient, typ, parseDDBound(t, td, "since", 0), parseDDBound(t, td, "until", index.Unbounded), entry)
+		case "group":
+			var id string
+			td.ScanArgs(t, "id", &id)
+			var members []index.GroupMember
+			var found bool
+			members, found, err = s.GroupMembers(id)
+			if !found && err == nil {
+				sb.WriteString("not found\n")
+			}
+			for _, m := range members {
+				fmt.Fprintf(&sb, "%s/%s added=%s inactive=%v period=%d..%d\n", m.Type, m.ID, index.FormatInstant(m.Added), m.Inactive, m.Start, m.End)
+			}
+		case "provenance":
+			var typ, id string
+			td.ScanArgs(t, "type", &typ)
+			td.ScanArgs(t, "id", &id)
+			err = s.Provenance(ctx, typ, id, entry)
+		}
+		if err != nil {
+			fmt.Fprintf(&sb, "error: %v\n", err)
+		}
+		return sb.String()
 	case "scan":
 		var typ string
 		td.ScanArgs(t, "type", &typ)

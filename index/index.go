@@ -136,6 +136,8 @@ type Index struct {
 	// Apply's batch and scratch memory, under mu.
 	wb      *pebble.Batch
 	scratch applyScratch
+	// refsMarked: m/refs says the reference index is complete (under mu).
+	refsMarked bool
 }
 
 // published is the index's state after a commit. It is never modified.
@@ -240,6 +242,13 @@ func Open(dir string, opts *Options) (*Index, error) {
 		db.Close()
 		cache.Unref()
 		return nil, fmt.Errorf("open index %q: %w", dir, err)
+	}
+	if readOnly == "" {
+		if err := x.backfillRefs(); err != nil {
+			db.Close()
+			cache.Unref()
+			return nil, fmt.Errorf("open index %q: %w", dir, err)
+		}
 	}
 	x.publish(true)
 	if opts.Registerer != nil {
@@ -524,7 +533,8 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			sc.arena = nil
 		}
 	}()
-	var rbuf [resourceRecordLen]byte
+	var rbuf []byte
+	defer clear(sc.groups)
 	for i := range changes {
 		c := &changes[i]
 		results[i].Change = c
@@ -615,8 +625,12 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			}
 			count(c.Type, 1, 0)
 		}
+		if err := x.applyRefs(b, c, found, &old, &rec, clock); err != nil {
+			return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
+		}
 		rkey = resourceKey(rkey[:0], c.Type, c.ID)
-		if err := b.Set(rkey, rec.encode(rbuf[:0]), nil); err != nil {
+		rbuf = rec.encode(rbuf[:0])
+		if err := b.Set(rkey, rbuf, nil); err != nil {
 			return nil, err
 		}
 		recent[name] = rec
@@ -633,6 +647,13 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	if err := b.Set(keyClock, encodeUint64(clock), nil); err != nil {
 		return nil, err
 	}
+	if !x.refsMarked {
+		// The first batch of a new index: it has the reference index
+		// from the start (see backfillRefs).
+		if err := b.Set(keyRefs, encodeUint64(refsVersion), nil); err != nil {
+			return nil, err
+		}
+	}
 	if types != nil {
 		v, err := json.Marshal(sortedCounts(types))
 		if err != nil {
@@ -647,6 +668,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 		return nil, fmt.Errorf("index: commit batch up to seq %d: %w", applied, err)
 	}
 	x.appliedSeq, x.clock = applied, clock
+	x.refsMarked = true
 	if types != nil {
 		x.types = types
 	}
@@ -683,6 +705,11 @@ type applyScratch struct {
 	// repeated: those the batch changes more than once (see readRecords).
 	arena    []byte
 	repeated map[resourceName]struct{}
+	// refs and rkey2 are applyRefs' buffers; groups holds the member
+	// entries of the Groups the batch changed (see groupState).
+	refs   []string
+	refKey []byte
+	groups map[string]map[memberName]memberValue
 }
 
 // crcTable is CRC-32C (Castagnoli), computed in hardware on amd64 and arm64.
@@ -838,6 +865,9 @@ type Entry struct {
 	// Resource is the stored NDJSON-ready bytes (nil for a tombstone). It is
 	// only valid during the callback; copy it to keep it.
 	Resource []byte
+	// Shared (ScanPatient only) says the resource is in more than one
+	// patient's compartment.
+	Shared bool
 }
 
 // Unbounded is the until value of a scan without an upper time bound.
@@ -957,8 +987,8 @@ func (x *Index) Jobs(fn func(id string, record []byte) error) error {
 	return it.Error()
 }
 
-// Dump calls fn for every key and value of the resource state (c/, r/ and
-// m/ keys; not jobs) in key order. Tests compare two indexes with it, e.g.
+// Dump calls fn for every key and value of the resource state (c/, g/,
+// m/, p/, r/ and t/ keys; not jobs) in key order. Tests compare two indexes with it, e.g.
 // a rebuilt one with the live one.
 func (x *Index) Dump(fn func(key, value []byte) error) error {
 	if err := x.rlockDB(); err != nil {
@@ -967,7 +997,7 @@ func (x *Index) Dump(fn func(key, value []byte) error) error {
 	defer x.dbMu.RUnlock()
 	it, err := x.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte(prefixChange),
-		UpperBound: []byte("s"), // 's' follows 'r': c/ through r/, j/ included and skipped below
+		UpperBound: []byte("u"), // 'u' follows 't': c/ through t/, j/ included and skipped below
 	})
 	if err != nil {
 		return err

@@ -13,6 +13,9 @@ const (
 	prefixResource = "r/"
 	prefixMeta     = "m/"
 	prefixJob      = "j/"
+	prefixPatient  = "p/" // patient compartment membership
+	prefixGroup    = "g/" // Group members
+	prefixTarget   = "t/" // Provenance targets
 )
 
 // Meta keys.
@@ -20,7 +23,15 @@ var (
 	keyAppliedSeq = []byte("m/applied_seq")
 	keyClock      = []byte("m/clock")
 	keyTypes      = []byte("m/types")
+	// keyRefs holds refsVersion once every live resource has its p/, g/
+	// and t/ keys (see backfillRefs).
+	keyRefs = []byte("m/refs")
 )
+
+// refsVersion is the version of the p/, g/ and t/ key families and of
+// the r/ record's reference lists; an index whose m/refs is older gets
+// them built at Open.
+const refsVersion = 1
 
 // errBadKey is returned by the key decoders for bytes that are not a key of
 // the expected kind.
@@ -29,12 +40,26 @@ var errBadKey = errors.New("index: malformed key")
 // changeKey returns c/<type>\x00<ts u64 big-endian>/<id>.
 func changeKey(dst []byte, typ string, ts uint64, id string) []byte {
 	dst = append(dst, prefixChange...)
+	return appendTypeTime(dst, typ, ts, id)
+}
+
+// appendTypeTime appends <type>\x00<ts u64>/<id>, the part of c/ and p/
+// keys that orders one type's entries by commit time.
+func appendTypeTime(dst []byte, typ string, ts uint64, id string) []byte {
 	dst = append(dst, typ...)
 	dst = append(dst, 0)
 	dst = binary.BigEndian.AppendUint64(dst, ts)
 	dst = append(dst, '/')
-	dst = append(dst, id...)
-	return dst
+	return append(dst, id...)
+}
+
+// parseTypeTime is the inverse of appendTypeTime.
+func parseTypeTime(rest []byte) (typ string, ts uint64, id string, err error) {
+	i := bytes.IndexByte(rest, 0)
+	if i < 0 || len(rest) < i+1+8+1 || rest[i+1+8] != '/' {
+		return "", 0, "", errBadKey
+	}
+	return string(rest[:i]), binary.BigEndian.Uint64(rest[i+1 : i+9]), string(rest[i+10:]), nil
 }
 
 // changeBound returns c/<type>\x00<ts u64>, the smallest key of type typ
@@ -61,15 +86,7 @@ func parseChangeKey(k []byte) (typ string, ts uint64, id string, err error) {
 	if !bytes.HasPrefix(k, []byte(prefixChange)) {
 		return "", 0, "", errBadKey
 	}
-	rest := k[len(prefixChange):]
-	i := bytes.IndexByte(rest, 0)
-	if i < 0 || len(rest) < i+1+8+1 || rest[i+1+8] != '/' {
-		return "", 0, "", errBadKey
-	}
-	typ = string(rest[:i])
-	ts = binary.BigEndian.Uint64(rest[i+1 : i+9])
-	id = string(rest[i+10:])
-	return typ, ts, id, nil
+	return parseTypeTime(k[len(prefixChange):])
 }
 
 // resourceKey returns r/<type>\x00<id>.
@@ -93,6 +110,127 @@ func parseResourceKey(k []byte) (typ, id string, err error) {
 	return string(rest[:i]), string(rest[i+1:]), nil
 }
 
+// patientKey returns p/<patient>\x00<type>\x00<ts u64>/<id>: type/id,
+// whose c/ entry is at ts, is in patient's compartment. Patient ids are
+// FHIR ids, without a NUL byte.
+func patientKey(dst []byte, patient, typ string, ts uint64, id string) []byte {
+	dst = append(dst, prefixPatient...)
+	dst = append(dst, patient...)
+	dst = append(dst, 0)
+	return appendTypeTime(dst, typ, ts, id)
+}
+
+// patientBound returns p/<patient>\x00<type>\x00<ts u64>, the smallest
+// p/ key of patient and type at ts.
+func patientBound(patient, typ string, ts uint64) []byte {
+	k := make([]byte, 0, len(prefixPatient)+len(patient)+1+len(typ)+1+8)
+	k = append(k, prefixPatient...)
+	k = append(k, patient...)
+	k = append(k, 0)
+	k = append(k, typ...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, ts)
+}
+
+// patientTypeUpperBound is the exclusive upper bound of the p/ keys of
+// patient and typ.
+func patientTypeUpperBound(patient, typ string) []byte {
+	k := make([]byte, 0, len(prefixPatient)+len(patient)+1+len(typ)+1)
+	k = append(k, prefixPatient...)
+	k = append(k, patient...)
+	k = append(k, 0)
+	k = append(k, typ...)
+	return append(k, 1)
+}
+
+// parsePatientKey is the inverse of patientKey.
+func parsePatientKey(k []byte) (patient, typ string, ts uint64, id string, err error) {
+	if !bytes.HasPrefix(k, []byte(prefixPatient)) {
+		return "", "", 0, "", errBadKey
+	}
+	rest := k[len(prefixPatient):]
+	i := bytes.IndexByte(rest, 0)
+	if i < 0 {
+		return "", "", 0, "", errBadKey
+	}
+	typ, ts, id, err = parseTypeTime(rest[i+1:])
+	return string(rest[:i]), typ, ts, id, err
+}
+
+// groupKey returns g/<group>\x00<member type>\x00<member id>: a member
+// entry of Group group (member type "" for a urn:uuid reference).
+func groupKey(dst []byte, group, mtype, mid string) []byte {
+	dst = append(dst, prefixGroup...)
+	dst = append(dst, group...)
+	dst = append(dst, 0)
+	dst = append(dst, mtype...)
+	dst = append(dst, 0)
+	return append(dst, mid...)
+}
+
+// groupPrefix is the prefix of every g/ key of group.
+func groupPrefix(group string) []byte {
+	return append(append([]byte(prefixGroup), group...), 0)
+}
+
+// parseGroupKey is the inverse of groupKey.
+func parseGroupKey(k []byte) (group, mtype, mid string, err error) {
+	if !bytes.HasPrefix(k, []byte(prefixGroup)) {
+		return "", "", "", errBadKey
+	}
+	parts := bytes.SplitN(k[len(prefixGroup):], []byte{0}, 3)
+	if len(parts) != 3 {
+		return "", "", "", errBadKey
+	}
+	return string(parts[0]), string(parts[1]), string(parts[2]), nil
+}
+
+// memberValue is the value under a g/ key.
+type memberValue struct {
+	Added      uint64 // commit time since which the entity has been a member
+	Inactive   bool
+	Start, End uint64 // member.period in µs, 0 open
+}
+
+const memberValueLen = 8 + 1 + 8 + 8
+
+func (v memberValue) encode(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, v.Added)
+	if v.Inactive {
+		dst = append(dst, 1)
+	} else {
+		dst = append(dst, 0)
+	}
+	dst = binary.BigEndian.AppendUint64(dst, v.Start)
+	return binary.BigEndian.AppendUint64(dst, v.End)
+}
+
+func decodeMemberValue(b []byte) (memberValue, error) {
+	if len(b) != memberValueLen || b[8] > 1 {
+		return memberValue{}, fmt.Errorf("index: malformed group member value (%d bytes)", len(b))
+	}
+	return memberValue{
+		Added:    binary.BigEndian.Uint64(b[0:8]),
+		Inactive: b[8] == 1,
+		Start:    binary.BigEndian.Uint64(b[9:17]),
+		End:      binary.BigEndian.Uint64(b[17:25]),
+	}, nil
+}
+
+// targetKey returns t/<target type>/<target id>\x00<provenance id>:
+// Provenance/<provenance id> targets the resource target ("Type/id").
+func targetKey(dst []byte, target, prov string) []byte {
+	dst = append(dst, prefixTarget...)
+	dst = append(dst, target...)
+	dst = append(dst, 0)
+	return append(dst, prov...)
+}
+
+// targetPrefix is the prefix of the t/ keys of target ("Type/id").
+func targetPrefix(target string) []byte {
+	return append(append([]byte(prefixTarget), target...), 0)
+}
+
 // resourceRecord is the value under r/<type>\x00<id>: where the resource's
 // current c/ entry is, which version it is, and a checksum of the stored
 // bytes.
@@ -106,6 +244,11 @@ type resourceRecord struct {
 	// of an update that cannot be a no-op; equality is decided on bytes.
 	Sum    uint32
 	HasSum bool
+	// Patients are the patients in whose compartment the resource is
+	// (for a tombstone: was, when deleted), sorted: its p/ keys. Targets
+	// are a Provenance's targets ("Type/id", sorted): its t/ keys.
+	// Records written before they existed have neither.
+	Patients, Targets []string
 	// bodyAt and bodyEnd locate, in Apply's arena, the stored bytes of a
 	// record written by the batch being built (both 0 otherwise). They
 	// are not encoded.
@@ -127,11 +270,49 @@ func (r resourceRecord) encode(dst []byte) []byte {
 	} else {
 		dst = append(dst, 0)
 	}
-	return binary.BigEndian.AppendUint32(dst, r.Sum)
+	dst = binary.BigEndian.AppendUint32(dst, r.Sum)
+	if len(r.Patients) == 0 && len(r.Targets) == 0 {
+		return dst
+	}
+	// The reference lists: a count, then each string with its length,
+	// all uvarints.
+	for _, list := range [2][]string{r.Patients, r.Targets} {
+		dst = binary.AppendUvarint(dst, uint64(len(list)))
+		for _, s := range list {
+			dst = binary.AppendUvarint(dst, uint64(len(s)))
+			dst = append(dst, s...)
+		}
+	}
+	return dst
+}
+
+// decodeRefs decodes the reference lists after a record's fixed part.
+func decodeRefs(b []byte) (patients, targets []string, err error) {
+	var lists [2][]string
+	for l := range lists {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)) {
+			return nil, nil, errBadKey
+		}
+		b = b[k:]
+		lists[l] = make([]string, 0, n)
+		for range n {
+			m, k := binary.Uvarint(b)
+			if k <= 0 || m > uint64(len(b)-k) {
+				return nil, nil, errBadKey
+			}
+			lists[l] = append(lists[l], string(b[k:k+int(m)]))
+			b = b[k+int(m):]
+		}
+	}
+	if len(b) != 0 {
+		return nil, nil, errBadKey
+	}
+	return lists[0], lists[1], nil
 }
 
 func decodeResourceRecord(v []byte) (resourceRecord, error) {
-	if (len(v) != resourceRecordLen && len(v) != legacyRecordLen) || v[16] > 1 {
+	if len(v) < legacyRecordLen || (len(v) > legacyRecordLen && len(v) < resourceRecordLen) || v[16] > 1 {
 		return resourceRecord{}, fmt.Errorf("index: malformed resource record (%d bytes)", len(v))
 	}
 	r := resourceRecord{
@@ -139,8 +320,14 @@ func decodeResourceRecord(v []byte) (resourceRecord, error) {
 		Version:    binary.BigEndian.Uint64(v[8:16]),
 		Deleted:    v[16] == 1,
 	}
-	if len(v) == resourceRecordLen {
+	if len(v) >= resourceRecordLen {
 		r.Sum, r.HasSum = binary.BigEndian.Uint32(v[17:21]), true
+	}
+	if len(v) > resourceRecordLen {
+		var err error
+		if r.Patients, r.Targets, err = decodeRefs(v[resourceRecordLen:]); err != nil {
+			return resourceRecord{}, fmt.Errorf("index: malformed resource record reference lists (%d bytes)", len(v))
+		}
 	}
 	return r, nil
 }

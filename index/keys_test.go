@@ -5,7 +5,9 @@ import (
 	"cmp"
 	"errors"
 	"math"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -107,28 +109,40 @@ func TestResourceRecordRoundTrip(t *testing.T) {
 		{CommitTime: 1, Version: 1, Sum: 0xdeadbeef, HasSum: true},
 		{CommitTime: 1_764_179_921_120_000, Version: 3, Deleted: true, HasSum: true},
 		{CommitTime: math.MaxUint64, Version: math.MaxUint64, Deleted: true, Sum: math.MaxUint32, HasSum: true},
+		{CommitTime: 9, Version: 4, HasSum: true, Patients: []string{"a", "b-1"}},
+		{CommitTime: 9, Version: 4, HasSum: true, Targets: []string{"Observation/x"}},
+		{CommitTime: 9, Version: 4, HasSum: true, Patients: []string{strings.Repeat("p", 200)}, Targets: []string{"Patient/p", "Encounter/e"}},
 	} {
 		v := r.encode([]byte{0xff})[1:]
-		if len(v) != resourceRecordLen {
+		if len(r.Patients)+len(r.Targets) == 0 && len(v) != resourceRecordLen {
 			t.Fatalf("encode(%+v) has %d bytes, want %d", r, len(v), resourceRecordLen)
 		}
 		got, err := decodeResourceRecord(v)
-		if err != nil || got != r {
+		if r.Patients == nil && r.Targets != nil {
+			r.Patients = []string{}
+		}
+		if r.Targets == nil && r.Patients != nil {
+			r.Targets = []string{}
+		}
+		if err != nil || !reflect.DeepEqual(got, r) {
 			t.Errorf("decodeResourceRecord(encode(%+v)) = %+v, %v", r, got, err)
 		}
 	}
 	// A record written before the checksum existed: no Sum.
 	good := resourceRecord{CommitTime: 5, Version: 2, Sum: 7, HasSum: true}.encode(nil)
 	legacy := good[:legacyRecordLen]
-	if got, err := decodeResourceRecord(legacy); err != nil || got != (resourceRecord{CommitTime: 5, Version: 2}) {
+	if got, err := decodeResourceRecord(legacy); err != nil || !reflect.DeepEqual(got, resourceRecord{CommitTime: 5, Version: 2}) {
 		t.Errorf("decodeResourceRecord(legacy %x) = %+v, %v", legacy, got, err)
 	}
 	for name, v := range map[string][]byte{
-		"empty":    nil,
-		"short":    good[:16],
-		"between":  good[:legacyRecordLen+2],
-		"long":     append(bytes.Clone(good), 0),
-		"bad flag": append(bytes.Clone(good[:16]), 2),
+		"empty":           nil,
+		"short":           good[:16],
+		"between":         good[:legacyRecordLen+2],
+		"long":            append(bytes.Clone(good), 0),
+		"refs cut":        resourceRecord{HasSum: true, Patients: []string{"abc"}}.encode(nil)[:resourceRecordLen+3],
+		"refs trailing":   append(resourceRecord{HasSum: true, Patients: []string{"abc"}}.encode(nil), 0),
+		"refs huge count": append(bytes.Clone(good), 0xff, 0xff, 0xff, 0x0f),
+		"bad flag":        append(bytes.Clone(good[:16]), 2),
 	} {
 		if _, err := decodeResourceRecord(v); err == nil {
 			t.Errorf("decodeResourceRecord(%s %x) succeeded, want error", name, v)
