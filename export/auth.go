@@ -26,6 +26,19 @@ func restrictTypes(req *Request, allowed []string) error {
 	if allowed == nil {
 		return nil
 	}
+	// A Group-level export reads the Group (the IG, Bulk Data 3.0: a
+	// server SHOULD require permission to read it), and associated data
+	// is Provenance.
+	var needs []string
+	if req.Level == LevelGroup && !slices.Contains(allowed, "Group") {
+		needs = append(needs, "Group")
+	}
+	if req.Provenance != ProvenanceNone && !slices.Contains(allowed, "Provenance") {
+		needs = append(needs, "Provenance")
+	}
+	if needs != nil {
+		return &ForbiddenError{Types: needs}
+	}
 	if len(req.Types) == 0 {
 		// ParseRequest never leaves Types empty when _type was given, so
 		// this is "no _type": every type the client may read.

@@ -333,14 +333,21 @@ func (m *Manager) Kickoff(ctx context.Context, k Kickoff) (string, error) {
 	req, err := ParseRequest(k.Params, ParseOptions{
 		Now:     max(index.Micros(now), m.src.Clock()),
 		Lenient: k.Lenient,
+		Level:   k.Level,
 	})
 	if err != nil {
 		return "", err
 	}
 	req.RequestURL, req.Client = k.RequestURL, k.Client
+	req.Level, req.Group = k.Level, k.Group
 	req.MaxFinished = cmp.Or(k.MaxFinished, m.cfg.MaxFinishedJobsPerClient)
 	if err := restrictTypes(&req, k.AllowedTypes); err != nil {
 		return "", err
+	}
+	if req.Level == LevelGroup {
+		if err := m.checkGroup(ctx, req.Group); err != nil {
+			return "", err
+		}
 	}
 	id, err := m.submit(ctx, req, k.MaxJobs, now)
 	m.countThrottled(err)
@@ -492,6 +499,39 @@ func (m *Manager) headSeq(ctx context.Context) (seq uint64, known bool) {
 		return applied, false
 	}
 	return seq, true
+}
+
+// groupWait bounds how long a Group-level kick-off waits for ingest to
+// apply the stream head when the Group is not found.
+const groupWait = 2 * time.Second
+
+// checkGroup answers a Group-level kick-off naming a Group the server does
+// not hold with a *NotFoundError (404). A Group published just before the
+// kick-off may not be applied yet: when it is not found and ingest is
+// behind the stream head, the check waits (at most groupWait) for the
+// head, then looks again. The job reads the members at its snapshot; a
+// Group deleted in between fails the job.
+func (m *Manager) checkGroup(ctx context.Context, id string) error {
+	ok, err := m.src.Exists("Group", id)
+	if err != nil {
+		return fmt.Errorf("export: look up Group/%s: %w", id, err)
+	}
+	if ok {
+		return nil
+	}
+	if head, known := m.headSeq(ctx); known && head > m.src.AppliedSeq() {
+		wctx, cancel := context.WithTimeout(ctx, groupWait)
+		werr := m.src.WaitApplied(wctx, head)
+		cancel()
+		if werr == nil {
+			if ok, err = m.src.Exists("Group", id); err != nil {
+				return fmt.Errorf("export: look up Group/%s: %w", id, err)
+			} else if ok {
+				return nil
+			}
+		}
+	}
+	return &NotFoundError{Type: "Group", ID: id}
 }
 
 // lookup returns the job with id, or nil.

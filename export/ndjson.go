@@ -135,12 +135,30 @@ type fileSeq struct {
 	name  string
 	count int64
 	size  int64
+	// inBlock holds the file open: between startBlock and endBlock no new
+	// file is started, so a block of lines stays in one file.
+	inBlock bool
 }
+
+// startBlock begins a block of lines that stays in one file: a file that
+// is full already is completed first.
+func (s *fileSeq) startBlock() error {
+	if s.f != nil && (s.count >= s.maxCount || s.size >= s.maxBytes) {
+		if err := s.finish(); err != nil {
+			return err
+		}
+	}
+	s.inBlock = true
+	return nil
+}
+
+// endBlock ends the block startBlock began.
+func (s *fileSeq) endBlock() { s.inBlock = false }
 
 // write appends line (without its '\n') to the current file.
 func (s *fileSeq) write(line []byte) error {
 	n := int64(len(line)) + 1
-	if s.f != nil && (s.count >= s.maxCount || s.size+n > s.maxBytes) {
+	if s.f != nil && !s.inBlock && (s.count >= s.maxCount || s.size+n > s.maxBytes) {
 		if err := s.finish(); err != nil {
 			return err
 		}

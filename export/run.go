@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkstream/bulkstream/index"
+	"github.com/bulkstream/bulkstream/internal/fhirdefs"
 )
 
 // worker runs queued jobs until the manager closes.
@@ -323,6 +325,11 @@ func (m *Manager) export(ctx context.Context, j *job, req Request, headSeq uint6
 		return nil, err
 	}
 	defer s.close()
+	if req.Provenance != ProvenanceNone && slices.ContainsFunc(snap.Counts(), func(c TypeCount) bool {
+		return c.Type == "Provenance" && c.Resources > 0
+	}) {
+		s.prov = newProvenance(req.Provenance)
+	}
 	plan.start = time.Now()
 	j.prog.plan.Store(plan)
 	j.prog.setPhase(phaseScanning)
@@ -332,8 +339,17 @@ func (m *Manager) export(ctx context.Context, j *job, req Request, headSeq uint6
 	if err := s.ignored(); err != nil {
 		return nil, err
 	}
-	for i, typ := range plan.types {
-		if err := s.scanType(ctx, snap, i, typ); err != nil {
+	if req.Level == LevelSystem {
+		for i, typ := range plan.types {
+			if err := s.scanType(ctx, snap, i, typ); err != nil {
+				return nil, err
+			}
+		}
+	} else if err := s.scanPatients(ctx, snap, plan); err != nil {
+		return nil, err
+	}
+	if s.prov != nil && req.OrganizeBy == "" {
+		if err := s.prov.flush(ctx, snap, s); err != nil {
 			return nil, err
 		}
 	}
@@ -389,9 +405,12 @@ func planScan(snap Snapshot, req Request) *scanPlan {
 			types = append(types, c.Type)
 		}
 	}
-	p := &scanPlan{full: full && req.Until >= tt, deletions: req.HasSince}
+	p := &scanPlan{full: full && req.Until >= tt && req.Level == LevelSystem, deletions: req.HasSince}
 	var resources int64
 	for _, t := range types {
+		if req.Level != LevelSystem && !fhirdefs.InPatientCompartment(t) {
+			continue // never in a patient's compartment
+		}
 		c := counts[t]
 		if c.Resources == 0 && (full || c.Tombstones == 0) {
 			continue
@@ -424,6 +443,7 @@ type scan struct {
 	line           []byte   // deleted Bundles, _elements output and OperationOutcomes, reused
 	skipped        int64    // resources _elements could not be applied to
 	firstSkipped   string
+	prov           *provenance // includeAssociatedData (nil: none asked)
 }
 
 // newScan readies the job's (empty) set of files and its writing.
@@ -474,64 +494,86 @@ func (s *scan) ignored() error {
 // resources to its output files, deletions (a _since export) to its
 // deleted files.
 func (s *scan) scanType(ctx context.Context, snap Snapshot, i int, typ string) error {
-	m, p, mf := s.m, &s.j.prog, s.mf
-	p.typeIdx.Store(int32(i + 1))
+	s.j.prog.typeIdx.Store(int32(i + 1))
+	out, del := s.typeFiles(typ)
+	err := snap.Scan(ctx, typ, s.req.Since, s.until, func(e Entry) error {
+		return s.entry(ctx, snap, e, out, del, s.full)
+	})
+	return s.finishType(ctx, typ, err, out, del)
+}
+
+// typeFiles returns the file sequences of type typ: its output files and
+// its deleted files.
+func (s *scan) typeFiles(typ string) (out, del *fileSeq) {
+	m, mf := s.m, s.mf
 	resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
 		m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
-	out := &fileSeq{files: m.files, job: s.j.id, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
+	out = &fileSeq{files: m.files, job: s.j.id, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
 		maxBytes: m.cfg.FileMaxBytes, bw: s.outBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
 			mf.Output = append(mf.Output, fi)
 			resCounter.Add(float64(fi.Count))
 			bytesCounter.Add(float64(fi.Bytes))
 		}}
-	del := &fileSeq{files: m.files, job: s.j.id, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
+	del = &fileSeq{files: m.files, job: s.j.id, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
 		maxBytes: m.cfg.FileMaxBytes, bw: s.delBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
 			mf.Deleted = append(mf.Deleted, fi)
 			delCounter.Add(float64(fi.Count))
 			bytesCounter.Add(float64(fi.Bytes))
 		}}
-	full, elements := s.full, s.req.Elements
-	err := snap.Scan(ctx, typ, s.req.Since, s.until, func(e Entry) error {
-		p.scanned.Add(1)
-		if m.hookScan != nil {
-			if err := m.hookScan(ctx); err != nil {
-				return err
-			}
+	return out, del
+}
+
+// entry writes one scanned entry: a resource to out (reduced to
+// _elements), a deletion to del, nothing for a tombstone when full (an
+// export without _since lists no deletions).
+func (s *scan) entry(ctx context.Context, snap Snapshot, e Entry, out, del *fileSeq, full bool) error {
+	m, p := s.m, &s.j.prog
+	p.scanned.Add(1)
+	if m.hookScan != nil {
+		if err := m.hookScan(ctx); err != nil {
+			return err
 		}
-		if e.Deleted {
-			if full {
-				return nil
-			}
-			s.line = appendDeletedBundle(s.line[:0], e.Type, e.ID, e.CommitTime)
-			if err := del.write(s.line); err != nil {
-				return err
-			}
-			p.written.Add(1)
+	}
+	if e.Deleted {
+		if full {
 			return nil
 		}
-		res := e.Resource
-		if len(elements) > 0 {
-			var ok bool
-			var err error
-			if res, ok, err = s.applyElements(typ, e); !ok {
-				return err
-			}
-		}
-		if err := out.write(res); err != nil {
+		s.line = appendDeletedBundle(s.line[:0], e.Type, e.ID, e.CommitTime)
+		if err := del.write(s.line); err != nil {
 			return err
 		}
 		p.written.Add(1)
 		return nil
-	})
-	if err == nil {
-		err = out.finish()
 	}
-	if err == nil {
-		err = del.finish()
+	res := e.Resource
+	if len(s.req.Elements) > 0 {
+		var ok bool
+		var err error
+		if res, ok, err = s.applyElements(e.Type, e); !ok {
+			return err
+		}
+	}
+	if err := out.write(res); err != nil {
+		return err
+	}
+	p.written.Add(1)
+	if s.prov != nil {
+		return s.prov.add(ctx, snap, e)
+	}
+	return nil
+}
+
+// finishType completes a type's files after its scan, whose error is err.
+func (s *scan) finishType(ctx context.Context, typ string, err error, files ...*fileSeq) error {
+	for _, f := range files {
+		if err == nil {
+			err = f.finish()
+		}
 	}
 	if err != nil {
-		out.abort()
-		del.abort()
+		for _, f := range files {
+			f.abort()
+		}
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}

@@ -134,3 +134,25 @@ func (s *indexSnapshot) Close() error            { return s.snap.Close() }
 func (s *indexSnapshot) Scan(ctx context.Context, typ string, since, until uint64, fn func(Entry) error) error {
 	return s.snap.Scan(ctx, typ, since, until, func(e index.Entry) error { return fn(Entry(e)) })
 }
+
+func (s *indexSnapshot) ScanPatient(ctx context.Context, patient, typ string, since, until uint64, fn func(Entry) error) error {
+	return s.snap.ScanPatient(ctx, patient, typ, since, until, func(e index.Entry) error { return fn(Entry(e)) })
+}
+
+func (s *indexSnapshot) GroupMembers(id string) ([]GroupMember, bool, error) {
+	ms, found, err := s.snap.GroupMembers(id)
+	out := make([]GroupMember, len(ms))
+	for i, m := range ms {
+		out[i] = GroupMember(m)
+	}
+	return out, found, err
+}
+
+func (s *indexSnapshot) Provenance(ctx context.Context, typ, id string, fn func(Entry) error) error {
+	return s.snap.Provenance(ctx, typ, id, func(e index.Entry) error { return fn(Entry(e)) })
+}
+
+func (s *indexSnapshot) Get(typ, id string) (Entry, bool, error) {
+	e, found, err := s.snap.Get(typ, id)
+	return Entry(e), found, err
+}

@@ -16,6 +16,19 @@ type fakeSource struct {
 	tt      uint64
 	seq     uint64
 	entries []Entry
+	// compartments maps "Type/id" to the patients whose compartment the
+	// entry is in; groups maps a Group id to its members.
+	compartments map[string][]string
+	groups       map[string][]GroupMember
+}
+
+func (s *fakeSource) Exists(typ, id string) (bool, error) {
+	for _, e := range slices.Backward(s.entries) {
+		if e.Type == typ && e.ID == id {
+			return !e.Deleted, nil
+		}
+	}
+	return false, nil
 }
 
 func (s *fakeSource) Snapshot() (Snapshot, error)                     { return &fakeSnapshot{s}, nil }
@@ -58,6 +71,35 @@ func (f *fakeSnapshot) Scan(ctx context.Context, typ string, since, until uint64
 		}
 	}
 	return nil
+}
+
+func (f *fakeSnapshot) ScanPatient(ctx context.Context, patient, typ string, since, until uint64, fn func(Entry) error) error {
+	return f.Scan(ctx, typ, since, until, func(e Entry) error {
+		in := f.s.compartments[e.Type+"/"+e.ID]
+		if !slices.Contains(in, patient) {
+			return nil
+		}
+		e.Shared = len(in) > 1
+		return fn(e)
+	})
+}
+
+func (f *fakeSnapshot) GroupMembers(id string) ([]GroupMember, bool, error) {
+	ok, _ := f.s.Exists("Group", id)
+	return f.s.groups[id], ok, nil
+}
+
+func (f *fakeSnapshot) Provenance(ctx context.Context, typ, id string, fn func(Entry) error) error {
+	return nil // the fake holds no Provenance index
+}
+
+func (f *fakeSnapshot) Get(typ, id string) (Entry, bool, error) {
+	for _, e := range slices.Backward(f.s.entries) {
+		if e.Type == typ && e.ID == id {
+			return e, !e.Deleted, nil
+		}
+	}
+	return Entry{}, false, nil
 }
 
 // TestFakeSource: the manager exports from any Source, not only the index:

@@ -1,0 +1,605 @@
+package index
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
+	"github.com/bulkstream/bulkstream/internal/fhirdefs"
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
+)
+
+// The reference extractors below read the references of one stored
+// resource at apply time. They walk its JSON with jsonobj's iterators, one
+// pass over the top-level members and then only the values on their
+// paths, and allocate nothing but the strings they return (and a decoded
+// copy of a string that has escapes).
+//
+// A reference is the string "reference" member of a Reference object
+// (https://hl7.org/fhir/R4/references.html#Reference). It counts when it
+// is:
+//
+//   - a literal reference Type/id or Type/id/_history/version;
+//   - an absolute URL, http:// or https:// then a non-empty rest, whose
+//     last segments are Type/id, optionally followed by /_history/version.
+//
+// Type must be an R4 resource type (internal/fhir.IsResourceType), id and
+// version FHIR ids ([A-Za-z0-9\-\.]{1,64}). Anything else is ignored:
+// contained references (#x), urn:oid: and urn:uuid: references (but see
+// groupMembers), a logical reference (an identifier without reference),
+// conditional and malformed references, a "reference" that is not a
+// string. JSON escapes in the string are decoded first, so "Patient\/1"
+// is Patient/1. Where an object has a member name twice, the last one
+// counts, as encoding/json reads it.
+//
+// A path (fhirdefs.PatientCompartment) is a dotted list of member names
+// from the resource's root; at every step the value may be one object or
+// an array of them (each element is followed; elements that are not
+// objects, nested arrays included, are not).
+
+// errNotObject is returned for a body that is not a JSON object.
+var errNotObject = errors.New("index: resource body is not a JSON object")
+
+// maxPaths bounds the paths of one type in fhirdefs.PatientCompartment
+// (CommunicationRequest and Coverage have 4); a type with more is walked
+// in several passes.
+const maxPaths = 4
+
+// compartmentOf appends to dst the ids of the patients in whose Patient
+// compartment the resource is, sorted and deduplicated: the Patient
+// references found at fhirdefs.PatientCompartment[typ]'s paths, and id
+// itself when typ is "Patient". A body that is not a JSON object is an error.
+//
+// Only references whose type is Patient count (a Group, Practitioner or
+// RelatedPerson at a compartment path puts the resource in no patient's
+// compartment); references follow the rules above, so urn:uuid: ones do
+// not count here. A body of a type not in the table is not walked beyond
+// checking that it is an object. Each id appended is a new string (ids
+// never alias body); the walk itself allocates nothing for a body
+// without escapes.
+func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) {
+	if !isObject(body) {
+		return dst, errNotObject
+	}
+	start := len(dst)
+	if typ == "Patient" {
+		dst = append(dst, id)
+	}
+	paths := fhirdefs.PatientCompartment[typ]
+	for len(paths) > 0 {
+		n := min(len(paths), maxPaths)
+		var err error
+		dst, err = patientRefs(dst, body, paths[:n])
+		if err != nil {
+			return dst[:start], err
+		}
+		paths = paths[n:]
+	}
+	return sortUnique(dst, start), nil
+}
+
+// patientRefs appends the ids of the Patient references at paths (at
+// most maxPaths) in body, in one pass over its top-level members.
+func patientRefs(dst []string, body []byte, paths []string) ([]string, error) {
+	var vals [maxPaths]struct{ vs, ve int }
+	var firsts [maxPaths]string
+	for i, p := range paths {
+		firsts[i], _, _ = strings.Cut(p, ".")
+	}
+	var s jsonobj.Scanner
+	it := s.Object(body, 0, 1)
+	for it.Next() {
+		key := it.Key()
+		for i, first := range firsts[:len(paths)] {
+			if string(key) == first {
+				vals[i].vs, vals[i].ve = it.ValueStart, it.ValueEnd
+			}
+		}
+	}
+	if it.End() != len(body) {
+		return dst, errNotObject
+	}
+	for i, p := range paths {
+		if vals[i].ve == 0 {
+			continue
+		}
+		_, rest, _ := strings.Cut(p, ".")
+		dst = refsAt(dst, body[:vals[i].ve], vals[i].vs, rest, 2, refPatient)
+	}
+	return dst, nil
+}
+
+// refKind says what refsAt appends for each reference.
+type refKind uint8
+
+const (
+	refPatient refKind = iota // the id of a Patient reference
+	refTyped                  // Type/id of any reference
+)
+
+// refsAt appends what kind says of each reference at path (the steps left,
+// "" at the Reference itself) in the value at b[i:], whose nesting depth
+// is depth. b ends at the end of the top-level member's value, so a walk
+// never leaves it; a value that is not valid JSON yields nothing.
+func refsAt(dst []string, b []byte, i int, path string, depth int, kind refKind) []string {
+	var s jsonobj.Scanner
+	switch {
+	case i < len(b) && b[i] == '[':
+		it := s.Array(b, i, depth)
+		for it.Next() {
+			if b[it.ValueStart] == '{' {
+				dst = refsInObject(dst, b, it.ValueStart, path, depth+1, kind)
+			}
+		}
+	case i < len(b) && b[i] == '{':
+		dst = refsInObject(dst, b, i, path, depth, kind)
+	}
+	return dst
+}
+
+// refsInObject is refsAt for the object at b[i].
+func refsInObject(dst []string, b []byte, i int, path string, depth int, kind refKind) []string {
+	step, rest, _ := strings.Cut(path, ".")
+	if path == "" {
+		step = "reference"
+	}
+	vs, ve, ok := lastMember(b, i, depth, step)
+	if !ok {
+		return dst
+	}
+	if path != "" {
+		return refsAt(dst, b[:ve], vs, rest, depth+1, kind)
+	}
+	ref, ok := stringValue(b[vs:ve])
+	if !ok {
+		return dst
+	}
+	typ, id, ok := parseRef(ref)
+	if !ok {
+		return dst
+	}
+	switch kind {
+	case refPatient:
+		if string(typ) == "Patient" {
+			dst = append(dst, string(id))
+		}
+	case refTyped:
+		dst = append(dst, string(typ)+"/"+string(id))
+	}
+	return dst
+}
+
+// lastMember returns the bounds of the value of the last member named key
+// of the object at b[i] (depth its nesting depth), and whether the
+// object, valid, has one.
+func lastMember(b []byte, i, depth int, key string) (vs, ve int, ok bool) {
+	var s jsonobj.Scanner
+	it := s.Object(b, i, depth)
+	for it.Next() {
+		if string(it.Key()) == key {
+			vs, ve, ok = it.ValueStart, it.ValueEnd, true
+		}
+	}
+	if it.End() < 0 {
+		return 0, 0, false
+	}
+	return vs, ve, ok
+}
+
+// groupMember is one Group.member entry.
+type groupMember struct {
+	Type, ID   string // "Patient"/"Group"/other type and id of member.entity; Type "" for urn:uuid:<ID>
+	Inactive   bool   // member.inactive
+	Start, End uint64 // member.period as µs since the Unix epoch (0: open); End is the last µs the period covers
+}
+
+// groupMembers returns Group.member entries with a usable entity reference, in document order.
+//
+// member.entity is usable when its reference follows the rules above (any
+// resource type), or is urn:uuid:<id> with id a FHIR id, which gives Type
+// "" (Synthea's Groups reference their patients so; the export resolves
+// it to Patient/<id>). Inactive is true only for member.inactive true.
+// Start is the first µs of member.period.start, End the last µs that
+// member.period.end covers at its precision (end "2020" is
+// 2020-12-31T23:59:59.999999Z); both are FHIR dateTimes
+// (https://hl7.org/fhir/R4/datatypes.html#dateTime), a date without a
+// time being read as UTC. A missing or unparseable bound is 0 (open). A
+// start before the epoch is 0 too (open, the same for any time since
+// the epoch); an end before the epoch is 1, so that it stays closed and
+// past. A body that is not a JSON object is an error.
+func groupMembers(body []byte) ([]groupMember, error) {
+	if !isObject(body) {
+		return nil, errNotObject
+	}
+	var s jsonobj.Scanner
+	it := s.Object(body, 0, 1)
+	vs, ve := -1, -1
+	for it.Next() {
+		if string(it.Key()) == "member" {
+			vs, ve = it.ValueStart, it.ValueEnd
+		}
+	}
+	if it.End() != len(body) {
+		return nil, errNotObject
+	}
+	if vs < 0 || body[vs] != '[' {
+		return nil, nil
+	}
+	b := body[:ve]
+	var out []groupMember
+	arr := s.Array(b, vs, 2)
+	for arr.Next() {
+		if b[arr.ValueStart] != '{' {
+			continue
+		}
+		var m groupMember
+		var ok bool
+		mem := s.Object(b, arr.ValueStart, 3)
+		for mem.Next() {
+			v := b[mem.ValueStart:mem.ValueEnd]
+			switch string(mem.Key()) {
+			case "entity":
+				m.Type, m.ID, ok = "", "", false
+				if v[0] != '{' {
+					continue
+				}
+				rs, re, found := lastMember(b[:mem.ValueEnd], mem.ValueStart, 4, "reference")
+				if !found {
+					continue
+				}
+				ref, isStr := stringValue(b[rs:re])
+				if !isStr {
+					continue
+				}
+				if uuid, isUUID := strings.CutPrefix(string(ref), "urn:uuid:"); isUUID {
+					if isID(uuid) {
+						m.ID, ok = uuid, true
+					}
+				} else if typ, id, valid := parseRef(ref); valid {
+					m.Type, m.ID, ok = string(typ), string(id), true
+				}
+			case "inactive":
+				m.Inactive = string(v) == "true"
+			case "period":
+				m.Start, m.End = 0, 0
+				if v[0] != '{' {
+					continue
+				}
+				if ps, pe, found := lastMember(b[:mem.ValueEnd], mem.ValueStart, 4, "start"); found {
+					if str, isStr := stringValue(b[ps:pe]); isStr {
+						m.Start, _ = periodBound(str, false)
+					}
+				}
+				if ps, pe, found := lastMember(b[:mem.ValueEnd], mem.ValueStart, 4, "end"); found {
+					if str, isStr := stringValue(b[ps:pe]); isStr {
+						m.End, _ = periodBound(str, true)
+					}
+				}
+			}
+		}
+		if ok && mem.End() >= 0 {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// provenanceTargets appends "Type/id" of each Provenance.target reference, sorted and deduplicated.
+//
+// References follow the rules above (any resource type; a version is
+// dropped, an absolute URL reduced to its Type/id). A body that is not a
+// JSON object is an error.
+func provenanceTargets(dst []string, body []byte) ([]string, error) {
+	if !isObject(body) {
+		return dst, errNotObject
+	}
+	var s jsonobj.Scanner
+	it := s.Object(body, 0, 1)
+	vs, ve := -1, -1
+	for it.Next() {
+		if string(it.Key()) == "target" {
+			vs, ve = it.ValueStart, it.ValueEnd
+		}
+	}
+	if it.End() != len(body) {
+		return dst, errNotObject
+	}
+	start := len(dst)
+	if vs >= 0 {
+		dst = refsAt(dst, body[:ve], vs, "", 2, refTyped)
+	}
+	return sortUnique(dst, start), nil
+}
+
+// isObject is a cheap check that b may be a JSON object; the walks check
+// the rest.
+func isObject(b []byte) bool {
+	return len(b) >= 2 && b[0] == '{' && b[len(b)-1] == '}'
+}
+
+// sortUnique sorts dst[start:] and removes its duplicates.
+func sortUnique(dst []string, start int) []string {
+	tail := dst[start:]
+	if len(tail) < 2 {
+		return dst
+	}
+	slices.Sort(tail)
+	return dst[:start+len(slices.Compact(tail))]
+}
+
+// stringValue returns the value of the JSON value lit if it is a string
+// (checked by a Scanner): lit without its quotes when it has no escapes,
+// else a decoded copy.
+func stringValue(lit []byte) ([]byte, bool) {
+	if len(lit) < 2 || lit[0] != '"' {
+		return nil, false
+	}
+	var s jsonobj.Scanner
+	end, escaped := s.String(lit, 0)
+	if end != len(lit) {
+		return nil, false
+	}
+	if !escaped {
+		return lit[1 : len(lit)-1], true
+	}
+	return unescape(lit[1 : len(lit)-1]), true
+}
+
+// unescape decodes the JSON escapes of the body of a string literal a
+// Scanner has checked, as encoding/json does: a \u escape of a lone
+// surrogate becomes U+FFFD.
+func unescape(s []byte) []byte {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' {
+			out = append(out, c)
+			i++
+			continue
+		}
+		switch s[i+1] {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r := hex4(s[i+2:])
+			i += 6
+			if utf16IsHigh(r) && i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
+				if lo := hex4(s[i+2:]); utf16IsLow(lo) {
+					r = 0x10000 + (r-0xd800)<<10 + (lo - 0xdc00)
+					i += 6
+				}
+			}
+			if 0xd800 <= r && r < 0xe000 {
+				r = utf8.RuneError
+			}
+			out = utf8.AppendRune(out, r)
+			continue
+		default: // '"', '\\', '/'
+			out = append(out, s[i+1])
+		}
+		i += 2
+	}
+	return out
+}
+
+func hex4(s []byte) rune {
+	var r rune
+	for _, c := range s[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			c -= 'A' - 10
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+func utf16IsHigh(r rune) bool { return 0xd800 <= r && r < 0xdc00 }
+func utf16IsLow(r rune) bool  { return 0xdc00 <= r && r < 0xe000 }
+
+// parseRef returns the type and id of a reference by the rules above;
+// they alias ref.
+func parseRef(ref []byte) (typ, id []byte, ok bool) {
+	rest := ref
+	// Type/id/_history/v: drop the version.
+	if j := lastSlash(rest); j >= 0 && isID(string(rest[j+1:])) {
+		if k := lastSlash(rest[:j]); k >= 0 && string(rest[k+1:j]) == "_history" {
+			rest = rest[:k]
+		}
+	}
+	j := lastSlash(rest)
+	if j < 0 {
+		return nil, nil, false
+	}
+	id = rest[j+1:]
+	k := lastSlash(rest[:j])
+	typ = rest[k+1 : j]
+	if !isID(string(id)) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
+		return nil, nil, false
+	}
+	if k >= 0 { // an absolute URL: http(s)://, a non-empty rest, /Type/id
+		prefix := string(rest[:k+1])
+		scheme, ok := strings.CutPrefix(prefix, "https://")
+		if !ok {
+			scheme, ok = strings.CutPrefix(prefix, "http://")
+		}
+		if !ok || len(scheme) < 2 { // at least one byte before the '/'
+			return nil, nil, false
+		}
+	}
+	return typ, id, true
+}
+
+func lastSlash(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == '/' {
+			return i
+		}
+	}
+	return -1
+}
+
+// isID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
+func isID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// periodBound reads a FHIR dateTime: YYYY, YYYY-MM, YYYY-MM-DD (UTC), or
+// YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm). It returns the first µs the
+// value covers at its precision, or with last the last one, clamped to
+// the epoch as groupMembers says; ok is false, and the bound 0, when s is
+// not a dateTime.
+func periodBound(s []byte, last bool) (us uint64, ok bool) {
+	num := func(b []byte) (int, bool) {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	if len(s) < 4 {
+		return 0, false
+	}
+	year, ok := num(s[:4])
+	if !ok || year == 0 {
+		return 0, false
+	}
+	month, day := 1, 1
+	var hh, mm, ss, frac, unit int64 // frac and unit in µs
+	var offset int64                 // seconds east of UTC
+	var t time.Time
+	switch {
+	case len(s) == 4:
+		t = time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC)
+		if last {
+			t = t.AddDate(1, 0, 0)
+		}
+	case len(s) == 7 && s[4] == '-':
+		if month, ok = num(s[5:7]); !ok || month < 1 || month > 12 {
+			return 0, false
+		}
+		t = time.Date(year, time.Month(month), 1, 0, 0, 0, 0, time.UTC)
+		if last {
+			t = t.AddDate(0, 1, 0)
+		}
+	case len(s) == 10 || len(s) >= 20 && s[10] == 'T':
+		if s[4] != '-' || s[7] != '-' {
+			return 0, false
+		}
+		if month, ok = num(s[5:7]); !ok || month < 1 || month > 12 {
+			return 0, false
+		}
+		if day, ok = num(s[8:10]); !ok || day < 1 || day > daysIn(year, month) {
+			return 0, false
+		}
+		if len(s) == 10 {
+			t = time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC)
+			if last {
+				t = t.AddDate(0, 0, 1)
+			}
+			break
+		}
+		// hh:mm:ss at s[11:19]
+		if s[13] != ':' || s[16] != ':' {
+			return 0, false
+		}
+		h, ok1 := num(s[11:13])
+		m, ok2 := num(s[14:16])
+		sec, ok3 := num(s[17:19])
+		if !ok1 || !ok2 || !ok3 || h > 23 || m > 59 || sec > 60 {
+			return 0, false
+		}
+		hh, mm, ss = int64(h), int64(m), int64(sec)
+		rest := s[19:]
+		unit = 1_000_000
+		if len(rest) > 0 && rest[0] == '.' {
+			n := 1
+			for n < len(rest) && '0' <= rest[n] && rest[n] <= '9' {
+				n++
+			}
+			digits := rest[1:n]
+			if len(digits) == 0 {
+				return 0, false
+			}
+			for _, c := range digits[:min(len(digits), 6)] {
+				frac = frac*10 + int64(c-'0')
+				unit /= 10
+			}
+			frac *= unit
+			if len(digits) > 6 {
+				unit = 1
+			}
+			rest = rest[n:]
+		}
+		switch {
+		case len(rest) == 1 && rest[0] == 'Z':
+		case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
+			oh, ok1 := num(rest[1:3])
+			om, ok2 := num(rest[4:6])
+			if !ok1 || !ok2 || om > 59 || oh > 14 || oh == 14 && om != 0 {
+				return 0, false
+			}
+			offset = int64(oh*3600 + om*60)
+			if rest[0] == '-' {
+				offset = -offset
+			}
+		default:
+			return 0, false
+		}
+		if ss == 60 { // a leap second: the last µs of its minute
+			ss, frac, unit = 59, 999_999, 1
+		}
+		t = time.Date(year, time.Month(month), day, int(hh), int(mm), int(ss), 0, time.UTC)
+		t = t.Add(time.Duration(frac-offset*1_000_000) * time.Microsecond)
+		if last {
+			t = t.Add(time.Duration(unit) * time.Microsecond)
+		}
+	default:
+		return 0, false
+	}
+	v := t.UnixMicro()
+	if last {
+		v-- // the last µs before the next unit
+		if v < 1 {
+			return 1, true
+		}
+		return uint64(v), true
+	}
+	if v < 0 {
+		return 0, true
+	}
+	return uint64(v), true
+}
+
+// daysIn returns the number of days of month in year (proleptic
+// Gregorian).
+func daysIn(year, month int) int {
+	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
+}
