@@ -72,7 +72,7 @@ func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) 
 	for len(paths) > 0 {
 		n := min(len(paths), maxPaths)
 		var err error
-		dst, err = patientRefs(dst, body, paths[:n])
+		dst, err = patientRefs(dst, start, body, paths[:n])
 		if err != nil {
 			return dst[:start], err
 		}
@@ -82,8 +82,10 @@ func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) 
 }
 
 // patientRefs appends the ids of the Patient references at paths (at
-// most maxPaths) in body, in one pass over its top-level members.
-func patientRefs(dst []string, body []byte, paths []string) ([]string, error) {
+// most maxPaths) in body, in one pass over its top-level members;
+// dst[from:] is what compartmentOf has appended so far.
+func patientRefs(dst []string, from int, body []byte, paths []string) ([]string, error) {
+	w := refWalk{dst: dst, from: from, kind: refPatient}
 	var vals [maxPaths]struct{ vs, ve int }
 	var firsts [maxPaths]string
 	for i, p := range paths {
@@ -107,12 +109,12 @@ func patientRefs(dst []string, body []byte, paths []string) ([]string, error) {
 			continue
 		}
 		_, rest, _ := strings.Cut(p, ".")
-		dst = refsAt(dst, body[:vals[i].ve], vals[i].vs, rest, 2, refPatient)
+		w.at(body[:vals[i].ve], vals[i].vs, rest, 2)
 	}
-	return dst, nil
+	return w.dst, nil
 }
 
-// refKind says what refsAt appends for each reference.
+// refKind says what a refWalk appends for each reference.
 type refKind uint8
 
 const (
@@ -120,56 +122,70 @@ const (
 	refTyped                  // Type/id of any reference
 )
 
-// refsAt appends what kind says of each reference at path (the steps left,
-// "" at the Reference itself) in the value at b[i:], whose nesting depth
-// is depth. b ends at the end of the top-level member's value, so a walk
-// never leaves it; a value that is not valid JSON yields nothing.
-func refsAt(dst []string, b []byte, i int, path string, depth int, kind refKind) []string {
+// refWalk appends to dst what kind says of each reference it finds;
+// dst[from:] is what this extractor has appended so far.
+type refWalk struct {
+	dst  []string
+	from int
+	kind refKind
+}
+
+// at walks the value at b[i], whose nesting depth is depth, to the
+// references at path (the steps left, "" at the Reference itself). b ends
+// at the end of the top-level member's value, which the top-level walk
+// has checked, so a walk never leaves it.
+func (w *refWalk) at(b []byte, i int, path string, depth int) {
 	var s jsonobj.Scanner
 	switch {
 	case i < len(b) && b[i] == '[':
 		it := s.Array(b, i, depth)
 		for it.Next() {
 			if b[it.ValueStart] == '{' {
-				dst = refsInObject(dst, b, it.ValueStart, path, depth+1, kind)
+				w.inObject(b, it.ValueStart, path, depth+1)
 			}
 		}
 	case i < len(b) && b[i] == '{':
-		dst = refsInObject(dst, b, i, path, depth, kind)
+		w.inObject(b, i, path, depth)
 	}
-	return dst
 }
 
-// refsInObject is refsAt for the object at b[i].
-func refsInObject(dst []string, b []byte, i int, path string, depth int, kind refKind) []string {
+// inObject is at for the object at b[i].
+func (w *refWalk) inObject(b []byte, i int, path string, depth int) {
 	step, rest, _ := strings.Cut(path, ".")
 	if path == "" {
 		step = "reference"
 	}
 	vs, ve, ok := lastMember(b, i, depth, step)
 	if !ok {
-		return dst
+		return
 	}
 	if path != "" {
-		return refsAt(dst, b[:ve], vs, rest, depth+1, kind)
+		w.at(b[:ve], vs, rest, depth+1)
+		return
 	}
 	ref, ok := stringValue(b[vs:ve])
 	if !ok {
-		return dst
+		return
 	}
 	typ, id, ok := parseRef(ref)
 	if !ok {
-		return dst
+		return
 	}
-	switch kind {
+	switch w.kind {
 	case refPatient:
-		if string(typ) == "Patient" {
-			dst = append(dst, string(id))
+		// A repeated id is not converted again (sortUnique would drop it).
+		if string(typ) != "Patient" {
+			return
 		}
+		for _, d := range w.dst[w.from:] {
+			if d == string(id) {
+				return
+			}
+		}
+		w.dst = append(w.dst, string(id))
 	case refTyped:
-		dst = append(dst, string(typ)+"/"+string(id))
+		w.dst = append(w.dst, string(typ)+"/"+string(id))
 	}
-	return dst
 }
 
 // lastMember returns the bounds of the value of the last member named key
@@ -309,7 +325,9 @@ func provenanceTargets(dst []string, body []byte) ([]string, error) {
 	}
 	start := len(dst)
 	if vs >= 0 {
-		dst = refsAt(dst, body[:ve], vs, "", 2, refTyped)
+		w := refWalk{dst: dst, from: start, kind: refTyped}
+		w.at(body[:ve], vs, "", 2)
+		dst = w.dst
 	}
 	return sortUnique(dst, start), nil
 }
@@ -417,7 +435,7 @@ func utf16IsLow(r rune) bool  { return 0xdc00 <= r && r < 0xe000 }
 func parseRef(ref []byte) (typ, id []byte, ok bool) {
 	rest := ref
 	// Type/id/_history/v: drop the version.
-	if j := lastSlash(rest); j >= 0 && isID(string(rest[j+1:])) {
+	if j := lastSlash(rest); j >= 0 && isID(rest[j+1:]) {
 		if k := lastSlash(rest[:j]); k >= 0 && string(rest[k+1:j]) == "_history" {
 			rest = rest[:k]
 		}
@@ -429,7 +447,7 @@ func parseRef(ref []byte) (typ, id []byte, ok bool) {
 	id = rest[j+1:]
 	k := lastSlash(rest[:j])
 	typ = rest[k+1 : j]
-	if !isID(string(id)) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
+	if !isID(id) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
 		return nil, nil, false
 	}
 	if k >= 0 { // an absolute URL: http(s)://, a non-empty rest, /Type/id
@@ -455,7 +473,7 @@ func lastSlash(b []byte) int {
 }
 
 // isID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
-func isID(s string) bool {
+func isID[T string | []byte](s T) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
