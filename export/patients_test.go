@@ -356,3 +356,292 @@ func TestCompartmentMove(t *testing.T) {
 		t.Errorf("_since export after the delete: deleted %v, resources %d", c.deleted, len(c.resources))
 	}
 }
+
+// TestGroupSinceChain: a chain of Group-level _since exports, each from
+// the last one's transactionTime, while a writer keeps changing the
+// members' resources, adds a member and drops one, rebuilds exactly the
+// members' compartments as of the last transactionTime: a member added
+// mid-chain gets its whole compartment (the IG's Group _since rule),
+// deletions are listed, nothing is missed or repeated.
+func TestGroupSinceChain(t *testing.T) {
+	e := newSampleEnv(t)
+	m := e.manager(t, Config{}, nil)
+	a, b, c := e.patients[3], e.patients[4], e.patients[5]
+	rs, _ := rawSample()
+
+	// The state the client should hold: every write and its commit time.
+	type write struct {
+		at   uint64
+		r    resource
+		vers uint64
+	}
+	var mu sync.Mutex
+	var log []write
+	apply := func(r resource) {
+		ch := e.f.change(r.typ, r.id, r.body)
+		res, err := e.x.Apply(t.Context(), []index.Change{ch}, 0)
+		if err != nil {
+			panic(err)
+		}
+		mu.Lock()
+		log = append(log, write{res[0].CommitTime, r, res[0].Version})
+		mu.Unlock()
+	}
+	group := func(members ...string) resource {
+		refs := make([]string, len(members))
+		for i, p := range members {
+			refs[i] = "Patient/" + p
+		}
+		return resource{"Group", "chain", groupBody("chain", refs...)}
+	}
+	apply(group(a, b))
+
+	// The writer: updates and deletes of Observations in the three
+	// patients' compartments, and what the test sends (Group changes).
+	var obs []resource
+	for _, r := range rs {
+		if r.typ == "Observation" {
+			if p := compartmentOracle(t, r.typ, r.id, r.body); len(p) == 1 && (p[0] == a || p[0] == b || p[0] == c) {
+				obs = append(obs, r)
+			}
+		}
+	}
+	send := make(chan resource)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case r := <-send:
+				apply(r)
+			default:
+				r := obs[i%len(obs)]
+				if i%7 == 3 {
+					apply(resource{r.typ, r.id, nil})
+				} else {
+					apply(resource{r.typ, r.id, fmt.Appendf(slices.Clone(r.body[:len(r.body)-1]), `,"note":[{"text":"%d"}]}`, i)})
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+
+	client := map[string]string{} // Type/id → versionId
+	var since uint64
+	var tt uint64
+	for round := range 5 {
+		switch round {
+		case 2:
+			send <- group(a, b, c) // c joins mid-chain
+		case 4:
+			send <- group(a, c) // b leaves
+		}
+		req := levelRequest(LevelGroup, "chain")
+		if round > 0 {
+			req.Since, req.HasSince = since, true
+		}
+		_, content, mf, _ := exportedKeys(t, m, req)
+		ts, err := time.Parse(time.RFC3339Nano, mf.TransactionTime)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt = index.Micros(ts)
+		for k, line := range content.resources {
+			client[k] = parseLine(t, line).Meta.VersionID
+		}
+		for k := range content.deleted {
+			delete(client, k)
+		}
+		since = tt
+	}
+	close(stop)
+	<-done
+
+	// The expected state as of the last transactionTime: the sample, then
+	// every logged write at or before it; the members then; their
+	// compartments.
+	state := map[string]write{}
+	for _, r := range rs {
+		state[r.typ+"/"+r.id] = write{r: r}
+	}
+	mu.Lock()
+	for _, w := range log {
+		if w.at <= tt {
+			state[w.r.typ+"/"+w.r.id] = w
+		}
+	}
+	mu.Unlock()
+	members := []string{a, c}
+	want := map[string]string{}
+	for k, w := range state {
+		if w.r.body == nil {
+			continue
+		}
+		for _, p := range compartmentOracle(t, w.r.typ, w.r.id, w.r.body) {
+			if slices.Contains(members, p) {
+				want[k] = ""
+				if w.vers != 0 {
+					want[k] = fmt.Sprint(w.vers)
+				}
+			}
+		}
+	}
+	// Resources of b's compartment the client got before b left stay with
+	// the client (the IG defines no removal); the rest must match.
+	for k, v := range want {
+		got, ok := client[k]
+		if !ok {
+			t.Errorf("%s missing from the chain", k)
+		} else if v != "" && got != v {
+			t.Errorf("%s at version %s, want %s", k, got, v)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	cOnly := 0
+	for k := range e.want(c) {
+		if !e.want(a)[k] {
+			cOnly++
+		}
+	}
+	if cOnly < 50 {
+		t.Fatalf("the member added mid-chain has %d resources of its own: not much of a test", cOnly)
+	}
+}
+
+// TestOrganizeByPatient: organizeOutputBy=Patient writes blocks — a
+// Parameters header naming the patient, the Patient, then the patient's
+// other resources — never splits a block across files (files still end
+// at the size limits, between blocks), lists no type in the output items
+// and echoes outputOrganizedBy; the blocks hold exactly the compartments.
+func TestOrganizeByPatient(t *testing.T) {
+	e := newSampleEnv(t)
+	m := e.manager(t, Config{FileMaxResources: 500}, nil)
+	req := levelRequest(LevelPatient, "", e.patients[:12]...)
+	req.OrganizeBy = "Patient"
+	id := submit(t, m, req)
+	mf := waitManifest(t, m, id)
+	if mf.OutputOrganizedBy != "Patient" {
+		t.Errorf("outputOrganizedBy %q", mf.OutputOrganizedBy)
+	}
+	if len(mf.Output) < 3 {
+		t.Fatalf("%d files: want several, to see blocks kept whole across files", len(mf.Output))
+	}
+	seenIn := map[string]string{} // patient → file of its block
+	got := map[string]map[string]bool{}
+	for _, fi := range mf.Output {
+		if fi.Type != "" {
+			t.Errorf("%s has type %q", fi.Name, fi.Type)
+		}
+		lines := readLines(t, m, id, fi.Name)
+		checkFileInfo(t, m, id, fi, lines)
+		var cur string
+		for i, l := range lines {
+			var hdr struct {
+				ResourceType string
+				Parameter    []struct {
+					Name           string
+					ValueReference struct{ Reference string }
+				}
+			}
+			if err := json.Unmarshal(l, &hdr); err != nil {
+				t.Fatal(err)
+			}
+			if hdr.ResourceType == "Parameters" {
+				if len(hdr.Parameter) != 1 || hdr.Parameter[0].Name != "header" {
+					t.Fatalf("header %s", l)
+				}
+				cur = strings.TrimPrefix(hdr.Parameter[0].ValueReference.Reference, "Patient/")
+				if f, dup := seenIn[cur]; dup {
+					t.Errorf("patient %s has blocks in %s and %s", cur, f, fi.Name)
+				}
+				seenIn[cur] = fi.Name
+				got[cur] = map[string]bool{}
+				// The Patient follows its header.
+				if next := parseLine(t, lines[i+1]); next.ResourceType != "Patient" || next.ID != cur {
+					t.Errorf("block of %s starts with %s/%s", cur, next.ResourceType, next.ID)
+				}
+				continue
+			}
+			if i == 0 {
+				t.Fatalf("%s does not start with a block header", fi.Name)
+			}
+			mt := parseLine(t, l)
+			got[cur][mt.ResourceType+"/"+mt.ID] = true
+		}
+		if fi.Count < 500 && fi.Name != mf.Output[len(mf.Output)-1].Name {
+			t.Errorf("%s ended at %d lines, before the limit", fi.Name, fi.Count)
+		}
+	}
+	for _, p := range e.patients[:12] {
+		diffKeys(t, "block of "+p, got[p], e.want(p))
+	}
+}
+
+// provenanceFor is a Provenance targeting the given references.
+func provenanceFor(id, recorded string, targets ...string) resource {
+	b := fmt.Appendf(nil, `{"resourceType":"Provenance","id":%q,"target":[`, id)
+	for i, t := range targets {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"reference":%q}`, t)
+	}
+	b = fmt.Appendf(b, `],"recorded":%q,"agent":[{"who":{"reference":"Practitioner/x"}}]}`, recorded)
+	return resource{"Provenance", id, b}
+}
+
+// TestIncludeAssociatedData: RelevantProvenanceResources adds every
+// Provenance targeting an exported resource, LatestProvenanceResources
+// the last changed one per resource, none without the parameter; each
+// once, also when _type excludes Provenance, and not again when the
+// Provenance type is exported anyway.
+func TestIncludeAssociatedData(t *testing.T) {
+	e := newSampleEnv(t)
+	m := e.manager(t, Config{}, nil)
+	rs, _ := rawSample()
+	var enc []string
+	for _, r := range rs {
+		if r.typ == "Encounter" && len(enc) < 2 {
+			enc = append(enc, "Encounter/"+r.id)
+		}
+	}
+	// v1 and v2 target enc[0]; v2 (later) also enc[1]; v3 targets a
+	// Practitioner only: never associated with an Encounter export.
+	e.put(t, provenanceFor("v1", "2026-01-01T00:00:00Z", enc[0]))
+	e.put(t, provenanceFor("v2", "2026-01-02T00:00:00Z", enc[0], enc[1]))
+	e.put(t, provenanceFor("v3", "2026-01-02T00:00:00Z", "Practitioner/x"))
+
+	provs := func(mode ProvenanceMode, types ...string) []string {
+		req := fullRequest()
+		req.Types, req.Provenance = types, mode
+		_, c, _, _ := exportedKeys(t, m, req)
+		var out []string
+		for k := range c.resources {
+			if strings.HasPrefix(k, "Provenance/") {
+				out = append(out, k)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		mode  ProvenanceMode
+		types []string
+		want  []string
+	}{
+		{ProvenanceNone, []string{"Encounter"}, nil},
+		{ProvenanceRelevant, []string{"Encounter"}, []string{"Provenance/v1", "Provenance/v2"}},
+		{ProvenanceLatest, []string{"Encounter"}, []string{"Provenance/v2"}},
+		{ProvenanceRelevant, []string{"Encounter", "Provenance"}, []string{"Provenance/v1", "Provenance/v2", "Provenance/v3"}},
+		{ProvenanceRelevant, []string{"Patient"}, nil},
+	} {
+		if got := provs(tc.mode, tc.types...); !slices.Equal(got, tc.want) {
+			t.Errorf("includeAssociatedData %q with _type %v: %q, want %q", tc.mode, tc.types, got, tc.want)
+		}
+	}
+}
