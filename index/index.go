@@ -625,7 +625,8 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			}
 			count(c.Type, 1, 0)
 		}
-		if err := x.applyRefs(b, c, found, &old, &rec, clock); err != nil {
+		if x.opts.noRefs {
+		} else if err := x.applyRefs(b, c, found, &old, &rec, clock); err != nil {
 			return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 		}
 		rkey = resourceKey(rkey[:0], c.Type, c.ID)

@@ -40,6 +40,11 @@ type Options struct {
 	// stream keeps every change) a delete of a resource never stored or
 	// already deleted is a no-op.
 	CompactedStream bool
+
+	// noRefs turns the reference index (p/, g/, t/ keys) off: only the
+	// benchmarks set it (WithoutRefs in export_test.go), to measure what
+	// the index costs Apply.
+	noRefs bool
 }
 
 // clone returns a copy with defaults filled in.
