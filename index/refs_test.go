@@ -204,7 +204,7 @@ func TestCompartmentOf(t *testing.T) {
 	const p1, p2 = "p1", "q-2.x"
 	for _, c := range []struct {
 		name, typ, id, body string
-		want             []string
+		want                []string
 	}{
 		{"literal", "Observation", "o", `{"subject":{"reference":"Patient/p1"}}`, []string{p1}},
 		{"history", "Observation", "o", `{"subject":{"reference":"Patient/p1/_history/3"}}`, []string{p1}},
