@@ -648,7 +648,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	if err := b.Set(keyClock, encodeUint64(clock), nil); err != nil {
 		return nil, err
 	}
-	if !x.refsMarked {
+	if !x.refsMarked && !x.opts.noRefs {
 		// The first batch of a new index: it has the reference index
 		// from the start (see backfillRefs).
 		if err := b.Set(keyRefs, encodeUint64(refsVersion), nil); err != nil {
