@@ -1,5 +1,5 @@
-// Package export runs FHIR Bulk Data system-level export jobs over the
-// index: kick-off validation, persisted jobs, a bounded worker pool that
+// Package export runs FHIR Bulk Data export jobs (system, Patient and
+// Group level) over the index: kick-off validation, persisted jobs, a bounded worker pool that
 // waits for ingest to catch up, scans a snapshot per type into split NDJSON
 // files, writes deleted-resource Bundles and the manifest, and expires,
 // cancels and resumes jobs.
@@ -40,14 +40,68 @@
 //     error file are bounded.
 //   - Any _since, even at or before the Unix epoch (Since 0), is a _since
 //     export that lists deletions (Request.HasSince).
-//   - includeAssociatedData, _typeFilter, organizeOutputBy,
-//     allowPartialManifests and patient are refused unless lenient: they
-//     are not implemented (patient does not apply to a system-level
-//     export), and the IG says a server SHOULD refuse a parameter it does
-//     not support and MAY ignore it when lenient. BDT expects
-//     includeAssociatedData with both standard codes to be accepted
-//     without lenient: that test fails until the parameter is
-//     implemented.
+//   - _typeFilter and allowPartialManifests are refused unless lenient:
+//     they are not implemented, and the IG says a server SHOULD refuse a
+//     parameter it does not support and MAY ignore it when lenient. So is
+//     patient at system level, where it does not apply.
+//
+// # Patient and Group level
+//
+// [base]/Patient/$export and [base]/Group/[id]/$export (Request.Level) go
+// through the same kick-off, job, status, manifest and file code as the
+// system level; only the scan differs (patients.go). The patients of a
+// job are resolved at its snapshot:
+//
+//   - Patient level: every Patient in the snapshot, and, for a _since
+//     export, every Patient deleted since (its compartment's deletions
+//     are listed).
+//   - Group level: the Group's member entries at the snapshot. Members
+//     with inactive=true, and members whose period does not cover
+//     transactionTime, are left out. A member that is a Group is
+//     followed (nested Groups, up to 16 deep, each once). A
+//     urn:uuid:<id> member reference (Synthea's Groups use them) means
+//     Patient/<id> when that Patient exists. Members of other types have
+//     no compartment and export nothing. A Group not found at kick-off
+//     is a 404 (NotFoundError), after waiting up to 2 s for ingest to
+//     reach the stream head; one deleted before the job runs fails it.
+//   - The patient parameter narrows either to the patients it names; a
+//     named patient outside them is a warning line in the error file,
+//     not a failure.
+//
+// For each type of the request that can be in a Patient compartment
+// (fhirdefs.InPatientCompartment: a _type outside it exports nothing,
+// and is not an error, as a client may reuse one _type list at every
+// level), each patient's compartment is one range scan of the index's p/
+// keys; a resource in several of the patients' compartments is written
+// once. What is in a compartment is R4's CompartmentDefinition/patient,
+// generated from the official definitions (see package index).
+//
+// _since at Group level: a resource is exported if it changed after
+// _since, and a member added to the Group after _since (the commit time
+// of the first Group version that listed it, kept by the index) gets its
+// whole compartment, whatever _since says (the IG's SHOULD, Bulk Data
+// 2.0 and 3.0): the client never had that patient's data. No deletions
+// are listed for such a member.
+//
+// organizeOutputBy=Patient (Bulk Data 3.0, Patient and Group level):
+// output files hold resource blocks, one per patient with something to
+// export: a Parameters header line naming Patient/<id>, the Patient (when
+// exported), then the patient's other resources type by type, then the
+// Provenance includeAssociatedData adds for them. A block is never split:
+// a file ends only between blocks, so a file can exceed the size limits
+// by one block. A resource in several patients' compartments is in each
+// of their blocks, so that every block is whole. The manifest has
+// outputOrganizedBy and its output items no type. Deletions stay in the
+// deleted files.
+//
+// includeAssociatedData (every level): LatestProvenanceResources adds,
+// for each exported resource, the Provenance targeting it that changed
+// last; RelevantProvenanceResources every Provenance targeting it; the
+// least restrictive value given wins. They are read from the index's
+// t/ keys as of transactionTime, whatever _since and _type say, each
+// written once (once per block), and never a second time when the
+// Provenance type is exported anyway. The client's token must grant
+// Provenance (and, at Group level, Group): 403 otherwise.
 //
 // # Jobs
 //
@@ -98,7 +152,9 @@
 //
 //	<Type>-<n>.ndjson          resources of Type, n = 1, 2, …
 //	<Type>-deleted-<n>.ndjson  deletions of Type (_since exports only)
-//	error-<n>.ndjson           OperationOutcomes (lenient kick-offs)
+//	error-<n>.ndjson           OperationOutcomes (lenient kick-offs, warnings)
+//	Provenance-associated-<n>.ndjson  Provenance added by includeAssociatedData
+//	Patient-blocks-<n>.ndjson  organizeOutputBy=Patient output
 //
 // A type's output starts a new file before the line that would exceed
 // Config.FileMaxResources lines or Config.FileMaxBytes bytes (a single

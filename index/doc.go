@@ -12,7 +12,43 @@
 //	m/applied_seq                    u64: last JetStream stream sequence applied
 //	m/clock                          u64: last commit time handed out (µs since the epoch)
 //	m/types                          JSON [{type, resources, tombstones}]: counts by type
+//	m/refs                           u64: version of the reference index (p/, g/, t/ keys)
+//	p/<patient>\x00<type>\x00<commitTs u64>/<id>
+//	                                 type/id, whose c/ entry is at commitTs, is in the
+//	                                 patient's compartment; value: in how many (1 byte, ≤255)
+//	g/<group>\x00<type>\x00<id>       a member entry of Group group (type "" for urn:uuid:<id>);
+//	                                 value: added u64, inactive byte, period start, end u64
+//	t/<type>/<id>\x00<provenance id>  Provenance/<provenance id> targets type/id
 //	j/<jobID>                        export job record (opaque to this package)
+//
+// The r/ record of a resource in a compartment, or of a Provenance, ends
+// with its lists of patients and targets (uvarint counts and lengths), so
+// that the next version can remove the keys the last one wrote.
+//
+// # Reference index
+//
+// Patient- and Group-level export read the p/ and g/ keys,
+// includeAssociatedData the t/ keys; Apply writes them in the same batch
+// as the resource. A resource is in the Patient compartment of every
+// patient its current version references at the paths of R4's
+// CompartmentDefinition/patient (fhirdefs.PatientCompartment: e.g.
+// Observation.subject and performer, Encounter.subject; a Patient is in
+// its own), so "type T of patient P changed after S" is one bounded scan
+// of p/<P>\x00<T>\x00 from S, and each entry is read from its c/ key. An
+// update that moves a resource deletes its old p/ keys and writes new ones
+// at the new commit time; a delete leaves p/ keys of the tombstone in the
+// compartments of the version it deleted (with Options.CompactedStream,
+// only a Patient's own: a rebuild could not know the others). A Group's g/
+// keys hold its member entries, each with the commit time of the Group
+// version from which the entity has been a member without interruption:
+// the Group-level _since rule needs it. Like every other key they are
+// functions of the stream, so a rebuild and every replica write the same
+// bytes; one exception: on a compacted stream, a rebuild sees only the
+// last version of a Group, so its members count as added then (a later
+// time, which exports more, never less). An index written before the
+// reference index existed (no m/refs) gets it at Open (backfillRefs), in
+// batches, from its live resources: tombstones get no p/ keys, and Group
+// members count as added at the Group's commit time.
 //
 // # Invariants
 //
