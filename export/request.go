@@ -19,6 +19,9 @@ const (
 	paramUntil        = "_until"
 	paramType         = "_type"
 	paramElements     = "_elements"
+	paramPatient      = "patient"
+	paramAssociated   = "includeAssociatedData"
+	paramOrganizeBy   = "organizeOutputBy"
 )
 
 // Limits of a kick-off, generous for real clients (R4 has 146 resource
@@ -32,6 +35,9 @@ const (
 	MaxTypeEntries = 500
 	// MaxElementsEntries caps the _elements entries, counted the same way.
 	MaxElementsEntries = 1000
+	// MaxPatientEntries caps the patient entries (references), counted
+	// the same way.
+	MaxPatientEntries = 10000
 	// MaxIgnored caps what a lenient kick-off may skip (ignored parameters
 	// and skipped entries, each one line of the manifest's error file).
 	MaxIgnored = 100
@@ -56,33 +62,40 @@ const (
 // implement (yet), with the reason shown to the client. Without lenient
 // handling they are refused; with it they are ignored and reported.
 var unsupportedParams = map[string]string{
-	"patient":               "patient is not supported: bulkstream serves only system-level $export; patient-level and group-level export are not available",
-	"includeAssociatedData": "includeAssociatedData is not supported yet",
 	"_typeFilter":           "_typeFilter is not supported yet",
-	"organizeOutputBy":      "organizeOutputBy is not supported yet",
 	"allowPartialManifests": "allowPartialManifests is not supported yet",
 }
+
+// includeAssociatedData codes (the IG's include-associated-data value set,
+// https://hl7.org/fhir/uv/bulkdata/export.html).
+const (
+	associatedLatest   = "LatestProvenanceResources"
+	associatedRelevant = "RelevantProvenanceResources"
+	associatedNone     = "_none"
+)
 
 // knownParams is every parameter name ParseRequest understands, for the
 // "did you mean" hint on a wrongly cased name.
 var knownParams = []string{
 	paramOutputFormat, paramSince, paramUntil, paramType, paramElements,
-	"patient", "includeAssociatedData", "_typeFilter", "organizeOutputBy", "allowPartialManifests",
+	paramPatient, paramAssociated, "_typeFilter", paramOrganizeBy, "allowPartialManifests",
 }
 
-// ParseRequest validates kick-off parameters (system-level $export, FHIR
-// Bulk Data 2.0–3.0) and returns the request to run, or a *RequestError
-// naming the parameter and saying what is wrong with it.
+// ParseRequest validates kick-off parameters ([base]/$export,
+// [base]/Patient/$export or [base]/Group/[id]/$export, as opts.Level
+// says; FHIR Bulk Data 2.0–3.0) and returns the request to run, or a
+// *RequestError naming the parameter and saying what is wrong with it.
 //
 // Rules (the IG's kick-off request, query parameters and lenient handling,
 // https://hl7.org/fhir/uv/bulkdata/export.html):
 //
 //   - Parameter names are case-sensitive. Params carry one value each, in
-//     request order; _type and _elements values are comma lists and may
-//     also be repeated (A,B&_type=C ≡ A,B,C); list entries are trimmed and
-//     deduplicated in order. _outputFormat, _since and _until have
-//     cardinality 0..1: a second occurrence is refused, even with the same
-//     value and even when lenient.
+//     request order; _type, _elements, patient and includeAssociatedData
+//     values are comma lists and may also be repeated (A,B&_type=C ≡
+//     A,B,C); list entries are trimmed and deduplicated in order.
+//     _outputFormat, _since, _until and organizeOutputBy have cardinality
+//     0..1: a second occurrence is refused, even with the same value and
+//     even when lenient.
 //   - _outputFormat: application/fhir+ndjson (default), application/ndjson
 //     or ndjson, case-insensitively; a space in place of the "+" (an
 //     unencoded "+" in a query string) is accepted. Anything else is
@@ -111,17 +124,39 @@ var knownParams = []string{
 //     types, bad names and empty entries are refused; when lenient they
 //     are skipped and reported (if none is left, resources are exported
 //     whole, which the IG allows: a server may return more than asked).
-//   - patient, includeAssociatedData, _typeFilter, organizeOutputBy,
-//     allowPartialManifests and unknown parameters are refused
-//     (not-supported); when lenient they are ignored and reported.
+//   - patient, at Patient and Group level (the IG has it in POST bodies;
+//     it is taken from a query string too): each entry is a Patient
+//     reference, Patient/[id], Patient/[id]/_history/[version], or an
+//     http(s) URL ending in one of those; ids and versions are FHIR ids
+//     ([A-Za-z0-9-.]{1,64}). Patients holds the ids. An empty, malformed
+//     or non-Patient entry is refused (code value); when lenient it is
+//     skipped and reported, unless none is left, which is refused
+//     (exporting every patient is not what the client asked for). At
+//     system level patient is refused (not-supported); when lenient it is
+//     ignored and reported.
+//   - includeAssociatedData, at every level: LatestProvenanceResources,
+//     RelevantProvenanceResources or _none. The least restrictive wins
+//     (Relevant over Latest); _none alone is ProvenanceNone; _none with
+//     another code is a contradiction, refused (invalid), and when lenient
+//     the other code wins and _none is reported. Any other code (other
+//     "_" server codes included) or an empty entry is refused
+//     (not-supported, or value for an empty one); when lenient it is
+//     skipped and reported.
+//   - organizeOutputBy: Patient, at Patient and Group level. Refused: at
+//     system level and any value but Patient (not-supported), an empty
+//     value (value); when lenient, ignored and reported (files are then
+//     by resource type).
+//   - _typeFilter, allowPartialManifests and unknown parameters are
+//     refused (not-supported); when lenient they are ignored and reported.
 //   - More than MaxTypeEntries _type entries, MaxElementsEntries
-//     _elements entries or MaxIgnored ignored items are refused (code
-//     too-costly), lenient or not. Deduplication uses sets, so parsing is
-//     linear in the size of the request.
+//     _elements entries, MaxPatientEntries patient entries or MaxIgnored
+//     ignored items are refused (code too-costly), lenient or not.
+//     Deduplication uses sets, so parsing is linear in the size of the
+//     request.
 //
 // The first problem found, in parameter order, is the error; checks that
-// involve several parameters (_since/_until order, no type left) come
-// after.
+// involve several parameters (_since/_until order, no type or patient
+// left, _none with another includeAssociatedData code) come after.
 func ParseRequest(params []Param, opts ParseOptions) (Request, error) {
 	p := requestParser{
 		opts: opts,
@@ -155,11 +190,18 @@ type requestParser struct {
 	hasType     bool     // some _type parameter was given
 	typeSkipped []string // lenient: the _type entries skipped, for the "no type left" error
 
+	hasPatient     bool     // some patient parameter was given (Patient or Group level)
+	patientSkipped []string // lenient: the first patient entries skipped, for the "no patient left" error
+	skippedCount   int      // lenient: how many patient entries were skipped
+
+	// includeAssociatedData codes seen.
+	assocLatest, assocRelevant, assocNone bool
+
 	// Entry counts, for the limits, and sets for O(1) deduplication.
-	typeEntries, elementEntries int
-	typeSet                     map[string]struct{}
-	elementSet                  map[Element]struct{}
-	ignoredSet                  map[string]struct{}
+	typeEntries, elementEntries, patientEntries int
+	typeSet, patientSet                         map[string]struct{}
+	elementSet                                  map[Element]struct{}
+	ignoredSet                                  map[string]struct{}
 	// probes counts the membership checks of deduplication: one per entry,
 	// whatever the request size (tests check it stays linear).
 	probes int
@@ -194,6 +236,21 @@ func (p *requestParser) param(prm Param) error {
 		return p.types(prm)
 	case paramElements:
 		return p.elements(prm)
+	case paramPatient:
+		if p.opts.Level == LevelSystem {
+			return p.ignore(&RequestError{Param: prm.Name, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+				"patient is for [base]/Patient/$export and [base]/Group/[id]/$export, not the system-level [base]/$export (got patient=%s)",
+				quote(prm.Value))})
+		}
+		p.hasPatient = true
+		return p.patients(prm)
+	case paramAssociated:
+		return p.associated(prm)
+	case paramOrganizeBy:
+		if err := p.once(prm); err != nil {
+			return err
+		}
+		return p.organizeBy(prm)
 	default:
 		if why, ok := unsupportedParams[prm.Name]; ok {
 			return p.ignore(&RequestError{Param: prm.Name, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
@@ -310,6 +367,162 @@ func (p *requestParser) types(prm Param) error {
 	return nil
 }
 
+func (p *requestParser) patients(prm Param) error {
+	for entry := range strings.SplitSeq(prm.Value, ",") {
+		if p.patientEntries++; p.patientEntries > MaxPatientEntries {
+			return tooMany(paramPatient, MaxPatientEntries)
+		}
+		entry = strings.TrimSpace(entry)
+		id, problem := parsePatientRef(entry)
+		if problem == "" {
+			if addOnce(&p.patientSet, id, &p.probes) {
+				p.req.Patients = append(p.req.Patients, strings.Clone(id))
+			}
+			continue
+		}
+		d := fmt.Sprintf("patient %s is not a Patient reference (Patient/[id], Patient/[id]/_history/[version] "+
+			"or an http(s) URL ending in one of those): %s", quote(entry), problem)
+		if entry == "" {
+			d = fmt.Sprintf("patient %s has an empty entry; expected comma-separated Patient references, e.g. Patient/123",
+				quote(prm.Value))
+		}
+		if err := p.ignore(&RequestError{Param: paramPatient, Code: codeValue, Diagnostics: d}); err != nil {
+			return err
+		}
+		if p.skippedCount++; len(p.patientSkipped) < 5 {
+			p.patientSkipped = append(p.patientSkipped, quote(entry))
+		}
+	}
+	return nil
+}
+
+// parsePatientRef returns the id of a Patient reference (Patient/[id],
+// Patient/[id]/_history/[version], or an http(s) URL ending in one of
+// those), or says what is wrong with it.
+func parsePatientRef(ref string) (id, problem string) {
+	if ref == "" {
+		return "", "it is empty"
+	}
+	if scheme, rest, abs := strings.Cut(ref, "://"); abs {
+		if !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
+			return "", "an absolute reference must be an http or https URL"
+		}
+		if strings.ContainsAny(rest, "?#") {
+			return "", "a reference has no query or fragment"
+		}
+		_, path, ok := strings.Cut(rest, "/")
+		if !ok {
+			return "", "the URL has no path"
+		}
+		// Keep the last two segments, or four with _history.
+		segs := strings.Split(path, "/")
+		keep := 2
+		if n := len(segs); n >= 4 && segs[n-2] == "_history" {
+			keep = 4
+		}
+		if len(segs) < keep {
+			return "", "the URL does not end in Patient/[id]"
+		}
+		ref = strings.Join(segs[len(segs)-keep:], "/")
+	}
+	segs := strings.Split(ref, "/")
+	switch {
+	case len(segs) == 1:
+		if isFHIRID(ref) {
+			return "", "a bare id is not a reference; write Patient/" + ref
+		}
+		return "", "it is not of the form Patient/[id]"
+	case len(segs) != 2 && (len(segs) != 4 || segs[2] != "_history"):
+		return "", "it is not of the form Patient/[id] or Patient/[id]/_history/[version]"
+	case segs[0] != "Patient":
+		if fhir.IsResourceType(segs[0]) {
+			return "", "it refers to a " + segs[0] + ", not a Patient"
+		}
+		if strings.EqualFold(segs[0], "Patient") {
+			return "", "resource types are case-sensitive: write Patient/" + segs[1]
+		}
+		return "", "it is not of the form Patient/[id]"
+	case !isFHIRID(segs[1]):
+		return "", "the id " + quote(segs[1]) + " is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)"
+	case len(segs) == 4 && !isFHIRID(segs[3]):
+		return "", "the version " + quote(segs[3]) + " is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)"
+	}
+	return segs[1], ""
+}
+
+// isFHIRID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}
+// (https://hl7.org/fhir/R4/datatypes.html#id).
+func isFHIRID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *requestParser) associated(prm Param) error {
+	for entry := range strings.SplitSeq(prm.Value, ",") {
+		entry = strings.TrimSpace(entry)
+		var e *RequestError
+		switch entry {
+		case associatedLatest:
+			p.assocLatest = true
+			continue
+		case associatedRelevant:
+			p.assocRelevant = true
+			continue
+		case associatedNone:
+			p.assocNone = true
+			continue
+		case "":
+			e = &RequestError{Param: paramAssociated, Code: codeValue, Diagnostics: fmt.Sprintf(
+				"includeAssociatedData %s has an empty entry; expected comma-separated codes, e.g. LatestProvenanceResources",
+				quote(prm.Value))}
+		default:
+			hint := ""
+			for _, c := range []string{associatedLatest, associatedRelevant, associatedNone} {
+				if strings.EqualFold(c, entry) {
+					hint = " (codes are case-sensitive: did you mean " + c + "?)"
+				}
+			}
+			e = &RequestError{Param: paramAssociated, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+				"includeAssociatedData %s is not supported%s; supported: LatestProvenanceResources, RelevantProvenanceResources, _none",
+				quote(entry), hint)}
+		}
+		if err := p.ignore(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *requestParser) organizeBy(prm Param) error {
+	var e *RequestError
+	switch {
+	case prm.Value == "":
+		e = &RequestError{Param: paramOrganizeBy, Code: codeValue, Diagnostics: "organizeOutputBy is empty; the supported value is Patient"}
+	case prm.Value != "Patient":
+		hint := ""
+		if strings.EqualFold(prm.Value, "Patient") {
+			hint = " (resource types are case-sensitive: did you mean Patient?)"
+		}
+		e = &RequestError{Param: paramOrganizeBy, Code: codeNotSupported, Diagnostics: fmt.Sprintf(
+			"organizeOutputBy %s is not supported%s; the supported value is Patient", quote(prm.Value), hint)}
+	case p.opts.Level == LevelSystem:
+		e = &RequestError{Param: paramOrganizeBy, Code: codeNotSupported, Diagnostics: "organizeOutputBy=Patient is supported " +
+			"at Patient and Group level ([base]/Patient/$export, [base]/Group/[id]/$export), not at system level"}
+	default:
+		p.req.OrganizeBy = "Patient"
+		return nil
+	}
+	return p.ignore(e)
+}
+
 func (p *requestParser) elements(prm Param) error {
 	for entry := range strings.SplitSeq(prm.Value, ",") {
 		if p.elementEntries++; p.elementEntries > MaxElementsEntries {
@@ -397,6 +610,18 @@ func (p *requestParser) finish() error {
 			"_type names no exportable resource type (skipped: %s); refusing rather than exporting every type",
 			strings.Join(p.typeSkipped, ", "))}
 	}
+	if p.hasPatient && len(p.req.Patients) == 0 {
+		// Only reachable when lenient, as for _type.
+		skipped := strings.Join(p.patientSkipped, ", ")
+		if more := p.skippedCount - len(p.patientSkipped); more > 0 {
+			skipped += fmt.Sprintf(" and %d more", more)
+		}
+		return &RequestError{Param: paramPatient, Code: codeValue, Diagnostics: fmt.Sprintf(
+			"patient names no valid Patient reference (skipped: %s); refusing rather than exporting every patient", skipped)}
+	}
+	if err := p.provenance(); err != nil {
+		return err
+	}
 	if p.hasSince {
 		p.req.Since, p.req.HasSince = p.since.sinceBound(), true
 	}
@@ -418,6 +643,30 @@ func (p *requestParser) finish() error {
 		}
 		p.req.Until = until
 	}
+	return nil
+}
+
+// provenance resolves the includeAssociatedData codes seen: the least
+// restrictive wins, and _none with another code is a contradiction.
+func (p *requestParser) provenance() error {
+	mode, code := ProvenanceNone, ""
+	switch {
+	case p.assocRelevant:
+		mode, code = ProvenanceRelevant, associatedRelevant
+	case p.assocLatest:
+		mode, code = ProvenanceLatest, associatedLatest
+	}
+	if p.assocNone && mode != ProvenanceNone {
+		if !p.opts.Lenient {
+			return &RequestError{Param: paramAssociated, Code: codeInvalid, Diagnostics: fmt.Sprintf(
+				"includeAssociatedData _none (no associated data) contradicts %s, also given; send one or the other", code)}
+		}
+		if err := p.ignore(&RequestError{Param: paramAssociated, Code: codeInvalid, Diagnostics: fmt.Sprintf(
+			"includeAssociatedData _none contradicts %s, also given; %s is kept (the least restrictive)", code, code)}); err != nil {
+			return err
+		}
+	}
+	p.req.Provenance = mode
 	return nil
 }
 

@@ -35,16 +35,20 @@ func encodeFuzzParams(params []Param) string {
 	return strings.Join(parts, "&")
 }
 
+// fuzzLevels are the levels FuzzParseRequest picks from.
+var fuzzLevels = []Level{LevelSystem, LevelPatient, LevelGroup}
+
 // FuzzParseRequest: ParseRequest never panics, refuses with a complete
 // *RequestError, and what it accepts satisfies Request's invariants. Every
 // _since/_until it accepts agrees with time.Parse on the instant.
 func FuzzParseRequest(f *testing.F) {
 	for _, tc := range requestCases(f) {
-		f.Add(encodeFuzzParams(tc.params), tc.lenient)
+		f.Add(encodeFuzzParams(tc.params), tc.lenient, uint8(slices.Index(fuzzLevels, tc.level)))
 	}
-	f.Fuzz(func(t *testing.T, query string, lenient bool) {
+	f.Fuzz(func(t *testing.T, query string, lenient bool, li uint8) {
 		params := fuzzParams(query)
-		opts := ParseOptions{Now: testNow, Lenient: lenient}
+		level := fuzzLevels[int(li)%len(fuzzLevels)]
+		opts := ParseOptions{Now: testNow, Lenient: lenient, Level: level}
 		req, err := ParseRequest(params, opts)
 		again, err2 := ParseRequest(params, opts)
 		if !reflect.DeepEqual(req, again) || (err == nil) != (err2 == nil) {
@@ -96,7 +100,49 @@ func FuzzParseRequest(f *testing.F) {
 		if hasType != (len(req.Types) > 0) {
 			t.Fatalf("%q: _type given %v but Types %q", query, hasType, req.Types)
 		}
+		checkLevelParams(t, query, params, level, lenient, req)
 	})
+}
+
+// checkLevelParams checks what an accepted request made of patient,
+// organizeOutputBy and includeAssociatedData against the parameters.
+func checkLevelParams(t *testing.T, query string, params []Param, level Level, lenient bool, req Request) {
+	t.Helper()
+	hasPatient := slices.ContainsFunc(params, func(p Param) bool { return p.Name == "patient" })
+	if want := hasPatient && level != LevelSystem; want != (len(req.Patients) > 0) {
+		t.Fatalf("%q at %q: patient given %v but Patients %q", query, level, hasPatient, req.Patients)
+	}
+	for i, id := range req.Patients {
+		if !isFHIRID(id) || slices.Contains(req.Patients[:i], id) ||
+			!slices.ContainsFunc(params, func(p Param) bool { return p.Name == "patient" && strings.Contains(p.Value, "Patient/"+id) }) {
+			t.Fatalf("%q: bad, duplicate or unasked patient %q in %q", query, id, req.Patients)
+		}
+	}
+	organize := slices.ContainsFunc(params, func(p Param) bool { return p.Name == "organizeOutputBy" && p.Value == "Patient" })
+	if want := organize && level != LevelSystem; want != (req.OrganizeBy == "Patient") || req.OrganizeBy != "" && req.OrganizeBy != "Patient" {
+		t.Fatalf("%q at %q: OrganizeBy %q", query, level, req.OrganizeBy)
+	}
+	codes := map[string]bool{}
+	for _, p := range params {
+		if p.Name == "includeAssociatedData" {
+			for c := range strings.SplitSeq(p.Value, ",") {
+				codes[strings.TrimSpace(c)] = true
+			}
+		}
+	}
+	want := ProvenanceNone
+	switch {
+	case codes["RelevantProvenanceResources"]:
+		want = ProvenanceRelevant
+	case codes["LatestProvenanceResources"]:
+		want = ProvenanceLatest
+	}
+	if req.Provenance != want {
+		t.Fatalf("%q: Provenance %q, want %q", query, req.Provenance, want)
+	}
+	if !lenient && codes["_none"] && want != ProvenanceNone {
+		t.Fatalf("%q: _none with %q accepted without lenient handling", query, want)
+	}
 }
 
 // checkInstantAgainstTime compares parseInstant with time.Parse where the

@@ -2,6 +2,7 @@ package export
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -36,13 +37,17 @@ type requestCase struct {
 	name    string
 	params  []Param
 	lenient bool
+	level   Level // LevelSystem when not set
 
 	// Accepted: the fields to compare (Until 0 means index.Unbounded).
-	types    []string
-	since    uint64
-	until    uint64
-	elements []Element
-	ignored  []string // one substring per Ignored entry
+	types      []string
+	since      uint64
+	until      uint64
+	elements   []Element
+	ignored    []string // one substring per Ignored entry
+	patients   []string
+	organizeBy string
+	provenance ProvenanceMode
 
 	// Refused: Param, Code and a substring of Diagnostics.
 	errParam, errCode, errDiag string
@@ -103,14 +108,13 @@ func requestCases(t testing.TB) []requestCase {
 		{name: "lenient empty type entry skipped", lenient: true, params: ps("_type", "Patient,,"),
 			types: []string{"Patient"}, ignored: []string{`_type "Patient,," has an empty entry`}},
 		{name: "lenient unsupported params ignored", lenient: true,
-			params: ps("_typeFilter", "Patient?status=active", "_typeFilter", "Observation?code=1", "includeAssociatedData", "LatestProvenanceResources",
+			params: ps("_typeFilter", "Patient?status=active", "_typeFilter", "Observation?code=1",
 				"patient", "Patient/1", "organizeOutputBy", "Patient", "allowPartialManifests", "true"),
 			ignored: []string{
 				`_typeFilter is not supported yet (got _typeFilter="Patient?status=active")`,
 				`_typeFilter is not supported yet (got _typeFilter="Observation?code=1")`,
-				`includeAssociatedData is not supported yet`,
-				`patient is not supported: bulkstream serves only system-level $export; patient-level and group-level export are not available (got patient="Patient/1")`,
-				`organizeOutputBy is not supported yet`,
+				`patient is for [base]/Patient/$export and [base]/Group/[id]/$export, not the system-level [base]/$export (got patient="Patient/1")`,
+				`organizeOutputBy=Patient is supported at Patient and Group level`,
 				`allowPartialManifests is not supported yet`,
 			}},
 		{name: "lenient unknown param ignored once", lenient: true, params: ps("_foo", "1", "_foo", "1", "_type", "Patient"),
@@ -246,15 +250,106 @@ func requestCases(t testing.TB) []requestCase {
 		{name: "elements leading dot", params: ps("_elements", ".id"),
 			errParam: "_elements", errCode: "not-supported", errDiag: `only top-level`},
 
+		// patient (Patient and Group level).
+		{name: "patient at patient level", level: LevelPatient, params: ps("patient", "Patient/1"), patients: []string{"1"}},
+		{name: "patient at group level, lists and repeats, deduplicated in order", level: LevelGroup,
+			params:   ps("patient", "Patient/b, Patient/a", "patient", "Patient/b/_history/3,https://ehr.example.org/fhir/Patient/c", "patient", "Patient/a"),
+			patients: []string{"b", "a", "c"}},
+		{name: "patient absolute URL with history", level: LevelPatient,
+			params: ps("patient", "http://x.example/fhir/Patient/p-1.2/_history/7"), patients: []string{"p-1.2"}},
+		{name: "patient id of 64 characters", level: LevelGroup,
+			params: ps("patient", "Patient/"+strings.Repeat("a", 64)), patients: []string{strings.Repeat("a", 64)}},
+		{name: "patient with everything else", level: LevelGroup,
+			params: ps("_type", "Patient,Observation", "patient", "Patient/1", "organizeOutputBy", "Patient", "includeAssociatedData", "LatestProvenanceResources"),
+			types:  []string{"Patient", "Observation"}, patients: []string{"1"}, organizeBy: "Patient", provenance: ProvenanceLatest},
+		{name: "patient not a Patient", level: LevelGroup, params: ps("patient", "Group/1"),
+			errParam: "patient", errCode: "value", errDiag: `patient "Group/1" is not a Patient reference (Patient/[id], Patient/[id]/_history/[version] or an http(s) URL ending in one of those): it refers to a Group, not a Patient`},
+		{name: "patient bare id", level: LevelPatient, params: ps("patient", "123"),
+			errParam: "patient", errCode: "value", errDiag: `a bare id is not a reference; write Patient/123`},
+		{name: "patient wrong case", level: LevelPatient, params: ps("patient", "patient/1"),
+			errParam: "patient", errCode: "value", errDiag: `resource types are case-sensitive: write Patient/1`},
+		{name: "patient bad id", level: LevelPatient, params: ps("patient", "Patient/a_b"),
+			errParam: "patient", errCode: "value", errDiag: `the id "a_b" is not a FHIR id`},
+		{name: "patient id too long", level: LevelPatient, params: ps("patient", "Patient/"+strings.Repeat("a", 65)),
+			errParam: "patient", errCode: "value", errDiag: `is not a FHIR id`},
+		{name: "patient bad version", level: LevelPatient, params: ps("patient", "Patient/1/_history/"),
+			errParam: "patient", errCode: "value", errDiag: `the version "" is not a FHIR id`},
+		{name: "patient extra segment", level: LevelPatient, params: ps("patient", "Patient/1/x"),
+			errParam: "patient", errCode: "value", errDiag: `not of the form Patient/[id] or Patient/[id]/_history/[version]`},
+		{name: "patient search URL", level: LevelPatient, params: ps("patient", "http://x.example/Patient?name=a"),
+			errParam: "patient", errCode: "value", errDiag: `no query or fragment`},
+		{name: "patient urn", level: LevelPatient, params: ps("patient", "urn:uuid:1234"),
+			errParam: "patient", errCode: "value", errDiag: `not of the form Patient/[id]`},
+		{name: "patient other scheme", level: LevelPatient, params: ps("patient", "ftp://x.example/Patient/1"),
+			errParam: "patient", errCode: "value", errDiag: `http or https URL`},
+		{name: "patient URL not ending in Patient", level: LevelPatient, params: ps("patient", "https://x.example/fhir/Group/1"),
+			errParam: "patient", errCode: "value", errDiag: `it refers to a Group`},
+		{name: "patient empty entry", level: LevelGroup, params: ps("patient", "Patient/1,"),
+			errParam: "patient", errCode: "value", errDiag: `patient "Patient/1," has an empty entry`},
+		{name: "patient empty", level: LevelGroup, params: ps("patient", ""),
+			errParam: "patient", errCode: "value", errDiag: `has an empty entry`},
+		{name: "lenient patient bad entries skipped", lenient: true, level: LevelPatient,
+			params:   ps("patient", "Patient/1,Group/2,,Patient/1"),
+			patients: []string{"1"},
+			ignored:  []string{`patient "Group/2" is not a Patient reference`, `patient "Patient/1,Group/2,,Patient/1" has an empty entry`}},
+		{name: "lenient patient none left", lenient: true, level: LevelGroup, params: ps("patient", "Group/2,x"),
+			errParam: "patient", errCode: "value", errDiag: `patient names no valid Patient reference (skipped: "Group/2", "x"); refusing rather than exporting every patient`},
+		{name: "lenient patient at system level ignored", lenient: true, params: ps("patient", "Patient/1"),
+			ignored: []string{`patient is for [base]/Patient/$export`}},
+
+		// includeAssociatedData (every level).
+		{name: "associated latest at system level", params: ps("includeAssociatedData", "LatestProvenanceResources"), provenance: ProvenanceLatest},
+		{name: "associated relevant at patient level", level: LevelPatient, params: ps("includeAssociatedData", "RelevantProvenanceResources"),
+			provenance: ProvenanceRelevant},
+		{name: "associated relevant wins over latest, list", level: LevelGroup,
+			params: ps("includeAssociatedData", "LatestProvenanceResources, RelevantProvenanceResources"), provenance: ProvenanceRelevant},
+		{name: "associated relevant wins over latest, repeats", params: ps("includeAssociatedData", "RelevantProvenanceResources",
+			"includeAssociatedData", "LatestProvenanceResources"), provenance: ProvenanceRelevant},
+		{name: "associated none alone", params: ps("includeAssociatedData", "_none", "includeAssociatedData", "_none"), provenance: ProvenanceNone},
+		{name: "associated none with latest", level: LevelPatient, params: ps("includeAssociatedData", "_none,LatestProvenanceResources"),
+			errParam: "includeAssociatedData", errCode: "invalid", errDiag: `includeAssociatedData _none (no associated data) contradicts LatestProvenanceResources, also given`},
+		{name: "associated none with relevant, repeats", params: ps("includeAssociatedData", "RelevantProvenanceResources", "includeAssociatedData", "_none"),
+			errParam: "includeAssociatedData", errCode: "invalid", errDiag: `contradicts RelevantProvenanceResources`},
+		{name: "lenient associated none with relevant: relevant kept", lenient: true,
+			params:     ps("includeAssociatedData", "_none,LatestProvenanceResources,RelevantProvenanceResources"),
+			provenance: ProvenanceRelevant,
+			ignored:    []string{`includeAssociatedData _none contradicts RelevantProvenanceResources, also given; RelevantProvenanceResources is kept`}},
+		{name: "associated server code", params: ps("includeAssociatedData", "_myServerCode"),
+			errParam: "includeAssociatedData", errCode: "not-supported", errDiag: `includeAssociatedData "_myServerCode" is not supported; supported: LatestProvenanceResources, RelevantProvenanceResources, _none`},
+		{name: "associated unknown in a list", level: LevelGroup, params: ps("includeAssociatedData", "LatestProvenanceResources,Foo"),
+			errParam: "includeAssociatedData", errCode: "not-supported", errDiag: `"Foo" is not supported`},
+		{name: "associated wrong case", params: ps("includeAssociatedData", "latestprovenanceresources"),
+			errParam: "includeAssociatedData", errCode: "not-supported", errDiag: `did you mean LatestProvenanceResources?`},
+		{name: "associated empty", params: ps("includeAssociatedData", ""),
+			errParam: "includeAssociatedData", errCode: "value", errDiag: `includeAssociatedData "" has an empty entry`},
+		{name: "lenient associated unknown skipped", lenient: true, level: LevelPatient,
+			params:     ps("includeAssociatedData", "_myServerCode,LatestProvenanceResources"),
+			provenance: ProvenanceLatest, ignored: []string{`includeAssociatedData "_myServerCode" is not supported`}},
+
+		// organizeOutputBy.
+		{name: "organizeOutputBy at patient level", level: LevelPatient, params: ps("organizeOutputBy", "Patient"), organizeBy: "Patient"},
+		{name: "organizeOutputBy at group level", level: LevelGroup, params: ps("organizeOutputBy", "Patient"), organizeBy: "Patient"},
+		{name: "organizeOutputBy at system level", params: ps("organizeOutputBy", "Patient"),
+			errParam: "organizeOutputBy", errCode: "not-supported", errDiag: `organizeOutputBy=Patient is supported at Patient and Group level`},
+		{name: "organizeOutputBy other type", level: LevelGroup, params: ps("organizeOutputBy", "Encounter"),
+			errParam: "organizeOutputBy", errCode: "not-supported", errDiag: `organizeOutputBy "Encounter" is not supported; the supported value is Patient`},
+		{name: "organizeOutputBy wrong case", level: LevelGroup, params: ps("organizeOutputBy", "patient"),
+			errParam: "organizeOutputBy", errCode: "not-supported", errDiag: `did you mean Patient?`},
+		{name: "organizeOutputBy empty", level: LevelPatient, params: ps("organizeOutputBy", ""),
+			errParam: "organizeOutputBy", errCode: "value", errDiag: `organizeOutputBy is empty`},
+		{name: "organizeOutputBy repeated, same, lenient", lenient: true, level: LevelPatient,
+			params:   ps("organizeOutputBy", "Patient", "organizeOutputBy", "Patient"),
+			errParam: "organizeOutputBy", errCode: "invalid", errDiag: `organizeOutputBy may be given at most once`},
+		{name: "lenient organizeOutputBy other ignored", lenient: true, level: LevelGroup, params: ps("organizeOutputBy", "Encounter"),
+			ignored: []string{`organizeOutputBy "Encounter" is not supported`}},
+		{name: "lenient organizeOutputBy empty ignored", lenient: true, level: LevelGroup, params: ps("organizeOutputBy", ""),
+			ignored: []string{`organizeOutputBy is empty`}},
+
 		// Unsupported and unknown parameters.
-		{name: "patient", params: ps("patient", "Patient/1"),
-			errParam: "patient", errCode: "not-supported", errDiag: `patient is not supported: bulkstream serves only system-level $export; patient-level and group-level export are not available (got patient="Patient/1")`},
-		{name: "includeAssociatedData", params: ps("includeAssociatedData", "LatestProvenanceResources"),
-			errParam: "includeAssociatedData", errCode: "not-supported", errDiag: `includeAssociatedData is not supported yet (got includeAssociatedData="LatestProvenanceResources")`},
+		{name: "patient at system level", params: ps("patient", "Patient/1"),
+			errParam: "patient", errCode: "not-supported", errDiag: `patient is for [base]/Patient/$export and [base]/Group/[id]/$export, not the system-level [base]/$export (got patient="Patient/1")`},
 		{name: "typeFilter", params: ps("_type", "Patient", "_typeFilter", "Patient?status=active"),
 			errParam: "_typeFilter", errCode: "not-supported", errDiag: `_typeFilter is not supported yet`},
-		{name: "organizeOutputBy", params: ps("organizeOutputBy", "Patient"),
-			errParam: "organizeOutputBy", errCode: "not-supported", errDiag: `organizeOutputBy is not supported yet`},
 		{name: "allowPartialManifests", params: ps("allowPartialManifests", "true"),
 			errParam: "allowPartialManifests", errCode: "not-supported", errDiag: `allowPartialManifests is not supported yet`},
 		{name: "unknown param", params: ps("_count", "10"),
@@ -271,7 +366,7 @@ func requestCases(t testing.TB) []requestCase {
 func TestParseRequest(t *testing.T) {
 	for _, tc := range requestCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseRequest(tc.params, ParseOptions{Now: testNow, Lenient: tc.lenient})
+			got, err := ParseRequest(tc.params, ParseOptions{Now: testNow, Lenient: tc.lenient, Level: tc.level})
 			if tc.errCode != "" {
 				var re *RequestError
 				if !errors.As(err, &re) {
@@ -309,6 +404,12 @@ func TestParseRequest(t *testing.T) {
 			}
 			if got.OutputFormat != "application/fhir+ndjson" {
 				t.Errorf("OutputFormat = %q", got.OutputFormat)
+			}
+			if !slices.Equal(got.Patients, tc.patients) {
+				t.Errorf("Patients = %q, want %q", got.Patients, tc.patients)
+			}
+			if got.OrganizeBy != tc.organizeBy || got.Provenance != tc.provenance {
+				t.Errorf("OrganizeBy %q Provenance %q, want %q %q", got.OrganizeBy, got.Provenance, tc.organizeBy, tc.provenance)
 			}
 			if got.Lenient != tc.lenient {
 				t.Errorf("Lenient = %v, want %v", got.Lenient, tc.lenient)
@@ -376,6 +477,34 @@ func TestSinceTransactionTimeRoundTrip(t *testing.T) {
 		}
 		if req.Since != c {
 			t.Errorf("_since=%s: Since = %d, want %d", index.FormatInstant(c), req.Since, c)
+		}
+	}
+}
+
+// TestPatientEntriesLimit: patient entries past MaxPatientEntries (all
+// patient parameters together, duplicates included) are refused with
+// too-costly, lenient or not; at the limit they are accepted.
+func TestPatientEntriesLimit(t *testing.T) {
+	refs := func(n int) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = fmt.Sprint("Patient/p", i)
+		}
+		return strings.Join(parts, ",")
+	}
+	for _, level := range []Level{LevelPatient, LevelGroup} {
+		req, err := ParseRequest(ps("patient", refs(MaxPatientEntries)), ParseOptions{Now: testNow, Level: level})
+		if err != nil || len(req.Patients) != MaxPatientEntries {
+			t.Fatalf("%s: at the limit: %d patients, %v", level, len(req.Patients), err)
+		}
+		for _, lenient := range []bool{false, true} {
+			_, err := ParseRequest(ps("patient", refs(MaxPatientEntries), "patient", "Patient/p0"),
+				ParseOptions{Now: testNow, Level: level, Lenient: lenient})
+			var re *RequestError
+			if !errors.As(err, &re) || re.Param != "patient" || re.Code != codeTooCostly ||
+				!strings.Contains(re.Diagnostics, fmt.Sprint(MaxPatientEntries)) {
+				t.Errorf("%s lenient %v: past the limit: %v, want too-costly naming %d", level, lenient, err, MaxPatientEntries)
+			}
 		}
 	}
 }
