@@ -6,7 +6,9 @@
 #   ./ingest/  BenchmarkIngest, BenchmarkIngestNoSync (JetStream → Pebble)
 #              BenchmarkRawConsume (limit 1), BenchmarkRawPebble (limit 2)
 #   ./index/   BenchmarkApply / BenchmarkRawPebbleSyncedBatch,
-#              BenchmarkScan / BenchmarkRawPebbleScan (if present)
+#              BenchmarkScan / BenchmarkRawPebbleScan (if present),
+#              BenchmarkApplySample: Apply with the reference index vs
+#              without, alternated batch by batch (goal ≤ REFS_GOAL % slower)
 #   ./cmd/bulkstream/  BenchmarkExportE2E: the real binary (serve, NATS in the bench process;
 #              loaded with gen + publish, then restarted), full and _since
 #              $export over HTTP to the last byte downloaded, peak RSS of
@@ -57,6 +59,7 @@ export EXPORT_BENCH_DOWNLOADS=${EXPORT_BENCH_DOWNLOADS:-2}
 export LOAD_DURATION=${LOAD_DURATION:-30s}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 GOAL=60 # percent of the slower limit
+REFS_GOAL=15 # Apply with the reference index, % slower than without at most
 # Export goals: each measurement in BENCHMARKS.md is compared with them.
 EXPORT_GOAL=60      # full export, kick-off to last byte, % of raw scan + write
 SINCE_GOAL=3        # _since export of 1 % changed, % of the full export's time
@@ -166,7 +169,7 @@ auth_summary() {
 }
 
 summary() {
-  awk -v goal="$GOAL" -v ncpu="$(nproc)" '
+  awk -v goal="$GOAL" -v refsgoal="$REFS_GOAL" -v ncpu="$(nproc)" '
     /^Benchmark/ {
       name = $1; sub(/-[0-9]+$/, "", name)
       if (!(name in runs)) order[++nnames] = name
@@ -235,6 +238,24 @@ summary() {
           label = n; sub(/^Benchmark/, "", label)
           printf "| `%s` | %s | %s | %s |\n", label, (unit == "" ? "–" : num(v(n, unit)) " " unit), mb(v(n, "MB/s")), (lim == "" ? "–" : pct(v(n, unit), lim))
         }
+        # ApplySample: the same batches with and without the reference
+        # index, alternated (one row each), and the goal.
+        as = "BenchmarkApplySample"
+        if (has(as, "events/s")) {
+          on = v(as, "events/s"); off = v(as, "norefs-events/s")
+          printf "| `ApplySample` (Synthea mix, patient compartment index on) | %s events/s | %s | %s |\n", num(on), mb(v(as, "MB/s")), (lw == "" ? "–" : pct(on, lw))
+          printf "| `ApplySample`, the same batches without the reference index | %s events/s | %s | %s |\n", num(off), mb(v(as, "norefs-MB/s")), (lw == "" ? "–" : pct(off, lw))
+        }
+      }
+      if (has(as, "events/s") && off > 0) {
+        r = 100 * (1 - on / off)
+        print ""
+        printf "Apply with the patient compartment index: %s events/s vs %s without (%.1f %% slower; goal ≤ %d %%: **%s**); %.2f vs %.2f heap allocations per event.\n",
+          num(on), num(off), r, refsgoal, (r <= refsgoal ? "met" : "NOT met"), v(as, "allocs/event"), v(as, "norefs-allocs/event")
+        print "`ApplySample` applies each synced batch of 500 (copies of the Synthea sample with fresh ids, so inserts, each copy"
+        print "in one fixed shuffled order so that every batch holds the sample'"'"'s mix of types) to two fresh indexes, one with the"
+        print "reference index (patient compartment, Group member and Provenance target keys, as the product always runs) and one"
+        print "without, alternating which goes first, and times each Apply on its own. The ingest benchmarks above include it."
       }
     }' "$raw"
 }
