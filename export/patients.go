@@ -175,6 +175,17 @@ func (s *scan) scanPatients(ctx context.Context, snap Snapshot, plan *scanPlan) 
 	if err != nil {
 		return err
 	}
+	// Progress and Retry-After count against the cohort's share of the
+	// types' entries, not all of them: a Group of 1 % of the patients
+	// scans about 1 % of the data.
+	for _, c := range snap.Counts() {
+		if c.Type == "Patient" && c.Resources > int64(len(cohort)) {
+			share := *plan
+			share.entries = plan.entries*int64(len(cohort))/c.Resources + 1
+			share.total = share.entries
+			s.j.prog.plan.Store(&share)
+		}
+	}
 	if s.req.OrganizeBy != "" {
 		return s.scanOrganized(ctx, snap, plan.types, cohort)
 	}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -516,11 +517,15 @@ func TestClusterReplicasAgree(t *testing.T) {
 	urls := c.URLs()
 	t.Logf("nats cluster up in %v: %s", time.Since(begin).Round(time.Millisecond), urls)
 
+	var dirs []string
+	var procs []*proc
 	replica := func(durable string) (string, *proc) {
+		dir := t.TempDir()
 		p := start(t, "serve", "--nats-url", urls, "--replicas", "3", "--durable", durable,
-			"--data-dir", t.TempDir(), "--listen", anyPort)
+			"--data-dir", dir, "--listen", anyPort)
 		addr := p.serving(t).HTTP
 		waitReady(t, addr)
+		dirs, procs = append(dirs, dir), append(procs, p)
 		return addr, p
 	}
 	addrA, _ := replica("bulkstream-a")
@@ -638,5 +643,18 @@ func TestClusterReplicasAgree(t *testing.T) {
 	}
 	w.truth.mu.Unlock()
 	matchesTruth(t, "export during the faults + _since export", mirror, w.truth)
-	t.Logf("_since %s: %d changed, %d deleted; test took %v", mid.TransactionTime, len(changes.resources), len(changes.deleted), time.Since(begin).Round(time.Millisecond))
+
+	// Both indexes hold the same keys and values, the patient compartment,
+	// Group member and Provenance target keys included: each replica
+	// derived them from the stream alone.
+	for _, p := range procs {
+		p.stop(t)
+	}
+	digestA, keysA := dumpIndex(t, filepath.Join(dirs[0], "index"))
+	digestB, keysB := dumpIndex(t, filepath.Join(dirs[1], "index"))
+	if digestA != digestB || keysA != keysB {
+		t.Errorf("replica indexes differ: %d keys %s and %d keys %s", keysA, digestA, keysB, digestB)
+	}
+	t.Logf("_since %s: %d changed, %d deleted; indexes of %d keys agree; test took %v", mid.TransactionTime,
+		len(changes.resources), len(changes.deleted), keysA, time.Since(begin).Round(time.Millisecond))
 }
