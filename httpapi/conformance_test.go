@@ -230,7 +230,7 @@ func checkOutcomeSeverity(t testing.TB, rec *httptest.ResponseRecorder, contentT
 // handling.
 func TestConformanceLenient(t *testing.T) {
 	h := conformanceServer(t)
-	target := "/fhir/$export?_type=Patient&_typeFilter=Patient%3Fstatus%3Dactive&includeAssociatedData=LatestProvenanceResources"
+	target := "/fhir/$export?_type=Patient&_typeFilter=Patient%3Fstatus%3Dactive&allowPartialManifests=true"
 	rec := serve(h, request{method: "GET", target: target, header: kickoffHeaders()})
 	oo := checkOutcome(t, rec, http.StatusBadRequest, "_typeFilter is not supported yet")
 	if oo.Issue[0].Code != "not-supported" {
@@ -247,7 +247,7 @@ func TestConformanceLenient(t *testing.T) {
 		t.Fatalf("error = %+v, want one OperationOutcome file with 2 lines", m.Error)
 	}
 	lines := download(t, h, m.Error[0].URL)
-	for i, param := range []string{"_typeFilter", "includeAssociatedData"} {
+	for i, param := range []string{"_typeFilter", "allowPartialManifests"} {
 		if i >= len(lines) {
 			break
 		}
@@ -267,7 +267,7 @@ func TestConformanceLenient(t *testing.T) {
 func TestConformanceKickoffVariants(t *testing.T) {
 	h := conformanceServer(t)
 	weekAgo := time.Now().Add(-7 * 24 * time.Hour).UTC()
-	post := func(params ...string) request {
+	postAt := func(target string, params ...string) request {
 		var ps []string
 		for i := 0; i+1 < len(params); i += 2 {
 			key := "valueString"
@@ -282,12 +282,14 @@ func TestConformanceKickoffVariants(t *testing.T) {
 		}
 		hdr := kickoffHeaders()
 		hdr.Set("Content-Type", "application/json") // BDT's POST content type
-		return request{method: "POST", target: "/fhir/$export", header: hdr,
+		return request{method: "POST", target: target, header: hdr,
 			body: `{"resourceType":"Parameters","parameter":[` + strings.Join(ps, ",") + `]}`}
 	}
 	get := func(query string) request {
 		return request{method: "GET", target: "/fhir/$export?" + query, header: kickoffHeaders()}
 	}
+	post := func(params ...string) request { return postAt("/fhir/$export", params...) }
+	getAt := func(target string) request { return request{method: "GET", target: target, header: kickoffHeaders()} }
 	accepted := map[string]request{
 		"outputFormat fhir+ndjson":   get("_outputFormat=application%2Ffhir%2Bndjson"),
 		"outputFormat ndjson type":   get("_outputFormat=application%2Fndjson"),
@@ -299,6 +301,10 @@ func TestConformanceKickoffVariants(t *testing.T) {
 		"elements repeated":          get("_type=Patient&_elements=id&_elements=Patient.meta"),
 		"POST empty parameter array": post(),
 		"POST type and since":        post("_type", "Patient", "_type", "Observation", "_since", weekAgo.Format(time.RFC3339)),
+		"includeAssociatedData":      get("includeAssociatedData=LatestProvenanceResources,RelevantProvenanceResources"),
+		"Patient level":              getAt("/fhir/Patient/$export?_type=Patient,Observation&organizeOutputBy=Patient"),
+		"POST Patient level patients": postAt("/fhir/Patient/$export", "patient", "Patient/p1", "patient", "Patient/p2",
+			"includeAssociatedData", "RelevantProvenanceResources"),
 	}
 	for name, req := range accepted {
 		t.Run(name, func(t *testing.T) {
@@ -312,25 +318,28 @@ func TestConformanceKickoffVariants(t *testing.T) {
 		req  request
 		diag string
 	}{
-		"outputFormat xml":      {get("_outputFormat=application%2Fxml"), "is not supported"},
-		"outputFormat html":     {get("_outputFormat=text%2Fhtml"), "is not supported"},
-		"outputFormat x-custom": {get("_outputFormat=x-custom"), "is not supported"},
-		"since invalid":         {get("_since=0000-60-01T30%3A70%3A80%2B05%3A00"), "is not a FHIR instant"},
-		"since future":          {get("_since=2057-01-01T00%3A00%3A00%2B05%3A00"), "is in the future"},
-		"since date only":       {get("_since=2025-01-01"), "is not a FHIR instant"},
-		"POST since invalid":    {post("_since", "0000-60-01T30:70:80+05:00"), "is not a FHIR instant"},
-		"POST since future":     {post("_since", "2057-01-01T00:00:00+05:00"), "is in the future"},
-		"type missing":          {get("_type=MissingType"), "is not a FHIR R4 resource type"},
-		"POST type missing":     {post("_type", "MissingType"), "is not a FHIR R4 resource type"},
-		"POST patient":          {post("patient", "Patient/p1", "patient", "Patient/p2"), "bulkstream serves only system-level $export"},
-		"typeFilter":            {get("_typeFilter=Patient%3Fstatus%3Dactive"), "not supported yet"},
-		"organizeOutputBy":      {get("organizeOutputBy=Patient"), "not supported yet"},
-		"allowPartialManifests": {get("allowPartialManifests=true"), "not supported yet"},
-		"includeAssociatedData": {get("includeAssociatedData=LatestProvenanceResources,RelevantProvenanceResources"), "not supported yet"},
-		"unknown parameter":     {get("_count=10"), "unknown parameter"},
-		"POST not Parameters":   {request{method: "POST", target: "/fhir/$export", header: postHeaders(), body: `{"resourceType":"Patient"}`}, "Parameters"},
-		"until before since":    {get("_since=2025-01-02T00:00:00Z&_until=2025-01-01T00:00:00Z"), "is not later than _since"},
-		"outputFormat twice":    {get("_outputFormat=ndjson&_outputFormat=ndjson"), "at most once"},
+		"outputFormat xml":                        {get("_outputFormat=application%2Fxml"), "is not supported"},
+		"outputFormat html":                       {get("_outputFormat=text%2Fhtml"), "is not supported"},
+		"outputFormat x-custom":                   {get("_outputFormat=x-custom"), "is not supported"},
+		"since invalid":                           {get("_since=0000-60-01T30%3A70%3A80%2B05%3A00"), "is not a FHIR instant"},
+		"since future":                            {get("_since=2057-01-01T00%3A00%3A00%2B05%3A00"), "is in the future"},
+		"since date only":                         {get("_since=2025-01-01"), "is not a FHIR instant"},
+		"POST since invalid":                      {post("_since", "0000-60-01T30:70:80+05:00"), "is not a FHIR instant"},
+		"POST since future":                       {post("_since", "2057-01-01T00:00:00+05:00"), "is in the future"},
+		"type missing":                            {get("_type=MissingType"), "is not a FHIR R4 resource type"},
+		"POST type missing":                       {post("_type", "MissingType"), "is not a FHIR R4 resource type"},
+		"POST patient":                            {post("patient", "Patient/p1", "patient", "Patient/p2"), "patient is for [base]/Patient/$export and [base]/Group/[id]/$export"},
+		"POST patient not a Patient":              {postAt("/fhir/Patient/$export", "patient", "Group/g1"), "is not a Patient reference"},
+		"typeFilter":                              {get("_typeFilter=Patient%3Fstatus%3Dactive"), "not supported yet"},
+		"organizeOutputBy":                        {get("organizeOutputBy=Patient"), "organizeOutputBy=Patient is supported at Patient and Group level"},
+		"allowPartialManifests":                   {get("allowPartialManifests=true"), "not supported yet"},
+		"includeAssociatedData _none and another": {get("includeAssociatedData=_none,LatestProvenanceResources"), "contradicts LatestProvenanceResources"},
+		"includeAssociatedData server code":       {get("includeAssociatedData=_custom"), `includeAssociatedData "_custom" is not supported`},
+		"Group id not a FHIR id":                  {getAt("/fhir/Group/a_b/$export"), "is not a FHIR id"},
+		"unknown parameter":                       {get("_count=10"), "unknown parameter"},
+		"POST not Parameters":                     {request{method: "POST", target: "/fhir/$export", header: postHeaders(), body: `{"resourceType":"Patient"}`}, "Parameters"},
+		"until before since":                      {get("_since=2025-01-02T00:00:00Z&_until=2025-01-01T00:00:00Z"), "is not later than _since"},
+		"outputFormat twice":                      {get("_outputFormat=ndjson&_outputFormat=ndjson"), "at most once"},
 		"lenient still refuses a bad _since": {request{method: "GET", target: "/fhir/$export?_since=yesterday",
 			header: http.Header{"Accept": {"*/*"}, "Prefer": {"respond-async, handling=lenient"}}}, "is not a FHIR instant"},
 	}

@@ -18,14 +18,16 @@ type parsingJobs struct{ fakeJobs }
 
 func (p *parsingJobs) Kickoff(ctx context.Context, k export.Kickoff) (string, error) {
 	now := uint64(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC).UnixMicro())
-	if _, err := export.ParseRequest(k.Params, export.ParseOptions{Now: now, Lenient: k.Lenient}); err != nil {
+	if _, err := export.ParseRequest(k.Params, export.ParseOptions{Now: now, Lenient: k.Lenient, Level: k.Level}); err != nil {
 		return "", err
 	}
 	return "job-1", nil
 }
 
-// FuzzKickoff throws query strings, bodies and header values at $export:
-// never a panic, never a 5xx, and every refusal is an OperationOutcome.
+// FuzzKickoff throws query strings, bodies and header values at $export,
+// Patient/$export and Group/[id]/$export (level picks one, group is the
+// id): never a panic, never a 5xx, every refusal is an OperationOutcome,
+// and a Group-level kick-off is accepted only for a FHIR id.
 func FuzzKickoff(f *testing.F) {
 	seeds := []struct {
 		post                               bool
@@ -46,18 +48,37 @@ func FuzzKickoff(f *testing.F) {
 		{true, "", "\xff\xfe{", "*/*", "respond-async", "application/fhir+json"},
 		{false, "_type=" + strings.Repeat("A,", 100), "", `application/fhir+json; q="0,5", */*;q=0`, `handling="lenient, respond-async`, ""},
 	}
+	levelSeeds := []struct {
+		post                               bool
+		query, body, accept, prefer, ctype string
+		level                              uint8
+		group                              string
+	}{
+		{false, "patient=Patient%2Fp1,Patient%2Fp2&organizeOutputBy=Patient", "", "application/fhir+json", "respond-async", "", 1, ""},
+		{true, "", `{"resourceType":"Parameters","parameter":[{"name":"patient","valueReference":{"reference":"Patient/1"}},{"name":"includeAssociatedData","valueCode":"_none"}]}`,
+			"application/fhir+json", "respond-async", "application/fhir+json", 2, "g1"},
+		{false, "includeAssociatedData=_none,RelevantProvenanceResources&patient=Group%2F1", "", "*/*", "respond-async,handling=lenient", "", 2, "a_b"},
+		{false, "", "", "*/*", "respond-async", "", 2, "../x"},
+		{false, "", "", "*/*", "respond-async", "", 2, ""},
+	}
 	for _, s := range seeds {
-		f.Add(s.post, s.query, s.body, s.accept, s.prefer, s.ctype)
+		f.Add(s.post, s.query, s.body, s.accept, s.prefer, s.ctype, uint8(0), "")
+	}
+	for _, s := range levelSeeds {
+		f.Add(s.post, s.query, s.body, s.accept, s.prefer, s.ctype, s.level, s.group)
 	}
 	h := New(Config{Jobs: &parsingJobs{*newFakeJobs()}, PublicURL: testPublicURL, MaxBodyBytes: 64 << 10})
-	f.Fuzz(func(t *testing.T, post bool, query, body, accept, prefer, ctype string) {
+	f.Fuzz(func(t *testing.T, post bool, query, body, accept, prefer, ctype string, level uint8, group string) {
 		method := http.MethodGet
 		if post {
 			method = http.MethodPost
 		}
+		path := []string{"/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/" + group + "/$export"}[int(level)%3]
 		r := httptest.NewRequest(method, "/fhir/$export", strings.NewReader(body))
+		// The server unescapes the target: any bytes can reach Path.
+		r.URL.Path, r.URL.RawPath = path, ""
 		r.URL.RawQuery = query
-		r.RequestURI = "/fhir/$export?" + query
+		r.RequestURI = r.URL.EscapedPath() + "?" + query
 		for k, v := range map[string]string{"Accept": accept, "Prefer": prefer, "Content-Type": ctype} {
 			if v != "" {
 				r.Header.Set(k, v)
@@ -69,6 +90,9 @@ func FuzzKickoff(f *testing.F) {
 			t.Fatalf("%s ?%q body %q: status %d: %s", method, query, body, rec.Code, rec.Body)
 		}
 		if rec.Code == http.StatusAccepted {
+			if level%3 == 2 && !isFHIRID(group) {
+				t.Fatalf("Group/%q/$export accepted: not a FHIR id", group)
+			}
 			if !strings.HasPrefix(rec.Header().Get("Content-Location"), testPublicURL+"/fhir/bulkstatus/") {
 				t.Fatalf("202 with Content-Location %q", rec.Header().Get("Content-Location"))
 			}

@@ -13,17 +13,34 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/julienschmidt/httprouter"
+
 	"github.com/bulkstream/bulkstream/export"
 )
 
-// kickoff serves GET and POST [base]/$export (the IG's kick-off request,
-// https://hl7.org/fhir/uv/bulkdata/export.html).
-func (a *api) kickoff(w http.ResponseWriter, r *http.Request) {
+// kickoffAt serves GET and POST [base]/$export, [base]/Patient/$export
+// and [base]/Group/[id]/$export (the IG's kick-off request,
+// https://hl7.org/fhir/uv/bulkdata/export.html), level saying which.
+func (a *api) kickoffAt(level export.Level) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) { a.kickoff(w, r, level) }
+}
+
+func (a *api) kickoff(w http.ResponseWriter, r *http.Request, level export.Level) {
+	var group string
+	if level == export.LevelGroup {
+		group = httprouter.ParamsFromContext(r.Context()).ByName("id")
+		if !isFHIRID(group) {
+			a.respondError(w, r, badRequest("value", fmt.Sprintf("Group id %q in the path is not a FHIR id "+
+				"(1 to 64 of A-Z a-z 0-9 - .): kick off a Group-level export at [base]/Group/[id]/$export", truncate(group, 100))))
+			return
+		}
+	}
 	k, err := a.readKickoff(w, r)
 	if err != nil {
 		a.respondError(w, r, err)
 		return
 	}
+	k.Level, k.Group = level, group
 	if p := principalFrom(r.Context()); p != nil {
 		// export enforces what the token allows: the job's owner, the
 		// types (403 for a _type outside them; without _type only these
@@ -316,6 +333,21 @@ func parameterValue(key string, raw json.RawMessage) (string, error) {
 	}
 	return "", errors.New("is not a supported value type (use valueString, valueCode, valueInstant, valueDateTime, " +
 		"valueUri, valueBoolean, valueInteger, valueReference or valueCoding)")
+}
+
+// isFHIRID reports whether s is a FHIR id, [A-Za-z0-9\-\.]{1,64}
+// (https://hl7.org/fhir/R4/datatypes.html#id).
+func isFHIRID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // truncate shortens s to at most n bytes (on a rune boundary) for echoing

@@ -15,7 +15,8 @@ import (
 // The conformance resources are JSON files so they can be reviewed as
 // such. The CapabilityStatement has four placeholders, filled once in
 // New: "{{BASE}}" (PublicURL + BasePath), "{{VERSION}}", the
-// "{{RESOURCES}}" array element (one entry per FHIR R4 resource type) and
+// "{{RESOURCES}}" array element (one entry per FHIR R4 resource type,
+// Patient and Group with their export operations) and
 // the "security" member, which is the SMART security section when auth is
 // on and removed when it is off.
 //
@@ -25,6 +26,19 @@ var fhirFiles embed.FS
 // conformance holds the documents ready to serve.
 type conformance struct {
 	capability, exportOp, bulkExportOp []byte
+	patientExportOp, groupExportOp     []byte
+}
+
+// resourceOperations are the operations of CapabilityStatement.rest.resource
+// entries (the names the SMART Bulk Data test suite looks for): the Patient-
+// and Group-level exports.
+var resourceOperations = map[string]string{
+	"Patient": `{"name":"patient-export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",` +
+		`"documentation":"HL7 Bulk Data Access Patient-level export, [base]/Patient/$export: every Patient and its compartment, ` +
+		`or those named in patient. See [base]/OperationDefinition/patient-export."}`,
+	"Group": `{"name":"group-export","definition":"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",` +
+		`"documentation":"HL7 Bulk Data Access Group-level export, [base]/Group/[id]/$export: the Group's member Patients and their ` +
+		`compartments. See [base]/OperationDefinition/group-export."}`,
 }
 
 // loadConformance reads the documents; tokenURL is "" when auth is off.
@@ -48,13 +62,23 @@ func loadConformance(base, version, tokenURL string) (conformance, error) {
 	if c.bulkExportOp, err = read("operationdefinition-bulk-export.json"); err != nil {
 		return c, err
 	}
+	if c.patientExportOp, err = read("operationdefinition-patient-export.json"); err != nil {
+		return c, err
+	}
+	if c.groupExportOp, err = read("operationdefinition-group-export.json"); err != nil {
+		return c, err
+	}
 	cs, err := read("capabilitystatement.json")
 	if err != nil {
 		return c, err
 	}
 	var resources []string
 	for _, t := range fhir.ResourceTypes() {
-		resources = append(resources, `{"type":`+strconv.Quote(t)+`}`)
+		entry := `{"type":` + strconv.Quote(t)
+		if op, ok := resourceOperations[t]; ok {
+			entry += `,"operation":[` + op + `]`
+		}
+		resources = append(resources, entry+`}`)
 	}
 	s := strings.NewReplacer(
 		`"security":"{{SECURITY}}",`, securitySection(tokenURL),

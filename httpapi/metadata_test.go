@@ -34,8 +34,11 @@ func TestCapabilityStatement(t *testing.T) {
 			Software                                struct{ Name, Version string }
 			Implementation                          struct{ URL string }
 			Rest                                    []struct {
-				Mode      string
-				Resource  []struct{ Type string }
+				Mode     string
+				Resource []struct {
+					Type      string
+					Operation []struct{ Name, Definition string }
+				}
 				Operation []struct{ Name, Definition string }
 			}
 		}
@@ -73,12 +76,28 @@ func TestCapabilityStatement(t *testing.T) {
 		if len(cs.Rest[0].Resource) != 146 || cs.Rest[0].Resource[0].Type != "Account" {
 			t.Errorf("rest.resource has %d entries, want the 146 R4 types", len(cs.Rest[0].Resource))
 		}
+		// The Patient- and Group-level exports are declared on their
+		// resources, under the names the Bulk Data test suite looks for.
+		wantOps := map[string]string{
+			"Patient": "patient-export http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+			"Group":   "group-export http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+		}
+		for _, res := range cs.Rest[0].Resource {
+			var got []string
+			for _, op := range res.Operation {
+				got = append(got, op.Name+" "+op.Definition)
+			}
+			if want := wantOps[res.Type]; strings.Join(got, ",") != want {
+				t.Errorf("rest.resource %s operations %q, want %q", res.Type, got, want)
+			}
+		}
 	}
 }
 
 type operationDefinition struct {
 	ResourceType, URL, Code, Kind, Status string
 	System, Type, Instance                *bool
+	Resource                              []string
 	Parameter                             []struct {
 		Name, Use, Max, Type, Documentation string
 		Min                                 *int
@@ -87,18 +106,29 @@ type operationDefinition struct {
 
 func TestOperationDefinitions(t *testing.T) {
 	h := newTestHandler(t, newFakeJobs(), nil)
+	levelParams := map[string]string{
+		"_outputFormat": "string 0..1", "_since": "instant 0..1", "_until": "instant 0..1", "_type": "string 0..*",
+		"_elements": "string 0..*", "patient": "Reference 0..*", "includeAssociatedData": "code 0..*", "_typeFilter": "string 0..*",
+		"organizeOutputBy": "string 0..1", "allowPartialManifests": "boolean 0..1",
+	}
 	tests := []struct {
-		target, url string
-		params      map[string]string // name → "type min..max"
+		target, url           string
+		system, typ, instance bool
+		resource              string
+		params                map[string]string // name → "type min..max"
 	}{
-		{"/fhir/OperationDefinition/export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export", map[string]string{
+		{"/fhir/OperationDefinition/export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export", true, false, false, "", map[string]string{
 			"_outputFormat": "string 0..1", "_since": "instant 0..1", "_until": "instant 0..1", "_type": "string 0..*",
 			"_elements": "string 0..*", "includeAssociatedData": "code 0..*", "_typeFilter": "string 0..*",
 			"organizeOutputBy": "string 0..1", "allowPartialManifests": "boolean 0..1",
 		}},
-		{"/fhir/OperationDefinition/bulk-export", "http://fhir.infoway-inforoute.ca/io/CA-CSD/OperationDefinition/bulk-export", map[string]string{
+		{"/fhir/OperationDefinition/bulk-export", "http://fhir.infoway-inforoute.ca/io/CA-CSD/OperationDefinition/bulk-export", true, false, false, "", map[string]string{
 			"_outputFormat": "string 0..1", "_since": "instant 0..1", "_type": "string 0..*",
 		}},
+		{"/fhir/OperationDefinition/patient-export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+			false, true, false, "Patient", levelParams},
+		{"/fhir/OperationDefinition/group-export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+			false, true, true, "Group", levelParams},
 	}
 	for _, tt := range tests {
 		var od operationDefinition
@@ -106,8 +136,11 @@ func TestOperationDefinitions(t *testing.T) {
 		if od.ResourceType != "OperationDefinition" || od.URL != tt.url || od.Code != "export" || od.Kind != "operation" || od.Status != "active" {
 			t.Errorf("%s: %q %q %q %q %q", tt.target, od.ResourceType, od.URL, od.Code, od.Kind, od.Status)
 		}
-		if od.System == nil || !*od.System || od.Type == nil || *od.Type || od.Instance == nil || *od.Instance {
-			t.Errorf("%s: want system true, type false, instance false", tt.target)
+		if od.System == nil || *od.System != tt.system || od.Type == nil || *od.Type != tt.typ || od.Instance == nil || *od.Instance != tt.instance {
+			t.Errorf("%s: want system %v, type %v, instance %v", tt.target, tt.system, tt.typ, tt.instance)
+		}
+		if tt.resource != "" && !slices.Equal(od.Resource, []string{tt.resource}) {
+			t.Errorf("%s: resource %q, want [%s]", tt.target, od.Resource, tt.resource)
 		}
 		got := map[string]string{}
 		for _, p := range od.Parameter {
@@ -131,5 +164,5 @@ func TestOperationDefinitions(t *testing.T) {
 			}
 		}
 	}
-	checkOutcome(t, serve(h, request{method: "GET", target: "/fhir/OperationDefinition/patient-export"}), http.StatusNotFound, "no route")
+	checkOutcome(t, serve(h, request{method: "GET", target: "/fhir/OperationDefinition/system-export"}), http.StatusNotFound, "no route")
 }

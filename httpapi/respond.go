@@ -71,6 +71,7 @@ func badRequest(code, diag string) *httpError {
 //	*export.UnavailableError    503 transient, Retry-After
 //	export.ErrClosed            503 transient, Retry-After
 //	export.ErrNotFound          404 not-found
+//	*export.NotFoundError       404 not-found: the Group of Group/[id]/$export is not on this server
 //	export.ErrFileDamaged       500 exception: the file no longer matches its recorded digest (logged at ERROR)
 //	context.Canceled/DeadlineExceeded after the client left: nothing written (logged as 499)
 //	anything else               500 exception, generic text; the error is logged
@@ -80,6 +81,7 @@ func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 		ae  *authError
 		fe  *export.ForbiddenError
 		re  *export.RequestError
+		nfe *export.NotFoundError
 		tmj *export.TooManyJobsError
 		ue  *export.UnavailableError
 		iss = issue{Severity: "error"}
@@ -123,6 +125,8 @@ func (a *api) respondError(w http.ResponseWriter, r *http.Request, err error) {
 		iss.Diagnostics = "this export file is damaged on the server (it no longer matches the size and digest " +
 			"recorded when it was written) and cannot be served; run the export again"
 		a.log.Error("export file damaged", "method", r.Method, "path", r.URL.Path, "error", err)
+	case errors.As(err, &nfe):
+		status, iss.Code, iss.Diagnostics = http.StatusNotFound, "not-found", nfe.Type+"/"+nfe.ID+" is not on this server"
 	case errors.Is(err, export.ErrNotFound):
 		status, iss.Code, iss.Diagnostics = http.StatusNotFound, "not-found", "no such export job or file (unknown, expired or cancelled)"
 	case (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) && r.Context().Err() != nil:

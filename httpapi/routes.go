@@ -4,6 +4,8 @@ import (
 	"net/http"
 
 	"github.com/julienschmidt/httprouter"
+
+	"github.com/bulkstream/bulkstream/export"
 )
 
 // routeUnmatched labels requests no route pattern matched (404, 405,
@@ -35,8 +37,20 @@ func (a *api) routes() *httprouter.Router {
 	}
 	b := a.cfg.BasePath
 	// Protected routes: requireToken is a no-op when auth is off.
-	handle(http.MethodGet, b+"/$export", a.requireToken(a.kickoff))
-	handle(http.MethodPost, b+"/$export", a.requireToken(a.kickoff))
+	// Kick-off at the IG's three levels
+	// (https://hl7.org/fhir/uv/bulkdata/export.html): one handler, the
+	// same headers, parameters and manifest rules at each.
+	for _, k := range []struct {
+		pattern string
+		level   export.Level
+	}{
+		{b + "/$export", export.LevelSystem},
+		{b + "/Patient/$export", export.LevelPatient},
+		{b + "/Group/:id/$export", export.LevelGroup},
+	} {
+		handle(http.MethodGet, k.pattern, a.requireToken(a.kickoffAt(k.level)))
+		handle(http.MethodPost, k.pattern, a.requireToken(a.kickoffAt(k.level)))
+	}
 	read(b+"/bulkstatus/:id", a.requireToken(a.status))
 	handle(http.MethodDelete, b+"/bulkstatus/:id", a.requireToken(a.cancel))
 	// Downloads: a write deadline that moves forward as bytes go out.
@@ -54,6 +68,8 @@ func (a *api) routes() *httprouter.Router {
 	read(b+"/metadata", a.metadata)
 	read(b+"/OperationDefinition/export", a.serveDoc(func() []byte { return a.docs.exportOp }))
 	read(b+"/OperationDefinition/bulk-export", a.serveDoc(func() []byte { return a.docs.bulkExportOp }))
+	read(b+"/OperationDefinition/patient-export", a.serveDoc(func() []byte { return a.docs.patientExportOp }))
+	read(b+"/OperationDefinition/group-export", a.serveDoc(func() []byte { return a.docs.groupExportOp }))
 	return r
 }
 

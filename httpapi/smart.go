@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -464,7 +465,20 @@ func forbiddenTypes(r *http.Request, types []string) *authError {
 	for i, t := range types {
 		need[i] = "system/" + t + ".rs"
 	}
-	return &authError{status: http.StatusForbidden, code: "insufficient_scope", scope: strings.Join(need, " "),
-		diag: "the access token (scope " + truncate(granted, 200) + ") does not allow exporting " +
-			truncate(strings.Join(types, ", "), 200) + "; ask for a token with those types or leave them out of _type"}
+	// Group and Provenance may be needed without _type naming them: a
+	// Group-level export reads its Group, includeAssociatedData adds
+	// Provenance.
+	var why []string
+	if slices.Contains(types, "Group") {
+		why = append(why, "a Group-level export needs read access to Group (system/Group.rs)")
+	}
+	if slices.Contains(types, "Provenance") {
+		why = append(why, "includeAssociatedData needs read access to Provenance (system/Provenance.rs)")
+	}
+	diag := "the access token (scope " + truncate(granted, 200) + ") does not allow exporting " +
+		truncate(strings.Join(types, ", "), 200) + "; ask for a token with those types or leave them out of _type"
+	if why != nil {
+		diag += " (the token must grant read access to them: " + strings.Join(why, "; ") + ")"
+	}
+	return &authError{status: http.StatusForbidden, code: "insufficient_scope", scope: strings.Join(need, " "), diag: diag}
 }

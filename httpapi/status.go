@@ -119,18 +119,21 @@ func (a *api) cancel(w http.ResponseWriter, r *http.Request) {
 // manifestJSON is the completion manifest as clients see it (the IG's
 // complete status, https://hl7.org/fhir/uv/bulkdata/export.html):
 // spec fields only, absolute URLs, error always present, deleted only when
-// there is something in it.
+// there is something in it. With organizeOutputBy, outputOrganizedBy names
+// it and the output items have no type (Bulk Data 3.0: it SHALL NOT be
+// present then).
 type manifestJSON struct {
 	TransactionTime     string     `json:"transactionTime"`
 	Request             string     `json:"request"`
 	RequiresAccessToken bool       `json:"requiresAccessToken"`
+	OutputOrganizedBy   string     `json:"outputOrganizedBy,omitempty"`
 	Output              []fileJSON `json:"output"`
 	Deleted             []fileJSON `json:"deleted,omitempty"`
 	Error               []fileJSON `json:"error"`
 }
 
 type fileJSON struct {
-	Type  string `json:"type"`
+	Type  string `json:"type,omitempty"` // empty only in output organized by patient`
 	URL   string `json:"url"`
 	Count int64  `json:"count,omitempty"` // BDT: when present, > 0
 }
@@ -147,8 +150,14 @@ func (a *api) manifest(id string, m *export.Manifest) manifestJSON {
 		TransactionTime:     m.TransactionTime,
 		Request:             m.Request,
 		RequiresAccessToken: m.RequiresAccessToken,
+		OutputOrganizedBy:   m.OutputOrganizedBy,
 		Output:              files(m.Output),
 		Error:               files(m.Error),
+	}
+	if m.OutputOrganizedBy != "" {
+		for i := range mj.Output {
+			mj.Output[i].Type = ""
+		}
 	}
 	if len(m.Deleted) > 0 {
 		mj.Deleted = files(m.Deleted)
