@@ -11,6 +11,8 @@
 //	GET       /healthz                     200 {"status":"ok"} while the process runs
 //	GET       /readyz                      200 when every readiness check passes, 503 with the reasons otherwise
 //	GET, POST [base]/$export               kick-off: 202 + Content-Location [PublicURL][base]/bulkstatus/<id>
+//	GET, POST [base]/Patient/$export       Patient-level kick-off (export.LevelPatient), as above
+//	GET, POST [base]/Group/:id/$export     Group-level kick-off (export.LevelGroup): 400 when :id is not a FHIR id, 404 when the Group is not on this server
 //	GET       [base]/bulkstatus/:id        202 (X-Progress, Retry-After) | 200 manifest | 500 OperationOutcome when the job failed
 //	DELETE    [base]/bulkstatus/:id        202 + informational OperationOutcome
 //	GET       [base]/bulkfiles/:id/:name   application/fhir+ndjson, Range/If-Range, gzip when accepted and no Range
@@ -19,6 +21,8 @@
 //	POST      [base]/auth/token            SMART Backend Services token endpoint (only with Config.Auth)
 //	GET       [base]/OperationDefinition/export       HL7 system export definition
 //	GET       [base]/OperationDefinition/bulk-export  CA-CSD bulk-export definition
+//	GET       [base]/OperationDefinition/patient-export  HL7 Patient-level export definition
+//	GET       [base]/OperationDefinition/group-export    HL7 Group-level export definition
 //
 // The FHIR routes exist only when Config.Jobs is set. Every GET route
 // also answers HEAD (https://www.rfc-editor.org/rfc/rfc9110#section-9.3.2)
@@ -113,7 +117,9 @@
 // 200 application/json, Expires, and a manifest with only the IG's
 // fields: transactionTime, request, requiresAccessToken, output, deleted
 // (only when non-empty), error (always, [] when empty); items are {type,
-// url, count}, count left out when 0. Failed: 500 with the job's error
+// url, count}, count left out when 0. With organizeOutputBy=Patient the
+// manifest has outputOrganizedBy "Patient" and its output items no type
+// (Bulk Data 3.0: type SHALL NOT be present then). Failed: 500 with the job's error
 // as diagnostics and issue code "processing".
 //
 // A poll may send Prefer: wait=N
@@ -133,8 +139,10 @@
 // Every error is an OperationOutcome produced by respondError:
 // *export.RequestError → 400 (issue code from Code, expression [Param]),
 // *export.TooManyJobsError → 429, *export.UnavailableError and
-// export.ErrClosed → 503 (both with Retry-After), export.ErrNotFound →
-// 404, a request cancelled by a departed client → nothing (logged as
+// export.ErrClosed → 503 (both with Retry-After), export.ErrNotFound and
+// *export.NotFoundError (an unknown Group) → 404, *export.ForbiddenError
+// → 403 (for Group and Provenance, saying the token must grant read
+// access to them), a request cancelled by a departed client → nothing (logged as
 // 499), anything else → a generic 500 whose cause is logged. Unknown
 // routes are 404, a wrong method 405 with Allow, panics 500, and
 // http.ServeContent's own refusals (416, 412) OperationOutcomes too.
