@@ -255,6 +255,7 @@ func (s *scan) scanOrganized(ctx context.Context, snap Snapshot, types []string,
 	}
 	var header []byte
 	var err error
+	var deleted map[string]struct{} // Shared tombstones listed, by Type/id
 	for _, p := range cohort {
 		since := s.req.Since
 		if p.whole {
@@ -264,6 +265,17 @@ func (s *scan) scanOrganized(ctx context.Context, snap Snapshot, types []string,
 		for i, typ := range order {
 			s.j.prog.typeIdx.Store(int32(i + 1))
 			err = snap.ScanPatient(ctx, p.id, typ, since, s.until, func(e Entry) error {
+				if e.Deleted && e.Shared {
+					// A deletion is listed once, not once per block.
+					k := e.Type + "/" + e.ID
+					if _, dup := deleted[k]; dup {
+						return nil
+					}
+					if deleted == nil {
+						deleted = map[string]struct{}{}
+					}
+					deleted[k] = struct{}{}
+				}
 				if !e.Deleted && !started {
 					if err := out.startBlock(); err != nil {
 						return err

@@ -580,6 +580,26 @@ func TestOrganizeByPatient(t *testing.T) {
 	for _, p := range e.patients[:12] {
 		diffKeys(t, "block of "+p, got[p], e.want(p))
 	}
+
+	// A deletion in several patients' compartments (a Group of three of
+	// them) is listed once, not once per block.
+	e.put(t, resource{"Group", "three", groupBody("three", "Patient/"+e.patients[0], "Patient/"+e.patients[1], "Patient/"+e.patients[2])})
+	since := index.Micros(e.f.at)
+	e.put(t, resource{"Group", "three", nil})
+	req.Since, req.HasSince = since, true
+	id = submit(t, m, req)
+	mf = waitManifest(t, m, id)
+	var dels []string
+	for _, fi := range mf.Deleted {
+		for _, l := range readLines(t, m, id, fi.Name) {
+			for _, en := range parseLine(t, l).Entry {
+				dels = append(dels, en.Request.URL)
+			}
+		}
+	}
+	if !slices.Equal(dels, []string{"Group/three"}) || len(mf.Output) != 0 {
+		t.Errorf("_since export after the delete: deleted %q, %d output files; want Group/three once, none", dels, len(mf.Output))
+	}
 }
 
 // provenanceFor is a Provenance targeting the given references.
