@@ -9,6 +9,12 @@
 //   - Kick-off is a GET with query parameters, or a POST of a Parameters
 //     resource (Request.Post). Both send Accept: application/fhir+json and
 //     Prefer: respond-async; the answer must be 202 with Content-Location.
+//     The level is [base]/$export, [base]/Patient/$export
+//     (Request.PatientLevel) or [base]/Group/<id>/$export (Request.Group,
+//     the id path-escaped). Request.Patients (patient, Patient or Group
+//     level only) is sent as POST valueReference entries only, as the IG
+//     defines it, so it makes the kick-off a POST. Request.Validate
+//     refuses contradictory levels before any request.
 //   - Polling waits what Retry-After says (seconds or HTTP-date), clamped
 //     to [Config.PollMin, Config.PollMax]; without it the wait grows by
 //     half from PollMin up to PollMax. X-Progress goes to Config.OnProgress.
@@ -37,7 +43,8 @@
 //     its previous manifest.json lists, WriteManifest writes the new one
 //     once every file is in place.
 //   - Incremental sync: State (a JSON file, replaced atomically) keeps per
-//     server and type list (StateKey) the transactionTime of the last
+//     server and type list (StateKey; RequestStateKey adds the level,
+//     Group and patient list) the transactionTime of the last
 //     complete run, the next run's _since. ApplyMirror keeps a directory
 //     of <Type>.ndjson files equal to the server's current state: a full
 //     run replaces the types it covers, an incremental one replaces the

@@ -15,13 +15,79 @@ import (
 )
 
 // Request is what to export. Instants are passed to the server verbatim.
+//
+// The level is the system ([base]/$export) unless Group or PatientLevel
+// says otherwise (https://hl7.org/fhir/uv/bulkdata/export.html).
 type Request struct {
 	Types    []string // _type
 	Since    string   // _since, a FHIR instant
 	Until    string   // _until
 	Elements []string // _elements
 	Post     bool     // POST a Parameters resource instead of a GET
+
+	// Group kicks off [base]/Group/<Group>/$export, the Group's members.
+	Group string
+	// PatientLevel kicks off [base]/Patient/$export, every patient; not
+	// with Group.
+	PatientLevel bool
+	// Patients is the patient parameter: patient ids or Patient/<id>
+	// references, only with Group or PatientLevel. The IG defines it for
+	// POST only, so it makes the kick-off a POST whatever Post says.
+	Patients []string
+	// IncludeAssociatedData is includeAssociatedData, e.g.
+	// LatestProvenanceResources (a comma list on GET, one valueCode per
+	// value on POST).
+	IncludeAssociatedData []string
 }
+
+// Validate checks the request's level and patient parameters; Kickoff
+// calls it. Its errors name the field.
+func (r Request) Validate() error {
+	if r.Group != "" && r.PatientLevel {
+		return fmt.Errorf("Request.Group %q and Request.PatientLevel exclude each other (a kick-off has one level)", r.Group)
+	}
+	if len(r.Patients) > 0 && r.Group == "" && !r.PatientLevel {
+		return errors.New("Request.Patients needs Request.Group or Request.PatientLevel (patient is not a system-level parameter)")
+	}
+	for i, p := range r.Patients {
+		if _, err := patientRef(p); err != nil {
+			return fmt.Errorf("Request.Patients[%d]: %w", i, err)
+		}
+	}
+	for i, v := range r.IncludeAssociatedData {
+		if strings.TrimSpace(v) == "" || strings.Contains(v, ",") {
+			return fmt.Errorf("Request.IncludeAssociatedData[%d] %q is not one code", i, v)
+		}
+	}
+	return nil
+}
+
+// patientRef turns a patient id or Patient/<id> reference into the
+// reference Patient/<id>.
+func patientRef(p string) (string, error) {
+	id := strings.TrimPrefix(p, "Patient/")
+	switch {
+	case id == "":
+		return "", fmt.Errorf("%q names no patient id", p)
+	case strings.ContainsAny(id, "/?# \t"):
+		return "", fmt.Errorf("%q is neither a patient id nor Patient/<id>", p)
+	}
+	return "Patient/" + id, nil
+}
+
+// path is the kick-off path below the base for the request's level.
+func (r Request) path() string {
+	switch {
+	case r.Group != "":
+		return "/Group/" + url.PathEscape(r.Group) + "/$export"
+	case r.PatientLevel:
+		return "/Patient/$export"
+	}
+	return "/$export"
+}
+
+// post reports whether the kick-off is a POST.
+func (r Request) post() bool { return r.Post || len(r.Patients) > 0 }
 
 // Manifest is a completed job's manifest (the IG's complete status,
 // https://hl7.org/fhir/uv/bulkdata/export.html).
@@ -32,6 +98,9 @@ type Manifest struct {
 	Output              []File `json:"output"`
 	Deleted             []File `json:"deleted"`
 	Error               []File `json:"error"`
+	// OutputOrganizedBy is "Patient" when the output is patient blocks
+	// (organizeOutputBy, Bulk Data 3.0); "" for files of one type each.
+	OutputOrganizedBy string `json:"outputOrganizedBy,omitempty"`
 	// Raw is the manifest as the server sent it.
 	Raw json.RawMessage `json:"-"`
 }
@@ -53,10 +122,13 @@ type Job struct {
 
 // Kickoff starts an export and returns the job.
 func (c *Client) Kickoff(ctx context.Context, r Request) (*Job, error) {
-	u := c.base + "/$export"
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("kick-off: %w", err)
+	}
+	u := c.base + r.path()
 	method, target := http.MethodGet, u
 	var body []byte
-	if r.Post {
+	if r.post() {
 		b, err := json.Marshal(r.parameters())
 		if err != nil {
 			return nil, fmt.Errorf("kick-off: %w", err)
@@ -71,7 +143,7 @@ func (c *Client) Kickoff(ctx context.Context, r Request) (*Job, error) {
 		if err != nil {
 			return nil, err
 		}
-		if r.Post {
+		if method == http.MethodPost {
 			req.Header.Set("Content-Type", "application/fhir+json")
 		}
 		req.Header.Set("Accept", "application/fhir+json")
@@ -117,6 +189,9 @@ func (r Request) query() url.Values {
 	if len(r.Elements) > 0 {
 		q.Set("_elements", strings.Join(r.Elements, ","))
 	}
+	if len(r.IncludeAssociatedData) > 0 {
+		q.Set("includeAssociatedData", strings.Join(r.IncludeAssociatedData, ","))
+	}
 	return q
 }
 
@@ -135,6 +210,13 @@ func (r Request) parameters() map[string]any {
 	}
 	for _, e := range r.Elements {
 		ps = append(ps, map[string]any{"name": "_elements", "valueString": e})
+	}
+	for _, p := range r.Patients {
+		ref, _ := patientRef(p) // checked by Validate
+		ps = append(ps, map[string]any{"name": "patient", "valueReference": map[string]any{"reference": ref}})
+	}
+	for _, v := range r.IncludeAssociatedData {
+		ps = append(ps, map[string]any{"name": "includeAssociatedData", "valueCode": v})
 	}
 	return map[string]any{"resourceType": "Parameters", "parameter": ps}
 }

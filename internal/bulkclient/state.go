@@ -37,6 +37,37 @@ func StateKey(baseURL string, types []string) string {
 	return key
 }
 
+// RequestStateKey is the State key of a request's run: StateKey at the
+// system level; at Patient or Group level the level's path
+// (/Patient/$export, /Group/<id>/$export) goes after the base URL, and
+// the sorted patient references after the types ("&patient=" or
+// "?patient="). Syncs of different levels, Groups or patient lists
+// advance separately.
+func RequestStateKey(baseURL string, r Request) string {
+	if r.Group == "" && !r.PatientLevel && len(r.Patients) == 0 {
+		return StateKey(baseURL, r.Types)
+	}
+	key := StateKey(strings.TrimSuffix(baseURL, "/")+r.path(), r.Types)
+	if len(r.Patients) > 0 {
+		refs := make([]string, 0, len(r.Patients))
+		for _, p := range r.Patients {
+			ref, err := patientRef(p)
+			if err != nil {
+				ref = p // Kickoff refuses it anyway
+			}
+			refs = append(refs, ref)
+		}
+		slices.Sort(refs)
+		refs = slices.Compact(refs)
+		sep := "?"
+		if strings.Contains(key, "?") {
+			sep = "&"
+		}
+		key += sep + "patient=" + strings.Join(refs, ",")
+	}
+	return key
+}
+
 // LoadState reads the state file at path; a missing file is an empty
 // state.
 func LoadState(path string) (*State, error) {
