@@ -20,26 +20,31 @@ import (
 type fetchFlags struct {
 	base, types, since, stateFile, until, elements *string
 	out, clientID, keyFile, tokenURL, apply        *string
-	post, keepJob                                  *bool
+	group, patients, associated                    *string
+	post, keepJob, patientLevel                    *bool
 	parallel                                       *int
 }
 
 func bindFetchFlags(fs *flag.FlagSet) fetchFlags {
 	return fetchFlags{
-		base:      fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)"),
-		types:     fs.String("type", "", "resource types to export, comma-separated (_type; default all)"),
-		since:     fs.String("since", "", "export changes after this FHIR instant, e.g. 2026-01-02T03:04:05Z (_since; not with --state)"),
-		stateFile: fs.String("state", "", "incremental sync: file keeping the last transactionTime, used as the next _since (not with --since)"),
-		until:     fs.String("until", "", "export changes before this FHIR instant (_until)"),
-		elements:  fs.String("elements", "", "elements to keep, comma-separated (_elements)"),
-		post:      fs.Bool("post", false, "kick off with POST and a Parameters body instead of GET"),
-		out:       fs.String("out", "export", "directory for the downloaded files and manifest.json"),
-		parallel:  fs.Int("parallel", bulkclient.DefaultParallel, "files downloaded at once (at least 1)"),
-		clientID:  fs.String("client-id", "", "SMART Backend Services client id (with --key)"),
-		keyFile:   fs.String("key", "", "private JWK of the client, from bulkstream client keygen (with --client-id)"),
-		tokenURL:  fs.String("token-url", "", "token endpoint (needs --client-id; default: from BASE/.well-known/smart-configuration)"),
-		apply:     fs.String("apply", "", "directory of the current-state mirror, one NDJSON per type"),
-		keepJob:   fs.Bool("keep-job", false, "do not DELETE the job on the server at the end or on Ctrl-C"),
+		base:         fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)"),
+		types:        fs.String("type", "", "resource types to export, comma-separated (_type; default all)"),
+		since:        fs.String("since", "", "export changes after this FHIR instant, e.g. 2026-01-02T03:04:05Z (_since; not with --state)"),
+		stateFile:    fs.String("state", "", "incremental sync: file keeping the last transactionTime, used as the next _since (not with --since)"),
+		until:        fs.String("until", "", "export changes before this FHIR instant (_until)"),
+		elements:     fs.String("elements", "", "elements to keep, comma-separated (_elements)"),
+		post:         fs.Bool("post", false, "kick off with POST and a Parameters body instead of GET"),
+		out:          fs.String("out", "export", "directory for the downloaded files and manifest.json"),
+		parallel:     fs.Int("parallel", bulkclient.DefaultParallel, "files downloaded at once (at least 1)"),
+		clientID:     fs.String("client-id", "", "SMART Backend Services client id (with --key)"),
+		keyFile:      fs.String("key", "", "private JWK of the client, from bulkstream client keygen (with --client-id)"),
+		tokenURL:     fs.String("token-url", "", "token endpoint (needs --client-id; default: from BASE/.well-known/smart-configuration)"),
+		apply:        fs.String("apply", "", "directory of the current-state mirror, one NDJSON per type"),
+		keepJob:      fs.Bool("keep-job", false, "do not DELETE the job on the server at the end or on Ctrl-C"),
+		group:        fs.String("group", "", "Group-level export: the compartments of this Group's members ([base]/Group/ID/$export; not with --patient-level)"),
+		patientLevel: fs.Bool("patient-level", false, "Patient-level export: every patient's compartment ([base]/Patient/$export; not with --group)"),
+		patients:     fs.String("patient", "", "patient ids or Patient/ID references, comma-separated, to narrow a --group or --patient-level export (patient; sent by POST, as the IG defines it)"),
+		associated:   fs.String("include-associated-data", "", "includeAssociatedData values, comma-separated, e.g. LatestProvenanceResources (organizeOutputBy is not offered: the files and the --apply mirror are one type per file)"),
 	}
 }
 
@@ -76,11 +81,27 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer, fc f
 		return fmt.Errorf("fetch: unexpected arguments %q", fs.Args())
 	case fc.PollMin <= 0:
 		return fmt.Errorf("fetch: PollMin %v is not positive", fc.PollMin)
+	case *f.group != "" && *f.patientLevel:
+		return fmt.Errorf("fetch: --group %s and --patient-level exclude each other (one export level)", *f.group)
+	case *f.patients != "" && *f.group == "" && !*f.patientLevel:
+		return errors.New("fetch: --patient needs --group or --patient-level (patient is no system-level parameter)")
 	}
-	req := bulkclient.Request{Types: splitList(*f.types), Since: *f.since, Until: *f.until, Elements: splitList(*f.elements), Post: *f.post}
+	req := bulkclient.Request{Types: splitList(*f.types), Since: *f.since, Until: *f.until, Elements: splitList(*f.elements), Post: *f.post,
+		Group: *f.group, PatientLevel: *f.patientLevel, Patients: splitList(*f.patients), IncludeAssociatedData: splitList(*f.associated)}
+	if *f.patients != "" && len(req.Patients) == 0 {
+		return fmt.Errorf("fetch: --patient %q names no patient", *f.patients)
+	}
+	for _, p := range req.Patients {
+		if _, err := bulkclient.PatientReference(p); err != nil {
+			return fmt.Errorf("fetch: --patient: %w", err)
+		}
+	}
+	if err := req.Validate(); err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
 
 	var st *bulkclient.State
-	stateKey := bulkclient.StateKey(*f.base, req.Types)
+	stateKey := bulkclient.RequestStateKey(*f.base, req)
 	if *f.stateFile != "" {
 		var err error
 		if st, err = bulkclient.LoadState(*f.stateFile); err != nil {

@@ -50,7 +50,7 @@ func (r Request) Validate() error {
 		return errors.New("Request.Patients needs Request.Group or Request.PatientLevel (patient is not a system-level parameter)")
 	}
 	for i, p := range r.Patients {
-		if _, err := patientRef(p); err != nil {
+		if _, err := PatientReference(p); err != nil {
 			return fmt.Errorf("Request.Patients[%d]: %w", i, err)
 		}
 	}
@@ -62,9 +62,9 @@ func (r Request) Validate() error {
 	return nil
 }
 
-// patientRef turns a patient id or Patient/<id> reference into the
-// reference Patient/<id>.
-func patientRef(p string) (string, error) {
+// PatientReference turns a patient id or Patient/<id> reference, as
+// Request.Patients takes them, into the reference Patient/<id>.
+func PatientReference(p string) (string, error) {
 	id := strings.TrimPrefix(p, "Patient/")
 	switch {
 	case id == "":
@@ -212,7 +212,7 @@ func (r Request) parameters() map[string]any {
 		ps = append(ps, map[string]any{"name": "_elements", "valueString": e})
 	}
 	for _, p := range r.Patients {
-		ref, _ := patientRef(p) // checked by Validate
+		ref, _ := PatientReference(p) // checked by Validate
 		ps = append(ps, map[string]any{"name": "patient", "valueReference": map[string]any{"reference": ref}})
 	}
 	for _, v := range r.IncludeAssociatedData {

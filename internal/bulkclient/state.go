@@ -51,7 +51,7 @@ func RequestStateKey(baseURL string, r Request) string {
 	if len(r.Patients) > 0 {
 		refs := make([]string, 0, len(r.Patients))
 		for _, p := range r.Patients {
-			ref, err := patientRef(p)
+			ref, err := PatientReference(p)
 			if err != nil {
 				ref = p // Kickoff refuses it anyway
 			}
