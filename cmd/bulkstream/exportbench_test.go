@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
@@ -135,6 +136,12 @@ func exportBenchSizes(b *testing.B) []exportBenchSize {
 //     metrics, with the high-water mark reset before each op.
 //   - poll50ms, retryafter, preferwait (the sample only): time to data
 //     for three kinds of client, see [pollMode].
+//   - group (last, after every other kind): GET [base]/Group/<id>/$export
+//     of a Group published then (and waited for until applied) whose
+//     members are 1 % of the patients (every hundredth live Patient of
+//     the data, at least one), timed as full; the export holds their
+//     compartments and the Group itself (Group.member puts it in its
+//     members' compartments). Also reports members and patients.
 //
 // Every metric is the median over the ops (ns/op too, which is the
 // median time to the last byte), so one op slowed by a neighbour on a
@@ -271,7 +278,125 @@ func benchExportSize(b *testing.B, sz exportBenchSize, downloads int) {
 			b.Run(m.String(), func(b *testing.B) { c.bench(b, addr, benchSpec{poll: m}) })
 		}
 	}
+	// Last, so that no other kind exports the Group: one Group of 1 % of
+	// the patients, published now and waited for until applied.
+	members, patients := benchGroupMembers(b, resFile, delFile)
+	groupFile := filepath.Join(tmp, "group.ndjson")
+	writeBenchGroup(b, groupFile, benchGroupID, members)
+	seq += publishLines(b, natsURL, false, groupFile)
+	waitApplied(b, addr, seq)
+	b.Logf("%s: Group/%s of %d of the %d patients published and applied (stream at %d)", sz.name, benchGroupID, len(members), patients, seq)
+	// One untimed Group export first, as for full; its manifest shows
+	// what the ops export.
+	groupPath := "/Group/" + benchGroupID
+	counts := map[string]int64{}
+	var total int64
+	for _, f := range c.exportAt(b, groupPath, url.Values{}).Output {
+		counts[f.Type] += f.Count
+		total += f.Count
+	}
+	if counts["Patient"] == 0 {
+		b.Fatalf("Group/%s export of %d members: no Patient in its manifest (%v)", benchGroupID, len(members), counts)
+	}
+	b.Logf("%s: Group/%s export: %d resources of %d types, %d Patient, %d Group", sz.name, benchGroupID, total, len(counts), counts["Patient"], counts["Group"])
+	b.Run("group", func(b *testing.B) {
+		c.bench(b, addr, benchSpec{path: groupPath})
+		b.ReportMetric(float64(len(members)), "members")
+		b.ReportMetric(float64(patients), "patients")
+	})
 	p.stop(b)
+}
+
+// benchGroupID is the id of the Group the group kind exports.
+const benchGroupID = "bench-1pct"
+
+// benchGroupMembers returns every hundredth Patient id of the NDJSON file
+// resFile (plain or gzip), in file order, that the "Type/id" lines of
+// delFile (if not "") do not delete: 1 % of the patients, at least one;
+// and the number of patients there are.
+func benchGroupMembers(b *testing.B, resFile, delFile string) (members []string, patients int) {
+	b.Helper()
+	deleted := map[string]bool{}
+	if delFile != "" {
+		raw, err := os.ReadFile(delFile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for line := range strings.Lines(string(raw)) {
+			if id, ok := strings.CutPrefix(strings.TrimSpace(line), "Patient/"); ok {
+				deleted[id] = true
+			}
+		}
+	}
+	f, err := os.Open(resFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(resFile, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r = zr
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 256<<20)
+	var live []string
+	for sc.Scan() {
+		if !bytes.HasPrefix(sc.Bytes(), []byte(`{"resourceType":"Patient"`)) {
+			continue
+		}
+		var p struct {
+			ResourceType, ID string
+		}
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			b.Fatalf("%s: %v", resFile, err)
+		}
+		if p.ResourceType == "Patient" && !deleted[p.ID] {
+			live = append(live, p.ID)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.Fatalf("%s: %v", resFile, err)
+	}
+	if len(live) == 0 {
+		b.Fatalf("%s: no Patient", resFile)
+	}
+	for i := 0; i < len(live); i += 100 {
+		members = append(members, live[i])
+	}
+	return members, len(live)
+}
+
+// writeBenchGroup writes file: one NDJSON line, Group id with a member
+// entity reference to each Patient id of members.
+func writeBenchGroup(b *testing.B, file, id string, members []string) {
+	b.Helper()
+	type ref struct {
+		Reference string `json:"reference"`
+	}
+	type member struct {
+		Entity ref `json:"entity"`
+	}
+	g := struct {
+		ResourceType string   `json:"resourceType"`
+		ID           string   `json:"id"`
+		Type         string   `json:"type"`
+		Actual       bool     `json:"actual"`
+		Member       []member `json:"member"`
+	}{ResourceType: "Group", ID: id, Type: "person", Actual: true}
+	for _, m := range members {
+		g.Member = append(g.Member, member{Entity: ref{Reference: "Patient/" + m}})
+	}
+	line, err := json.Marshal(g)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(file, append(line, '\n'), 0o644); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // publishLines runs `bulkstream publish` on file and returns the number of
@@ -360,6 +485,9 @@ type exportTimes struct {
 
 // benchSpec is what the ops of one sub-benchmark do.
 type benchSpec struct {
+	// path is where the export is kicked off, below the FHIR base:
+	// "" for [base]/$export, "/Group/<id>" for [base]/Group/<id>/$export.
+	path  string
 	query url.Values
 	poll  pollMode
 	// base is the RSS (kB) at which the caller reset the process's
@@ -393,7 +521,7 @@ func (c *benchClient) bench(b *testing.B, addr string, spec benchSpec) {
 		}
 		syscall.Sync()
 		b.StartTimer()
-		t := c.run(b, spec.query, spec.poll)
+		t := c.run(b, spec.path, spec.query, spec.poll)
 		b.StopTimer()
 		peak = max(peak, procStatusKB(b, c.pid, "VmHWM"))
 		c.remove(b, t.status)
@@ -529,11 +657,12 @@ func sampleMem(addr string, pid int) (memSample, bool) {
 	}, true
 }
 
-// run is one export: kick-off, polls, manifest, every file downloaded.
-func (c *benchClient) run(b *testing.B, query url.Values, mode pollMode) exportTimes {
+// run is one export at path (see benchSpec): kick-off, polls, manifest,
+// every file downloaded.
+func (c *benchClient) run(b *testing.B, path string, query url.Values, mode pollMode) exportTimes {
 	b.Helper()
 	start := time.Now()
-	status := c.kickoff(b, query)
+	status := c.kickoffAt(b, path, query)
 	mf, tr := c.poll(b, status, mode)
 	t := exportTimes{manifest: time.Since(start), status: status, polls: tr}
 	t.lines, t.bytes = c.download(b, mf)
@@ -544,7 +673,13 @@ func (c *benchClient) run(b *testing.B, query url.Values, mode pollMode) exportT
 // export runs one untimed export and deletes it, returning its manifest.
 func (c *benchClient) export(b *testing.B, query url.Values) benchManifest {
 	b.Helper()
-	status := c.kickoff(b, query)
+	return c.exportAt(b, "", query)
+}
+
+// exportAt is export at path (see benchSpec).
+func (c *benchClient) exportAt(b *testing.B, path string, query url.Values) benchManifest {
+	b.Helper()
+	status := c.kickoffAt(b, path, query)
 	mf, _ := c.poll(b, status, pollFast)
 	c.remove(b, status)
 	return mf
@@ -552,7 +687,13 @@ func (c *benchClient) export(b *testing.B, query url.Values) benchManifest {
 
 func (c *benchClient) kickoff(b *testing.B, query url.Values) string {
 	b.Helper()
-	return kickoffExport(b, c.http, c.base, query.Encode())
+	return c.kickoffAt(b, "", query)
+}
+
+// kickoffAt kicks off [base]<path>/$export.
+func (c *benchClient) kickoffAt(b *testing.B, path string, query url.Values) string {
+	b.Helper()
+	return kickoffExport(b, c.http, c.base+path, query.Encode())
 }
 
 // poll polls the status URL as mode says, from right after the kick-off
