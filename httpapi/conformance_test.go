@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,6 +80,7 @@ type manifestDoc struct {
 	TransactionTime     string
 	Request             string
 	RequiresAccessToken *bool
+	OutputOrganizedBy   string
 	Output, Error       []struct {
 		Type, URL string
 		Count     int
@@ -129,9 +131,13 @@ func awaitManifest(t testing.TB, h http.Handler, statusURL string) manifestDoc {
 			if _, err := time.Parse(time.RFC3339Nano, m.TransactionTime); err != nil {
 				t.Errorf("transactionTime %q is not an instant: %v", m.TransactionTime, err)
 			}
-			for _, f := range append(m.Output, m.Error...) {
-				if !strings.HasPrefix(f.URL, testPublicURL+"/") || f.Type == "" || f.Count <= 0 {
-					t.Errorf("manifest item %+v: want an absolute url, a type and count > 0", f)
+			for i, f := range append(m.Output, m.Error...) {
+				// Bulk Data 3.0: output items organized by patient have no type.
+				if wantType := i >= len(m.Output) || m.OutputOrganizedBy == ""; wantType != (f.Type != "") {
+					t.Errorf("manifest item %+v (outputOrganizedBy %q): type present %v, want %v", f, m.OutputOrganizedBy, f.Type != "", wantType)
+				}
+				if !strings.HasPrefix(f.URL, testPublicURL+"/") || f.Count <= 0 {
+					t.Errorf("manifest item %+v: want an absolute url and count > 0", f)
 				}
 			}
 			return m
@@ -347,5 +353,66 @@ func TestConformanceKickoffVariants(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			checkOutcome(t, serve(h, tt.req), http.StatusBadRequest, tt.diag)
 		})
+	}
+	// The real manager's answer for a Group it does not hold.
+	oo := checkOutcome(t, serve(h, getAt("/fhir/Group/no-such-group/$export")), http.StatusNotFound, "Group/no-such-group is not on this server")
+	if oo.Issue[0].Code != "not-found" {
+		t.Errorf("unknown Group: code %q, want not-found", oo.Issue[0].Code)
+	}
+}
+
+// TestConformancePatientLevel: a Patient-level kick-off with
+// organizeOutputBy=Patient, through the real manager, completes with a
+// manifest echoing the request, saying outputOrganizedBy and giving its
+// output items no type.
+func TestConformancePatientLevel(t *testing.T) {
+	h := conformanceServer(t)
+	target := "/fhir/Patient/$export?organizeOutputBy=Patient"
+	m := awaitManifest(t, h, kickoffOK(t, h, request{method: "GET", target: target, header: kickoffHeaders()}))
+	if m.Request != testPublicURL+target || m.OutputOrganizedBy != "Patient" {
+		t.Errorf("request %q outputOrganizedBy %q, want %q and Patient", m.Request, m.OutputOrganizedBy, testPublicURL+target)
+	}
+	var ids []string
+	headers := 0
+	for _, f := range m.Output {
+		for _, line := range download(t, h, f.URL) {
+			if line["resourceType"] == "Parameters" { // a block's header
+				headers++
+				continue
+			}
+			ids = append(ids, fmt.Sprint(line["resourceType"], "/", line["id"]))
+		}
+	}
+	slices.Sort(ids)
+	if want := []string{"Patient/p1", "Patient/p2"}; !slices.Equal(ids, want) || headers != 2 {
+		t.Errorf("exported %q in %d blocks, want %q in 2 (the Observation is in no compartment)", ids, headers, want)
+	}
+}
+
+// TestConformanceAssociatedData: includeAssociatedData's Provenance file,
+// named in the manifest, can be downloaded, through the real manager.
+func TestConformanceAssociatedData(t *testing.T) {
+	x := indextest.Open(t)
+	at := time.Now().Add(-time.Hour).UTC()
+	changes := []index.Change{
+		{Seq: 1, Time: at, Type: "Patient", ID: "p1", Body: []byte(`{"resourceType":"Patient","id":"p1"}`)},
+		{Seq: 2, Time: at.Add(time.Millisecond), Type: "Provenance", ID: "v1",
+			Body: []byte(`{"resourceType":"Provenance","id":"v1","target":[{"reference":"Patient/p1"}],"recorded":"2026-01-01T00:00:00Z","agent":[{"who":{"display":"x"}}]}`)},
+	}
+	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{Jobs: startManager(t, x, len(changes)), PublicURL: testPublicURL, Version: "test"})
+	m := awaitManifest(t, h, kickoffOK(t, h, request{method: "GET",
+		target: "/fhir/Patient/$export?_type=Patient&includeAssociatedData=LatestProvenanceResources", header: kickoffHeaders()}))
+	var got []string
+	for _, f := range m.Output {
+		for _, line := range download(t, h, f.URL) {
+			got = append(got, fmt.Sprint(f.Type, ":", line["resourceType"], "/", line["id"]))
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"Patient:Patient/p1", "Provenance:Provenance/v1"}; !slices.Equal(got, want) {
+		t.Errorf("downloaded %q, want %q", got, want)
 	}
 }

@@ -89,9 +89,12 @@ func (a *api) file(w http.ResponseWriter, r *http.Request) {
 // names export writes (see export's package doc, "Files"):
 // <Type>-<n>.ndjson (resources of Type), <Type>-deleted-<n>.ndjson
 // (deletions of Type: reading them needs the same scope as reading
-// Type) and error-<n>.ndjson ("": OperationOutcomes about the request
-// itself, which its owner may always read). ok is false for any other
-// name.
+// Type), Provenance-associated-<n>.ndjson (includeAssociatedData:
+// Provenance), error-<n>.ndjson ("": OperationOutcomes about the request
+// itself, which its owner may always read) and Patient-blocks-<n>.ndjson
+// ("": organizeOutputBy=Patient blocks mix the job's types, which its
+// kick-off already limited to what the owner's token granted). ok is
+// false for any other name.
 func fileType(name string) (typ string, ok bool) {
 	base, found := strings.CutSuffix(name, ".ndjson")
 	if !found {
@@ -101,10 +104,13 @@ func fileType(name string) (typ string, ok bool) {
 	if i < 0 || !allDigits(base[i+1:]) {
 		return "", false
 	}
-	typ = strings.TrimSuffix(base[:i], "-deleted")
-	if typ == "error" && base[:i] == "error" {
+	switch base[:i] {
+	case "error", "Patient-blocks":
 		return "", true
+	case "Provenance-associated":
+		return "Provenance", true
 	}
+	typ = strings.TrimSuffix(base[:i], "-deleted")
 	if !fhir.IsResourceType(typ) {
 		return "", false
 	}

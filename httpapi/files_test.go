@@ -261,6 +261,9 @@ func TestFileType(t *testing.T) {
 	for name, want := range map[string]string{
 		"Patient-1.ndjson": "Patient", "Observation-12.ndjson": "Observation",
 		"Patient-deleted-1.ndjson": "Patient", "error-1.ndjson": "", "error-30.ndjson": "",
+		// includeAssociatedData's Provenance, and organizeOutputBy=Patient
+		// blocks (the job's types, limited at kick-off).
+		"Provenance-associated-1.ndjson": "Provenance", "Patient-blocks-2.ndjson": "",
 	} {
 		if got, ok := fileType(name); !ok || got != want {
 			t.Errorf("fileType(%q) = %q, %v; want %q", name, got, ok, want)
@@ -268,7 +271,8 @@ func TestFileType(t *testing.T) {
 	}
 	for _, name := range []string{"", "Patient.ndjson", "Patient-1.json", "Patient-x.ndjson", "Patient-.ndjson",
 		"NotAType-1.ndjson", "error-deleted-1.ndjson", "deleted-1.ndjson", "Patient-deleted-deleted-1.ndjson",
-		"Patient-1.ndjson.tmp", "patient-1.ndjson", "-1.ndjson", "Patient-1-1.ndjson"} {
+		"Patient-1.ndjson.tmp", "patient-1.ndjson", "-1.ndjson", "Patient-1-1.ndjson",
+		"Patient-blocks-x.ndjson", "Observation-blocks-1.ndjson", "Patient-associated-1.ndjson", "Provenance-associated-deleted-1.ndjson"} {
 		if got, ok := fileType(name); ok {
 			t.Errorf("fileType(%q) = %q, ok; want not a file name", name, got)
 		}
