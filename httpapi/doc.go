@@ -165,11 +165,13 @@
 // # Files
 //
 // A name export never writes (<Type>-<n>.ndjson, <Type>-deleted-<n>.ndjson,
+// Provenance-associated-<n>.ndjson, Patient-blocks-<n>.ndjson,
 // error-<n>.ndjson), or one with "/", "\", NUL or "..", is 404 without
 // asking Jobs. With auth on, a download needs a token whose scopes cover
-// the file's resource type (for a deleted file, the type it deletes),
-// else 403; a job's error files are served to its owner whatever the
-// types. Without Range and with gzip accepted, the file is streamed
+// the file's resource type (for a deleted file, the type it deletes; for
+// associated data, Provenance), else 403; a job's error files and its
+// organizeOutputBy=Patient blocks (which mix the types its kick-off
+// limited to the token's) are served to its owner whatever the types. Without Range and with gzip accepted, the file is streamed
 // gzipped (no Content-Length, weak ETag W/"<digest>"); otherwise
 // http.ServeContent serves it with the strong ETag "<digest>" (the
 // SHA-256 export recorded; without one, a tag of job, name, size and
