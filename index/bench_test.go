@@ -318,7 +318,9 @@ const applySampleFile = "../testdata/synthea-r4-100-patients.ndjson.gz"
 // the process's heap allocations during each Apply (Pebble's background
 // work included). One untimed batch goes to each index first. Copies
 // are generated when the previous one runs out, outside the timer; Apply
-// keeps nothing of a Change's Body.
+// keeps nothing of a Change's Body. At the end it checks that a Patient
+// applied is in its own compartment in the index with references and in
+// no compartment in the other.
 func BenchmarkApplySample(b *testing.B) {
 	const batch = 500
 	s, err := synth.OpenSample(applySampleFile)
@@ -377,6 +379,7 @@ func BenchmarkApplySample(b *testing.B) {
 	msg := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var seq uint64
 	changes := make([]index.Change, batch)
+	var patient string // the first Patient applied, for the check at the end
 	fill := func() (size int64) {
 		if len(pending) < batch {
 			b.StopTimer()
@@ -391,6 +394,11 @@ func BenchmarkApplySample(b *testing.B) {
 			size += int64(len(changes[j].Body))
 		}
 		pending = pending[batch:]
+		for _, c := range changes {
+			if c.Type == "Patient" && patient == "" {
+				patient = c.ID
+			}
+		}
 		return size
 	}
 	// One untimed batch on each first: the first commit of an index
@@ -419,6 +427,25 @@ func BenchmarkApplySample(b *testing.B) {
 		ops++
 	}
 	on, off := sides[0], sides[1]
+	// Both measured what they should: a Patient is in its own
+	// compartment with the reference index, in none without.
+	if patient != "" {
+		for i, sd := range sides {
+			n := 0
+			snap, err := sd.x.Snapshot()
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = snap.ScanPatient(ctx, patient, "Patient", 0, index.Unbounded, func(index.Entry) error { n++; return nil })
+			snap.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if want := 1 - i; n != want {
+				b.Fatalf("index %d (0: with references): Patient/%s in its own compartment %d times, want %d", i, patient, n, want)
+			}
+		}
+	}
 	rate := func(sd *side) float64 { return float64(sd.events) / sd.d.Seconds() }
 	b.ReportMetric(rate(on), "events/s")
 	b.ReportMetric(float64(on.bytes)/1e6/on.d.Seconds(), "MB/s")
