@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"strings"
@@ -56,10 +57,21 @@ const maxPaths = 4
 // Only references whose type is Patient count (a Group, Practitioner or
 // RelatedPerson at a compartment path puts the resource in no patient's
 // compartment); references follow the rules above, so urn:uuid: ones do
-// not count here. A body of a type not in the table is not walked beyond
-// checking that it is an object. Each id appended is a new string (ids
-// never alias body); the walk itself allocates nothing for a body
-// without escapes.
+// not count here.
+//
+// It reads only as much of body as it needs, so body must be valid JSON
+// (Apply's bodies are: ingest checks them). It checks what it reads, and
+// returns an error, with dst as given, where that is not a JSON object,
+// but does not read: the body of a type not in the table beyond its
+// first and last bytes; a body without a Patient reference path member
+// name in it; the members after the last place a path's first member name
+// appears, when body has no backslash (so that every member name is
+// written as itself). A repeated member name counts once, at its last
+// place, as elsewhere.
+//
+// Each id appended is a new string (ids never alias body, which the
+// caller may reuse), one per distinct id; the walk allocates nothing
+// else for a body without escapes.
 func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) {
 	if !isObject(body) {
 		return dst, errNotObject
@@ -91,8 +103,22 @@ func patientRefs(dst []string, from int, body []byte, paths []string) ([]string,
 	for i, p := range paths {
 		firsts[i], _, _ = strings.Cut(p, ".")
 	}
+	// Without a backslash in body, every member name is as written and
+	// every `name":` follows a member name, so no member the walk wants
+	// starts after the last such text: the walk stops there.
+	limit := len(body)
+	if bytes.IndexByte(body, '\\') < 0 {
+		limit = -1
+		for _, first := range firsts[:len(paths)] {
+			limit = max(limit, lastName(body, first))
+		}
+		if limit < 0 {
+			return dst, nil
+		}
+	}
 	var s jsonobj.Scanner
 	it := s.Object(body, 0, 1)
+	stopped := false
 	for it.Next() {
 		key := it.Key()
 		for i, first := range firsts[:len(paths)] {
@@ -100,8 +126,12 @@ func patientRefs(dst []string, from int, body []byte, paths []string) ([]string,
 				vals[i].vs, vals[i].ve = it.ValueStart, it.ValueEnd
 			}
 		}
+		if it.ValueEnd > limit {
+			stopped = true
+			break
+		}
 	}
-	if it.End() != len(body) {
+	if !stopped && it.End() != len(body) {
 		return dst, errNotObject
 	}
 	for i, p := range paths {
@@ -112,6 +142,50 @@ func patientRefs(dst []string, from int, body []byte, paths []string) ([]string,
 		w.at(body[:vals[i].ve], vals[i].vs, rest, 2)
 	}
 	return w.dst, nil
+}
+
+// lastName returns the offset of the last `"name":` in b, or -1. It
+// looks for the rarest byte of name (by rank) with bytes.IndexByte, then
+// checks the text around it.
+func lastName(b []byte, name string) int {
+	k := 0
+	for i := 1; i < len(name); i++ {
+		if rank(name[i]) < rank(name[k]) {
+			k = i
+		}
+	}
+	last := -1
+	c := name[k]
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], c)
+		if j < 0 {
+			return last
+		}
+		j += i
+		i = j + 1
+		q := j - k - 1 // the opening quote
+		if e := q + 1 + len(name); q >= 0 && e+1 < len(b) && b[q] == '"' && b[e] == '"' && b[e+1] == ':' &&
+			string(b[q+1:e]) == name {
+			last = q
+		}
+	}
+}
+
+// rank orders bytes by how rare they are in FHIR JSON text, rarest
+// first: upper-case letters and other bytes, then lower-case letters in
+// four bands.
+func rank(c byte) int {
+	switch c {
+	case 'z', 'q', 'j', 'x', 'k', 'w', 'y', 'v':
+		return 0
+	case 'b', 'f', 'g', 'p', 'h', 'm':
+		return 1
+	case 'u', 'l', 'c', 'd':
+		return 2
+	case 's', 'n', 'o', 'r', 'a', 't', 'i', 'e':
+		return 3
+	}
+	return -1
 }
 
 // refKind says what a refWalk appends for each reference.
