@@ -252,8 +252,8 @@ summary() {
       if (has(as, "events/s") && off > 0) {
         r = 100 * (1 - on / off)
         print ""
-        printf "Apply with the patient compartment index: %s events/s vs %s without (%.1f %% slower; goal ≤ %d %%: **%s**); %.2f vs %.2f heap allocations per event.\n",
-          num(on), num(off), r, refsgoal, (r <= refsgoal ? "met" : "NOT met"), v(as, "allocs/event"), v(as, "norefs-allocs/event")
+        printf "Apply with the patient compartment index: %s events/s vs %s without (%s; goal ≤ %d %% slower: **%s**); %.2f vs %.2f heap allocations per event.\n",
+          num(on), num(off), (r >= 0 ? sprintf("%.1f %% slower", r) : sprintf("%.1f %% faster", -r)), refsgoal, (r <= refsgoal ? "met" : "NOT met"), v(as, "allocs/event"), v(as, "norefs-allocs/event")
         print "`ApplySample` applies each synced batch of 500 (copies of the Synthea sample with fresh ids, so inserts, each copy"
         print "in one fixed shuffled order so that every batch holds the sample'"'"'s mix of types) to two fresh indexes, one with the"
         print "reference index (patient compartment, Group member and Provenance target keys, as the product always runs) and one"
