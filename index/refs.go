@@ -16,8 +16,8 @@ import (
 // The reference extractors below read the references of one stored
 // resource at apply time. They walk its JSON with jsonobj's iterators, one
 // pass over the top-level members and then only the values on their
-// paths, and allocate nothing but the strings they return (and a decoded
-// copy of a string that has escapes).
+// paths, and allocate nothing but what they return (and a decoded copy of
+// a string or member name that has escapes).
 //
 // A reference is the string "reference" member of a Reference object
 // (https://hl7.org/fhir/R4/references.html#Reference). It counts when it

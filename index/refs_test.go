@@ -240,6 +240,8 @@ func TestCompartmentOf(t *testing.T) {
 		{"array at the last step", "CarePlan", "c",
 			`{"activity":[{"detail":{"performer":[{"reference":"Practitioner/d"},{"reference":"Patient/p1"}]}},{"detail":{"performer":[{"reference":"Patient/q-2.x"}]}}]}`,
 			[]string{p1, p2}},
+		{"array at a middle step", "CarePlan", "c",
+			`{"activity":{"detail":[{"performer":{"reference":"Patient/p1"}},{"performer":[{"reference":"Patient/q-2.x"}]}]}}`, []string{p1, p2}},
 		{"non-objects in arrays", "Appointment", "a", `{"participant":[1,"x",null,[{"actor":{"reference":"Patient/p2"}}],{"actor":{"reference":"Patient/p1"}}]}`, []string{p1}},
 		{"wrong nesting", "Appointment", "a", `{"actor":{"reference":"Patient/p1"},"participant":{"reference":"Patient/p2"}}`, nil},
 		{"a path of another type", "Encounter", "e", `{"patient":{"reference":"Patient/p2"},"subject":{"reference":"Patient/p1"}}`, []string{p1}},
