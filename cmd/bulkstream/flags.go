@@ -58,8 +58,8 @@ func commandHelp(name string) help {
 			usage:   "bulkstream serve [flags]",
 			about: `Starts an embedded NATS server with JetStream (unless --nats-url is
 given), applies the change events of --stream to the Pebble index under
---data-dir in stream order, and serves the system-level $export API,
-/metrics, /healthz and /readyz over HTTP. SIGHUP reloads --clients;
+--data-dir in stream order, and serves the $export API (system, Patient
+and Group level), /metrics, /healthz and /readyz over HTTP. SIGHUP reloads --clients;
 SIGINT or SIGTERM shuts down cleanly.`,
 		}
 	case "publish":
