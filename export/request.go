@@ -428,7 +428,7 @@ func parsePatientRef(ref string) (id, problem string) {
 	segs := strings.Split(ref, "/")
 	switch {
 	case len(segs) == 1:
-		if isFHIRID(ref) {
+		if fhir.IsID(ref) {
 			return "", "a bare id is not a reference; write Patient/" + ref
 		}
 		return "", "it is not of the form Patient/[id]"
@@ -442,27 +442,12 @@ func parsePatientRef(ref string) (id, problem string) {
 			return "", "resource types are case-sensitive: write Patient/" + segs[1]
 		}
 		return "", "it is not of the form Patient/[id]"
-	case !isFHIRID(segs[1]):
+	case !fhir.IsID(segs[1]):
 		return "", "the id " + quote(segs[1]) + " is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)"
-	case len(segs) == 4 && !isFHIRID(segs[3]):
+	case len(segs) == 4 && !fhir.IsID(segs[3]):
 		return "", "the version " + quote(segs[3]) + " is not a FHIR id (1 to 64 of A-Z a-z 0-9 - .)"
 	}
 	return segs[1], ""
-}
-
-// isFHIRID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}
-// (https://hl7.org/fhir/R4/datatypes.html#id).
-func isFHIRID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 func (p *requestParser) associated(prm Param) error {

@@ -113,7 +113,7 @@ func checkLevelParams(t *testing.T, query string, params []Param, level Level, l
 		t.Fatalf("%q at %q: patient given %v but Patients %q", query, level, hasPatient, req.Patients)
 	}
 	for i, id := range req.Patients {
-		if !isFHIRID(id) || slices.Contains(req.Patients[:i], id) ||
+		if !fhir.IsID(id) || slices.Contains(req.Patients[:i], id) ||
 			!slices.ContainsFunc(params, func(p Param) bool { return p.Name == "patient" && strings.Contains(p.Value, "Patient/"+id) }) {
 			t.Fatalf("%q: bad, duplicate or unasked patient %q in %q", query, id, req.Patients)
 		}

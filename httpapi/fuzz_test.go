@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bulkstream/bulkstream/export"
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 // parsingJobs runs the real export.ParseRequest on every kick-off.
@@ -90,7 +91,7 @@ func FuzzKickoff(f *testing.F) {
 			t.Fatalf("%s ?%q body %q: status %d: %s", method, query, body, rec.Code, rec.Body)
 		}
 		if rec.Code == http.StatusAccepted {
-			if level%3 == 2 && !isFHIRID(group) {
+			if level%3 == 2 && !fhir.IsID(group) {
 				t.Fatalf("Group/%q/$export accepted: not a FHIR id", group)
 			}
 			if !strings.HasPrefix(rec.Header().Get("Content-Location"), testPublicURL+"/fhir/bulkstatus/") {

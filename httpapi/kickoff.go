@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"github.com/bulkstream/bulkstream/export"
+	"github.com/bulkstream/bulkstream/internal/fhir"
 )
 
 // kickoffAt serves GET and POST [base]/$export, [base]/Patient/$export
@@ -29,7 +30,7 @@ func (a *api) kickoff(w http.ResponseWriter, r *http.Request, level export.Level
 	var group string
 	if level == export.LevelGroup {
 		group = httprouter.ParamsFromContext(r.Context()).ByName("id")
-		if !isFHIRID(group) {
+		if !fhir.IsID(group) {
 			a.respondError(w, r, badRequest("value", fmt.Sprintf("Group id %q in the path is not a FHIR id "+
 				"(1 to 64 of A-Z a-z 0-9 - .): kick off a Group-level export at [base]/Group/[id]/$export", truncate(group, 100))))
 			return
@@ -333,21 +334,6 @@ func parameterValue(key string, raw json.RawMessage) (string, error) {
 	}
 	return "", errors.New("is not a supported value type (use valueString, valueCode, valueInstant, valueDateTime, " +
 		"valueUri, valueBoolean, valueInteger, valueReference or valueCoding)")
-}
-
-// isFHIRID reports whether s is a FHIR id, [A-Za-z0-9\-\.]{1,64}
-// (https://hl7.org/fhir/R4/datatypes.html#id).
-func isFHIRID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // truncate shortens s to at most n bytes (on a rune boundary) for echoing

@@ -345,7 +345,7 @@ func groupMembers(body []byte) ([]groupMember, error) {
 					continue
 				}
 				if uuid, isUUID := strings.CutPrefix(string(ref), "urn:uuid:"); isUUID {
-					if isID(uuid) {
+					if fhir.IsID(uuid) {
 						m.ID, ok = uuid, true
 					}
 				} else if typ, id, valid := parseRef(ref); valid {
@@ -509,7 +509,7 @@ func utf16IsLow(r rune) bool  { return 0xdc00 <= r && r < 0xe000 }
 func parseRef(ref []byte) (typ, id []byte, ok bool) {
 	rest := ref
 	// Type/id/_history/v: drop the version.
-	if j := lastSlash(rest); j >= 0 && isID(rest[j+1:]) {
+	if j := lastSlash(rest); j >= 0 && fhir.IsID(rest[j+1:]) {
 		if k := lastSlash(rest[:j]); k >= 0 && string(rest[k+1:j]) == "_history" {
 			rest = rest[:k]
 		}
@@ -521,7 +521,7 @@ func parseRef(ref []byte) (typ, id []byte, ok bool) {
 	id = rest[j+1:]
 	k := lastSlash(rest[:j])
 	typ = rest[k+1 : j]
-	if !isID(id) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
+	if !fhir.IsID(id) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
 		return nil, nil, false
 	}
 	if k >= 0 { // an absolute URL: http(s)://, a non-empty rest, /Type/id
@@ -544,20 +544,6 @@ func lastSlash(b []byte) int {
 		}
 	}
 	return -1
-}
-
-// isID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
-func isID[T string | []byte](s T) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // periodBound reads a FHIR dateTime: YYYY, YYYY-MM, YYYY-MM-DD (UTC), or

@@ -107,7 +107,7 @@ func Decode(subject string, hdr nats.Header, data []byte, maxBytes int) (index.C
 	if !fhir.IsResourceType(typ) {
 		return index.Change{}, reject(ReasonUnknownType, "subject type %s is not a FHIR R4 resource type", quote(typ))
 	}
-	if !validID(id) {
+	if !fhir.IsID(id) {
 		return index.Change{}, reject(ReasonBadID, "subject id %s is not a FHIR id", quote(id))
 	}
 	if del {
@@ -220,7 +220,7 @@ func scanResource(data []byte) (resource, *RejectError) {
 				return resource{}, reject(ReasonBadID, "id is a JSON %s, not a string", jsonKind(v[0]))
 			}
 			r.id = rawString(v)
-			if !validID(r.id) {
+			if !fhir.IsID(r.id) {
 				return resource{}, reject(ReasonBadID, "id %s is not a FHIR id ([A-Za-z0-9-.]{1,64})", quote(r.id))
 			}
 		case "meta":
@@ -298,20 +298,6 @@ func checkMeta(meta []byte) *RejectError {
 		seen |= bit
 	}
 	return nil
-}
-
-// validID reports whether s is a FHIR id: [A-Za-z0-9\-\.]{1,64}.
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // rawString returns the value of the JSON string literal s (quotes

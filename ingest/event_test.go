@@ -166,7 +166,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		typ, id, perr := ParseSubject(subject)
-		if perr != nil || ch.Type != typ || ch.ID != id || !fhir.IsResourceType(typ) || !validID(id) {
+		if perr != nil || ch.Type != typ || ch.ID != id || !fhir.IsResourceType(typ) || !fhir.IsID(id) {
 			t.Fatalf("accepted %q as %s/%s", subject, ch.Type, ch.ID)
 		}
 		if ch.Delete {

@@ -160,7 +160,7 @@ func (p *Publisher) Delete(ctx context.Context, typ, id string) error {
 	if !fhir.IsResourceType(typ) {
 		return reject(ReasonUnknownType, "%s is not a FHIR R4 resource type", quote(typ))
 	}
-	if !validID(id) {
+	if !fhir.IsID(id) {
 		return reject(ReasonBadID, "%s is not a FHIR id", quote(id))
 	}
 	m := &nats.Msg{

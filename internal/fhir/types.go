@@ -68,3 +68,18 @@ func ResourceTypes() []string {
 	copy(out, r4ResourceTypes[:])
 	return out
 }
+
+// IsID reports whether s is a FHIR id: 1 to 64 of A-Z a-z 0-9 - .
+// (https://hl7.org/fhir/R4/datatypes.html#id).
+func IsID[T string | []byte](s T) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}

@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +24,20 @@ func TestResourceTypes(t *testing.T) {
 		"BackboneElement", "Element", "SubscriptionTopic", "Ingredient", "MedicinalProductDefinition"} {
 		if IsResourceType(s) {
 			t.Errorf("IsResourceType(%q) = true, want false", s)
+		}
+	}
+}
+
+func TestIsID(t *testing.T) {
+	for s, want := range map[string]bool{
+		"a": true, "A-b.9": true, strings.Repeat("x", 64): true,
+		"": false, strings.Repeat("x", 65): false, "a/b": false, "a b": false, "a_b": false, "é": false,
+	} {
+		if got := IsID(s); got != want {
+			t.Errorf("IsID(%q) = %v, want %v", s, got, want)
+		}
+		if got := IsID([]byte(s)); got != want {
+			t.Errorf("IsID([]byte(%q)) = %v, want %v", s, got, want)
 		}
 	}
 }
