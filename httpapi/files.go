@@ -92,8 +92,9 @@ func (a *api) file(w http.ResponseWriter, r *http.Request) {
 // Type), Provenance-associated-<n>.ndjson (includeAssociatedData:
 // Provenance), error-<n>.ndjson ("": OperationOutcomes about the request
 // itself, which its owner may always read) and Patient-blocks-<n>.ndjson
-// ("": organizeOutputBy=Patient blocks mix the job's types, which its
-// kick-off already limited to what the owner's token granted). ok is
+// and Patient-blocks-deleted-<n>.ndjson ("": organizeOutputBy=Patient
+// blocks, and their deletions, mix the job's types, which its kick-off
+// already limited to what the owner's token granted). ok is
 // false for any other name.
 func fileType(name string) (typ string, ok bool) {
 	base, found := strings.CutSuffix(name, ".ndjson")
@@ -105,7 +106,7 @@ func fileType(name string) (typ string, ok bool) {
 		return "", false
 	}
 	switch base[:i] {
-	case "error", "Patient-blocks":
+	case "error", "Patient-blocks", "Patient-blocks-deleted":
 		return "", true
 	case "Provenance-associated":
 		return "Provenance", true

@@ -263,7 +263,7 @@ func TestFileType(t *testing.T) {
 		"Patient-deleted-1.ndjson": "Patient", "error-1.ndjson": "", "error-30.ndjson": "",
 		// includeAssociatedData's Provenance, and organizeOutputBy=Patient
 		// blocks (the job's types, limited at kick-off).
-		"Provenance-associated-1.ndjson": "Provenance", "Patient-blocks-2.ndjson": "",
+		"Provenance-associated-1.ndjson": "Provenance", "Patient-blocks-2.ndjson": "", "Patient-blocks-deleted-3.ndjson": "",
 	} {
 		if got, ok := fileType(name); !ok || got != want {
 			t.Errorf("fileType(%q) = %q, %v; want %q", name, got, ok, want)
