@@ -416,3 +416,33 @@ func TestConformanceAssociatedData(t *testing.T) {
 		t.Errorf("downloaded %q, want %q", got, want)
 	}
 }
+
+// TestConformanceOrganizedDeletions: the deleted files of an
+// organizeOutputBy=Patient _since export are listed and downloadable,
+// through the real manager.
+func TestConformanceOrganizedDeletions(t *testing.T) {
+	x := indextest.Open(t)
+	at := time.Now().Add(-time.Hour).UTC()
+	changes := []index.Change{
+		{Seq: 1, Time: at, Type: "Patient", ID: "p1", Body: []byte(`{"resourceType":"Patient","id":"p1"}`)},
+		{Seq: 2, Time: at.Add(time.Millisecond), Type: "Patient", ID: "p2", Body: []byte(`{"resourceType":"Patient","id":"p2"}`)},
+		{Seq: 3, Time: at.Add(2 * time.Millisecond), Type: "Patient", ID: "p2", Delete: true},
+	}
+	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{Jobs: startManager(t, x, len(changes)), PublicURL: testPublicURL, Version: "test"})
+	m := awaitManifest(t, h, kickoffOK(t, h, request{method: "GET",
+		target: "/fhir/Patient/$export?organizeOutputBy=Patient&_since=2000-01-01T00:00:00Z", header: kickoffHeaders()}))
+	var got []string
+	for _, f := range m.Deleted {
+		for _, line := range download(t, h, f.URL) {
+			for _, e := range line["entry"].([]any) {
+				got = append(got, e.(map[string]any)["request"].(map[string]any)["url"].(string))
+			}
+		}
+	}
+	if want := []string{"Patient/p2"}; !slices.Equal(got, want) {
+		t.Errorf("deleted %q, want %q", got, want)
+	}
+}
