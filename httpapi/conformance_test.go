@@ -435,7 +435,11 @@ func TestConformanceOrganizedDeletions(t *testing.T) {
 	m := awaitManifest(t, h, kickoffOK(t, h, request{method: "GET",
 		target: "/fhir/Patient/$export?organizeOutputBy=Patient&_since=2000-01-01T00:00:00Z", header: kickoffHeaders()}))
 	var got []string
-	for _, f := range m.Deleted {
+	for _, raw := range m.Deleted {
+		var f struct{ URL string }
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatal(err)
+		}
 		for _, line := range download(t, h, f.URL) {
 			for _, e := range line["entry"].([]any) {
 				got = append(got, e.(map[string]any)["request"].(map[string]any)["url"].(string))
