@@ -301,7 +301,7 @@ const applySampleFile = "../testdata/synthea-r4-100-patients.ndjson.gz"
 
 // BenchmarkApplySample measures what the reference index (the patient
 // compartment, Group member and Provenance target keys: Options without
-// WithoutRefs, as the product always runs) costs Apply, on a realistic
+// NoReferenceIndex, as the product always runs) costs Apply, on a realistic
 // mix: copies of the Synthea sample (internal/synth, seed 1, fresh ids in
 // every copy, so every change is an insert), each copy's resources in one
 // fixed shuffled order (the sample is sorted by type; shuffled, every
@@ -359,8 +359,7 @@ func BenchmarkApplySample(b *testing.B) {
 		allocs, events uint64
 		bytes          int64
 	}
-	var noRefs index.Options
-	index.WithoutRefs(&noRefs)
+	noRefs := index.Options{NoReferenceIndex: true}
 	var sides [2]*side // on, off
 	for i, opts := range []*index.Options{nil, &noRefs} {
 		x, err := index.Open(b.TempDir(), opts)

@@ -173,8 +173,7 @@ func TestBackfillRefs(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	opts := &index.Options{}
-	index.WithoutRefs(opts)
+	opts := &index.Options{NoReferenceIndex: true}
 	old, err := index.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +186,7 @@ func TestBackfillRefs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Contains(before, `"p/`) || strings.Contains(before, `"m/refs"`) {
-		t.Fatal("WithoutRefs wrote reference keys")
+		t.Fatal("NoReferenceIndex wrote reference keys")
 	}
 	x, err := index.Open(dir, nil)
 	if err != nil {

@@ -81,7 +81,3 @@ func FormatDumpEntry(k, v []byte) string {
 		return fmt.Sprintf("%s -> %s", k, v)
 	}
 }
-
-// WithoutRefs turns the reference index off in opts, for the benchmarks
-// that measure what it costs Apply.
-func WithoutRefs(opts *Options) { opts.noRefs = true }

@@ -625,7 +625,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 			}
 			count(c.Type, 1, 0)
 		}
-		if x.opts.noRefs {
+		if x.opts.NoReferenceIndex {
 		} else if err := x.applyRefs(b, c, found, &old, &rec, clock); err != nil {
 			return nil, fmt.Errorf("apply seq %d %s/%s: %w", c.Seq, c.Type, c.ID, err)
 		}
@@ -648,7 +648,7 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	if err := b.Set(keyClock, encodeUint64(clock), nil); err != nil {
 		return nil, err
 	}
-	if !x.refsMarked && !x.opts.noRefs {
+	if !x.refsMarked && !x.opts.NoReferenceIndex {
 		// The first batch of a new index: it has the reference index
 		// from the start (see backfillRefs).
 		if err := b.Set(keyRefs, encodeUint64(refsVersion), nil); err != nil {

@@ -41,10 +41,12 @@ type Options struct {
 	// already deleted is a no-op.
 	CompactedStream bool
 
-	// noRefs turns the reference index (p/, g/, t/ keys) off: only the
-	// benchmarks set it (WithoutRefs in export_test.go), to measure what
-	// the index costs Apply.
-	noRefs bool
+	// NoReferenceIndex leaves out the reference index (the p/, g/ and t/
+	// keys): Patient- and Group-level export and includeAssociatedData
+	// then find nothing. It exists to measure what the index costs
+	// (ingest's and index's benchmarks); bulkstream serve never sets it.
+	// Opening the index later without it builds the keys (backfillRefs).
+	NoReferenceIndex bool
 }
 
 // clone returns a copy with defaults filled in.

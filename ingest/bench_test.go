@@ -188,6 +188,87 @@ func BenchmarkIngest(b *testing.B) { benchIngest(b, nil) }
 // difference is the cost of the fsyncs.
 func BenchmarkIngestNoSync(b *testing.B) { benchIngest(b, &index.Options{NoSync: true}) }
 
+// BenchmarkIngestRefs is what the index's reference index (patient
+// compartments, Group members, Provenance targets: the product always
+// keeps it) costs ingest: each op consumes the whole stream twice, into a
+// fresh index with it and into one without (index.Options
+// NoReferenceIndex), alternating which goes first, each pass timed on its
+// own with its CPU time, so both see the same machine. It reports both
+// rates and slower-% = 100 × (1 − with/without).
+func BenchmarkIngestRefs(b *testing.B) {
+	d := benchMessages(b)
+	js, stream, last := benchStream(b, d)
+	root := b.TempDir()
+	var wall, cpu [2]time.Duration // [0] with the reference index, [1] without
+	i, op := 0, 0
+	for b.Loop() { // ns/op: both passes with their setup; the metrics below time each pass
+		op++
+		for k := range 2 {
+			side := (k + op) % 2
+			i++
+			opts := &index.Options{NoReferenceIndex: side == 1}
+			w, c := ingestPass(b, d, js, stream, last, filepath.Join(root, fmt.Sprint("index-", i)), opts, fmt.Sprint("bench-refs-", i))
+			wall[side] += w
+			cpu[side] += c
+		}
+	}
+	n := float64(len(d.msgs) * b.N)
+	b.ReportMetric(n/wall[0].Seconds(), "events/s")
+	b.ReportMetric(n/wall[1].Seconds(), "norefs-events/s")
+	b.ReportMetric(float64(cpu[0].Microseconds())/n, "cpu-us/event")
+	b.ReportMetric(float64(cpu[1].Microseconds())/n, "norefs-cpu-us/event")
+	b.ReportMetric(100*(1-wall[1].Seconds()/wall[0].Seconds()), "slower-%")
+}
+
+// ingestPass consumes the whole stream (to sequence last) with a fresh
+// ingest.Consumer (durable) into a fresh index in dir, and returns the
+// wall and process CPU time from the consumer's start until the index
+// has applied last; setup and teardown are outside them.
+func ingestPass(b *testing.B, d *benchData, js jetstream.JetStream, stream jetstream.Stream, last uint64, dir string, opts *index.Options, durable string) (wall, cpu time.Duration) {
+	ctx := context.Background()
+	idx, err := index.Open(dir, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := ingest.New(ingest.Config{Durable: durable}, js, idx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0, c0 := time.Now(), processCPU(b)
+	if err := c.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	err = idx.WaitApplied(wctx, last)
+	cancel()
+	if err != nil {
+		b.Fatalf("waiting for sequence %d (applied %d): %v", last, idx.AppliedSeq(), err)
+	}
+	wall, cpu = time.Since(t0), processCPU(b)-c0
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	if err := c.Close(cctx); err != nil {
+		b.Error(err)
+	}
+	cancel()
+	var n int64
+	for _, tc := range idx.Counts() {
+		n += tc.Resources
+	}
+	if n != int64(len(d.msgs)) {
+		b.Errorf("index holds %d resources, want %d", n, len(d.msgs))
+	}
+	if err := idx.Close(); err != nil {
+		b.Error(err)
+	}
+	if err := stream.DeleteConsumer(ctx, durable); err != nil {
+		b.Error(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		b.Error(err)
+	}
+	return wall, cpu
+}
+
 // benchIngest consumes the whole stream with the real ingest.Consumer into
 // a fresh index per op, until the index has applied the last sequence.
 func benchIngest(b *testing.B, opts *index.Options) {

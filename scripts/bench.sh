@@ -3,12 +3,14 @@
 # same run on the same machine, and writes BENCHMARKS.md (called by
 # `make bench`):
 #
-#   ./ingest/  BenchmarkIngest, BenchmarkIngestNoSync (JetStream → Pebble)
+#   ./ingest/  BenchmarkIngest, BenchmarkIngestNoSync (JetStream → Pebble),
+#              BenchmarkIngestRefs: ingest with the reference index vs
+#              without, alternated pass by pass (goal ≤ REFS_GOAL % slower)
 #              BenchmarkRawConsume (limit 1), BenchmarkRawPebble (limit 2)
 #   ./index/   BenchmarkApply / BenchmarkRawPebbleSyncedBatch,
 #              BenchmarkScan / BenchmarkRawPebbleScan (if present),
 #              BenchmarkApplySample: Apply with the reference index vs
-#              without, alternated batch by batch (goal ≤ REFS_GOAL % slower)
+#              without, alternated batch by batch
 #   ./cmd/bulkstream/  BenchmarkExportE2E: the real binary (serve, NATS in the bench process;
 #              loaded with gen + publish, then restarted), full and _since
 #              $export, and Group/[id]/$export of a Group of 1 % of the
@@ -60,7 +62,7 @@ export EXPORT_BENCH_DOWNLOADS=${EXPORT_BENCH_DOWNLOADS:-2}
 export LOAD_DURATION=${LOAD_DURATION:-30s}
 OUT=${BENCH_OUT:-BENCHMARKS.md}
 GOAL=60 # percent of the slower limit
-REFS_GOAL=15 # Apply with the reference index, % slower than without at most
+REFS_GOAL=15 # ingest with the reference index, % slower than without at most
 # Export goals: each measurement in BENCHMARKS.md is compared with them.
 EXPORT_GOAL=60      # full export, kick-off to last byte, % of raw scan + write
 SINCE_GOAL=3        # _since export of 1 % changed, % of the full export's time
@@ -202,6 +204,11 @@ summary() {
       print "|---|---|---:|---:|---:|---:|"
       if (has(ing, "events/s")) printf "| `Ingest` | ingest.Consumer → index, synced commits | %s events/s | %s | **%s** | %s |\n", num(v(ing, "events/s")), mb(v(ing, "MB/s")), pct(v(ing, "events/s"), slow), f2(v(ing, "cpu-us/event"))
       if (has(nos, "events/s")) printf "| `IngestNoSync` | the same, index NoSync (no fsync) | %s events/s | %s | %s | %s |\n", num(v(nos, "events/s")), mb(v(nos, "MB/s")), pct(v(nos, "events/s"), slow), f2(v(nos, "cpu-us/event"))
+      ir = "BenchmarkIngestRefs"
+      if (has(ir, "events/s")) {
+        printf "| `IngestRefs` | Ingest, with the reference index (as the product runs), alternated with… | %s events/s | – | %s | %s |\n", num(v(ir, "events/s")), pct(v(ir, "events/s"), slow), f2(v(ir, "cpu-us/event"))
+        printf "| `IngestRefs` | …the same without it (index NoReferenceIndex) | %s events/s | – | %s | %s |\n", num(v(ir, "norefs-events/s")), pct(v(ir, "norefs-events/s"), slow), f2(v(ir, "norefs-cpu-us/event"))
+      }
       if (l1 != "") printf "| `RawConsume` | limit 1: pull consume + AckAll, no decode, no store | %s msgs/s | %s | %s | %s |\n", num(l1), mb(v(rc, "MB/s")), pct(l1, slow), f2(v(rc, "cpu-us/msg"))
       if (l2 != "") printf "| `RawPebble` | limit 2: plain Pebble, synced batches of 500, no NATS | %s keys/s | %s | %s | %s |\n", num(l2), mb(v(rp, "MB/s")), pct(l2, slow), f2(v(rp, "cpu-us/key"))
       c1 = v(rc, "cpu-us/msg"); c2 = v(rp, "cpu-us/key")
@@ -216,6 +223,12 @@ summary() {
         if (cl != "") printf "It does the work of both limits on the same %d cores: the CPU they spend per message, added, allows at most %s events/s (an upper bound: it assumes every core busy all the time), and ingest runs at **%.0f %%** of that.\n", ncpu, num(cl), 100 * v(ing, "events/s") / cl
       } else {
         print "The ingest benchmarks did not run (see the output below)."
+      }
+      if (has(ir, "events/s") && v(ir, "norefs-events/s") > 0) {
+        ron = v(ir, "events/s"); roff = v(ir, "norefs-events/s"); r = 100 * (1 - ron / roff)
+        print ""
+        printf "Ingest with the patient compartment index (patient compartment, Group member and Provenance target keys): %s events/s vs %s without, passes alternated (%s; CPU %s vs %s µs per event); goal ≤ %d %% slower: **%s**.\n",
+          num(ron), num(roff), (r >= 0 ? sprintf("%.1f %% slower", r) : sprintf("%.1f %% faster", -r)), f2(v(ir, "cpu-us/event")), f2(v(ir, "norefs-cpu-us/event")), refsgoal, (r <= refsgoal ? "met" : "NOT met")
       }
       # Index benchmarks next to their raw-Pebble limits, if present.
       nidx = 0
@@ -252,8 +265,8 @@ summary() {
       if (has(as, "events/s") && off > 0) {
         r = 100 * (1 - on / off)
         print ""
-        printf "Apply with the patient compartment index: %s events/s vs %s without (%s; goal ≤ %d %% slower: **%s**); %.2f vs %.2f heap allocations per event.\n",
-          num(on), num(off), (r >= 0 ? sprintf("%.1f %% slower", r) : sprintf("%.1f %% faster", -r)), refsgoal, (r <= refsgoal ? "met" : "NOT met"), v(as, "allocs/event"), v(as, "norefs-allocs/event")
+        printf "Apply alone with the patient compartment index: %s events/s vs %s without (%s); %.2f vs %.2f heap allocations per event. The goal (≤ %d %% slower) is judged on ingest as a whole, `IngestRefs` above.\n",
+          num(on), num(off), (r >= 0 ? sprintf("%.1f %% slower", r) : sprintf("%.1f %% faster", -r)), v(as, "allocs/event"), v(as, "norefs-allocs/event"), refsgoal
         print "`ApplySample` applies each synced batch of 500 (copies of the Synthea sample with fresh ids, so inserts, each copy"
         print "in one fixed shuffled order so that every batch holds the sample'"'"'s mix of types) to two fresh indexes, one with the"
         print "reference index (patient compartment, Group member and Provenance target keys, as the product always runs) and one"
