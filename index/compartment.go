@@ -26,6 +26,10 @@ import (
 // All of them are functions of the stream, like every other key, so a
 // rebuild and every replica write the same bytes.
 
+// maxInterned bounds the patient ids Apply keeps interned between
+// batches (about 100 bytes each); past it the set starts afresh.
+const maxInterned = 1 << 16
+
 // memberName identifies a Group member entry: the type and id of its
 // entity reference (type "" for urn:uuid).
 type memberName struct{ typ, id string }
@@ -47,7 +51,10 @@ func (x *Index) applyRefs(b *pebble.Batch, c *Change, found bool, old, rec *reso
 			rec.Patients = old.Patients // a tombstone stays in the compartments it left
 		}
 	default:
-		refs, err := compartmentOf(sc.refs[:0], c.Type, c.ID, c.Body)
+		if sc.ids == nil || len(sc.ids) > maxInterned {
+			sc.ids = map[string]string{}
+		}
+		refs, err := compartmentOfIn(sc.refs[:0], c.Type, c.ID, c.Body, sc.ids)
 		if err != nil {
 			refs = refs[:0] // ingest checked the body is an object; nothing to index otherwise
 		}
@@ -55,7 +62,11 @@ func (x *Index) applyRefs(b *pebble.Batch, c *Change, found bool, old, rec *reso
 		if found && slices.Equal(refs, old.Patients) {
 			rec.Patients = old.Patients
 		} else if len(refs) > 0 {
-			rec.Patients = slices.Clone(refs)
+			// The record lives until the batch is committed: its list is
+			// carved from the batch's arena rather than allocated.
+			at := len(sc.lists)
+			sc.lists = append(sc.lists, refs...)
+			rec.Patients = sc.lists[at:len(sc.lists):len(sc.lists)]
 		}
 		if c.Type == "Provenance" {
 			targets, err := provenanceTargets(sc.refs[:0], c.Body)
@@ -425,6 +436,7 @@ func (x *Index) backfillRefs() error {
 		b.Close()
 		b = x.db.NewBatch()
 		clear(x.scratch.groups)
+		x.scratch.lists = x.scratch.lists[:0]
 		return err
 	}
 	n := 0

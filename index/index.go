@@ -535,6 +535,9 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	}()
 	var rbuf []byte
 	defer clear(sc.groups)
+	if sc.lists = sc.lists[:0]; cap(sc.lists) > 1<<16 {
+		sc.lists = nil // grown by an unusually large batch
+	}
 	for i := range changes {
 		c := &changes[i]
 		results[i].Change = c
@@ -711,6 +714,11 @@ type applyScratch struct {
 	refs   []string
 	refKey []byte
 	groups map[string]map[memberName]memberValue
+	// ids interns patient ids across batches (compartmentOfIn); lists
+	// holds the batch's records' patient lists (reset at each Apply:
+	// records do not outlive their batch).
+	ids   map[string]string
+	lists []string
 }
 
 // crcTable is CRC-32C (Castagnoli), computed in hardware on amd64 and arm64.

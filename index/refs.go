@@ -73,6 +73,14 @@ const maxPaths = 4
 // caller may reuse), one per distinct id; the walk allocates nothing
 // else for a body without escapes.
 func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) {
+	return compartmentOfIn(dst, typ, id, body, nil)
+}
+
+// compartmentOfIn is compartmentOf taking the patient ids from intern
+// when it holds them, and adding the others to it (nil: no interning):
+// Apply's batches name the same patients over and over, and an interned
+// id costs no allocation.
+func compartmentOfIn(dst []string, typ, id string, body []byte, intern map[string]string) ([]string, error) {
 	if !isObject(body) {
 		return dst, errNotObject
 	}
@@ -84,7 +92,7 @@ func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) 
 	for len(paths) > 0 {
 		n := min(len(paths), maxPaths)
 		var err error
-		dst, err = patientRefs(dst, start, body, paths[:n])
+		dst, err = patientRefs(dst, start, body, paths[:n], intern)
 		if err != nil {
 			return dst[:start], err
 		}
@@ -96,8 +104,8 @@ func compartmentOf(dst []string, typ, id string, body []byte) ([]string, error) 
 // patientRefs appends the ids of the Patient references at paths (at
 // most maxPaths) in body, in one pass over its top-level members;
 // dst[from:] is what compartmentOf has appended so far.
-func patientRefs(dst []string, from int, body []byte, paths []string) ([]string, error) {
-	w := refWalk{dst: dst, from: from, kind: refPatient}
+func patientRefs(dst []string, from int, body []byte, paths []string, intern map[string]string) ([]string, error) {
+	w := refWalk{dst: dst, from: from, kind: refPatient, intern: intern}
 	var vals [maxPaths]struct{ vs, ve int }
 	var firsts [maxPaths]string
 	for i, p := range paths {
@@ -199,9 +207,10 @@ const (
 // refWalk appends to dst what kind says of each reference it finds;
 // dst[from:] is what this extractor has appended so far.
 type refWalk struct {
-	dst  []string
-	from int
-	kind refKind
+	dst    []string
+	from   int
+	kind   refKind
+	intern map[string]string // patient ids already allocated (nil: none)
 }
 
 // at walks the value at b[i], whose nesting depth is depth, to the
@@ -256,7 +265,14 @@ func (w *refWalk) inObject(b []byte, i int, path string, depth int) {
 				return
 			}
 		}
-		w.dst = append(w.dst, string(id))
+		s, ok := w.intern[string(id)]
+		if !ok {
+			s = string(id)
+			if w.intern != nil {
+				w.intern[s] = s
+			}
+		}
+		w.dst = append(w.dst, s)
 	case refTyped:
 		w.dst = append(w.dst, string(typ)+"/"+string(id))
 	}
