@@ -39,6 +39,16 @@ type memberName struct{ typ, id string }
 // reference lists.
 func (x *Index) applyRefs(b *pebble.Batch, c *Change, found bool, old, rec *resourceRecord, clock uint64) error {
 	sc := &x.scratch
+	if sc.ids == nil || len(sc.ids) > maxInterned {
+		sc.ids = map[string]string{}
+	}
+	if found && old.refsRaw != nil {
+		var err error
+		if old.Patients, old.Targets, err = decodeRefsIn(old.refsRaw, sc.ids, &sc.lists); err != nil {
+			return fmt.Errorf("index: malformed reference lists in the record of %s/%s", c.Type, c.ID)
+		}
+		old.refsRaw = nil
+	}
 	switch {
 	case c.Delete && x.opts.CompactedStream:
 		// A rebuild from a compacted stream cannot know the deleted
@@ -51,9 +61,6 @@ func (x *Index) applyRefs(b *pebble.Batch, c *Change, found bool, old, rec *reso
 			rec.Patients = old.Patients // a tombstone stays in the compartments it left
 		}
 	default:
-		if sc.ids == nil || len(sc.ids) > maxInterned {
-			sc.ids = map[string]string{}
-		}
 		refs, err := compartmentOfIn(sc.refs[:0], c.Type, c.ID, c.Body, sc.ids)
 		if err != nil {
 			refs = refs[:0] // ingest checked the body is an object; nothing to index otherwise

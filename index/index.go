@@ -538,6 +538,9 @@ func (x *Index) Apply(ctx context.Context, changes []Change, lastSeq uint64) ([]
 	if sc.lists = sc.lists[:0]; cap(sc.lists) > 1<<16 {
 		sc.lists = nil // grown by an unusually large batch
 	}
+	if sc.raw = sc.raw[:0]; cap(sc.raw) > maxRetainedBatch {
+		sc.raw = nil
+	}
 	for i := range changes {
 		c := &changes[i]
 		results[i].Change = c
@@ -719,6 +722,9 @@ type applyScratch struct {
 	// records do not outlive their batch).
 	ids   map[string]string
 	lists []string
+	// raw holds the batch's records' undecoded reference lists
+	// (decodeRecordFixed).
+	raw []byte
 }
 
 // crcTable is CRC-32C (Castagnoli), computed in hardware on amd64 and arm64.
@@ -817,7 +823,7 @@ func (x *Index) readRecords(changes []Change, applied uint64, recent map[resourc
 			if err != nil {
 				return err
 			}
-			rec, err := decodeResourceRecord(v)
+			rec, err := decodeRecordFixed(v, &x.scratch.raw)
 			if err != nil {
 				return err
 			}

@@ -249,6 +249,9 @@ type resourceRecord struct {
 	// are a Provenance's targets ("Type/id", sorted): its t/ keys.
 	// Records written before they existed have neither.
 	Patients, Targets []string
+	// refsRaw holds the encoded reference lists of a record read by
+	// Apply's readRecords, until decodeOld decodes them (nil otherwise).
+	refsRaw []byte
 	// bodyAt and bodyEnd locate, in Apply's arena, the stored bytes of a
 	// record written by the batch being built (both 0 otherwise). They
 	// are not encoded.
@@ -288,6 +291,12 @@ func (r resourceRecord) encode(dst []byte) []byte {
 
 // decodeRefs decodes the reference lists after a record's fixed part.
 func decodeRefs(b []byte) (patients, targets []string, err error) {
+	return decodeRefsIn(b, nil, nil)
+}
+
+// decodeRefsIn is decodeRefs taking strings from intern (adding the new
+// ones; nil: none) and carving the lists from *arena (nil: allocated).
+func decodeRefsIn(b []byte, intern map[string]string, arena *[]string) (patients, targets []string, err error) {
 	var lists [2][]string
 	for l := range lists {
 		n, k := binary.Uvarint(b)
@@ -295,20 +304,61 @@ func decodeRefs(b []byte) (patients, targets []string, err error) {
 			return nil, nil, errBadKey
 		}
 		b = b[k:]
-		lists[l] = make([]string, 0, n)
+		var list []string
+		if arena == nil {
+			list = make([]string, 0, n)
+		}
+		start := 0
+		if arena != nil {
+			start = len(*arena)
+		}
 		for range n {
 			m, k := binary.Uvarint(b)
 			if k <= 0 || m > uint64(len(b)-k) {
 				return nil, nil, errBadKey
 			}
-			lists[l] = append(lists[l], string(b[k:k+int(m)]))
+			raw := b[k : k+int(m)]
+			s, ok := intern[string(raw)]
+			if !ok {
+				s = string(raw)
+				if intern != nil {
+					intern[s] = s
+				}
+			}
+			if arena != nil {
+				*arena = append(*arena, s)
+			} else {
+				list = append(list, s)
+			}
 			b = b[k+int(m):]
 		}
+		if arena != nil {
+			list = (*arena)[start:len(*arena):len(*arena)]
+		}
+		lists[l] = list
 	}
 	if len(b) != 0 {
 		return nil, nil, errBadKey
 	}
 	return lists[0], lists[1], nil
+}
+
+// decodeRecordFixed decodes a record's fixed part and appends its
+// reference lists, undecoded, to *raw, keeping them in refsRaw: Apply
+// reads the record of every change but decodes the lists only of those
+// that are not no-ops (Index.decodeOld).
+func decodeRecordFixed(v []byte, raw *[]byte) (resourceRecord, error) {
+	if len(v) <= resourceRecordLen {
+		return decodeResourceRecord(v)
+	}
+	r, err := decodeResourceRecord(v[:resourceRecordLen])
+	if err != nil {
+		return r, err
+	}
+	at := len(*raw)
+	*raw = append(*raw, v[resourceRecordLen:]...)
+	r.refsRaw = (*raw)[at:len(*raw):len(*raw)]
+	return r, nil
 }
 
 func decodeResourceRecord(v []byte) (resourceRecord, error) {
