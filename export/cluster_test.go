@@ -452,3 +452,57 @@ func TestClusterOpenFileUnavailable(t *testing.T) {
 		t.Errorf("status after the failed open: %+v %v, want still completed", st, err)
 	}
 }
+
+// TestClusterRequeuedRunEndsAfterNextStarts: a run that failed and
+// requeued its job (retryShared) may end after the job's next run, on
+// the same replica, began. It must leave the job to that run: had it
+// marked the job not running here, the lease loop would take over this
+// replica's own running job, another run would start, and the first,
+// still writing, would overwrite the files of whichever completed.
+func TestClusterRequeuedRunEndsAfterNextStarts(t *testing.T) {
+	e := newEnv(t)
+	e.f.apply(t, syntheaResources(t, 50)...)
+	store := newSharedStore()
+	files := &flakyFiles{FileStore: NewDirStore(e.dir)}
+	secondStarted, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	m := startManager(t, Config{Dir: e.dir, Files: files, Replica: "a", Workers: 2, Lease: 300 * time.Millisecond,
+		LeaseGrace: 100 * time.Millisecond}, IndexSource(e.x), e.head, store, func(m *Manager) {
+		ends := 0
+		m.hookRunEnd = func(string) {
+			if ends++; ends == 1 {
+				<-secondStarted // the first run ends once the second is scanning
+			}
+		}
+		m.hookScan = func(ctx context.Context) error {
+			if !files.failed.Load() {
+				return nil // the first run: it fails at its first file
+			}
+			once.Do(func() { close(secondStarted) })
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		}
+	})
+	t.Cleanup(func() { m.Close(context.Background()) })
+	id := submit(t, m, fullRequest())
+	<-secondStarted
+	// Several leases pass while the second run holds the job: it must
+	// stay this replica's running job, in its second run.
+	time.Sleep(5 * 300 * time.Millisecond)
+	b, _, err := store.Lookup(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := decodeRecord(b); err != nil || rec.State != Running || rec.Owner != "a" || rec.Runs != 2 {
+		t.Errorf("while the second run scans: record %s %q run %d (%v), want running, owner a, run 2", rec.State, rec.Owner, rec.Runs, err)
+	}
+	close(release)
+	waitManifest(t, m, id)
+	b, _, _ = store.Lookup(id)
+	if rec, err := decodeRecord(b); err != nil || rec.State != Completed || rec.Runs != 2 {
+		t.Errorf("record %s run %d (%v), want completed in run 2", rec.State, rec.Runs, err)
+	}
+}

@@ -38,6 +38,9 @@ type Manager struct {
 
 	// hookScan, if set (tests), runs before each scan entry is written.
 	hookScan func(ctx context.Context) error
+	// hookRunEnd, if set (tests), runs as a run ends, before it lets go
+	// of its job.
+	hookRunEnd func(id string)
 	// freeBytes measures the free space of a directory (tests replace it).
 	freeBytes func(dir string) (int64, bool, error)
 	// racyWindow is how old a file's ctime must be for its stamp to be

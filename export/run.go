@@ -92,8 +92,16 @@ func (m *Manager) run(r *jobRun) {
 	start := m.cfg.Now()
 	defer func() {
 		r.cancel(nil)
+		if m.hookRunEnd != nil {
+			m.hookRunEnd(j.id)
+		}
 		m.mu.Lock()
-		j.local = false
+		// Only if the job is still this run's: a run that requeued it
+		// (retryShared, requeue) may end after the next run of the job,
+		// on this replica, began, and that run is local.
+		if j.done == r.done {
+			j.local = false
+		}
 		m.mu.Unlock()
 		close(r.done)
 	}()
