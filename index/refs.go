@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/bulkstream/bulkstream/internal/fhir"
 	"github.com/bulkstream/bulkstream/internal/fhirdefs"
@@ -453,89 +452,25 @@ func stringValue(lit []byte) ([]byte, bool) {
 	if !escaped {
 		return lit[1 : len(lit)-1], true
 	}
-	return unescape(lit[1 : len(lit)-1]), true
+	return jsonobj.Unquote(lit), true
 }
-
-// unescape decodes the JSON escapes of the body of a string literal a
-// Scanner has checked, as encoding/json does: a \u escape of a lone
-// surrogate becomes U+FFFD.
-func unescape(s []byte) []byte {
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c != '\\' {
-			out = append(out, c)
-			i++
-			continue
-		}
-		switch s[i+1] {
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		case 'u':
-			r := hex4(s[i+2:])
-			i += 6
-			if utf16IsHigh(r) && i+6 <= len(s) && s[i] == '\\' && s[i+1] == 'u' {
-				if lo := hex4(s[i+2:]); utf16IsLow(lo) {
-					r = 0x10000 + (r-0xd800)<<10 + (lo - 0xdc00)
-					i += 6
-				}
-			}
-			if 0xd800 <= r && r < 0xe000 {
-				r = utf8.RuneError
-			}
-			out = utf8.AppendRune(out, r)
-			continue
-		default: // '"', '\\', '/'
-			out = append(out, s[i+1])
-		}
-		i += 2
-	}
-	return out
-}
-
-func hex4(s []byte) rune {
-	var r rune
-	for _, c := range s[:4] {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c -= 'a' - 10
-		default:
-			c -= 'A' - 10
-		}
-		r = r<<4 | rune(c)
-	}
-	return r
-}
-
-func utf16IsHigh(r rune) bool { return 0xd800 <= r && r < 0xdc00 }
-func utf16IsLow(r rune) bool  { return 0xdc00 <= r && r < 0xe000 }
 
 // parseRef returns the type and id of a reference by the rules above;
 // they alias ref.
 func parseRef(ref []byte) (typ, id []byte, ok bool) {
 	rest := ref
 	// Type/id/_history/v: drop the version.
-	if j := lastSlash(rest); j >= 0 && fhir.IsID(rest[j+1:]) {
-		if k := lastSlash(rest[:j]); k >= 0 && string(rest[k+1:j]) == "_history" {
+	if j := bytes.LastIndexByte(rest, '/'); j >= 0 && fhir.IsID(rest[j+1:]) {
+		if k := bytes.LastIndexByte(rest[:j], '/'); k >= 0 && string(rest[k+1:j]) == "_history" {
 			rest = rest[:k]
 		}
 	}
-	j := lastSlash(rest)
+	j := bytes.LastIndexByte(rest, '/')
 	if j < 0 {
 		return nil, nil, false
 	}
 	id = rest[j+1:]
-	k := lastSlash(rest[:j])
+	k := bytes.LastIndexByte(rest[:j], '/')
 	typ = rest[k+1 : j]
 	if !fhir.IsID(id) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
 		return nil, nil, false
@@ -551,15 +486,6 @@ func parseRef(ref []byte) (typ, id []byte, ok bool) {
 		}
 	}
 	return typ, id, true
-}
-
-func lastSlash(b []byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 // periodBound reads a FHIR dateTime: YYYY, YYYY-MM, YYYY-MM-DD (UTC), or

@@ -393,12 +393,13 @@ func (it *Iter) Key() []byte {
 	if !it.Escaped {
 		return lit[1 : len(lit)-1]
 	}
-	return unquote(bytes.Clone(lit)) // a copy, so that the text does not escape
+	return Unquote(bytes.Clone(lit)) // a copy, so that the text does not escape
 }
 
-// unquote returns the value of the string literal lit, which a Scanner
-// has checked.
-func unquote(lit []byte) []byte {
+// Unquote returns the value of the string literal lit (quotes included),
+// which a Scanner has checked, decoded as encoding/json decodes it (a
+// lone surrogate escape becomes U+FFFD).
+func Unquote(lit []byte) []byte {
 	var s string
 	json.Unmarshal(lit, &s) // cannot fail: the literal is valid
 	return []byte(s)
