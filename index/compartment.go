@@ -260,8 +260,8 @@ type GroupMember struct {
 // GroupMembers returns the member entries of Group id in the view, in
 // (type, id) order; found is false when the view holds no live Group id.
 func (s *Snapshot) GroupMembers(id string) ([]GroupMember, bool, error) {
-	_, found, err := s.Get("Group", id)
-	if err != nil || !found {
+	rec, found, err := getRecord(s.snap, "Group", id)
+	if err != nil || !found || rec.Deleted {
 		return nil, false, err
 	}
 	var members []GroupMember
@@ -340,15 +340,14 @@ func (s *Snapshot) ScanPatient(ctx context.Context, patient, typ string, since, 
 	}
 	defer it.Close()
 	// The resources are read from their c/ entries, with one iterator
-	// whose seeks reuse the blocks it has loaded.
-	cit, err := s.snap.NewIterWithContext(ctx, &pebble.IterOptions{
-		LowerBound: changeBound(typ, 0),
-		UpperBound: typeUpperBound(typ),
-	})
-	if err != nil {
-		return err
-	}
-	defer cit.Close()
+	// whose seeks reuse the blocks it has loaded, opened at the first
+	// entry: most patients have nothing of most types.
+	var cit *pebble.Iterator
+	defer func() {
+		if cit != nil {
+			cit.Close()
+		}
+	}()
 	var ck []byte
 	n := 0
 	for valid := it.First(); valid; valid = it.Next() {
@@ -364,6 +363,14 @@ func (s *Snapshot) ScanPatient(ctx context.Context, patient, typ string, since, 
 		pv, err := it.ValueAndErr()
 		if err != nil {
 			return err
+		}
+		if cit == nil {
+			if cit, err = s.snap.NewIterWithContext(ctx, &pebble.IterOptions{
+				LowerBound: changeBound(typ, 0),
+				UpperBound: typeUpperBound(typ),
+			}); err != nil {
+				return err
+			}
 		}
 		ck = changeKey(ck[:0], t, ts, id)
 		if !cit.SeekGE(ck) || !bytes.Equal(cit.Key(), ck) {
