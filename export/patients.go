@@ -191,7 +191,7 @@ func (s *scan) scanPatients(ctx context.Context, snap Snapshot, plan *scanPlan) 
 	}
 	for i, typ := range plan.types {
 		s.j.prog.typeIdx.Store(int32(i + 1))
-		out, del := s.typeFiles(typ)
+		out, del := s.typeFiles(typ, typ)
 		var seen map[string]struct{} // the Shared resources written, by id
 		var err error
 		for _, p := range cohort {
@@ -237,16 +237,11 @@ const organizedBase = "Patient-blocks"
 // their blocks, so that every block is whole. Deletions (a _since
 // export) go to the deleted files as at every level.
 func (s *scan) scanOrganized(ctx context.Context, snap Snapshot, types []string, cohort []cohortPatient) error {
-	m, mf := s.m, s.mf
+	mf := s.mf
 	mf.OutputOrganizedBy = s.req.OrganizeBy
-	out := &fileSeq{files: m.files, job: s.j.id, base: organizedBase, maxCount: m.cfg.FileMaxResources,
-		maxBytes: m.cfg.FileMaxBytes, bw: s.outBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
-			mf.Output = append(mf.Output, fi)
-		}}
-	del := &fileSeq{files: m.files, job: s.j.id, base: "Patient-blocks" + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
-		maxBytes: m.cfg.FileMaxBytes, bw: s.delBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
-			mf.Deleted = append(mf.Deleted, fi)
-		}}
+	// Output items carry no type (Bulk Data 3.0).
+	out := s.fileSeq(organizedBase, "", s.outBuf, func(fi FileInfo) { mf.Output = append(mf.Output, fi) })
+	del := s.fileSeq(organizedBase+deletedTag, "Bundle", s.delBuf, func(fi FileInfo) { mf.Deleted = append(mf.Deleted, fi) })
 	// The Patient first: the IG's block is the header, "that resource",
 	// then the resources that reference it.
 	order := types

@@ -77,8 +77,7 @@ func (p *provenance) flush(ctx context.Context, snap Snapshot, s *scan, out ...*
 			return nil
 		}
 		if p.out == nil {
-			p.out, _ = s.typeFiles("Provenance")
-			p.out.base = associatedBase
+			p.out, _ = s.typeFiles("Provenance", associatedBase)
 		}
 		f = p.out
 	}

@@ -475,9 +475,16 @@ func (m *Manager) newScan(j *job, req Request, tt uint64) (*scan, error) {
 		outBuf: bufio.NewWriterSize(nil, writeBufferSize),
 		delBuf: bufio.NewWriterSize(nil, writeBufferSize),
 	}
-	s.errs = &fileSeq{files: m.files, job: j.id, base: errorBase, typ: "OperationOutcome", maxCount: m.cfg.FileMaxResources,
-		maxBytes: m.cfg.FileMaxBytes, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) { s.mf.Error = append(s.mf.Error, fi) }}
+	// nil buffer: the error file makes a small one at its first line.
+	s.errs = s.fileSeq(errorBase, "OperationOutcome", nil, func(fi FileInfo) { s.mf.Error = append(s.mf.Error, fi) })
 	return s, nil
+}
+
+// fileSeq returns a sequence of the job's files named base-<n>.ndjson,
+// of manifest type typ, written through bw, each reported to onFile.
+func (s *scan) fileSeq(base, typ string, bw *bufio.Writer, onFile func(FileInfo)) *fileSeq {
+	return &fileSeq{files: s.m.files, job: s.j.id, base: base, typ: typ, maxCount: s.m.cfg.FileMaxResources,
+		maxBytes: s.m.cfg.FileMaxBytes, bw: bw, sy: s.sy, guard: s.guard, onFile: onFile}
 }
 
 // close aborts what is unfinished (a no-op once finished) and waits for
@@ -503,31 +510,29 @@ func (s *scan) ignored() error {
 // deleted files.
 func (s *scan) scanType(ctx context.Context, snap Snapshot, i int, typ string) error {
 	s.j.prog.typeIdx.Store(int32(i + 1))
-	out, del := s.typeFiles(typ)
+	out, del := s.typeFiles(typ, typ)
 	err := snap.Scan(ctx, typ, s.req.Since, s.until, func(e Entry) error {
 		return s.entry(ctx, snap, e, out, del, s.full)
 	})
 	return s.finishType(ctx, typ, err, out, del)
 }
 
-// typeFiles returns the file sequences of type typ: its output files and
-// its deleted files.
-func (s *scan) typeFiles(typ string) (out, del *fileSeq) {
+// typeFiles returns the file sequences of type typ: its output files
+// (named base, usually typ) and its deleted files.
+func (s *scan) typeFiles(typ, base string) (out, del *fileSeq) {
 	m, mf := s.m, s.mf
 	resCounter, delCounter, bytesCounter := m.met.resources.WithLabelValues(typ),
 		m.met.deleted.WithLabelValues(typ), m.met.bytes.WithLabelValues(typ)
-	out = &fileSeq{files: m.files, job: s.j.id, base: typ, typ: typ, maxCount: m.cfg.FileMaxResources,
-		maxBytes: m.cfg.FileMaxBytes, bw: s.outBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
-			mf.Output = append(mf.Output, fi)
-			resCounter.Add(float64(fi.Count))
-			bytesCounter.Add(float64(fi.Bytes))
-		}}
-	del = &fileSeq{files: m.files, job: s.j.id, base: typ + deletedTag, typ: "Bundle", maxCount: m.cfg.FileMaxResources,
-		maxBytes: m.cfg.FileMaxBytes, bw: s.delBuf, sy: s.sy, guard: s.guard, onFile: func(fi FileInfo) {
-			mf.Deleted = append(mf.Deleted, fi)
-			delCounter.Add(float64(fi.Count))
-			bytesCounter.Add(float64(fi.Bytes))
-		}}
+	out = s.fileSeq(base, typ, s.outBuf, func(fi FileInfo) {
+		mf.Output = append(mf.Output, fi)
+		resCounter.Add(float64(fi.Count))
+		bytesCounter.Add(float64(fi.Bytes))
+	})
+	del = s.fileSeq(base+deletedTag, "Bundle", s.delBuf, func(fi FileInfo) {
+		mf.Deleted = append(mf.Deleted, fi)
+		delCounter.Add(float64(fi.Count))
+		bytesCounter.Add(float64(fi.Bytes))
+	})
 	return out, del
 }
 
