@@ -207,7 +207,7 @@ func BenchmarkIngestRefs(b *testing.B) {
 			side := (k + op) % 2
 			i++
 			opts := &index.Options{NoReferenceIndex: side == 1}
-			w, c := ingestPass(b, d, js, stream, last, filepath.Join(root, fmt.Sprint("index-", i)), opts, fmt.Sprint("bench-refs-", i))
+			w, c := ingestPass(b, d, js, stream, last, filepath.Join(root, fmt.Sprint("index-", i)), opts, fmt.Sprint("bench-refs-", i), false)
 			wall[side] += w
 			cpu[side] += c
 		}
@@ -223,10 +223,18 @@ func BenchmarkIngestRefs(b *testing.B) {
 // ingestPass consumes the whole stream (to sequence last) with a fresh
 // ingest.Consumer (durable) into a fresh index in dir, and returns the
 // wall and process CPU time from the consumer's start until the index
-// has applied last; setup and teardown are outside them.
-func ingestPass(b *testing.B, d *benchData, js jetstream.JetStream, stream jetstream.Stream, last uint64, dir string, opts *index.Options, durable string) (wall, cpu time.Duration) {
+// has applied last; setup and teardown are outside them. With timed, the
+// benchmark timer (stopped by the caller) runs for that part only.
+func ingestPass(b *testing.B, d *benchData, js jetstream.JetStream, stream jetstream.Stream, last uint64, dir string, opts *index.Options, durable string, timed bool) (wall, cpu time.Duration) {
 	ctx := context.Background()
-	idx, err := index.Open(dir, opts)
+	// A registry of its own per pass, to log Pebble's compaction count.
+	reg := prometheus.NewPedanticRegistry()
+	var o index.Options
+	if opts != nil {
+		o = *opts
+	}
+	o.Registerer = reg
+	idx, err := index.Open(dir, &o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -234,10 +242,17 @@ func ingestPass(b *testing.B, d *benchData, js jetstream.JetStream, stream jetst
 	if err != nil {
 		b.Fatal(err)
 	}
-	t0, c0 := time.Now(), processCPU(b)
-	if err := c.Start(ctx); err != nil {
-		b.Fatal(err)
+	if timed {
+		b.StartTimer()
 	}
+	t0, c0 := time.Now(), processCPU(b)
+	// The consumer's goroutine, and Pebble's flushes and compactions
+	// started from it, inherit the label.
+	pprof.Do(ctx, pprof.Labels("bench", "ingest"), func(ctx context.Context) {
+		if err := c.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+	})
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	err = idx.WaitApplied(wctx, last)
 	cancel()
@@ -245,11 +260,15 @@ func ingestPass(b *testing.B, d *benchData, js jetstream.JetStream, stream jetst
 		b.Fatalf("waiting for sequence %d (applied %d): %v", last, idx.AppliedSeq(), err)
 	}
 	wall, cpu = time.Since(t0), processCPU(b)-c0
+	if timed {
+		b.StopTimer()
+	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	if err := c.Close(cctx); err != nil {
 		b.Error(err)
 	}
 	cancel()
+	b.Logf("%s: Pebble at the end: %s", durable, benchPebbleGauges(reg))
 	var n int64
 	for _, tc := range idx.Counts() {
 		n += tc.Resources
@@ -275,7 +294,6 @@ func benchIngest(b *testing.B, opts *index.Options) {
 	d := benchMessages(b)
 	js, stream, last := benchStream(b, d)
 	root := b.TempDir()
-	ctx := context.Background()
 	b.SetBytes(d.bytes)
 	b.ReportAllocs()
 	var cpu cpuClock
@@ -283,64 +301,9 @@ func benchIngest(b *testing.B, opts *index.Options) {
 	for b.Loop() {
 		b.StopTimer()
 		i++
-		dir := filepath.Join(root, fmt.Sprint("index-", i))
-		// A registry of its own per op, to log Pebble's compaction count.
-		reg := prometheus.NewPedanticRegistry()
-		var o index.Options
-		if opts != nil {
-			o = *opts
-		}
-		o.Registerer = reg
-		idx, err := index.Open(dir, &o)
-		if err != nil {
-			b.Fatal(err)
-		}
-		durable := fmt.Sprint("bench-ingest-", i)
-		c, err := ingest.New(ingest.Config{Durable: durable}, js, idx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
-		cpu.start(b)
-
-		// The consumer's goroutine, and Pebble's flushes and compactions
-		// started from it, inherit the label.
-		pprof.Do(ctx, pprof.Labels("bench", "ingest"), func(ctx context.Context) {
-			if err := c.Start(ctx); err != nil {
-				b.Fatal(err)
-			}
-		})
-		wctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
-		err = idx.WaitApplied(wctx, last)
-		cancel()
-		if err != nil {
-			b.Fatalf("waiting for sequence %d (applied %d): %v", last, idx.AppliedSeq(), err)
-		}
-
-		cpu.stop(b)
-		b.StopTimer()
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if err := c.Close(cctx); err != nil {
-			b.Error(err)
-		}
-		cancel()
-		b.Logf("op %d: Pebble at the end: %s", i, benchPebbleGauges(reg))
-		var n int64
-		for _, tc := range idx.Counts() {
-			n += tc.Resources
-		}
-		if n != int64(len(d.msgs)) {
-			b.Errorf("index holds %d resources, want %d", n, len(d.msgs))
-		}
-		if err := idx.Close(); err != nil {
-			b.Error(err)
-		}
-		if err := stream.DeleteConsumer(ctx, durable); err != nil {
-			b.Error(err)
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			b.Error(err)
-		}
+		_, c := ingestPass(b, d, js, stream, last, filepath.Join(root, fmt.Sprint("index-", i)), opts,
+			fmt.Sprint("bench-ingest-", i), true)
+		cpu.total += c
 		b.StartTimer()
 	}
 	reportRate(b, len(d.msgs), "events/s")
