@@ -55,10 +55,8 @@ func (s *scan) cohort(snap Snapshot) ([]cohortPatient, error) {
 			}
 			break
 		}
-		// Every patient in the view, and, for a _since export, every
-		// patient deleted since (its compartment's deletions are listed).
 		err := snap.Scan(context.Background(), "Patient", 0, s.until, func(e Entry) error {
-			if !e.Deleted || (req.HasSince && e.CommitTime > req.Since) {
+			if s.patientListed(e) {
 				all = append(all, cohortPatient{id: e.ID})
 			}
 			return nil
@@ -97,19 +95,22 @@ func (s *scan) cohort(snap Snapshot) ([]cohortPatient, error) {
 }
 
 // patientInView reports whether Patient id is in the view, or, for a
-// _since export, was deleted since _since.
+// _since export, was deleted since: a Patient is in its own compartment,
+// so its entry is in the scan of that compartment's Patients.
 func (s *scan) patientInView(snap Snapshot, id string) (bool, error) {
-	_, found, err := snap.Get("Patient", id)
-	if err != nil || found || !s.req.HasSince {
-		return found, err
-	}
-	// A deletion after _since still concerns the client.
-	deleted := false
-	err = snap.ScanPatient(context.Background(), id, "Patient", s.req.Since, s.until, func(e Entry) error {
-		deleted = deleted || (e.Deleted && e.ID == id)
+	in := false
+	err := snap.ScanPatient(context.Background(), id, "Patient", 0, s.until, func(e Entry) error {
+		in = in || (e.ID == id && s.patientListed(e))
 		return nil
 	})
-	return deleted, err
+	return in, err
+}
+
+// patientListed reports whether a Patient entry makes its patient one of
+// a Patient-level export's: live, or, for a _since export, deleted since
+// (its compartment's deletions are listed).
+func (s *scan) patientListed(e Entry) bool {
+	return !e.Deleted || (s.req.HasSince && e.CommitTime > s.req.Since)
 }
 
 // groupPatients adds to byID the patients of Group id (members of nested
