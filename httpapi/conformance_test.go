@@ -34,22 +34,32 @@ func (h fixedHead) Head(context.Context) (uint64, error) { return uint64(h), nil
 // Patients and an Observation committed an hour ago.
 func conformanceServer(t *testing.T) http.Handler {
 	t.Helper()
+	return realServer(t,
+		change{"Patient", "p1", `{"resourceType":"Patient","id":"p1","gender":"female"}`},
+		change{"Patient", "p2", `{"resourceType":"Patient","id":"p2","gender":"male"}`},
+		change{"Observation", "o1", `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"bp"}}`},
+	)
+}
+
+// change is one resource change of realServer: an upsert of body, or a
+// delete when body is "".
+type change struct{ typ, id, body string }
+
+// realServer is the API over a real export manager and an index holding
+// changes, applied in order 1 ms apart an hour ago.
+func realServer(t *testing.T, changes ...change) http.Handler {
+	t.Helper()
 	x := indextest.Open(t)
 	at := time.Now().Add(-time.Hour).UTC()
-	var changes []index.Change
-	for i, r := range []struct{ typ, id, body string }{
-		{"Patient", "p1", `{"resourceType":"Patient","id":"p1","gender":"female"}`},
-		{"Patient", "p2", `{"resourceType":"Patient","id":"p2","gender":"male"}`},
-		{"Observation", "o1", `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"bp"}}`},
-	} {
-		changes = append(changes, index.Change{Seq: uint64(i + 1), Time: at.Add(time.Duration(i) * time.Millisecond),
-			Type: r.typ, ID: r.id, Body: []byte(r.body)})
+	cs := make([]index.Change, len(changes))
+	for i, c := range changes {
+		cs[i] = index.Change{Seq: uint64(i + 1), Time: at.Add(time.Duration(i) * time.Millisecond),
+			Type: c.typ, ID: c.id, Body: []byte(c.body), Delete: c.body == ""}
 	}
-	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
+	if _, err := x.Apply(t.Context(), cs, 0); err != nil {
 		t.Fatal(err)
 	}
-	m := startManager(t, x, len(changes))
-	return New(Config{Jobs: m, PublicURL: testPublicURL, Version: "test"})
+	return New(Config{Jobs: startManager(t, x, len(cs)), PublicURL: testPublicURL, Version: "test"})
 }
 
 // local turns one of the server's absolute URLs into a request target.
@@ -392,17 +402,10 @@ func TestConformancePatientLevel(t *testing.T) {
 // TestConformanceAssociatedData: includeAssociatedData's Provenance file,
 // named in the manifest, can be downloaded, through the real manager.
 func TestConformanceAssociatedData(t *testing.T) {
-	x := indextest.Open(t)
-	at := time.Now().Add(-time.Hour).UTC()
-	changes := []index.Change{
-		{Seq: 1, Time: at, Type: "Patient", ID: "p1", Body: []byte(`{"resourceType":"Patient","id":"p1"}`)},
-		{Seq: 2, Time: at.Add(time.Millisecond), Type: "Provenance", ID: "v1",
-			Body: []byte(`{"resourceType":"Provenance","id":"v1","target":[{"reference":"Patient/p1"}],"recorded":"2026-01-01T00:00:00Z","agent":[{"who":{"display":"x"}}]}`)},
-	}
-	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
-		t.Fatal(err)
-	}
-	h := New(Config{Jobs: startManager(t, x, len(changes)), PublicURL: testPublicURL, Version: "test"})
+	h := realServer(t,
+		change{"Patient", "p1", `{"resourceType":"Patient","id":"p1"}`},
+		change{"Provenance", "v1", `{"resourceType":"Provenance","id":"v1","target":[{"reference":"Patient/p1"}],"recorded":"2026-01-01T00:00:00Z","agent":[{"who":{"display":"x"}}]}`},
+	)
 	m := awaitManifest(t, h, kickoffOK(t, h, request{method: "GET",
 		target: "/fhir/Patient/$export?_type=Patient&includeAssociatedData=LatestProvenanceResources", header: kickoffHeaders()}))
 	var got []string
@@ -421,17 +424,11 @@ func TestConformanceAssociatedData(t *testing.T) {
 // organizeOutputBy=Patient _since export are listed and downloadable,
 // through the real manager.
 func TestConformanceOrganizedDeletions(t *testing.T) {
-	x := indextest.Open(t)
-	at := time.Now().Add(-time.Hour).UTC()
-	changes := []index.Change{
-		{Seq: 1, Time: at, Type: "Patient", ID: "p1", Body: []byte(`{"resourceType":"Patient","id":"p1"}`)},
-		{Seq: 2, Time: at.Add(time.Millisecond), Type: "Patient", ID: "p2", Body: []byte(`{"resourceType":"Patient","id":"p2"}`)},
-		{Seq: 3, Time: at.Add(2 * time.Millisecond), Type: "Patient", ID: "p2", Delete: true},
-	}
-	if _, err := x.Apply(t.Context(), changes, 0); err != nil {
-		t.Fatal(err)
-	}
-	h := New(Config{Jobs: startManager(t, x, len(changes)), PublicURL: testPublicURL, Version: "test"})
+	h := realServer(t,
+		change{"Patient", "p1", `{"resourceType":"Patient","id":"p1"}`},
+		change{"Patient", "p2", `{"resourceType":"Patient","id":"p2"}`},
+		change{"Patient", "p2", ""},
+	)
 	m := awaitManifest(t, h, kickoffOK(t, h, request{method: "GET",
 		target: "/fhir/Patient/$export?organizeOutputBy=Patient&_since=2000-01-01T00:00:00Z", header: kickoffHeaders()}))
 	var got []string
