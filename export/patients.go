@@ -23,6 +23,30 @@ type cohortPatient struct {
 	whole bool
 }
 
+// sinceOf is the _since bound of p's compartment scans: none for a
+// patient whose whole compartment is exported.
+func (s *scan) sinceOf(p cohortPatient) uint64 {
+	if p.whole {
+		return 0
+	}
+	return s.req.Since
+}
+
+// onceSet is a set of keys made at its first use.
+type onceSet map[string]struct{}
+
+// first adds k and reports whether it was not in the set.
+func (o *onceSet) first(k string) bool {
+	if _, dup := (*o)[k]; dup {
+		return false
+	}
+	if *o == nil {
+		*o = onceSet{}
+	}
+	(*o)[k] = struct{}{}
+	return true
+}
+
 // maxGroupDepth bounds the nesting of Groups a Group-level export
 // follows.
 const maxGroupDepth = 16
@@ -193,23 +217,12 @@ func (s *scan) scanPatients(ctx context.Context, snap Snapshot, plan *scanPlan) 
 	for i, typ := range plan.types {
 		s.j.prog.typeIdx.Store(int32(i + 1))
 		out, del := s.typeFiles(typ, typ)
-		var seen map[string]struct{} // the Shared resources written, by id
+		var seen onceSet // the Shared resources written, by id
 		var err error
 		for _, p := range cohort {
-			since := s.req.Since
-			if p.whole {
-				since = 0
-			}
-			err = snap.ScanPatient(ctx, p.id, typ, since, s.until, func(e Entry) error {
-				if e.Shared {
-					// In several compartments: written once.
-					if _, dup := seen[e.ID]; dup {
-						return nil
-					}
-					if seen == nil {
-						seen = map[string]struct{}{}
-					}
-					seen[e.ID] = struct{}{}
+			err = snap.ScanPatient(ctx, p.id, typ, s.sinceOf(p), s.until, func(e Entry) error {
+				if e.Shared && !seen.first(e.ID) {
+					return nil // in several compartments: written once
 				}
 				return s.entry(ctx, snap, e, out, del, s.full || p.whole)
 			})
@@ -251,26 +264,14 @@ func (s *scan) scanOrganized(ctx context.Context, snap Snapshot, types []string,
 	}
 	var header []byte
 	var err error
-	var deleted map[string]struct{} // Shared tombstones listed, by Type/id
+	var deleted onceSet // Shared tombstones listed, by Type/id
 	for _, p := range cohort {
-		since := s.req.Since
-		if p.whole {
-			since = 0
-		}
 		started := false
 		for i, typ := range order {
 			s.j.prog.typeIdx.Store(int32(i + 1))
-			err = snap.ScanPatient(ctx, p.id, typ, since, s.until, func(e Entry) error {
-				if e.Deleted && e.Shared {
-					// A deletion is listed once, not once per block.
-					k := e.Type + "/" + e.ID
-					if _, dup := deleted[k]; dup {
-						return nil
-					}
-					if deleted == nil {
-						deleted = map[string]struct{}{}
-					}
-					deleted[k] = struct{}{}
+			err = snap.ScanPatient(ctx, p.id, typ, s.sinceOf(p), s.until, func(e Entry) error {
+				if e.Deleted && e.Shared && !deleted.first(e.Type+"/"+e.ID) {
+					return nil // a deletion is listed once, not once per block
 				}
 				if !e.Deleted && !started {
 					if err := out.startBlock(); err != nil {
