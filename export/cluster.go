@@ -218,10 +218,17 @@ func (m *Manager) adopt(j *job, id string, rec jobRecord, rev uint64) (stop func
 // lookupShared makes a job another replica created moments ago known
 // here, before this replica's watch delivers it: a client may kick off on
 // one replica and poll another at once. Outside cluster mode, or when
-// the job is known, it does nothing.
-func (m *Manager) lookupShared(id string) {
-	m.refreshShared(id, func(*job) bool { return false })
+// the job is known, it does nothing. When the job is not known here and
+// the store cannot be read (a leader election), whether the job exists is
+// unknown: it returns an *UnavailableError (503, come back), not
+// ErrNotFound (404, which a client takes as final).
+func (m *Manager) lookupShared(id string) error {
+	return m.refreshShared(id, func(*job) bool { return false })
 }
+
+// errStoreUnavailable answers a request whose job only the shared store,
+// out of reach for now, could tell about.
+var errStoreUnavailable = &UnavailableError{Reason: "the shared export job store is unavailable; try again shortly", RetryAfter: 5 * time.Second}
 
 // refreshShared is lookupShared that also reads the store when the job
 // is known but stale says its copy may be behind (OpenFile: not yet
@@ -229,9 +236,12 @@ func (m *Manager) lookupShared(id string) {
 // served). If the store says completed while the job still runs here
 // (this replica's own completion, written but not yet made visible), it
 // waits for that, briefly.
-func (m *Manager) refreshShared(id string, stale func(*job) bool) {
+//
+// It returns errStoreUnavailable when the store cannot be read and the job
+// is not known here; nil otherwise.
+func (m *Manager) refreshShared(id string, stale func(*job) bool) error {
 	if m.shared == nil || !isJobID(id) {
-		return
+		return nil
 	}
 	m.mu.Lock()
 	_, undeleted := m.undeleted[id] // removed here; its record outlived it
@@ -239,18 +249,22 @@ func (m *Manager) refreshShared(id string, stale func(*job) bool) {
 	fresh := undeleted || (j != nil && !stale(j))
 	m.mu.Unlock()
 	if fresh {
-		return
+		return nil
 	}
 	record, rev, err := m.shared.Lookup(id)
 	if err != nil {
-		if !errors.Is(err, index.ErrNotFound) {
-			m.log.Warn("cannot read a shared export job record", "job", id, "error", err)
+		if errors.Is(err, index.ErrNotFound) {
+			return nil
 		}
-		return
+		m.log.Warn("cannot read a shared export job record", "job", id, "error", err)
+		if j == nil {
+			return errStoreUnavailable
+		}
+		return nil
 	}
 	m.adoptRecord(id, record, rev)
 	if rec, err := decodeRecord(record); j == nil || err != nil || rec.State != Completed {
-		return
+		return nil
 	}
 	m.mu.Lock()
 	var changed <-chan struct{}
@@ -268,6 +282,7 @@ func (m *Manager) refreshShared(id string, stale func(*job) bool) {
 		case <-mctx.Done():
 		}
 	}
+	return nil
 }
 
 // claim is the change a worker of this replica makes to a job it takes

@@ -33,6 +33,7 @@ type sharedStore struct {
 	subs  map[chan struct{}]bool // a send breaks the watch
 	quiet bool                   // changes are not delivered (the watch is "down")
 	down  error                  // Update's answer while set (no leader)
+	lost  error                  // Lookup's answer while set (no leader)
 	// beforeUpdate, if set, runs at the start of every Update, s.mu held.
 	beforeUpdate func(id string, rec []byte)
 	// outcome, if set, decides whether an Update that passed its revision
@@ -65,6 +66,9 @@ func (s *sharedStore) GetJob(id string) ([]byte, error) {
 func (s *sharedStore) Lookup(id string) ([]byte, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.lost != nil {
+		return nil, 0, s.lost
+	}
 	b, ok := s.recs[id]
 	if !ok {
 		return nil, 0, index.ErrNotFound
@@ -504,5 +508,40 @@ func TestClusterRequeuedRunEndsAfterNextStarts(t *testing.T) {
 	b, _, _ = store.Lookup(id)
 	if rec, err := decodeRecord(b); err != nil || rec.State != Completed || rec.Runs != 2 {
 		t.Errorf("record %s run %d (%v), want completed in run 2", rec.State, rec.Runs, err)
+	}
+}
+
+// TestClusterLookupStoreDown: a poll, wait, cancel or download of a job
+// this replica does not know yet, while the shared store cannot be read
+// (a leader election), is a 503 with Retry-After: the job may exist, so
+// a 404, which a client takes as final, would be wrong. A job known here
+// is answered as usual, and one the store says it does not hold is 404.
+func TestClusterLookupStoreDown(t *testing.T) {
+	e := newEnv(t)
+	store := newSharedStore()
+	m := startManager(t, Config{Dir: e.dir, Replica: "a"}, IndexSource(e.x), e.head, store, nil)
+	t.Cleanup(func() { m.Close(context.Background()) })
+	known := submit(t, m, fullRequest())
+	waitManifest(t, m, known)
+	unknown := newJobID()
+	if _, err := m.Status("", unknown); !errors.Is(err, ErrNotFound) {
+		t.Errorf("status of a job the store does not hold: %v, want ErrNotFound", err)
+	}
+	store.mu.Lock()
+	store.lost = errors.New("nats: timeout")
+	store.mu.Unlock()
+	var ue *UnavailableError
+	for name, call := range map[string]func() error{
+		"status": func() error { _, err := m.Status("", unknown); return err },
+		"wait":   func() error { _, err := m.Wait(t.Context(), "", unknown, time.Second); return err },
+		"cancel": func() error { return m.Cancel("", unknown) },
+		"file":   func() error { _, err := m.OpenFile("", unknown, "Patient-1.ndjson"); return err },
+	} {
+		if err := call(); !errors.As(err, &ue) || ue.RetryAfter <= 0 {
+			t.Errorf("%s of an unknown job with the store down: %v, want UnavailableError with Retry-After", name, err)
+		}
+	}
+	if st, err := m.Status("", known); err != nil || st.State != Completed {
+		t.Errorf("status of a known job with the store down: %+v %v", st, err)
 	}
 }

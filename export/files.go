@@ -33,7 +33,9 @@ import (
 // Removing a job (Cancel, expiry) does not cut short a download that has
 // already opened its file: the open descriptor keeps the data readable.
 func (m *Manager) OpenFile(client, id, name string) (File, error) {
-	m.refreshShared(id, func(j *job) bool { return j.rec.State != Completed })
+	if err := m.refreshShared(id, func(j *job) bool { return j.rec.State != Completed }); err != nil {
+		return nil, err
+	}
 	now := m.cfg.Now()
 	m.mu.Lock()
 	j := m.all[id]

@@ -398,7 +398,7 @@ func (m *Manager) submit(ctx context.Context, req Request, quota int, now time.T
 			// The shared store is out of reach (a NATS leader election, a
 			// partition): the client should come back, not see a 500.
 			m.log.Warn("cannot write a new export job to the shared job store", "error", err)
-			return "", &UnavailableError{Reason: "the shared export job store is unavailable; try again shortly", RetryAfter: 5 * time.Second}
+			return "", errStoreUnavailable
 		}
 		return "", fmt.Errorf("export: persist job: %w", err)
 	}
@@ -563,7 +563,9 @@ func (m *Manager) Status(client, id string) (Status, error) {
 // status is Status; waited exempts the call from the first-poll rule.
 func (m *Manager) status(client, id string, waited bool) (Status, error) {
 	now := m.cfg.Now()
-	m.lookupShared(id)
+	if err := m.lookupShared(id); err != nil {
+		return Status{}, err
+	}
 	m.mu.Lock()
 	j := m.all[id]
 	if j == nil || !j.ownedBy(client) {
@@ -658,7 +660,9 @@ func (m *Manager) storedURL(id string) (string, error) {
 // return ErrNotFound. A running job's worker has stopped when Cancel
 // returns. A job another client started is ErrNotFound, and left alone.
 func (m *Manager) Cancel(client, id string) error {
-	m.lookupShared(id)
+	if err := m.lookupShared(id); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	j := m.all[id]
 	owned := j != nil && j.ownedBy(client)

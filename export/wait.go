@@ -39,7 +39,9 @@ func (j *job) signalWaiters() {
 // A caller that asked to wait is exempt from the first-poll rule of
 // Status: a job that is finished is reported finished.
 func (m *Manager) Wait(ctx context.Context, client, id string, d time.Duration) (Status, error) {
-	m.lookupShared(id)
+	if err := m.lookupShared(id); err != nil {
+		return Status{}, err
+	}
 	m.mu.Lock()
 	j, mctx := m.all[id], m.ctx
 	var changed <-chan struct{}
