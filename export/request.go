@@ -756,7 +756,7 @@ func parseInstant(s string) (t instant, problem string) {
 		return t, "year 0000 does not exist"
 	case month < 1 || month > 12:
 		return t, "month " + s[5:7] + " does not exist"
-	case day < 1 || day > daysIn(year, month):
+	case day < 1 || day > fhir.DaysIn(year, month):
 		return t, "day " + s[8:10] + " does not exist in " + s[:7]
 	case hour > 23:
 		return t, "hour " + s[11:13] + " does not exist"
@@ -828,9 +828,4 @@ func atoi(s string) int {
 		n = n*10 + int(s[i]-'0')
 	}
 	return n
-}
-
-func daysIn(year, month int) int {
-	// Day 0 of the next month is the last day of this one.
-	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/bulkstream/bulkstream/internal/fhir"
 	"github.com/bulkstream/bulkstream/internal/fhirdefs"
@@ -457,169 +456,19 @@ func stringValue(lit []byte) ([]byte, bool) {
 
 // parseRef returns the type and id of a reference by the rules above;
 // they alias ref.
-func parseRef(ref []byte) (typ, id []byte, ok bool) {
-	rest := ref
-	// Type/id/_history/v: drop the version.
-	if j := bytes.LastIndexByte(rest, '/'); j >= 0 && fhir.IsID(rest[j+1:]) {
-		if k := bytes.LastIndexByte(rest[:j], '/'); k >= 0 && string(rest[k+1:j]) == "_history" {
-			rest = rest[:k]
-		}
-	}
-	j := bytes.LastIndexByte(rest, '/')
-	if j < 0 {
-		return nil, nil, false
-	}
-	id = rest[j+1:]
-	k := bytes.LastIndexByte(rest[:j], '/')
-	typ = rest[k+1 : j]
-	if !fhir.IsID(id) || string(typ) != "Patient" && !fhir.IsResourceType(string(typ)) {
-		return nil, nil, false
-	}
-	if k >= 0 { // an absolute URL: http(s)://, a non-empty rest, /Type/id
-		prefix := string(rest[:k+1])
-		scheme, ok := strings.CutPrefix(prefix, "https://")
-		if !ok {
-			scheme, ok = strings.CutPrefix(prefix, "http://")
-		}
-		if !ok || len(scheme) < 2 { // at least one byte before the '/'
-			return nil, nil, false
-		}
-	}
-	return typ, id, true
-}
+func parseRef(ref []byte) (typ, id []byte, ok bool) { return fhir.ParseReference(ref) }
 
-// periodBound reads a FHIR dateTime: YYYY, YYYY-MM, YYYY-MM-DD (UTC), or
-// YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm). It returns the first µs the
-// value covers at its precision, or with last the last one, clamped to
-// the epoch as groupMembers says; ok is false, and the bound 0, when s is
-// not a dateTime.
+// periodBound reads a FHIR dateTime (fhir.DateRange) and returns the
+// first µs the value covers at its precision, or with last the last one,
+// clamped to the epoch as groupMembers says (at least 1 for last); ok is
+// false, and the bound 0, when s is not a dateTime.
 func periodBound(s []byte, last bool) (us uint64, ok bool) {
-	num := func(b []byte) (int, bool) {
-		n := 0
-		for _, c := range b {
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			n = n*10 + int(c-'0')
-		}
-		return n, true
-	}
-	if len(s) < 4 {
+	lo, hi, ok := fhir.DateRange(s)
+	if !ok {
 		return 0, false
 	}
-	year, ok := num(s[:4])
-	if !ok || year == 0 {
-		return 0, false
-	}
-	month, day := 1, 1
-	var hh, mm, ss, frac, unit int64 // frac and unit in µs
-	var offset int64                 // seconds east of UTC
-	var t time.Time
-	switch {
-	case len(s) == 4:
-		t = time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC)
-		if last {
-			t = t.AddDate(1, 0, 0)
-		}
-	case len(s) == 7 && s[4] == '-':
-		if month, ok = num(s[5:7]); !ok || month < 1 || month > 12 {
-			return 0, false
-		}
-		t = time.Date(year, time.Month(month), 1, 0, 0, 0, 0, time.UTC)
-		if last {
-			t = t.AddDate(0, 1, 0)
-		}
-	case len(s) == 10 || len(s) >= 20 && s[10] == 'T':
-		if s[4] != '-' || s[7] != '-' {
-			return 0, false
-		}
-		if month, ok = num(s[5:7]); !ok || month < 1 || month > 12 {
-			return 0, false
-		}
-		if day, ok = num(s[8:10]); !ok || day < 1 || day > daysIn(year, month) {
-			return 0, false
-		}
-		if len(s) == 10 {
-			t = time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC)
-			if last {
-				t = t.AddDate(0, 0, 1)
-			}
-			break
-		}
-		// hh:mm:ss at s[11:19]
-		if s[13] != ':' || s[16] != ':' {
-			return 0, false
-		}
-		h, ok1 := num(s[11:13])
-		m, ok2 := num(s[14:16])
-		sec, ok3 := num(s[17:19])
-		if !ok1 || !ok2 || !ok3 || h > 23 || m > 59 || sec > 60 {
-			return 0, false
-		}
-		hh, mm, ss = int64(h), int64(m), int64(sec)
-		rest := s[19:]
-		unit = 1_000_000
-		if len(rest) > 0 && rest[0] == '.' {
-			n := 1
-			for n < len(rest) && '0' <= rest[n] && rest[n] <= '9' {
-				n++
-			}
-			digits := rest[1:n]
-			if len(digits) == 0 {
-				return 0, false
-			}
-			for _, c := range digits[:min(len(digits), 6)] {
-				frac = frac*10 + int64(c-'0')
-				unit /= 10
-			}
-			frac *= unit
-			if len(digits) > 6 {
-				unit = 1
-			}
-			rest = rest[n:]
-		}
-		switch {
-		case len(rest) == 1 && rest[0] == 'Z':
-		case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
-			oh, ok1 := num(rest[1:3])
-			om, ok2 := num(rest[4:6])
-			if !ok1 || !ok2 || om > 59 || oh > 14 || oh == 14 && om != 0 {
-				return 0, false
-			}
-			offset = int64(oh*3600 + om*60)
-			if rest[0] == '-' {
-				offset = -offset
-			}
-		default:
-			return 0, false
-		}
-		if ss == 60 { // a leap second: the last µs of its minute
-			ss, frac, unit = 59, 999_999, 1
-		}
-		t = time.Date(year, time.Month(month), day, int(hh), int(mm), int(ss), 0, time.UTC)
-		t = t.Add(time.Duration(frac-offset*1_000_000) * time.Microsecond)
-		if last {
-			t = t.Add(time.Duration(unit) * time.Microsecond)
-		}
-	default:
-		return 0, false
-	}
-	v := t.UnixMicro()
 	if last {
-		v-- // the last µs before the next unit
-		if v < 1 {
-			return 1, true
-		}
-		return uint64(v), true
+		return uint64(max(hi, 1)), true
 	}
-	if v < 0 {
-		return 0, true
-	}
-	return uint64(v), true
-}
-
-// daysIn returns the number of days of month in year (proleptic
-// Gregorian).
-func daysIn(year, month int) int {
-	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
+	return uint64(max(lo, 0)), true
 }
