@@ -33,6 +33,8 @@ var forbidden = map[string][]string{
 	"internal/fhir":      {module + "/", "github.com/"},
 	"internal/fhirdefs":  {module + "/", "github.com/"}, // and its generator, gen
 	"internal/diskspace": {module + "/", "github.com/"},
+	// internal/search is a leaf: stdlib and the pure leaves fhir, fhirdefs, jsonobj.
+	"internal/search": {module + "/", "github.com/"},
 	// internal/smart is a leaf: stdlib, go-jose and internal/fhir only.
 	"internal/smart": {module + "/", "github.com/nats-io/", "github.com/cockroachdb/", "github.com/prometheus/", "github.com/julienschmidt/"},
 	// internal/bulkclient is a leaf: stdlib and internal/smart (tokens) only.
@@ -265,6 +267,9 @@ func allowed(dir, imp string) bool {
 	if dir == "internal/synth" && imp == module+"/internal/jsonobj" {
 		return true
 	}
+	if dir == "internal/search" && slices.Contains([]string{module + "/internal/fhir", module + "/internal/fhirdefs", module + "/internal/jsonobj"}, imp) {
+		return true
+	}
 	if dir == "internal/smart" && imp == module+"/internal/fhir" {
 		return true
 	}
@@ -275,7 +280,7 @@ func allowed(dir, imp string) bool {
 	case "ingest":
 		return imp == module+"/index"
 	case "export":
-		return imp == module+"/index"
+		return imp == module+"/index" || imp == module+"/internal/search"
 	case "httpapi":
 		return slices.Contains([]string{module + "/export", module + "/internal/smart"}, imp)
 	}

@@ -12,7 +12,7 @@
 //	                     interface), nats.go, prometheus                  nats-server, net/http
 //	jsstore              export, index (types), nats.go                   ingest, httpapi, metrics, cmd, nats-server, net/http
 //	export               index (through its own Source/JobStore           ingest, httpapi, metrics, cmd, nats*
-//	                     interfaces), prometheus
+//	                     interfaces), internal/search, prometheus
 //	httpapi              export (types; calls through its own Jobs/Files  ingest, index, metrics, cmd, nats*
 //	                     interfaces), internal/smart, httprouter,
 //	                     prometheus, promhttp
@@ -23,6 +23,8 @@
 //	internal/diskspace
 //	internal/atomicfile  stdlib (a pure leaf every package may import,   other bulkstream packages, github.com/*
 //	                     internal/ ones too)
+//	internal/search      stdlib, internal/fhir, internal/fhirdefs,         other bulkstream packages, github.com/*
+//	                     internal/jsonobj (export imports it)
 //	internal/synth       stdlib, internal/jsonobj                         other bulkstream packages, nats*, pebble
 //	internal/smart       stdlib, go-jose, internal/fhir                   other bulkstream packages, nats*, pebble,
 //	                                                                      prometheus, httprouter
