@@ -38,6 +38,13 @@ type Request struct {
 	// LatestProvenanceResources (a comma list on GET, one valueCode per
 	// value on POST).
 	IncludeAssociatedData []string
+	// TypeFilters are _typeFilter values, each one FHIR search query
+	// "<Type>?<param>=<value>[&...]" as it would appear in a URL (its
+	// values percent-encoded): repeated query parameters on GET, one
+	// valueString each on POST (https://hl7.org/fhir/uv/bulkdata/export.html).
+	// The server ORs the queries of one type and ANDs the parameters of
+	// one query.
+	TypeFilters []string
 }
 
 // Validate checks the request's level and patient parameters; Kickoff
@@ -57,6 +64,12 @@ func (r Request) Validate() error {
 	for i, v := range r.IncludeAssociatedData {
 		if strings.TrimSpace(v) == "" || strings.Contains(v, ",") {
 			return fmt.Errorf("Request.IncludeAssociatedData[%d] %q is not one code", i, v)
+		}
+	}
+	for i, f := range r.TypeFilters {
+		typ, q, ok := strings.Cut(f, "?")
+		if !ok || typ == "" || q == "" || strings.ContainsAny(typ, "/,&= \t") {
+			return fmt.Errorf("Request.TypeFilters[%d] %q is not a search query <Type>?<param>=<value>", i, f)
 		}
 	}
 	return nil
@@ -192,6 +205,11 @@ func (r Request) query() url.Values {
 	if len(r.IncludeAssociatedData) > 0 {
 		q.Set("includeAssociatedData", strings.Join(r.IncludeAssociatedData, ","))
 	}
+	// Repeated, never comma-joined: a comma inside a query is a value
+	// comma (status=active,completed).
+	for _, f := range r.TypeFilters {
+		q.Add("_typeFilter", f)
+	}
 	return q
 }
 
@@ -217,6 +235,9 @@ func (r Request) parameters() map[string]any {
 	}
 	for _, v := range r.IncludeAssociatedData {
 		ps = append(ps, map[string]any{"name": "includeAssociatedData", "valueCode": v})
+	}
+	for _, f := range r.TypeFilters {
+		ps = append(ps, map[string]any{"name": "_typeFilter", "valueString": f})
 	}
 	return map[string]any{"resourceType": "Parameters", "parameter": ps}
 }

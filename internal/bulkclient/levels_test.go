@@ -65,6 +65,15 @@ func TestKickoffLevels(t *testing.T) {
 		{"group patients", Request{Group: "g1", Patients: []string{"Patient/p3"}, Since: "2026-01-01T00:00:00Z", IncludeAssociatedData: []string{"RelevantProvenanceResources"}},
 			kickoffSeen{method: "POST", path: "/fhir/Group/g1/$export", contentType: "application/fhir+json",
 				body: `{"parameter":[{"name":"_since","valueInstant":"2026-01-01T00:00:00Z"},{"name":"patient","valueReference":{"reference":"Patient/p3"}},{"name":"includeAssociatedData","valueCode":"RelevantProvenanceResources"}],"resourceType":"Parameters"}`}},
+		// _typeFilter: repeated, never comma-joined (a comma inside a
+		// query is the query's own value OR), one valueString each on POST.
+		{"type filters GET", Request{Types: []string{"Observation", "Condition"}, TypeFilters: []string{
+			"Observation?category=laboratory", "Condition?clinical-status=active,recurrence&onset-date=ge2015"}},
+			kickoffSeen{method: "GET", path: "/fhir/$export", query: "_type=Observation%2CCondition" +
+				"&_typeFilter=Observation%3Fcategory%3Dlaboratory&_typeFilter=Condition%3Fclinical-status%3Dactive%2Crecurrence%26onset-date%3Dge2015"}},
+		{"type filters POST", Request{Group: "g1", Post: true, TypeFilters: []string{"Condition?clinical-status=active", "Condition?onset-date=ge2015"}},
+			kickoffSeen{method: "POST", path: "/fhir/Group/g1/$export", contentType: "application/fhir+json",
+				body: `{"parameter":[{"name":"_typeFilter","valueString":"Condition?clinical-status=active"},{"name":"_typeFilter","valueString":"Condition?onset-date=ge2015"}],"resourceType":"Parameters"}`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := c.Kickoff(t.Context(), tc.req); err != nil {
@@ -95,6 +104,10 @@ func TestKickoffLevelErrors(t *testing.T) {
 		{Request{PatientLevel: true, Patients: []string{"p1", "Patient/"}}, "Request.Patients[1]: \"Patient/\" names no patient id"},
 		{Request{Group: "g", Patients: []string{"Group/g2"}}, "Request.Patients[0]: \"Group/g2\" is neither a patient id nor Patient/<id>"},
 		{Request{PatientLevel: true, IncludeAssociatedData: []string{"a,b"}}, "Request.IncludeAssociatedData[0] \"a,b\" is not one code"},
+		{Request{TypeFilters: []string{"Observation?category=laboratory", "category=laboratory"}},
+			"Request.TypeFilters[1] \"category=laboratory\" is not a search query <Type>?<param>=<value>"},
+		{Request{TypeFilters: []string{"Observation?"}}, "Request.TypeFilters[0] \"Observation?\" is not a search query"},
+		{Request{TypeFilters: []string{"Observation,Condition?code=x"}}, "Request.TypeFilters[0]"},
 	} {
 		_, err := c.Kickoff(t.Context(), tc.req)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -126,8 +139,8 @@ func TestManifestOutputOrganizedBy(t *testing.T) {
 }
 
 // TestRequestStateKey: system-level keys are what StateKey always gave
-// (state files stay valid); each level, Group and patient list has its
-// own key.
+// (state files stay valid); each level, Group, patient list and
+// _typeFilter set has its own key.
 func TestRequestStateKey(t *testing.T) {
 	base := "https://bulk.example.org/fhir/"
 	for _, tc := range []struct {
@@ -142,6 +155,10 @@ func TestRequestStateKey(t *testing.T) {
 		{Request{PatientLevel: true, Types: []string{"Observation"}, Patients: []string{"b", "Patient/a", "Patient/b"}},
 			"https://bulk.example.org/fhir/Patient/$export?_type=Observation&patient=Patient/a,Patient/b"},
 		{Request{Group: "g2", Patients: []string{"a"}}, "https://bulk.example.org/fhir/Group/g2/$export?patient=Patient/a"},
+		{Request{TypeFilters: []string{"Observation?code=a&date=ge2020", "Condition?x=1", "Observation?code=a&date=ge2020"}},
+			"https://bulk.example.org/fhir?_typeFilter=Condition%3Fx%3D1&_typeFilter=Observation%3Fcode%3Da%26date%3Dge2020"},
+		{Request{Group: "g2", Types: []string{"Observation"}, Patients: []string{"a"}, TypeFilters: []string{"Observation?category=laboratory"}},
+			"https://bulk.example.org/fhir/Group/g2/$export?_type=Observation&patient=Patient/a&_typeFilter=Observation%3Fcategory%3Dlaboratory"},
 	} {
 		if got := RequestStateKey(base, tc.req); got != tc.want {
 			t.Errorf("%+v: key %q, want %q", tc.req, got, tc.want)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -41,11 +42,12 @@ func StateKey(baseURL string, types []string) string {
 // system level; at Patient or Group level the level's path
 // (/Patient/$export, /Group/<id>/$export) goes after the base URL, and
 // the sorted patient references after the types ("&patient=" or
-// "?patient="). Syncs of different levels, Groups or patient lists
-// advance separately.
+// "?patient="), then the sorted, query-escaped _typeFilter values (one
+// "_typeFilter=" each). Syncs of different levels, Groups, patient lists
+// or filters advance separately.
 func RequestStateKey(baseURL string, r Request) string {
 	if r.Group == "" && !r.PatientLevel && len(r.Patients) == 0 {
-		return StateKey(baseURL, r.Types)
+		return withTypeFilters(StateKey(baseURL, r.Types), r.TypeFilters)
 	}
 	key := StateKey(strings.TrimSuffix(baseURL, "/")+r.path(), r.Types)
 	if len(r.Patients) > 0 {
@@ -64,6 +66,22 @@ func RequestStateKey(baseURL string, r Request) string {
 			sep = "&"
 		}
 		key += sep + "patient=" + strings.Join(refs, ",")
+	}
+	return withTypeFilters(key, r.TypeFilters)
+}
+
+// withTypeFilters appends the sorted, deduplicated filters to a state key.
+func withTypeFilters(key string, filters []string) string {
+	if len(filters) == 0 {
+		return key
+	}
+	fs := slices.Compact(slices.Sorted(slices.Values(filters)))
+	for _, f := range fs {
+		sep := "?"
+		if strings.Contains(key, "?") {
+			sep = "&"
+		}
+		key += sep + "_typeFilter=" + url.QueryEscape(f)
 	}
 	return key
 }
