@@ -24,6 +24,12 @@
 //     resource of each type in a patient's compartment
 //     (fhir/r4/compartmentdefinition-patient.json and the expressions of its
 //     params in fhir/r4/search-parameters.json).
+//   - [SearchParams], [LookupSearchParam]: every search parameter of each
+//     resource type, its FHIRPath expression compiled into element paths
+//     (fhir/r4/search-parameters.json, and the element types of
+//     fhir/r4/profiles-resources.json and fhir/r4/profiles-types.json);
+//     the parameters that gen cannot compile, or whose type bulkstream
+//     does not evaluate, are there marked Unsupported.
 package fhirdefs
 
 //go:generate go run ./gen -out .

@@ -67,6 +67,7 @@ func tables() []table {
 	return []table{
 		{file: "mandatory_gen.go", sources: []string{"profiles-resources.json"}, gen: genMandatory},
 		{file: "compartment_gen.go", sources: []string{"compartmentdefinition-patient.json", "search-parameters.json"}, gen: genCompartment},
+		{file: "searchparams_gen.go", sources: []string{"search-parameters.json", "profiles-resources.json", "profiles-types.json"}, gen: genSearchParams},
 	}
 }
 
