@@ -1,0 +1,634 @@
+package search
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/bulkstream/bulkstream/internal/fhir"
+	"github.com/bulkstream/bulkstream/internal/fhirdefs"
+	"github.com/bulkstream/bulkstream/internal/jsonobj"
+)
+
+// Match reports whether the resource body (a JSON object) matches q:
+// every one of q.Params matches (AND). A Param matches when one of its
+// Values matches one of the values its Def.Paths reach (OR), with the
+// FHIR R4 search rules (https://hl7.org/fhir/R4/search.html) by
+// parameter type:
+//
+//   - token (https://hl7.org/fhir/R4/search.html#token): on a
+//     CodeableConcept any of its codings; on a Coding its system and
+//     code; on an Identifier its system and value; on a ContactPoint its
+//     value; on a code, string, uri, id or other primitive its value; on a
+//     boolean the literal true or false. "code" matches any system,
+//     "system|code" that system, "|code" only a coding or identifier
+//     without a system, "system|" any code of the system. A primitive (and
+//     a ContactPoint's value) has no system of its own: "|code" and
+//     "system|code" match it on the code alone, and "system|" matches any
+//     value (the system is the one its element is bound to, which a search
+//     cannot contradict). Codes compare exactly (case-sensitive).
+//   - date (https://hl7.org/fhir/R4/search.html#date): the target's range
+//     is a date, dateTime or instant's implicit range (fhir.DateRange), a
+//     Period's start to end (a missing start or end is open), or a
+//     Timing's event dateTimes from the earliest to the latest. With the
+//     search value's range [lo, hi]: eq the target lies within it, ne it
+//     does not, gt it reaches after hi, lt it reaches before lo, ge (le)
+//     gt (lt) or eq, sa it starts after hi, eb it ends before lo, and ap
+//     it overlaps [lo, hi] widened on both sides by 10% of the distance
+//     between now and the search value (at least by the value's own
+//     precision, so ap2024-03-01 widens by at least a day).
+//   - reference (https://hl7.org/fhir/R4/search.html#reference): a bare
+//     id matches a literal reference (relative, absolute or versioned,
+//     fhir.ParseReference) with that id, Type/id one with that type and id,
+//     an absolute URL the same string or a reference to the URL's Type/id.
+//     On a canonical or uri element the strings compare, a "|version"
+//     suffix of the element ignored unless the search value has one.
+//   - string (https://hl7.org/fhir/R4/search.html#string): on a string
+//     its value, on a HumanName its family, given, prefix, suffix and text,
+//     on an Address its line, city, district, state, postalCode, country
+//     and text, each on its own. By default the folded (Fold) string
+//     starts with the search value; :contains it contains it; :exact it is
+//     the value exactly as written.
+//   - uri: the element's string equals the value.
+//
+// :missing=true matches a resource where no path reaches a value,
+// :missing=false one where some does; :not (token) matches a resource
+// where no value matches, including one without the element.
+//
+// A value of the wrong JSON shape for its path's type never matches and
+// is no error. The error names a parameter Match does not evaluate
+// (number, quantity, composite or special, or Unsupported), or is
+// jsonobj.ErrSyntax when body is not a JSON object: not valid JSON where
+// the walk reads it (a body without a backslash that lacks the literal
+// bytes a match needs, a token's code, a reference's id, is rejected
+// without reading it).
+//
+// Match allocates nothing for a body without escapes in the common cases.
+func (q *Query) Match(body []byte) (bool, error) {
+	if len(body) < 2 || body[0] != '{' {
+		return false, jsonobj.ErrSyntax
+	}
+	for i := range q.Params {
+		if err := supported(&q.Params[i]); err != nil {
+			return false, err
+		}
+	}
+	m := matcher{body: body, plain: bytes.IndexByte(body, '\\') < 0}
+	// Cheap rejects first: a needle every match needs missing from the
+	// text. Such a body is not read any further.
+	if m.plain {
+		for i := range q.Params {
+			if !m.mayMatch(&q.Params[i]) {
+				return false, nil
+			}
+		}
+	}
+	for i := range q.Params {
+		ok, err := m.param(&q.Params[i])
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// matcher evaluates one Query.Match.
+type matcher struct {
+	body  []byte
+	plain bool // body has no backslash: every string is as written
+	now   int64
+}
+
+// mayMatch reports whether p can match m.body as far as a look for the
+// literal bytes a match needs can tell (only valid when m.plain: then a
+// string's value is its literal bytes).
+func (m *matcher) mayMatch(p *Param) bool {
+	if p.Modifier == "not" || p.Modifier == "missing" || len(p.Values) == 0 {
+		return true
+	}
+	for i := range p.Values {
+		v := &p.Values[i]
+		var needle string
+		switch p.Def.Type {
+		case "token":
+			needle = v.Code
+			if needle == "" && v.HasSystem && codedOnly(p.Def) {
+				// "system|" on a primitive matches any value.
+				needle = v.System
+			}
+		case "reference":
+			needle = v.RefID
+			if needle == "" {
+				needle = v.URL
+			}
+		case "uri":
+			needle = v.Text
+		case "string":
+			if p.Modifier == "exact" {
+				needle = v.Text
+			}
+		}
+		if needle == "" || contains(m.body, needle) {
+			return true
+		}
+	}
+	return false
+}
+
+// errUnsupported is wrapped for a parameter Match cannot evaluate.
+var errUnsupported = errors.New("search: parameter not supported")
+
+// codedOnly reports whether every path of d reaches a type with a
+// system: a CodeableConcept, Coding or Identifier.
+func codedOnly(d *fhirdefs.SearchParam) bool {
+	for i := range d.Paths {
+		switch d.Paths[i].Type {
+		case "CodeableConcept", "Coding", "Identifier":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// contains is bytes.Contains(b, []byte(s)) without the conversion.
+func contains(b []byte, s string) bool {
+	if len(s) == 0 {
+		return true
+	}
+	for i := 0; i+len(s) <= len(b); i++ {
+		j := bytes.IndexByte(b[i:len(b)-len(s)+1], s[0])
+		if j < 0 {
+			return false
+		}
+		i += j
+		if string(b[i:i+len(s)]) == s {
+			return true
+		}
+	}
+	return false
+}
+
+// hasPrefix is bytes.HasPrefix(b, []byte(s)) without the conversion.
+func hasPrefix(b []byte, s string) bool {
+	return len(b) >= len(s) && string(b[:len(s)]) == s
+}
+
+// supported returns an error when Match cannot evaluate p.
+func supported(p *Param) error {
+	if p.Def == nil || p.Def.Unsupported != "" {
+		return fmt.Errorf("%w: %s", errUnsupported, p.Name)
+	}
+	switch p.Def.Type {
+	case "token", "date", "reference", "string", "uri":
+		return nil
+	}
+	return fmt.Errorf("%w: %s (type %s)", errUnsupported, p.Name, p.Def.Type)
+}
+
+// param evaluates one parameter.
+func (m *matcher) param(p *Param) (bool, error) {
+	switch p.Modifier {
+	case "missing":
+		has, err := m.any(p, true)
+		return has != p.Missing, err
+	case "not":
+		found, err := m.any(p, false)
+		return !found, err
+	}
+	return m.any(p, false)
+}
+
+// any reports whether some path of p reaches a value (presence) or a
+// value that matches one of p's Values.
+func (m *matcher) any(p *Param, presence bool) (bool, error) {
+	found := false
+	for i := range p.Def.Paths {
+		path := &p.Def.Paths[i]
+		err := eachValue(m.body, path, func(v []byte) bool {
+			found = presence || m.value(p, path.Type, v)
+			return !found
+		})
+		if err != nil {
+			return false, err
+		}
+		if found {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// value reports whether v, a value of FHIR type typ, matches one of p's
+// Values.
+func (m *matcher) value(p *Param, typ string, v []byte) bool {
+	switch p.Def.Type {
+	case "token":
+		return matchToken(p.Values, typ, v)
+	case "date":
+		lo, hi, ok := targetRange(typ, v)
+		if !ok {
+			return false
+		}
+		for i := range p.Values {
+			if m.matchDate(&p.Values[i], lo, hi) {
+				return true
+			}
+		}
+	case "reference":
+		return matchReference(p.Values, v)
+	case "string":
+		return matchString(p.Values, p.Modifier, typ, v)
+	case "uri":
+		s, ok := str(v)
+		if !ok {
+			return false
+		}
+		for i := range p.Values {
+			if string(s) == p.Values[i].Text {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// str returns the value of the JSON string v (unescaped: a new slice only
+// when it has escapes); ok is false when v is not a string.
+func str(v []byte) (s []byte, ok bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return nil, false
+	}
+	in := v[1 : len(v)-1]
+	if bytes.IndexByte(in, '\\') < 0 {
+		return in, true
+	}
+	return jsonobj.Unquote(v), true
+}
+
+// eachMember calls fn with the name (as written: FHIR names have no
+// escapes) and value of each member of the JSON object v; false when v is
+// not an object.
+func eachMember(v []byte, fn func(name, val []byte)) bool {
+	if len(v) == 0 || v[0] != '{' {
+		return false
+	}
+	var s jsonobj.Scanner
+	it := s.Object(v, 0, 1)
+	for it.Next() {
+		fn(v[it.KeyStart+1:it.KeyEnd-1], v[it.ValueStart:it.ValueEnd])
+	}
+	return true
+}
+
+// eachElem calls fn with v, or with each element of v when it is a JSON
+// array, until fn returns false.
+func eachElem(v []byte, fn func(e []byte) bool) {
+	if len(v) == 0 || v[0] != '[' {
+		if len(v) > 0 {
+			fn(v)
+		}
+		return
+	}
+	var s jsonobj.Scanner
+	it := s.Array(v, 0, 1)
+	for it.Next() {
+		if !fn(v[it.ValueStart:it.ValueEnd]) {
+			return
+		}
+	}
+}
+
+// matchToken reports whether the value v of FHIR type typ matches one of
+// vals.
+func matchToken(vals []Value, typ string, v []byte) bool {
+	switch typ {
+	case "CodeableConcept":
+		var codings []byte
+		if !eachMember(v, func(name, val []byte) {
+			if string(name) == "coding" {
+				codings = val
+			}
+		}) {
+			return false
+		}
+		found := false
+		eachElem(codings, func(c []byte) bool {
+			found = matchCoding(vals, c, "code")
+			return !found
+		})
+		return found
+	case "Coding":
+		return matchCoding(vals, v, "code")
+	case "Identifier":
+		return matchCoding(vals, v, "value")
+	case "ContactPoint":
+		var value []byte
+		eachMember(v, func(name, val []byte) {
+			if string(name) == "value" {
+				value = val
+			}
+		})
+		return matchPrimitiveToken(vals, value)
+	}
+	return matchPrimitiveToken(vals, v)
+}
+
+// matchCoding matches a Coding or Identifier object: its system and its
+// member codeName ("code" or "value").
+func matchCoding(vals []Value, v []byte, codeName string) bool {
+	var sys, code []byte
+	hasSys, hasCode := false, false
+	if !eachMember(v, func(name, val []byte) {
+		switch string(name) {
+		case "system":
+			sys, hasSys = str(val)
+		case codeName:
+			code, hasCode = str(val)
+		}
+	}) {
+		return false
+	}
+	for i := range vals {
+		t := &vals[i]
+		if t.HasSystem {
+			if t.System == "" {
+				if hasSys {
+					continue // "|code": no system
+				}
+			} else if !hasSys || string(sys) != t.System {
+				continue
+			}
+			if t.Code == "" {
+				return true // "system|": any code of the system
+			}
+		}
+		if hasCode && string(code) == t.Code {
+			return true
+		}
+	}
+	return false
+}
+
+// matchPrimitiveToken matches a primitive (a string, code, uri, id ... or
+// boolean) by its value alone; see Match for the system.
+func matchPrimitiveToken(vals []Value, v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	var s []byte
+	switch v[0] {
+	case '"':
+		s, _ = str(v)
+	case 't', 'f':
+		s = v // true, false
+	default:
+		return false
+	}
+	for i := range vals {
+		t := &vals[i]
+		if t.Code == "" && t.HasSystem && t.System != "" {
+			return true
+		}
+		if string(s) == t.Code {
+			return true
+		}
+	}
+	return false
+}
+
+// targetRange returns the range of microseconds a date, dateTime,
+// instant, Period or Timing value v covers (math.MinInt64 and
+// math.MaxInt64 for open ends).
+func targetRange(typ string, v []byte) (lo, hi int64, ok bool) {
+	switch typ {
+	case "Period":
+		var start, end []byte
+		if !eachMember(v, func(name, val []byte) {
+			switch string(name) {
+			case "start":
+				start = val
+			case "end":
+				end = val
+			}
+		}) {
+			return 0, 0, false
+		}
+		if start == nil && end == nil {
+			return 0, 0, false
+		}
+		lo, hi = math.MinInt64, math.MaxInt64
+		if start != nil {
+			if lo, _, ok = jsonDateRange(start); !ok {
+				return 0, 0, false
+			}
+		}
+		if end != nil {
+			if _, hi, ok = jsonDateRange(end); !ok {
+				return 0, 0, false
+			}
+		}
+		return lo, hi, true
+	case "Timing":
+		lo, hi = math.MaxInt64, math.MinInt64
+		eachMember(v, func(name, val []byte) {
+			if string(name) != "event" {
+				return
+			}
+			eachElem(val, func(e []byte) bool {
+				if l, h, ok := jsonDateRange(e); ok {
+					lo, hi = min(lo, l), max(hi, h)
+				}
+				return true
+			})
+		})
+		return lo, hi, lo <= hi
+	case "date", "dateTime", "instant":
+		return jsonDateRange(v)
+	}
+	return 0, 0, false
+}
+
+// jsonDateRange is fhir.DateRange of the JSON string v.
+func jsonDateRange(v []byte) (lo, hi int64, ok bool) {
+	s, ok := str(v)
+	if !ok {
+		return 0, 0, false
+	}
+	return fhir.DateRange(s)
+}
+
+// matchDate applies the prefix of t to the target range [lo, hi].
+func (m *matcher) matchDate(t *Value, lo, hi int64) bool {
+	within := t.Lo <= lo && hi <= t.Hi
+	switch t.Prefix {
+	case "", "eq":
+		return within
+	case "ne":
+		return !within
+	case "gt":
+		return hi > t.Hi
+	case "lt":
+		return lo < t.Lo
+	case "ge":
+		return hi > t.Hi || within
+	case "le":
+		return lo < t.Lo || within
+	case "sa":
+		return lo > t.Hi
+	case "eb":
+		return hi < t.Lo
+	case "ap":
+		if m.now == 0 {
+			m.now = time.Now().UnixMicro()
+		}
+		w := approxWidth(t, m.now)
+		return lo <= satAdd(t.Hi, w) && hi >= satAdd(t.Lo, -w)
+	}
+	return false
+}
+
+// approxWidth is how much ap widens each side of t's range: 10% of the
+// distance between now and the range, at least the range's own width.
+func approxWidth(t *Value, now int64) int64 {
+	var d int64
+	switch {
+	case now < t.Lo:
+		d = t.Lo - now
+	case now > t.Hi:
+		d = now - t.Hi
+	}
+	return max(d/10, t.Hi-t.Lo+1)
+}
+
+// satAdd is a+b clamped to the int64 range.
+func satAdd(a, b int64) int64 {
+	s := a + b
+	if b > 0 && s < a {
+		return math.MaxInt64
+	}
+	if b < 0 && s > a {
+		return math.MinInt64
+	}
+	return s
+}
+
+// matchReference matches a Reference object (its literal reference) or a
+// canonical or uri string.
+func matchReference(vals []Value, v []byte) bool {
+	if len(v) > 0 && v[0] == '"' { // canonical, uri
+		s, _ := str(v)
+		for i := range vals {
+			want := vals[i].URL
+			if want == "" {
+				want = vals[i].Raw
+			}
+			got := s
+			if strings.IndexByte(want, '|') < 0 {
+				if j := bytes.LastIndexByte(got, '|'); j >= 0 {
+					got = got[:j]
+				}
+			}
+			if string(got) == want {
+				return true
+			}
+		}
+		return false
+	}
+	var ref []byte
+	hasRef := false
+	if !eachMember(v, func(name, val []byte) {
+		if string(name) == "reference" {
+			ref, hasRef = str(val)
+		}
+	}) || !hasRef {
+		return false
+	}
+	rtyp, rid, parsed := fhir.ParseReference(ref)
+	for i := range vals {
+		t := &vals[i]
+		if t.URL != "" && string(ref) == t.URL {
+			return true
+		}
+		if !parsed || t.RefID == "" || string(rid) != t.RefID {
+			continue
+		}
+		if t.RefType == "" || string(rtyp) == t.RefType {
+			return true
+		}
+	}
+	return false
+}
+
+// matchString matches a string, HumanName or Address value.
+func matchString(vals []Value, modifier, typ string, v []byte) bool {
+	if len(v) == 0 {
+		return false
+	}
+	var fields []string
+	switch typ {
+	case "HumanName":
+		fields = humanNameFields
+	case "Address":
+		fields = addressFields
+	default:
+		s, ok := str(v)
+		return ok && matchText(vals, modifier, s)
+	}
+	found := false
+	eachMember(v, func(name, val []byte) {
+		if found || !isOneOf(name, fields) {
+			return
+		}
+		eachElem(val, func(e []byte) bool {
+			if s, ok := str(e); ok {
+				found = matchText(vals, modifier, s)
+			}
+			return !found
+		})
+	})
+	return found
+}
+
+// The string parts of a HumanName and an Address that string search
+// reads (https://hl7.org/fhir/R4/search.html#string).
+var (
+	humanNameFields = []string{"family", "given", "prefix", "suffix", "text"}
+	addressFields   = []string{"line", "city", "district", "state", "postalCode", "country", "text"}
+)
+
+func isOneOf(name []byte, set []string) bool {
+	for _, s := range set {
+		if string(name) == s {
+			return true
+		}
+	}
+	return false
+}
+
+// matchText matches the string s by modifier against vals.
+func matchText(vals []Value, modifier string, s []byte) bool {
+	if modifier == "exact" {
+		for i := range vals {
+			if string(s) == vals[i].Text {
+				return true
+			}
+		}
+		return false
+	}
+	var buf [256]byte
+	f := appendFold(buf[:0], s)
+	for i := range vals {
+		if modifier == "contains" {
+			if contains(f, vals[i].Text) {
+				return true
+			}
+		} else if hasPrefix(f, vals[i].Text) {
+			return true
+		}
+	}
+	return false
+}
