@@ -156,20 +156,74 @@ func codedOnly(d *fhirdefs.SearchParam) bool {
 
 // contains is bytes.Contains(b, []byte(s)) without the conversion.
 func contains(b []byte, s string) bool {
+	return index(b, s, false) >= 0
+}
+
+// hasName reports whether the JSON text b, which has no backslash, may
+// have a member named name: whether it has the string "name".
+func hasName(b []byte, name string) bool {
+	return index(b, name, true) >= 0
+}
+
+// index returns the offset of the first s in b (quoted: with a '"' on
+// either side), or -1. It looks for the rarest byte of s with
+// bytes.IndexByte and compares around it: member names and codes start
+// with common letters (and JSON strings with '"'), so that a search from
+// their first byte stops everywhere.
+func index(b []byte, s string, quoted bool) int {
 	if len(s) == 0 {
-		return true
+		return 0
 	}
-	for i := 0; i+len(s) <= len(b); i++ {
-		j := bytes.IndexByte(b[i:len(b)-len(s)+1], s[0])
+	off := rarest(s)
+	c := s[off]
+	q := 0
+	if quoted {
+		q = 1
+	}
+	for i := q + off; i < len(b); {
+		j := bytes.IndexByte(b[i:], c)
 		if j < 0 {
-			return false
+			return -1
 		}
 		i += j
-		if string(b[i:i+len(s)]) == s {
-			return true
+		start, end := i-off, i-off+len(s)
+		if end+q > len(b) {
+			return -1
+		}
+		if string(b[start:end]) == s && (!quoted || b[start-1] == '"' && b[end] == '"') {
+			return start
+		}
+		i++
+	}
+	return -1
+}
+
+// rarest returns the offset of the byte of s least likely in JSON text:
+// an upper-case letter or a digit before a rare lower-case letter before
+// a common one (by English letter frequency).
+func rarest(s string) int {
+	const common = "etaoinsrhldcumfpgwybvkxjqz" // most common first
+	best, bestScore := 0, -1
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		score := 0
+		switch {
+		case 'A' <= c && c <= 'Z':
+			score = 40
+		case '0' <= c && c <= '9':
+			score = 30
+		case 'a' <= c && c <= 'z':
+			score = strings.IndexByte(common, c)
+		case c == '"' || c == ':' || c == ',' || c == ' ':
+			score = -1
+		default:
+			score = 28
+		}
+		if score > bestScore {
+			best, bestScore = i, score
 		}
 	}
-	return false
+	return best
 }
 
 // hasPrefix is bytes.HasPrefix(b, []byte(s)) without the conversion.
@@ -208,6 +262,9 @@ func (m *matcher) any(p *Param, presence bool) (bool, error) {
 	found := false
 	for i := range p.Def.Paths {
 		path := &p.Def.Paths[i]
+		if m.plain && len(path.Steps) > 0 && !hasName(m.body, path.Steps[0].Name) {
+			continue // the path's first member is not in the text
+		}
 		err := eachValue(m.body, path, func(v []byte) bool {
 			found = presence || m.value(p, path.Type, v)
 			return !found

@@ -1,6 +1,7 @@
 package search
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -457,6 +458,28 @@ func TestMatchNoAlloc(t *testing.T) {
 		body := []byte(tc.body)
 		if n := testing.AllocsPerRun(100, func() { tc.q.Match(body) }); n != 0 {
 			t.Errorf("%s on %s: %v allocations", tc.q.Params[0].Name, tc.body, n)
+		}
+	}
+}
+
+// index, the quick reject's search, agrees with bytes.Index.
+func TestIndex(t *testing.T) {
+	texts := []string{
+		``, `"`, `""`, `{"a":"b"}`, obsLab, obsTwo,
+		`{"effectiveDateTime":"2020","effectivePeriod":{}}`,
+		`xx"name"`, `"name"xx`, `"name`, `name"`, `nam"name"`, `"nname"`, `"Name"`,
+		`laboratorylaboratory`, `laborator`, `ZZZZZZZZZZ`,
+	}
+	needles := []string{"a", "b", "name", "laboratory", "effectivePeriod", "effectiveDateTime", "Z", "ZZZ", "p1", "coding", "\"", "q"}
+	for _, txt := range texts {
+		for _, n := range needles {
+			b := []byte(txt)
+			if got, want := index(b, n, false), bytes.Index(b, []byte(n)); got != want {
+				t.Errorf("index(%q, %q) = %d, want %d", txt, n, got, want)
+			}
+			if got, want := index(b, n, true), bytes.Index(b, []byte(`"`+n+`"`)); (got >= 0) != (want >= 0) || got >= 0 && got != want+1 {
+				t.Errorf("quoted index(%q, %q) = %d, want %d", txt, n, got, want+1)
+			}
 		}
 	}
 }
