@@ -23,10 +23,33 @@ type fetchFlags struct {
 	group, patients, associated                    *string
 	post, keepJob, patientLevel                    *bool
 	parallel                                       *int
+	typeFilters                                    *repeatedFlag
+}
+
+// repeatedFlag is a flag that may be given more than once; each value is
+// kept whole (a _typeFilter query may hold commas of its own).
+type repeatedFlag []string
+
+func (r *repeatedFlag) String() string {
+	if r == nil {
+		return ""
+	}
+	return strings.Join(*r, " ")
+}
+
+func (r *repeatedFlag) Set(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return errors.New("empty value")
+	}
+	*r = append(*r, v)
+	return nil
 }
 
 func bindFetchFlags(fs *flag.FlagSet) fetchFlags {
+	typeFilters := new(repeatedFlag)
+	fs.Var(typeFilters, "type-filter", "a _typeFilter search query, e.g. 'Observation?category=laboratory' (repeat for more: the queries of one type are ORed, the parameters of one query ANDed; not with --apply and --since or --state)")
 	return fetchFlags{
+		typeFilters:  typeFilters,
 		base:         fs.String("url", "", "FHIR base URL of the server, e.g. https://bulk.example.org/fhir (required)"),
 		types:        fs.String("type", "", "resource types to export, comma-separated (_type; default all)"),
 		since:        fs.String("since", "", "export changes after this FHIR instant, e.g. 2026-01-02T03:04:05Z (_since; not with --state)"),
@@ -85,9 +108,14 @@ func runFetch(ctx context.Context, args []string, stdout, stderr io.Writer, fc f
 		return fmt.Errorf("fetch: --group %s and --patient-level exclude each other (one export level)", *f.group)
 	case *f.patients != "" && *f.group == "" && !*f.patientLevel:
 		return errors.New("fetch: --patient needs --group or --patient-level (patient is no system-level parameter)")
+	case len(*f.typeFilters) > 0 && *f.apply != "" && (*f.since != "" || *f.stateFile != ""):
+		// An incremental filtered run leaves out a resource that stopped
+		// matching, so the mirror would keep its old version.
+		return errors.New("fetch: --type-filter with --apply needs a full run (no --since or --state): an incremental filtered export cannot remove from the mirror a resource that stopped matching")
 	}
 	req := bulkclient.Request{Types: splitList(*f.types), Since: *f.since, Until: *f.until, Elements: splitList(*f.elements), Post: *f.post,
-		Group: *f.group, PatientLevel: *f.patientLevel, Patients: splitList(*f.patients), IncludeAssociatedData: splitList(*f.associated)}
+		Group: *f.group, PatientLevel: *f.patientLevel, Patients: splitList(*f.patients), IncludeAssociatedData: splitList(*f.associated),
+		TypeFilters: *f.typeFilters}
 	if *f.patients != "" && len(req.Patients) == 0 {
 		return fmt.Errorf("fetch: --patient %q names no patient", *f.patients)
 	}
