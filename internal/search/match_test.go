@@ -2,6 +2,7 @@ package search
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -482,4 +483,35 @@ func TestIndex(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Match never panics, and errs only on a body that is not a JSON object.
+func FuzzMatch(f *testing.F) {
+	f.Add([]byte(obsLab))
+	f.Add([]byte(obsTwo))
+	f.Add([]byte(`{"effectivePeriod":{"start":"2020-01-01","end":"2020"},"effectiveTiming":{"event":["2020","x",1]}}`))
+	f.Add([]byte(`{"name":[{"family":"M\u00fcller","given":["a",1,null]}],"address":{"line":"x"},"gender":"f\"","active":true}`))
+	f.Add([]byte(`{"subject":{"reference":"http://x/Patient/p1/_history/2"},"instantiatesCanonical":"a|b","meta":{"profile":["p"],"tag":{"code":"a"}}}`))
+	queries := []Query{
+		{Params: []Param{mParam(defCategory, "", tokV("laboratory"), tokV("s|"), tokV("|x"))}},
+		{Params: []Param{mParam(defCategory, "not", tokV("a")), missingP(defIdentifier, false)}},
+		{Params: []Param{mParam(defTelecom, "", tokV("1")), mParam(defActive, "", tokV("true"))}},
+		{Params: []Param{mParam(defGender, "", tokV("f\""))}},
+		{Params: []Param{mParam(defDate, "", dateV("ap2020"), dateV("ne2020-01"), dateV("sa1990"))}},
+		{Params: []Param{mParam(defBirthdate, "", dateV("le2020"))}},
+		{Params: []Param{mParam(defSubject, "", refV("p1"), refV("Patient/p1"), refV("http://x/Patient/p1"))}},
+		{Params: []Param{mParam(defPatient, "", refV("p1")), mParam(defInstantiates, "", refV("a"))}},
+		{Params: []Param{mParam(defName, "", textV("mü", true)), mParam(defAddress, "contains", textV("x", true))}},
+		{Params: []Param{mParam(defFamily, "exact", textV("Müller", false)), mParam(defProfile, "", textV("p", false))}},
+		{Params: []Param{mParam(defTag, "", tokV("a"))}},
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		valid := len(body) > 0 && body[0] == '{' && json.Valid(body)
+		for _, q := range queries {
+			_, err := q.Match(body)
+			if err != nil && valid {
+				t.Fatalf("%v on the valid %q: %v", q.Params[0].Name, body, err)
+			}
+		}
+	})
 }
