@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"os"
+	"strings"
 	"testing"
+	"time"
 )
 
 // sampleObservations returns the Observations of the repository's
@@ -168,4 +171,123 @@ func subjectOf(body []byte) string {
 	_, rest, _ := bytes.Cut(body, []byte(`"subject":{"reference":"`))
 	ref, _, _ := bytes.Cut(rest, []byte(`"`))
 	return string(ref)
+}
+
+// matchSampleByType returns the sample's resources by type.
+func matchSampleByType(tb testing.TB) map[string][][]byte {
+	tb.Helper()
+	f, err := os.Open("../../testdata/synthea-r4-100-patients.ndjson.gz")
+	if err != nil {
+		tb.Skip("no Synthea sample:", err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make(map[string][][]byte)
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var r struct{ ResourceType string }
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			tb.Fatal(err)
+		}
+		out[r.ResourceType] = append(out[r.ResourceType], bytes.Clone(sc.Bytes()))
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// Queries parsed with the generated search parameters select on the
+// sample what an independent reading of the decoded JSON selects.
+func TestMatchSampleQueries(t *testing.T) {
+	byType := matchSampleByType(t)
+	type coding struct{ System, Code string }
+	type res struct {
+		ID     string
+		Gender string
+		Status string
+		Name   []struct {
+			Family string
+			Given  []string
+		}
+		Period         struct{ Start, End string }
+		Subject        struct{ Reference string }
+		ClinicalStatus struct{ Coding []coding }
+	}
+	someSubject := subjectOf(byType["Observation"][0])
+	dayEnd := time.Date(2020, 1, 1, 23, 59, 59, 999999000, time.UTC)
+	dayStart := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	folded := strings.NewReplacer("á", "a", "é", "e", "í", "i", "ó", "o", "ú", "u", "ñ", "n", "ü", "u")
+	for _, tc := range []struct {
+		query string
+		want  func(r *res) bool
+	}{
+		{"Patient?gender=female", func(r *res) bool { return r.Gender == "female" }},
+		{"Patient?gender:not=female", func(r *res) bool { return r.Gender != "female" }},
+		{"Patient?name=ramon", func(r *res) bool {
+			for _, n := range r.Name {
+				for _, s := range append([]string{n.Family}, n.Given...) {
+					if strings.HasPrefix(folded.Replace(strings.ToLower(s)), "ramon") {
+						return true
+					}
+				}
+			}
+			return false
+		}},
+		{"MedicationRequest?status=active", func(r *res) bool { return r.Status == "active" }},
+		{"Condition?clinical-status=active", func(r *res) bool {
+			for _, c := range r.ClinicalStatus.Coding {
+				if c.Code == "active" {
+					return true
+				}
+			}
+			return false
+		}},
+		{"Observation?subject=" + someSubject, func(r *res) bool { return r.Subject.Reference == someSubject }},
+		{"Encounter?date=ge2020-01-01", func(r *res) bool {
+			start, err1 := time.Parse(time.RFC3339, r.Period.Start)
+			end, err2 := time.Parse(time.RFC3339, r.Period.End)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("Encounter %s period %+v", r.ID, r.Period)
+			}
+			// The R4 ge: after the day, or within it.
+			return end.After(dayEnd) || !start.Before(dayStart) && !end.After(dayEnd)
+		}},
+	} {
+		q, err := ParseQuery(tc.query)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.query, err)
+		}
+		got, want := 0, 0
+		for _, body := range byType[q.Type] {
+			var r res
+			if err := json.Unmarshal(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			ok, err := q.Match(body)
+			if err != nil {
+				t.Fatalf("%s on %s: %v", tc.query, r.ID, err)
+			}
+			escaped := bytes.Replace(body, []byte(`"resourceType"`), []byte(`"resourc\u0065Type"`), 1)
+			if ok2, err := q.Match(escaped); err != nil || ok2 != ok {
+				t.Errorf("%s on %s: %v; without shortcuts %v, %v", tc.query, r.ID, ok, ok2, err)
+			}
+			if w := tc.want(&r); ok != w {
+				t.Errorf("%s on %s: %v, want %v", tc.query, r.ID, ok, w)
+			} else if w {
+				want++
+			}
+			if ok {
+				got++
+			}
+		}
+		if want == 0 || want == len(byType[q.Type]) {
+			t.Errorf("%s: %d of %d match: the query does not discriminate", tc.query, want, len(byType[q.Type]))
+		}
+		t.Logf("%s: %d of %d", tc.query, got, len(byType[q.Type]))
+	}
 }
