@@ -40,10 +40,41 @@
 //     error file are bounded.
 //   - Any _since, even at or before the Unix epoch (Since 0), is a _since
 //     export that lists deletions (Request.HasSince).
-//   - _typeFilter and allowPartialManifests are refused unless lenient:
-//     they are not implemented, and the IG says a server SHOULD refuse a
-//     parameter it does not support and MAY ignore it when lenient. So is
-//     patient at system level, where it does not apply.
+//   - allowPartialManifests is refused unless lenient: it is not
+//     implemented, and the IG says a server SHOULD refuse a parameter it
+//     does not support and MAY ignore it when lenient. So is patient at
+//     system level, where it does not apply.
+//
+// # _typeFilter
+//
+// _typeFilter (https://hl7.org/fhir/uv/bulkdata/export.html#_typefilter-query-parameter)
+// narrows a type to the resources matching FHIR search queries. Kick-off
+// parses every query (internal/search: the R4 search parameters, compiled
+// from their FHIRPath expressions into JSON paths, the token, date,
+// reference, string and uri types) and keeps the raw queries in
+// Request.TypeFilters; the run compiles them once and tests each scanned
+// resource of a filtered type against its type's queries (ORed), in the
+// same pass that writes it (scan.visit). So a filter costs no extra read:
+// the stored bytes are matched as they stream by, and a resource that
+// does not match is neither written nor counted. Decisions:
+//
+//   - A filter applies to its type only: filtering Patients does not
+//     narrow a Patient- or Group-level cohort (the IG: "filtering Patients
+//     does not filter Encounters"). In organizeOutputBy=Patient output a
+//     patient whose Patient is filtered out still has a block (header
+//     and its other matching resources); a patient with nothing left has
+//     none.
+//   - Deletions (a _since export) are listed whatever the filter: a
+//     deleted resource has no body to test, and listing the deletion of
+//     a resource the client never received is harmless while leaving one
+//     out would keep a stale copy. A resource updated so that it no longer
+//     matches is not listed as deleted (the IG has no way to say "left
+//     the filter"); a client that needs that runs the query unfiltered.
+//   - includeAssociatedData follows the exported resources: a filtered-out
+//     resource brings no Provenance, and a Provenance query filters the
+//     associated Provenance too.
+//   - _elements is applied after the filter, to the whole stored
+//     resource, so a filter may test an element _elements drops.
 //
 // # Patient and Group level
 //

@@ -80,6 +80,11 @@ type Request struct {
 	// restrictive of the values given (ProvenanceRelevant over
 	// ProvenanceLatest).
 	Provenance ProvenanceMode `json:"provenance,omitempty"`
+	// TypeFilters are the _typeFilter queries that apply ("Type?search",
+	// one query each, as given once decoded), deduplicated, in request
+	// order: a resource of a type with queries is exported when it
+	// matches one of them; a type with none is exported whole.
+	TypeFilters []string `json:"typeFilters,omitempty"`
 }
 
 // Level is the level of an export (https://hl7.org/fhir/uv/bulkdata/export.html).

@@ -270,6 +270,9 @@ func (s *scan) scanOrganized(ctx context.Context, snap Snapshot, types []string,
 		for i, typ := range order {
 			s.j.prog.typeIdx.Store(int32(i + 1))
 			err = snap.ScanPatient(ctx, p.id, typ, s.sinceOf(p), s.until, func(e Entry) error {
+				if keep, err := s.visit(ctx, e); !keep {
+					return err // a resource _typeFilter leaves out starts no block
+				}
 				if e.Deleted && e.Shared && !deleted.first(e.Type+"/"+e.ID) {
 					return nil // a deletion is listed once, not once per block
 				}
@@ -283,7 +286,7 @@ func (s *scan) scanOrganized(ctx context.Context, snap Snapshot, types []string,
 					}
 					started = true
 				}
-				return s.entry(ctx, snap, e, out, del, s.full || p.whole)
+				return s.emit(ctx, snap, e, out, del, s.full || p.whole)
 			})
 			if err != nil {
 				break

@@ -178,8 +178,8 @@ func diffKeys(t *testing.T, what string, got, want map[string]bool) {
 	if len(missing)+len(extra) > 0 {
 		slices.Sort(missing)
 		slices.Sort(extra)
-		t.Errorf("%s: %d exported, want %d; missing %d %.5q, extra %d %.5q", what, len(got), len(want),
-			len(missing), missing, len(extra), extra)
+		t.Errorf("%s: %d exported, want %d; missing %d %q, extra %d %q", what, len(got), len(want),
+			len(missing), missing[:min(len(missing), 5)], len(extra), extra[:min(len(extra), 5)])
 	}
 }
 

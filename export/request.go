@@ -62,7 +62,6 @@ const (
 // implement (yet), with the reason shown to the client. Without lenient
 // handling they are refused; with it they are ignored and reported.
 var unsupportedParams = map[string]string{
-	"_typeFilter":           "_typeFilter is not supported yet",
 	"allowPartialManifests": "allowPartialManifests is not supported yet",
 }
 
@@ -78,7 +77,7 @@ const (
 // "did you mean" hint on a wrongly cased name.
 var knownParams = []string{
 	paramOutputFormat, paramSince, paramUntil, paramType, paramElements,
-	paramPatient, paramAssociated, "_typeFilter", paramOrganizeBy, "allowPartialManifests",
+	paramPatient, paramAssociated, paramTypeFilter, paramOrganizeBy, "allowPartialManifests",
 }
 
 // ParseRequest validates kick-off parameters ([base]/$export,
@@ -146,8 +145,20 @@ var knownParams = []string{
 //     system level and any value but Patient (not-supported), an empty
 //     value (value); when lenient, ignored and reported (files are then
 //     by resource type).
-//   - _typeFilter, allowPartialManifests and unknown parameters are
-//     refused (not-supported); when lenient they are ignored and reported.
+//   - _typeFilter, at every level: each value is one FHIR search query
+//     Type?name=value&..., or several joined by commas where a comma is
+//     followed by Type? (Bulk Data 2.0); they may be repeated. Queries for
+//     one type are ORed, the parameters of one are ANDed, and a type with
+//     none is exported whole; a query for a type outside _type, or (at
+//     Patient and Group level) outside the patient compartment, has no
+//     effect. internal/search says which queries are evaluated; any other
+//     (unknown or unsupported parameter or modifier, result parameter,
+//     chain, malformed value, no Type?) is refused (not-supported), and
+//     when lenient it is reported and its type is exported with no
+//     _typeFilter at all, a superset of what was asked, never a subset.
+//     More than MaxTypeFilters queries are refused (too-costly).
+//   - allowPartialManifests and unknown parameters are refused
+//     (not-supported); when lenient they are ignored and reported.
 //   - More than MaxTypeEntries _type entries, MaxElementsEntries
 //     _elements entries, MaxPatientEntries patient entries or MaxIgnored
 //     ignored items are refused (code too-costly), lenient or not.
@@ -193,6 +204,13 @@ type requestParser struct {
 	hasPatient     bool     // some patient parameter was given (Patient or Group level)
 	patientSkipped []string // lenient: the first patient entries skipped, for the "no patient left" error
 	skippedCount   int      // lenient: how many patient entries were skipped
+
+	// _typeFilter queries seen (deduplicated), their count, and the types
+	// to export unfiltered (lenient: one of their queries was ignored).
+	filters       []typedQuery
+	filterSet     map[string]struct{}
+	filterEntries int
+	unfiltered    map[string]bool
 
 	// includeAssociatedData codes seen.
 	assocLatest, assocRelevant, assocNone bool
@@ -246,6 +264,8 @@ func (p *requestParser) param(prm Param) error {
 		return p.patients(prm)
 	case paramAssociated:
 		return p.associated(prm)
+	case paramTypeFilter:
+		return p.typeFilter(prm)
 	case paramOrganizeBy:
 		if err := p.once(prm); err != nil {
 			return err
@@ -607,6 +627,7 @@ func (p *requestParser) finish() error {
 	if err := p.provenance(); err != nil {
 		return err
 	}
+	p.finishTypeFilters()
 	if p.hasSince {
 		p.req.Since, p.req.HasSince = p.since.sinceBound(), true
 	}

@@ -48,6 +48,7 @@ type requestCase struct {
 	patients   []string
 	organizeBy string
 	provenance ProvenanceMode
+	filters    []string // TypeFilters
 
 	// Refused: Param, Code and a substring of Diagnostics.
 	errParam, errCode, errDiag string
@@ -102,6 +103,30 @@ func requestCases(t testing.TB) []requestCase {
 			types: []string{"Patient"}, since: us(t, "2026-01-01T00:00:00Z"), until: us(t, "2026-02-01T00:00:00Z") - 1,
 			elements: []Element{{Name: "id"}}},
 
+		// _typeFilter.
+		{name: "typeFilter repeated, in request order, deduplicated",
+			params:  ps("_typeFilter", "Observation?category=laboratory", "_typeFilter", "Condition?clinical-status=active", "_typeFilter", "Observation?category=laboratory"),
+			filters: []string{"Observation?category=laboratory", "Condition?clinical-status=active"}},
+		{name: "typeFilter 2.0 comma list, value commas kept",
+			params:  ps("_typeFilter", "Observation?status=final,amended&category=laboratory,MedicationRequest?status=active,Encounter?class=AMB"),
+			filters: []string{"Observation?status=final,amended&category=laboratory", "MedicationRequest?status=active", "Encounter?class=AMB"}},
+		{name: "typeFilter encoded comma is a value comma",
+			params:  ps("_typeFilter", "Observation?status=final%2Camended"),
+			filters: []string{"Observation?status=final%2Camended"}},
+		{name: "typeFilter outside _type has no effect", params: ps("_type", "Patient,Observation", "_typeFilter", "Condition?clinical-status=active", "_typeFilter", "Observation?category=laboratory"),
+			types: []string{"Patient", "Observation"}, filters: []string{"Observation?category=laboratory"}},
+		{name: "typeFilter _type after it still applies first", params: ps("_typeFilter", "Condition?clinical-status=active", "_type", "Patient"),
+			types: []string{"Patient"}},
+		{name: "typeFilter outside the compartment has no effect at Patient level", level: LevelPatient,
+			params:  ps("_typeFilter", "Organization?name=x", "_typeFilter", "Observation?category=laboratory"),
+			filters: []string{"Observation?category=laboratory"}},
+		{name: "lenient typeFilter: a type with one bad query is exported whole", lenient: true,
+			params:  ps("_typeFilter", "Observation?category=laboratory", "_typeFilter", "Observation?value-quantity=5", "_typeFilter", "Condition?clinical-status=active"),
+			filters: []string{"Condition?clinical-status=active"},
+			ignored: []string{`value-quantity`}},
+		{name: "lenient typeFilter of no type ignored", lenient: true, params: ps("_typeFilter", "Nope?x=1", "_type", "Patient"),
+			types: []string{"Patient"}, ignored: []string{`Nope`}},
+
 		// Lenient: skipped and recorded.
 		{name: "lenient unknown type skipped", lenient: true, params: ps("_type", "Patient,MissingType", "_type", "Observation"),
 			types: []string{"Patient", "Observation"}, ignored: []string{`_type "MissingType" is not a FHIR R4 resource type`}},
@@ -110,9 +135,9 @@ func requestCases(t testing.TB) []requestCase {
 		{name: "lenient unsupported params ignored", lenient: true,
 			params: ps("_typeFilter", "Patient?status=active", "_typeFilter", "Observation?code=1",
 				"patient", "Patient/1", "organizeOutputBy", "Patient", "allowPartialManifests", "true"),
+			filters: []string{"Observation?code=1"},
 			ignored: []string{
-				`_typeFilter is not supported yet (got _typeFilter="Patient?status=active")`,
-				`_typeFilter is not supported yet (got _typeFilter="Observation?code=1")`,
+				`Patient has no search parameter status; Patient is exported without any _typeFilter`,
 				`patient is for [base]/Patient/$export and [base]/Group/[id]/$export, not the system-level [base]/$export (got patient="Patient/1")`,
 				`organizeOutputBy=Patient is supported at Patient and Group level`,
 				`allowPartialManifests is not supported yet`,
@@ -348,8 +373,29 @@ func requestCases(t testing.TB) []requestCase {
 		// Unsupported and unknown parameters.
 		{name: "patient at system level", params: ps("patient", "Patient/1"),
 			errParam: "patient", errCode: "not-supported", errDiag: `patient is for [base]/Patient/$export and [base]/Group/[id]/$export, not the system-level [base]/$export (got patient="Patient/1")`},
-		{name: "typeFilter", params: ps("_type", "Patient", "_typeFilter", "Patient?status=active"),
-			errParam: "_typeFilter", errCode: "not-supported", errDiag: `_typeFilter is not supported yet`},
+		{name: "typeFilter unknown search parameter", params: ps("_type", "Patient", "_typeFilter", "Patient?status=active"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `Patient has no search parameter status`},
+		{name: "typeFilter result parameter", params: ps("_typeFilter", "Observation?category=laboratory&_sort=date"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `_sort`},
+		{name: "typeFilter chain", params: ps("_typeFilter", "Observation?subject.name=peter"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `subject.name`},
+		{name: "typeFilter quantity", params: ps("_typeFilter", "Observation?value-quantity=5.4"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `value-quantity`},
+		{name: "typeFilter bad modifier", params: ps("_typeFilter", "Observation?category:below=laboratory"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `category:below`},
+		{name: "typeFilter bad date", params: ps("_typeFilter", "Observation?date=ge2020-13"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `date`},
+		{name: "typeFilter not a query", params: ps("_typeFilter", "laboratory"),
+			errParam: "_typeFilter", errCode: "not-supported", errDiag: `laboratory`},
+		{name: "typeFilter empty", params: ps("_typeFilter", ""),
+			errParam: "_typeFilter", errCode: "value", errDiag: `_typeFilter is empty`},
+		{name: "typeFilter too many", params: func() []Param {
+			var out []Param
+			for i := range MaxTypeFilters + 1 {
+				out = append(out, Param{Name: "_typeFilter", Value: fmt.Sprintf("Observation?code=%d", i)})
+			}
+			return out
+		}(), errParam: "_typeFilter", errCode: "too-costly", errDiag: fmt.Sprintf("more than %d queries", MaxTypeFilters)},
 		{name: "allowPartialManifests", params: ps("allowPartialManifests", "true"),
 			errParam: "allowPartialManifests", errCode: "not-supported", errDiag: `allowPartialManifests is not supported yet`},
 		{name: "unknown param", params: ps("_count", "10"),
@@ -413,6 +459,9 @@ func TestParseRequest(t *testing.T) {
 			}
 			if got.Lenient != tc.lenient {
 				t.Errorf("Lenient = %v, want %v", got.Lenient, tc.lenient)
+			}
+			if !slices.Equal(got.TypeFilters, tc.filters) {
+				t.Errorf("TypeFilters = %q, want %q", got.TypeFilters, tc.filters)
 			}
 			if len(got.Ignored) != len(tc.ignored) {
 				t.Fatalf("Ignored = %q, want %d entries like %q", got.Ignored, len(tc.ignored), tc.ignored)

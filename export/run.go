@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/internal/fhirdefs"
+	"github.com/bulkstream/bulkstream/internal/search"
 )
 
 // worker runs queued jobs until the manager closes.
@@ -451,7 +452,8 @@ type scan struct {
 	line           []byte   // deleted Bundles, _elements output and OperationOutcomes, reused
 	skipped        int64    // resources _elements could not be applied to
 	firstSkipped   string
-	prov           *provenance // includeAssociatedData (nil: none asked)
+	prov           *provenance    // includeAssociatedData (nil: none asked)
+	filter         *search.Filter // _typeFilter (nil: none)
 }
 
 // newScan readies the job's (empty) set of files and its writing.
@@ -474,6 +476,10 @@ func (m *Manager) newScan(j *job, req Request, tt uint64) (*scan, error) {
 			margin: int64(m.cfg.Workers) * (diskCheckEvery + 2*writeBufferSize + errorBufferSize)},
 		outBuf: bufio.NewWriterSize(nil, writeBufferSize),
 		delBuf: bufio.NewWriterSize(nil, writeBufferSize),
+	}
+	var err error
+	if s.filter, err = compileTypeFilters(req.TypeFilters); err != nil {
+		return nil, err
 	}
 	// nil buffer: the error file makes a small one at its first line.
 	s.errs = s.fileSeq(errorBase, "OperationOutcome", nil, func(fi FileInfo) { s.mf.Error = append(s.mf.Error, fi) })
@@ -536,17 +542,32 @@ func (s *scan) typeFiles(typ, base string) (out, del *fileSeq) {
 	return out, del
 }
 
-// entry writes one scanned entry: a resource to out (reduced to
-// _elements), a deletion to del, nothing for a tombstone when full (an
-// export without _since lists no deletions).
+// entry writes one scanned entry (visit, then emit).
 func (s *scan) entry(ctx context.Context, snap Snapshot, e Entry, out, del *fileSeq, full bool) error {
-	m, p := s.m, &s.j.prog
-	p.scanned.Add(1)
-	if m.hookScan != nil {
-		if err := m.hookScan(ctx); err != nil {
-			return err
+	if keep, err := s.visit(ctx, e); !keep {
+		return err
+	}
+	return s.emit(ctx, snap, e, out, del, full)
+}
+
+// visit counts a scanned entry and reports whether it is to be written:
+// a deletion always, a resource when it matches its type's _typeFilter
+// queries (or the type has none).
+func (s *scan) visit(ctx context.Context, e Entry) (keep bool, err error) {
+	s.j.prog.scanned.Add(1)
+	if h := s.m.hookScan; h != nil {
+		if err := h(ctx); err != nil {
+			return false, err
 		}
 	}
+	return e.Deleted || s.matches(e), nil
+}
+
+// emit writes an entry visit kept: a resource to out (reduced to
+// _elements), a deletion to del, nothing for a tombstone when full (an
+// export without _since lists no deletions).
+func (s *scan) emit(ctx context.Context, snap Snapshot, e Entry, out, del *fileSeq, full bool) error {
+	p := &s.j.prog
 	if e.Deleted {
 		if full {
 			return nil
