@@ -389,9 +389,9 @@ func matchToken(vals []Value, typ string, v []byte) bool {
 				value = val
 			}
 		})
-		return matchPrimitiveToken(vals, value)
+		return matchPrimitiveToken(vals, "string", value)
 	}
-	return matchPrimitiveToken(vals, v)
+	return matchPrimitiveToken(vals, typ, v)
 }
 
 // matchCoding matches a Coding or Identifier object: its system and its
@@ -430,20 +430,31 @@ func matchCoding(vals []Value, v []byte, codeName string) bool {
 	return false
 }
 
-// matchPrimitiveToken matches a primitive (a string, code, uri, id ... or
-// boolean) by its value alone; see Match for the system.
-func matchPrimitiveToken(vals []Value, v []byte) bool {
+// matchPrimitiveToken matches a primitive of FHIR type typ by its value
+// alone (see Match for the system): a boolean is the JSON literal true or
+// false, an integer or decimal a JSON number (as written), any other
+// primitive (code, string, uri, id, ...) a JSON string.
+func matchPrimitiveToken(vals []Value, typ string, v []byte) bool {
 	if len(v) == 0 {
 		return false
 	}
 	var s []byte
-	switch v[0] {
-	case '"':
-		s, _ = str(v)
-	case 't', 'f':
-		s = v // true, false
+	switch typ {
+	case "boolean":
+		if v[0] != 't' && v[0] != 'f' {
+			return false
+		}
+		s = v
+	case "integer", "positiveInt", "unsignedInt", "decimal", "integer64":
+		if v[0] != '-' && (v[0] < '0' || v[0] > '9') {
+			return false
+		}
+		s = v
 	default:
-		return false
+		var ok bool
+		if s, ok = str(v); !ok {
+			return false
+		}
 	}
 	for i := range vals {
 		t := &vals[i]

@@ -196,7 +196,10 @@ func TestMatchToken(t *testing.T) {
 		{"bool true", mParam(defActive, "", tokV("true")), `{"active":true}`, true},
 		{"bool false", mParam(defActive, "", tokV("false")), `{"active":true}`, false},
 		{"bool false matches false", mParam(defActive, "", tokV("false")), `{"active":false}`, true},
-		{"bool string is not a boolean... but compares", mParam(defActive, "", tokV("true")), `{"active":"yes"}`, false},
+		{"bool as a string is the wrong shape", mParam(defActive, "", tokV("true")), `{"active":"true"}`, false},
+		{"code as a boolean is the wrong shape", mParam(defGender, "", tokV("true")), `{"gender":true}`, false},
+		{"integer token", mParam(mDef("n", "token", mPath("positiveInt", "n")), "", tokV("2")), `{"n":2}`, true},
+		{"integer token other", mParam(mDef("n", "token", mPath("positiveInt", "n")), "", tokV("2")), `{"n":12}`, false},
 		{"bool :not without element", mParam(defActive, "not", tokV("true")), `{"id":"x"}`, true},
 		// Coding (meta.tag).
 		{"tag", mParam(defTag, "", tokV("urn:t|a")), `{"meta":{"tag":[{"system":"urn:t","code":"a"}]}}`, true},
