@@ -362,3 +362,18 @@ func TestParseQueryLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestParseQueryStopsAtLimit: a parameter with hundreds of values is
+// refused at its 65th, not after parsing them all (here each value
+// allocates its folded text).
+func TestParseQueryStopsAtLimit(t *testing.T) {
+	q := "Patient?name=" + strings.Repeat("Äbcdefghijkl,", 580) + "Ä"
+	allocs := testing.AllocsPerRun(10, func() {
+		if _, err := ParseQuery(q); err == nil {
+			t.Fatal("accepted")
+		}
+	})
+	if allocs > 4*MaxQueryValues {
+		t.Errorf("ParseQuery of 581 values: %v allocations, want at most %d", allocs, 4*MaxQueryValues)
+	}
+}
