@@ -146,6 +146,9 @@ func ParseQuery(q string) (Query, error) {
 	}
 	typ, rest, ok := strings.Cut(q, "?")
 	if !ok {
+		if strings.Contains(strings.ToUpper(q), "%3F") {
+			return fail("", "no '?' (want Type?name=value; the query seems percent-encoded twice)")
+		}
 		return fail("", "no '?' (want Type?name=value)")
 	}
 	if !fhir.IsResourceType(typ) {

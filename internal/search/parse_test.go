@@ -217,6 +217,7 @@ func TestParseQueryErrors(t *testing.T) {
 		{"", "", "empty query"},
 		{"Observation", "", "no '?'"},
 		{"Observation=code", "", "no '?'"},
+		{"Observation%3Fcode%3D1", "", "percent-encoded twice"},
 		{"Foo?code=1", "", "Foo is not an R4 resource type"},
 		{"observation?code=1", "", "observation is not an R4 resource type"},
 		{"?code=1", "", `"" is not an R4 resource type`},
