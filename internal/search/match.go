@@ -198,33 +198,39 @@ func index(b []byte, s string, quoted bool) int {
 	return -1
 }
 
-// rarest returns the offset of the byte of s least likely in JSON text:
-// an upper-case letter or a digit before a rare lower-case letter before
-// a common one (by English letter frequency).
+// rarest returns the offset of the byte of s least likely in JSON text
+// (byteRarity).
 func rarest(s string) int {
-	const common = "etaoinsrhldcumfpgwybvkxjqz" // most common first
-	best, bestScore := 0, -1
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		score := 0
-		switch {
-		case 'A' <= c && c <= 'Z':
-			score = 40
-		case '0' <= c && c <= '9':
-			score = 30
-		case 'a' <= c && c <= 'z':
-			score = strings.IndexByte(common, c)
-		case c == '"' || c == ':' || c == ',' || c == ' ':
-			score = -1
-		default:
-			score = 28
-		}
-		if score > bestScore {
-			best, bestScore = i, score
+	best := 0
+	for i := 1; i < len(s); i++ {
+		if byteRarity[s[i]] > byteRarity[s[best]] {
+			best = i
 		}
 	}
 	return best
 }
+
+// byteRarity ranks bytes by how rare they are in FHIR JSON: upper-case
+// letters and digits above lower-case letters by English letter frequency,
+// and the punctuation of JSON itself lowest. A read-only table.
+var byteRarity = func() (r [256]uint8) {
+	const common = "etaoinsrhldcumfpgwybvkxjqz" // most common first
+	for c := range r {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			r[c] = 40
+		case '0' <= c && c <= '9':
+			r[c] = 30
+		case 'a' <= c && c <= 'z':
+			r[c] = uint8(strings.IndexByte(common, byte(c)))
+		case c == '"' || c == ':' || c == ',' || c == ' ':
+			r[c] = 0
+		default:
+			r[c] = 28
+		}
+	}
+	return r
+}()
 
 // hasPrefix is bytes.HasPrefix(b, []byte(s)) without the conversion.
 func hasPrefix(b []byte, s string) bool {
