@@ -3,15 +3,18 @@ package export
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/index/indextest"
+	"github.com/bulkstream/bulkstream/internal/search"
 	"github.com/bulkstream/bulkstream/internal/synth"
 )
 
@@ -161,5 +164,142 @@ func BenchmarkFinishedJobMemory(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric(float64(heap()-before)/float64(b.N), "heap-bytes/job")
 		})
+	}
+}
+
+// BenchmarkTypeFilter measures what _typeFilter costs on top of the scan
+// it rides on, on one index of about a million resources (scale copies of
+// the sample; TYPEFILTER_BENCH_SCALE, default 26 ≈ 1.0M) built once:
+//
+//   - scan: Snapshot.Scan of every Observation, reading each entry's
+//     bytes and nothing else (the physical limit of any Observation
+//     export: one ordered Pebble range scan);
+//   - match/<query>: the same scan plus the query's Match on each
+//     resource; its ns/resource minus scan's is the evaluation cost,
+//     reported next to the scan's as a percentage (goal ≤ 25 %);
+//   - export/<query>: a Manager export of _type=Observation with and
+//     without the query, kick-off to completed manifest (files written
+//     and fsynced).
+//
+// The kinds run alternated, round after round (b.N rounds), so that a
+// slower stretch of the machine falls on all of them; each figure is the
+// median over the rounds.
+//
+//	go test -run '^$' -bench TypeFilter -benchtime 3x ./export/
+func BenchmarkTypeFilter(b *testing.B) {
+	scale := 26
+	if s := os.Getenv("TYPEFILTER_BENCH_SCALE"); s != "" {
+		var err error
+		if scale, err = strconv.Atoi(s); err != nil || scale < 1 {
+			b.Fatalf("TYPEFILTER_BENCH_SCALE=%q: want a positive integer", s)
+		}
+	}
+	x, n, _ := benchIndex(b, scale)
+	m := startOver(b, x)
+	queries := []string{"Observation?category=laboratory", "Observation?date=ge2020-01-01"}
+	filters := make([]*search.Filter, len(queries))
+	for i, q := range queries {
+		f, err := compileTypeFilters([]string{q})
+		if err != nil {
+			b.Fatal(err)
+		}
+		filters[i] = f
+	}
+	snap, err := x.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer snap.Close()
+	ctx := context.Background()
+	// scanPass scans every Observation, matching each against f (nil: no
+	// filter), and returns the time, the entries and the matches.
+	scanPass := func(f *search.Filter) (d time.Duration, entries, matched int) {
+		start := time.Now()
+		var sum byte
+		err := snap.Scan(ctx, "Observation", 0, index.Unbounded, func(e index.Entry) error {
+			entries++
+			if len(e.Resource) > 0 {
+				sum += e.Resource[len(e.Resource)/2] // read the bytes, as a write would
+			}
+			if f != nil {
+				ok, err := f.Match("Observation", e.Resource)
+				if err != nil {
+					return err
+				}
+				if ok {
+					matched++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = sum
+		return time.Since(start), entries, matched
+	}
+	exportPass := func(q string) (time.Duration, int64) {
+		req := fullRequest()
+		req.Types = []string{"Observation"}
+		if q != "" {
+			req.TypeFilters = []string{q}
+		}
+		start := time.Now()
+		id := submit(b, m, req)
+		mf := waitManifest(b, m, id)
+		d := time.Since(start)
+		var written int64
+		for _, fi := range mf.Output {
+			written += fi.Count
+		}
+		if err := m.Cancel("", id); err != nil {
+			b.Fatal(err)
+		}
+		return d, written
+	}
+	var scanT []time.Duration
+	matchT := make([][]time.Duration, len(queries))
+	exportT := make([][]time.Duration, len(queries)+1) // [0]: unfiltered
+	var obs int
+	matched := make([]int, len(queries))
+	written := make([]int64, len(queries)+1)
+	b.ResetTimer()
+	for b.Loop() {
+		d, entries, _ := scanPass(nil)
+		scanT, obs = append(scanT, d), entries
+		for i, f := range filters {
+			d, _, k := scanPass(f)
+			matchT[i], matched[i] = append(matchT[i], d), k
+		}
+		for i, q := range append([]string{""}, queries...) {
+			d, w := exportPass(q)
+			exportT[i], written[i] = append(exportT[i], d), w
+		}
+	}
+	b.StopTimer()
+	med := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	perRes := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(obs) }
+	scanNs := perRes(med(scanT))
+	b.ReportMetric(float64(n), "resources")
+	b.ReportMetric(float64(obs), "observations")
+	b.ReportMetric(scanNs, "scan-ns/resource")
+	b.ReportMetric(float64(med(exportT[0]).Milliseconds()), "export-all-ms")
+	for i, q := range queries {
+		name := strings.NewReplacer("Observation?", "", "=", "-").Replace(q)
+		cost := perRes(med(matchT[i])) - scanNs
+		b.ReportMetric(cost, name+"-eval-ns/resource")
+		b.ReportMetric(100*cost/scanNs, name+"-eval-%-of-scan")
+		b.ReportMetric(float64(med(exportT[i+1]).Milliseconds()), name+"-export-ms")
+		b.ReportMetric(float64(written[i+1]), name+"-written")
+		if int64(matched[i]) != written[i+1] {
+			b.Errorf("%s: the scan matched %d, the export wrote %d", q, matched[i], written[i+1])
+		}
+	}
+	if written[0] != int64(obs) {
+		b.Errorf("the unfiltered export wrote %d of %d Observations", written[0], obs)
 	}
 }
