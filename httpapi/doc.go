@@ -16,7 +16,7 @@
 //	GET       [base]/bulkstatus/:id        202 (X-Progress, Retry-After) | 200 manifest | 500 OperationOutcome when the job failed
 //	DELETE    [base]/bulkstatus/:id        202 + informational OperationOutcome
 //	GET       [base]/bulkfiles/:id/:name   application/fhir+ndjson, Range/If-Range, gzip when accepted and no Range
-//	GET       [base]/metadata              CapabilityStatement (no auth; _format=json accepted)
+//	GET       [base]/metadata              CapabilityStatement (no auth; _format=json accepted; gzip when accepted)
 //	GET       [base]/.well-known/smart-configuration  SMART discovery (only with Config.Auth; no auth)
 //	POST      [base]/auth/token            SMART Backend Services token endpoint (only with Config.Auth)
 //	GET       [base]/OperationDefinition/export       HL7 system export definition

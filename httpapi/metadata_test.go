@@ -1,12 +1,17 @@
 package httpapi
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/bulkstream/bulkstream/internal/fhirdefs"
 )
 
 func getJSON(t *testing.T, h http.Handler, target string, v any) {
@@ -149,6 +154,19 @@ func TestOperationDefinitions(t *testing.T) {
 				continue
 			}
 			got[p.Name] = p.Type + " " + strconv.Itoa(*p.Min) + ".." + p.Max
+			// _typeFilter is supported: its documentation says what of FHIR
+			// search it takes and what happens to the rest.
+			if p.Name == "_typeFilter" {
+				for _, w := range []string{"ORed", "ANDed", "token, date, reference, string and uri", "rest.resource.searchParam",
+					":missing", ":not", ":exact", ":contains", "400", "Prefer: handling=lenient", "exported unfiltered", "error file"} {
+					if !strings.Contains(p.Documentation, w) {
+						t.Errorf("%s: _typeFilter documentation lacks %q: %s", tt.target, w, p.Documentation)
+					}
+				}
+				if strings.Contains(strings.ToLower(p.Documentation), "not supported by bulkstream") || strings.Contains(p.Documentation, "{{") {
+					t.Errorf("%s: _typeFilter documentation %q", tt.target, p.Documentation)
+				}
+			}
 			// _until is exclusive ("changed before", as the IG defines it), as
 			// ParseRequest reads it.
 			if p.Name == "_until" && !strings.Contains(p.Documentation, "before this instant") {
@@ -165,4 +183,99 @@ func TestOperationDefinitions(t *testing.T) {
 		}
 	}
 	checkOutcome(t, serve(h, request{method: "GET", target: "/fhir/OperationDefinition/system-export"}), http.StatusNotFound, "no route")
+}
+
+// TestCapabilityStatementSearchParams: every rest.resource entry lists, in
+// searchParam, exactly the search parameters of its type that _typeFilter
+// can use (the generated table's, unsupported ones left out), with their
+// type; the common ones (_id, _lastUpdated, ...) on every type.
+func TestCapabilityStatementSearchParams(t *testing.T) {
+	h := newTestHandler(t, newFakeJobs(), nil)
+	rec := serve(h, request{method: "GET", target: "/fhir/metadata", header: http.Header{"Accept": {"application/fhir+json"}}})
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET /metadata = %d", rec.Code)
+	}
+	var cs struct {
+		Rest []struct {
+			Resource []struct {
+				Type        string
+				SearchParam []map[string]string
+			}
+		}
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &cs); err != nil || len(cs.Rest) != 1 {
+		t.Fatalf("metadata: %v", err)
+	}
+	if ce := rec.Header().Get("Content-Encoding"); ce != "" {
+		t.Errorf("Content-Encoding %q without Accept-Encoding", ce)
+	}
+	// Gzipped when accepted: the same document, compressed once in New.
+	zrec := serve(h, request{method: "GET", target: "/fhir/metadata",
+		header: http.Header{"Accept": {"application/fhir+json"}, "Accept-Encoding": {"br;q=1, gzip;q=0.5"}}})
+	if zrec.Code != http.StatusOK || zrec.Header().Get("Content-Encoding") != "gzip" ||
+		!slices.Contains(zrec.Header().Values("Vary"), "Accept-Encoding") ||
+		zrec.Header().Get("Content-Length") != strconv.Itoa(zrec.Body.Len()) {
+		t.Errorf("gzip accepted: %d %v", zrec.Code, zrec.Header())
+	}
+	zlen := zrec.Body.Len()
+	zr, err := gzip.NewReader(zrec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(plain, rec.Body.Bytes()) {
+		t.Errorf("gzipped CapabilityStatement (%v) differs from the plain one", err)
+	}
+	t.Logf("CapabilityStatement: %d bytes, %d gzipped", rec.Body.Len(), zlen)
+	if rec.Body.Len() > 400<<10 || zlen > 40<<10 {
+		t.Errorf("CapabilityStatement: %d bytes, %d gzipped; want at most 400 KiB, 40 KiB", rec.Body.Len(), zlen)
+	}
+	seen := map[string]map[string]string{} // type → name → type
+	for _, res := range cs.Rest[0].Resource {
+		var want []string
+		for _, p := range fhirdefs.SearchParams(res.Type) {
+			if p.Unsupported == "" {
+				want = append(want, p.Code+" "+p.Type)
+			}
+		}
+		var got []string
+		seen[res.Type] = map[string]string{}
+		for _, sp := range res.SearchParam {
+			got = append(got, sp["name"]+" "+sp["type"])
+			seen[res.Type][sp["name"]] = sp["type"]
+			if sp["documentation"] != "usable in _typeFilter" {
+				t.Errorf("%s.%s: documentation %q", res.Type, sp["name"], sp["documentation"])
+			}
+			if d, ok := sp["definition"]; ok && !strings.HasPrefix(d, "http://hl7.org/fhir/SearchParameter/") {
+				t.Errorf("%s.%s: definition %q", res.Type, sp["name"], d)
+			}
+			for k := range sp {
+				if k != "name" && k != "type" && k != "documentation" && k != "definition" {
+					t.Errorf("%s.%s: member %q", res.Type, sp["name"], k)
+				}
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: searchParam %q, want %q", res.Type, got, want)
+		}
+	}
+	// Spot checks against the R4 registry, whatever the table says.
+	for typ, params := range map[string]map[string]string{
+		"Observation":       {"category": "token", "code": "token", "date": "date", "subject": "reference", "status": "token", "_lastUpdated": "date"},
+		"Patient":           {"_id": "token", "birthdate": "date", "gender": "token", "family": "string", "active": "token"},
+		"Condition":         {"clinical-status": "token", "onset-date": "date"},
+		"MedicationRequest": {"status": "token", "_profile": "uri", "_tag": "token", "_security": "token"},
+		"Account":           {"_id": "token", "_lastUpdated": "date"},
+	} {
+		for name, typ2 := range params {
+			if got := seen[typ][name]; got != typ2 {
+				t.Errorf("%s searchParam %s: type %q, want %q", typ, name, got, typ2)
+			}
+		}
+	}
+	for _, name := range []string{"combo-code-value-quantity", "value-quantity", "code-value-concept"} {
+		if _, ok := seen["Observation"][name]; ok {
+			t.Errorf("Observation lists %s (quantity or composite), which _typeFilter refuses", name)
+		}
+	}
 }
