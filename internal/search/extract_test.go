@@ -152,3 +152,37 @@ func TestEachValueAllocs(t *testing.T) {
 		t.Errorf("%v allocations per walk, want 0", allocs)
 	}
 }
+
+// BenchmarkEachValue reads Observation category codes and dates from the
+// sample's Observations, per resource, beside a plain validating walk of
+// the same bodies (jsonobj.SkipValue) for scale.
+func BenchmarkEachValue(b *testing.B) {
+	obs := sampleByType(b)["Observation"]
+	var size int64
+	for _, o := range obs {
+		size += int64(len(o))
+	}
+	for _, c := range []struct{ name, code string }{{"category", "category"}, {"date", "date"}, {"patient", "patient"}, {"code", "code"}} {
+		p, ok := fhirdefs.LookupSearchParam("Observation", c.code)
+		if !ok || p.Unsupported != "" {
+			b.Fatalf("Observation %s: %+v", c.code, p)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			n := 0
+			fn := func([]byte) bool { n++; return true }
+			b.SetBytes(size / int64(len(obs)))
+			for i := 0; b.Loop(); i++ {
+				body := obs[i%len(obs)]
+				for j := range p.Paths {
+					eachValue(body, &p.Paths[j], fn)
+				}
+			}
+		})
+	}
+	b.Run("skipvalue", func(b *testing.B) {
+		b.SetBytes(size / int64(len(obs)))
+		for i := 0; b.Loop(); i++ {
+			jsonobj.SkipValue(obs[i%len(obs)], 0)
+		}
+	})
+}
