@@ -31,20 +31,23 @@ var fhirFiles embed.FS
 // group-export OperationDefinitions (their "{{TYPEFILTER}}"), one text for
 // the three levels. The semantics are the IG's
 // (https://hl7.org/fhir/uv/bulkdata/export.html#_typefilter-query-parameter)
-// over FHIR R4 search (https://hl7.org/fhir/R4/search.html).
+// over FHIR R4 search (https://hl7.org/fhir/R4/search.html). The limits
+// it states are search.MaxQueryBytes, search.MaxQueryValues and
+// export.MaxTypeFilters (TestOperationDefinitions checks the last).
 const typeFilterDoc = "FHIR search queries, [type]?[parameter]=[value]&..., that narrow the resources of their type; " +
 	"repeated, or comma-delimited where the next query starts with [type]? (a comma inside a value is a value OR); one valueString each in a POST body. " +
 	"Queries for the same type are ORed, the parameters of one query ANDed; a type without a query is exported unfiltered, " +
 	"a query for a type outside _type has no effect. Evaluated during the export's scan, at system, Patient and Group level, " +
 	"together with _since, _until, _elements and organizeOutputBy. " +
 	"Supported: the token, date, reference, string and uri search parameters of FHIR R4 that the CapabilityStatement lists " +
-	"per type in rest.resource.searchParam, including _id, _lastUpdated, _tag, _profile and _security on every type. " +
+	"per type in rest.resource.searchParam, including _id, _lastUpdated, _tag, _profile, _security and _source on every type. " +
 	"token: code, system|code, |code, system| (booleans as true/false); date: the prefixes eq, ne, gt, lt, ge, le, sa, eb and ap, " +
-	"partial dates, against date, dateTime, instant, Period and Timing values; reference: id, Type/id or an absolute URL; " +
-	"string: starts-with, case- and accent-insensitive; uri: exact. " +
+	"partial dates (a time without zone is UTC), against date, dateTime, instant, Period and Timing values; " +
+	"reference: id, Type/id or an absolute URL; string: starts-with, case- and accent-insensitive; uri: exact. " +
 	"Modifiers: :missing (true or false, any type), :not (token), :exact and :contains (string). " +
-	"Not supported: result parameters (_sort, _include, _revinclude, _elements, _count, _summary, ...), chained parameters, " +
-	"_has, _filter, composite and quantity parameters, parameters not listed for the type and other modifiers. " +
+	"Not supported: result parameters (_sort, _include, _revinclude, _elements, _count, _summary, ...), chains (subject.name), " +
+	"type-restricted references (subject:Patient), _has, _filter, number, quantity, composite and special parameters, " +
+	"parameters not listed for the type and other modifiers. A query is at most 8 KiB with 64 values, a kick-off at most 64 queries. " +
 	"A query using one is refused with 400 and an OperationOutcome naming the parameter, or, with Prefer: handling=lenient, " +
 	"its type is exported unfiltered (a superset, never a subset) and a warning OperationOutcome is added to the manifest's error files."
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkstream/bulkstream/export"
 	"github.com/bulkstream/bulkstream/internal/fhirdefs"
 )
 
@@ -158,7 +160,8 @@ func TestOperationDefinitions(t *testing.T) {
 			// search it takes and what happens to the rest.
 			if p.Name == "_typeFilter" {
 				for _, w := range []string{"ORed", "ANDed", "token, date, reference, string and uri", "rest.resource.searchParam",
-					":missing", ":not", ":exact", ":contains", "400", "Prefer: handling=lenient", "exported unfiltered", "error file"} {
+					":missing", ":not", ":exact", ":contains", "400", "Prefer: handling=lenient", "exported unfiltered", "error file",
+					fmt.Sprintf("at most %d queries", export.MaxTypeFilters)} {
 					if !strings.Contains(p.Documentation, w) {
 						t.Errorf("%s: _typeFilter documentation lacks %q: %s", tt.target, w, p.Documentation)
 					}
