@@ -13,8 +13,11 @@
 //     (Request.PatientLevel) or [base]/Group/<id>/$export (Request.Group,
 //     the id path-escaped). Request.Patients (patient, Patient or Group
 //     level only) is sent as POST valueReference entries only, as the IG
-//     defines it, so it makes the kick-off a POST. Request.Validate
-//     refuses contradictory levels before any request.
+//     defines it, so it makes the kick-off a POST. Request.TypeFilters
+//     (_typeFilter queries) are repeated query parameters, never
+//     comma-joined, or one valueString each. Request.Validate refuses
+//     contradictory levels and a filter that is no Type?query before any
+//     request.
 //   - Polling waits what Retry-After says (seconds or HTTP-date), clamped
 //     to [Config.PollMin, Config.PollMax]; without it the wait grows by
 //     half from PollMin up to PollMax. X-Progress goes to Config.OnProgress.
@@ -44,7 +47,7 @@
 //     once every file is in place.
 //   - Incremental sync: State (a JSON file, replaced atomically) keeps per
 //     server and type list (StateKey; RequestStateKey adds the level,
-//     Group and patient list) the transactionTime of the last
+//     Group, patient list and _typeFilter queries) the transactionTime of the last
 //     complete run, the next run's _since. ApplyMirror keeps a directory
 //     of <Type>.ndjson files equal to the server's current state: a full
 //     run replaces the types it covers, an incremental one replaces the
