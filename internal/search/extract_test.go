@@ -79,6 +79,7 @@ func TestEachValue(t *testing.T) {
 		{"telecom[system=fax].value", nil},
 		{"status[system=x]", nil}, // a filter keeps only objects
 		{"nested.a", []string{`2`}},
+		{"nested", []string{`{"a":2}`}}, // an array inside an array is not followed
 		{"nul", nil},
 		{"dup", []string{`"second"`}},
 		{"escaped", []string{`"yes"`}},
