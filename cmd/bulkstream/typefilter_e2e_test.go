@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"maps"
@@ -140,7 +141,8 @@ func typeFilterKickoff(t *testing.T, method, u, body, prefer string) (*http.Resp
 // computed here from the sample's raw JSON: a system-level GET (a filtered
 // type next to an unfiltered one), a POST whose two queries for one type
 // are ORed, a Group-level `bulkstream fetch --type-filter` (parameters of
-// one query ANDed, a value comma ORed, two types filtered); an unsupported
+// one query ANDed, a value comma ORed, two types filtered); /metadata lists
+// the parameters used (gzipped on the wire); an unsupported
 // parameter is a 400 OperationOutcome naming it, and with Prefer:
 // handling=lenient its type is exported whole with a warning in the error
 // file.
@@ -251,6 +253,52 @@ func TestTypeFilterE2E(t *testing.T) {
 		t.Logf("Group members: %d of %d Observations, %d of %d Patients pass", len(wantObs), memberObs, len(wantPats), len(members))
 		sameIDs(t, "the members' vital-signs or survey Observations since 2019", got["Observation"], wantObs)
 		sameIDs(t, "female members", got["Patient"], wantPats)
+	})
+
+	// The CapabilityStatement lists what the queries above use, gzipped
+	// on the wire when asked.
+	t.Run("metadata searchParam", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, s.base+"/metadata", nil)
+		req.Header.Set("Accept", "application/fhir+json")
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultTransport.RoundTrip(req) // no transparent decompression
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("metadata: %d, Content-Encoding %q; want 200 gzip", resp.StatusCode, resp.Header.Get("Content-Encoding"))
+		}
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs struct {
+			Rest []struct {
+				Resource []struct {
+					Type        string
+					SearchParam []struct{ Name, Type string }
+				}
+			}
+		}
+		if err := json.NewDecoder(zr).Decode(&cs); err != nil || len(cs.Rest) != 1 {
+			t.Fatalf("metadata: %v", err)
+		}
+		listed := map[string]string{}
+		for _, r := range cs.Rest[0].Resource {
+			for _, p := range r.SearchParam {
+				listed[r.Type+"?"+p.Name] = p.Type
+			}
+		}
+		for q, typ := range map[string]string{"Observation?category": "token", "Observation?date": "date", "Condition?clinical-status": "token",
+			"Condition?onset-date": "date", "Patient?gender": "token"} {
+			if listed[q] != typ {
+				t.Errorf("searchParam %s: type %q, want %q", q, listed[q], typ)
+			}
+		}
+		if _, ok := listed["Patient?status"]; ok {
+			t.Errorf("searchParam lists Patient?status, which R4 does not define")
+		}
 	})
 
 	t.Run("unsupported parameter 400", func(t *testing.T) {
