@@ -106,7 +106,8 @@ with resume and retries, line counts checked against the manifest. Files
 and manifest.json go to --out; a summary goes to stdout.
 
 Incremental sync: --state FILE keeps the last transactionTime per server
-(and --type list) and uses it as the next _since; it advances only after
+(and --type list, level, Group, patients and --type-filter queries) and
+uses it as the next _since; it advances only after
 every file of the run is downloaded and verified. --apply DIR keeps one
 NDJSON file per resource type there, the current state after applying
 this run's outputs and deletions (a run without _since replaces it).
