@@ -1,0 +1,222 @@
+package jsonobj
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+)
+
+// The plain walk: a fast, non-validating reader for text that has no
+// backslash, such as most stored resources (which ingest validated). Without
+// a backslash a string literal has no escape, so it ends at the next '"',
+// and a container ends where its brackets, counted outside strings,
+// balance. The walk does not check the grammar inside the values it skips:
+// it is for callers that only need the offsets of members in text already
+// known to be JSON. On any other text it returns offsets within the text
+// or -1 (it reaches the end without finding what it needs), never panics
+// and always ends; the caller must have checked that the text has no
+// backslash (bytes.IndexByte(b, '\\') < 0), or a quote escaped inside a
+// string misleads it.
+
+// SkipPlain returns the offset just past the JSON value at b[i] in text
+// without backslashes, or -1 when the text ends first or no value starts
+// at b[i]. It checks only what it needs to find the end: the quotes of
+// strings and the brackets of containers (a container ends at the bracket
+// that balances its first one, whichever kind); a number or literal ends
+// at the next ',', '}', ']' or whitespace.
+func SkipPlain(b []byte, i int) int {
+	if i < 0 || i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		j := bytes.IndexByte(b[i+1:], '"')
+		if j < 0 {
+			return -1
+		}
+		return i + j + 2
+	case '{', '[':
+		return skipPlainContainer(b, i)
+	case ',', '}', ']', ':', ' ', '\t', '\n', '\r':
+		return -1
+	}
+	j := i + 1
+	for j < len(b) && !plainEnd[b[j]] {
+		j++
+	}
+	return j
+}
+
+// plainEnd marks the bytes that end a number or literal.
+var plainEnd = [256]bool{',': true, '}': true, ']': true, ' ': true, '\t': true, '\n': true, '\r': true}
+
+// skipPlainContainer returns the offset just past the object or array at
+// b[i], or -1. It looks for quotes and brackets 8 bytes at a time (SWAR)
+// and toggles between string and structure at each quote.
+func skipPlainContainer(b []byte, i int) int {
+	const (
+		quotes = swarOnes * '"'
+		opens  = swarOnes * '{' // '[' | 0x20 is '{'
+		closes = swarOnes * '}' // ']' | 0x20 is '}'
+		lower  = swarOnes * 0x20
+	)
+	n := len(b)
+	depth := 1
+	inStr := false
+	i++
+	for i < n {
+		// Find the next quote or bracket from b[i].
+		for i+8 <= n {
+			w := binary.LittleEndian.Uint64(b[i:])
+			q := w ^ quotes
+			var special uint64
+			if inStr {
+				special = (q - swarOnes) & ^q & swarHighs
+			} else {
+				f := w | lower // folds '[' onto '{' and ']' onto '}'
+				o := f ^ opens
+				c := f ^ closes
+				special = ((q - swarOnes) & ^q | (o - swarOnes) & ^o | (c - swarOnes) & ^c) & swarHighs
+			}
+			if special != 0 {
+				// The lowest flagged byte is a true one (a borrow only
+				// flags bytes above it).
+				i += bits.TrailingZeros64(special) >> 3
+				goto found
+			}
+			i += 8
+		}
+		for i < n {
+			switch c := b[i]; {
+			case c == '"':
+				goto found
+			case inStr:
+			case c == '{', c == '[', c == '}', c == ']':
+				goto found
+			}
+			i++
+		}
+		return -1
+	found:
+		switch b[i] {
+		case '"':
+			inStr = !inStr
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		}
+		i++
+	}
+	return -1
+}
+
+// A PlainIter reads the members of an object, or the elements of an
+// array, in text without backslashes, as Iter does but without checking
+// the values it skips (SkipPlain). It checks the container's own
+// structure: '"name":' before each member's value, ',' between items and
+// the closing bracket (not whitespace: compact text only).
+//
+//	it := jsonobj.PlainObject(b, i)
+//	for it.Next() {
+//		… b[it.KeyStart:it.KeyEnd], b[it.ValueStart:it.ValueEnd] …
+//	}
+//	end := it.End() // -1 if the walk failed
+type PlainIter struct {
+	// The current item: its name (objects only) as a string literal,
+	// quotes included, at b[KeyStart:KeyEnd], and its value at
+	// b[ValueStart:ValueEnd].
+	KeyStart, KeyEnd     int
+	ValueStart, ValueEnd int
+
+	b     []byte
+	i     int // where the next item or the closer is due
+	close byte
+	state byte // iterStart, iterMore, iterEnd, or iterBad
+}
+
+// PlainObject returns a PlainIter over the members of the object at b[i]
+// (text without backslashes). If b[i] is not '{', the iterator has no
+// items and End returns -1.
+func PlainObject(b []byte, i int) PlainIter { return plainIter(b, i, '{', '}') }
+
+// PlainArray returns a PlainIter over the elements of the array at b[i],
+// as PlainObject does for objects.
+func PlainArray(b []byte, i int) PlainIter { return plainIter(b, i, '[', ']') }
+
+func plainIter(b []byte, i int, open, close byte) PlainIter {
+	it := PlainIter{b: b, close: close, i: i + 1}
+	if i < 0 || i >= len(b) || b[i] != open {
+		it.state = iterBad
+	}
+	return it
+}
+
+// Next reads the next item and reports whether there was one. It returns
+// false at the end of the container and where the walk fails.
+func (it *PlainIter) Next() bool {
+	b, i := it.b, it.i
+	switch it.state {
+	case iterStart:
+		if i < len(b) && b[i] == it.close {
+			it.i, it.state = i+1, iterEnd
+			return false
+		}
+	case iterMore:
+		if i >= len(b) {
+			it.state = iterBad
+			return false
+		}
+		if b[i] == it.close {
+			it.i, it.state = i+1, iterEnd
+			return false
+		}
+		if b[i] != ',' {
+			it.state = iterBad
+			return false
+		}
+		i++
+	default:
+		return false
+	}
+	if it.close == '}' {
+		if i >= len(b) || b[i] != '"' {
+			it.state = iterBad
+			return false
+		}
+		j := bytes.IndexByte(b[i+1:], '"')
+		if j < 0 {
+			it.state = iterBad
+			return false
+		}
+		it.KeyStart, it.KeyEnd = i, i+j+2
+		if i = it.KeyEnd; i >= len(b) || b[i] != ':' {
+			it.state = iterBad
+			return false
+		}
+		i++
+	}
+	it.ValueStart = i
+	if it.ValueEnd = SkipPlain(b, i); it.ValueEnd < 0 {
+		it.state = iterBad
+		return false
+	}
+	it.i, it.state = it.ValueEnd, iterMore
+	return true
+}
+
+// Name returns the current member's name without its quotes (a slice of
+// the text: without backslashes it has no escapes).
+func (it *PlainIter) Name() []byte { return it.b[it.KeyStart+1 : it.KeyEnd-1] }
+
+// End returns the offset just past the container's closing bracket, once
+// Next has returned false, or -1 if the walk failed (or Next has not
+// reached the end).
+func (it *PlainIter) End() int {
+	if it.state != iterEnd {
+		return -1
+	}
+	return it.i
+}
