@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkstream/bulkstream/index"
 	"github.com/bulkstream/bulkstream/internal/fhir"
+	"github.com/bulkstream/bulkstream/internal/search"
 )
 
 // fuzzParams decodes the fuzzer's string into params: "&" separates
@@ -65,7 +66,7 @@ func FuzzParseRequest(f *testing.F) {
 				t.Fatalf("%q: error %v is not a *RequestError", query, err)
 			}
 			switch re.Code {
-			case "invalid", "value", "not-supported":
+			case "invalid", "value", "not-supported", "too-costly":
 			default:
 				t.Fatalf("%q: code %q", query, re.Code)
 			}
@@ -101,7 +102,31 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("%q: _type given %v but Types %q", query, hasType, req.Types)
 		}
 		checkLevelParams(t, query, params, level, lenient, req)
+		checkTypeFilters(t, query, params, req)
 	})
+}
+
+// checkTypeFilters checks an accepted request's TypeFilters: each one
+// query of a given _typeFilter that parses, once, of a requested type.
+func checkTypeFilters(t *testing.T, query string, params []Param, req Request) {
+	t.Helper()
+	if len(req.TypeFilters) > MaxTypeFilters {
+		t.Fatalf("%q: %d _typeFilter queries kept, past the limit", query, len(req.TypeFilters))
+	}
+	for i, q := range req.TypeFilters {
+		pq, err := search.ParseQuery(q)
+		if err != nil || slices.Contains(req.TypeFilters[:i], q) {
+			t.Fatalf("%q: kept a bad or duplicate query %q (%v)", query, q, err)
+		}
+		if len(req.Types) > 0 && !slices.Contains(req.Types, pq.Type) {
+			t.Fatalf("%q: kept query %q of a type outside _type %q", query, q, req.Types)
+		}
+		if !slices.ContainsFunc(params, func(p Param) bool {
+			return p.Name == "_typeFilter" && slices.Contains(search.SplitTypeFilter(p.Value), q)
+		}) {
+			t.Fatalf("%q: kept query %q that no _typeFilter holds", query, q)
+		}
+	}
 }
 
 // checkLevelParams checks what an accepted request made of patient,
