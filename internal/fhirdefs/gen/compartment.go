@@ -97,32 +97,14 @@ func patientCompartment(compartment, params []byte) (map[string]compartmentRule,
 		return nil, fmt.Errorf("compartmentdefinition-patient.json: %s %q of code %q, want the CompartmentDefinition %s of code Patient",
 			cd.ResourceType, cd.URL, cd.Code, patientCompartmentURL)
 	}
-	var bd struct {
-		ResourceType string `json:"resourceType"`
-		Entry        []struct {
-			Resource struct {
-				ResourceType string   `json:"resourceType"`
-				ID           string   `json:"id"`
-				Code         string   `json:"code"`
-				Base         []string `json:"base"`
-				Expression   string   `json:"expression"`
-			} `json:"resource"`
-		} `json:"entry"`
-	}
-	if err := json.Unmarshal(params, &bd); err != nil {
-		return nil, fmt.Errorf("search-parameters.json: %w", err)
-	}
-	if bd.ResourceType != "Bundle" {
-		return nil, fmt.Errorf("search-parameters.json: resourceType %q, want Bundle", bd.ResourceType)
+	defs, err := searchParameters(params)
+	if err != nil {
+		return nil, err
 	}
 	type key struct{ base, code string }
 	type param struct{ id, expression string }
 	byKey := map[key][]param{}
-	for _, e := range bd.Entry {
-		sp := e.Resource
-		if sp.ResourceType != "SearchParameter" {
-			continue
-		}
+	for _, sp := range defs {
 		for _, base := range sp.Base {
 			k := key{base, sp.Code}
 			byKey[k] = append(byKey[k], param{sp.ID, sp.Expression})

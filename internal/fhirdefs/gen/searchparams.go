@@ -195,24 +195,9 @@ func searchParams(params, resources, types []byte) (searchParamsTable, error) {
 		}
 	}
 
-	var bd struct {
-		ResourceType string `json:"resourceType"`
-		Entry        []struct {
-			Resource struct {
-				ResourceType string   `json:"resourceType"`
-				ID           string   `json:"id"`
-				Code         string   `json:"code"`
-				Type         string   `json:"type"`
-				Base         []string `json:"base"`
-				Expression   string   `json:"expression"`
-			} `json:"resource"`
-		} `json:"entry"`
-	}
-	if err := json.Unmarshal(params, &bd); err != nil {
-		return nil, fmt.Errorf("search-parameters.json: %w", err)
-	}
-	if bd.ResourceType != "Bundle" {
-		return nil, fmt.Errorf("search-parameters.json: resourceType %q, want Bundle", bd.ResourceType)
+	defs, err := searchParameters(params)
+	if err != nil {
+		return nil, err
 	}
 	tab := searchParamsTable{}
 	seen := map[string]string{} // type + " " + code → SearchParameter id
@@ -233,11 +218,7 @@ func searchParams(params, resources, types []byte) (searchParamsTable, error) {
 			}
 		}
 	}
-	for _, e := range bd.Entry {
-		sp := e.Resource
-		if sp.ResourceType != "SearchParameter" {
-			continue
-		}
+	for _, sp := range defs {
 		if !isCode(sp.Code) || sp.Type == "" {
 			return nil, fmt.Errorf("search-parameters.json: SearchParameter %s: code %q, type %q", sp.ID, sp.Code, sp.Type)
 		}
@@ -769,4 +750,39 @@ func whereEq(arg string) (field, value string, ok bool) {
 		return "", "", false
 	}
 	return f, v[1 : len(v)-1], true
+}
+
+// searchParameterDef is one SearchParameter of search-parameters.json, with
+// the fields the generators read.
+type searchParameterDef struct {
+	ResourceType string   `json:"resourceType"`
+	ID           string   `json:"id"`
+	Code         string   `json:"code"`
+	Type         string   `json:"type"`
+	Base         []string `json:"base"`
+	Expression   string   `json:"expression"`
+}
+
+// searchParameters decodes search-parameters.json, a Bundle, into its
+// SearchParameter entries (others are skipped).
+func searchParameters(params []byte) ([]searchParameterDef, error) {
+	var bd struct {
+		ResourceType string `json:"resourceType"`
+		Entry        []struct {
+			Resource searchParameterDef `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(params, &bd); err != nil {
+		return nil, fmt.Errorf("search-parameters.json: %w", err)
+	}
+	if bd.ResourceType != "Bundle" {
+		return nil, fmt.Errorf("search-parameters.json: resourceType %q, want Bundle", bd.ResourceType)
+	}
+	var out []searchParameterDef
+	for _, e := range bd.Entry {
+		if e.Resource.ResourceType == "SearchParameter" {
+			out = append(out, e.Resource)
+		}
+	}
+	return out, nil
 }
