@@ -38,8 +38,13 @@ func eachValue(body []byte, p *fhirdefs.SearchPath, fn func(v []byte) bool) erro
 
 // walker is one eachValue walk.
 type walker struct {
-	p    *fhirdefs.SearchPath
-	fn   func(v []byte) bool
+	p  *fhirdefs.SearchPath
+	fn func(v []byte) bool
+	// fast walks with jsonobj's plain walk, which does not check what it
+	// skips: only for text without backslashes. bad then means that the
+	// walk failed (whitespace, or text that is not JSON), and the caller
+	// walks again with the validating Scanner.
+	fast bool
 	stop bool // fn returned false
 	bad  bool // the text is not JSON
 }
@@ -51,8 +56,30 @@ func (w *walker) object(b []byte, i, si, depth int) {
 	if !ok {
 		return
 	}
+	w.step(b, vs, ve, si, depth)
+}
+
+// step follows step si from b[vs:ve], the value of its member in an
+// object at nesting depth.
+func (w *walker) step(b []byte, vs, ve, si, depth int) {
 	if b[vs] != '[' {
 		w.value(b, vs, ve, si, depth+1)
+		return
+	}
+	if w.fast {
+		it := jsonobj.PlainArray(b[:ve], vs)
+		for it.Next() {
+			if b[it.ValueStart] == '[' {
+				continue // nested arrays are not FHIR JSON
+			}
+			w.value(b, it.ValueStart, it.ValueEnd, si, depth+2)
+			if w.stop || w.bad {
+				return
+			}
+		}
+		if it.End() < 0 {
+			w.bad = true
+		}
 		return
 	}
 	var s jsonobj.Scanner
@@ -129,8 +156,22 @@ func (w *walker) targetOK(b []byte, vs, depth int) bool {
 
 // member returns the bounds of the value of the last member named name
 // of the object at b[i], reading the whole object (a later duplicate
-// wins). It sets w.bad when the object is not JSON.
+// wins). It sets w.bad when the object is not JSON (or, fast, when the
+// plain walk fails).
 func (w *walker) member(b []byte, i, depth int, name string) (vs, ve int, ok bool) {
+	if w.fast {
+		it := jsonobj.PlainObject(b, i)
+		for it.Next() {
+			if string(it.Name()) == name {
+				vs, ve, ok = it.ValueStart, it.ValueEnd, true
+			}
+		}
+		if it.End() < 0 {
+			w.bad = true
+			return 0, 0, false
+		}
+		return vs, ve, ok
+	}
 	var s jsonobj.Scanner
 	it := s.Object(b, i, depth)
 	for it.Next() {

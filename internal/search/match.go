@@ -77,17 +77,21 @@ func (q *Query) Match(body []byte) (bool, error) {
 		}
 	}
 	m := matcher{body: body, plain: bytes.IndexByte(body, '\\') < 0}
-	// Cheap rejects first: a needle every match needs missing from the
-	// text. Such a body is not read any further.
 	if m.plain {
+		// Cheap rejects first: a needle every match needs missing from
+		// the text. Such a body is not read any further.
 		for i := range q.Params {
 			if !m.mayMatch(&q.Params[i]) {
 				return false, nil
 			}
 		}
+		if ok, done := m.matchFast(q); done {
+			return ok, nil
+		}
+		m.fast, m.bad = false, false
 	}
 	for i := range q.Params {
-		ok, err := m.param(&q.Params[i])
+		ok, err := m.param(&q.Params[i], nil)
 		if err != nil || !ok {
 			return false, err
 		}
@@ -99,7 +103,113 @@ func (q *Query) Match(body []byte) (bool, error) {
 type matcher struct {
 	body  []byte
 	plain bool // body has no backslash: every string is as written
-	now   int64
+	// fast reads body with jsonobj's plain walk (plain bodies only); bad
+	// is set when that walk fails, and the match is then done again with
+	// the validating walk.
+	fast, bad bool
+	now       int64
+}
+
+// maxFastPaths bounds the paths of a query that matchFast reads in one
+// walk (its offsets live on the stack); a query with more is read path by
+// path.
+const maxFastPaths = 32
+
+// topValue is the value of a path's first member in the resource:
+// body[vs:ve], ve 0 when the resource has none.
+type topValue struct{ vs, ve int }
+
+// matchFast evaluates q on a plain body (no backslash) with one walk of
+// the resource's members for all the paths of all of q's parameters, each
+// member handed to the paths that start with it, and the plain walk
+// (jsonobj.SkipPlain) that jumps over strings and containers without
+// checking them: ingest stored the body as validated JSON. The walk of
+// the resource stops after the last place where the text has the name of
+// a path's first member as a string: with no backslash every name is
+// written as itself, so no member the paths need starts after it, and the
+// last of several members of that name (the one that counts) is at or
+// before it. done is false when the fast walk cannot answer (whitespace
+// between tokens, text that is not compact JSON where it reads, or too
+// many paths): the caller then evaluates q with the validating walk,
+// whose answers and errors are the reference.
+func (m *matcher) matchFast(q *Query) (ok, done bool) {
+	b := m.body
+	// Text that does not end as an object does is left to the
+	// validating walk, which reads it and says why.
+	end := len(b) - 1
+	if b[end] != '}' || end > 1 && b[end-1] == ',' {
+		return false, false
+	}
+	var tops [maxFastPaths]topValue
+	var want [maxFastPaths]bool
+	n, limit := 0, -1
+	for i := range q.Params {
+		paths := q.Params[i].Def.Paths
+		if n+len(paths) > maxFastPaths {
+			return false, false
+		}
+		for j := range paths {
+			if len(paths[j].Steps) > 0 {
+				if at := lastQuoted(b, paths[j].Steps[0].Name); at >= 0 {
+					want[n+j] = true
+					limit = max(limit, at)
+				}
+			}
+		}
+		n += len(paths)
+	}
+	if limit >= 0 {
+		it := jsonobj.PlainObject(b, 0)
+		stopped := false
+		for it.Next() {
+			name := it.Name()
+			k := 0
+			for i := range q.Params {
+				for _, p := range q.Params[i].Def.Paths {
+					if want[k] && string(name) == p.Steps[0].Name {
+						tops[k] = topValue{it.ValueStart, it.ValueEnd}
+					}
+					k++
+				}
+			}
+			if it.ValueEnd > limit {
+				stopped = true
+				break
+			}
+		}
+		if !stopped && it.End() != len(b) {
+			return false, false
+		}
+	}
+	m.fast = true
+	k := 0
+	for i := range q.Params {
+		p := &q.Params[i]
+		ok, _ := m.param(p, tops[k:k+len(p.Def.Paths)])
+		if m.bad {
+			return false, false
+		}
+		if !ok {
+			return false, true
+		}
+		k += len(p.Def.Paths)
+	}
+	return true, true
+}
+
+// lastQuoted returns the offset in b of the last s between quotes (the
+// offset of s, after the opening quote), or -1.
+func lastQuoted(b []byte, s string) int {
+	last := -1
+	for i := 0; i < len(b); {
+		j := index(b[i:], s, true)
+		if j < 0 {
+			break
+		}
+		last = i + j
+		i = last + len(s)
+	}
+	return last
 }
 
 // mayMatch reports whether p can match m.body as far as a look for the
@@ -250,33 +360,52 @@ func supported(p *Param) error {
 }
 
 // param evaluates one parameter.
-func (m *matcher) param(p *Param) (bool, error) {
+// In the fast walk, tops are the values of the first members of
+// p.Def.Paths.
+func (m *matcher) param(p *Param, tops []topValue) (bool, error) {
 	switch p.Modifier {
 	case "missing":
-		has, err := m.any(p, true)
+		has, err := m.any(p, tops, true)
 		return has != p.Missing, err
 	case "not":
-		found, err := m.any(p, false)
+		found, err := m.any(p, tops, false)
 		return !found, err
 	}
-	return m.any(p, false)
+	return m.any(p, tops, false)
 }
 
 // any reports whether some path of p reaches a value (presence) or a
 // value that matches one of p's Values.
-func (m *matcher) any(p *Param, presence bool) (bool, error) {
+func (m *matcher) any(p *Param, tops []topValue, presence bool) (bool, error) {
 	found := false
+	fn := func(path *fhirdefs.SearchPath) func(v []byte) bool {
+		return func(v []byte) bool {
+			found = presence || m.value(p, path.Type, v)
+			return !found && !m.bad
+		}
+	}
 	for i := range p.Def.Paths {
 		path := &p.Def.Paths[i]
-		if m.plain && len(path.Steps) > 0 && !hasName(m.body, path.Steps[0].Name) {
-			continue // the path's first member is not in the text
-		}
-		err := eachValue(m.body, path, func(v []byte) bool {
-			found = presence || m.value(p, path.Type, v)
-			return !found
-		})
-		if err != nil {
-			return false, err
+		if m.fast {
+			t := tops[i]
+			if t.ve == 0 {
+				continue
+			}
+			w := walker{p: path, fn: fn(path), fast: true}
+			w.step(m.body, t.vs, t.ve, 0, 1)
+			if w.bad {
+				m.bad = true
+			}
+			if m.bad {
+				return false, nil
+			}
+		} else {
+			if m.plain && len(path.Steps) > 0 && !hasName(m.body, path.Steps[0].Name) {
+				continue // the path's first member is not in the text
+			}
+			if err := eachValue(m.body, path, fn(path)); err != nil {
+				return false, err
+			}
 		}
 		if found {
 			return true, nil
@@ -290,9 +419,9 @@ func (m *matcher) any(p *Param, presence bool) (bool, error) {
 func (m *matcher) value(p *Param, typ string, v []byte) bool {
 	switch p.Def.Type {
 	case "token":
-		return matchToken(p.Values, typ, v)
+		return m.matchToken(p.Values, typ, v)
 	case "date":
-		lo, hi, ok := targetRange(typ, v)
+		lo, hi, ok := m.targetRange(typ, v)
 		if !ok {
 			return false
 		}
@@ -302,9 +431,9 @@ func (m *matcher) value(p *Param, typ string, v []byte) bool {
 			}
 		}
 	case "reference":
-		return matchReference(p.Values, v)
+		return m.matchReference(p.Values, v)
 	case "string":
-		return matchString(p.Values, p.Modifier, typ, v)
+		return m.matchString(p.Values, p.Modifier, typ, v)
 	case "uri":
 		s, ok := str(v)
 		if !ok {
@@ -335,9 +464,19 @@ func str(v []byte) (s []byte, ok bool) {
 // eachMember calls fn with the name (as written: FHIR names have no
 // escapes) and value of each member of the JSON object v; false when v is
 // not an object.
-func eachMember(v []byte, fn func(name, val []byte)) bool {
+func (m *matcher) eachMember(v []byte, fn func(name, val []byte)) bool {
 	if len(v) == 0 || v[0] != '{' {
 		return false
+	}
+	if m.fast {
+		it := jsonobj.PlainObject(v, 0)
+		for it.Next() {
+			fn(it.Name(), v[it.ValueStart:it.ValueEnd])
+		}
+		if it.End() < 0 {
+			m.bad = true
+		}
+		return true
 	}
 	var s jsonobj.Scanner
 	it := s.Object(v, 0, 1)
@@ -349,10 +488,22 @@ func eachMember(v []byte, fn func(name, val []byte)) bool {
 
 // eachElem calls fn with v, or with each element of v when it is a JSON
 // array, until fn returns false.
-func eachElem(v []byte, fn func(e []byte) bool) {
+func (m *matcher) eachElem(v []byte, fn func(e []byte) bool) {
 	if len(v) == 0 || v[0] != '[' {
 		if len(v) > 0 {
 			fn(v)
+		}
+		return
+	}
+	if m.fast {
+		it := jsonobj.PlainArray(v, 0)
+		for it.Next() {
+			if !fn(v[it.ValueStart:it.ValueEnd]) {
+				return
+			}
+		}
+		if it.End() < 0 {
+			m.bad = true
 		}
 		return
 	}
@@ -367,11 +518,11 @@ func eachElem(v []byte, fn func(e []byte) bool) {
 
 // matchToken reports whether the value v of FHIR type typ matches one of
 // vals.
-func matchToken(vals []Value, typ string, v []byte) bool {
+func (m *matcher) matchToken(vals []Value, typ string, v []byte) bool {
 	switch typ {
 	case "CodeableConcept":
 		var codings []byte
-		if !eachMember(v, func(name, val []byte) {
+		if !m.eachMember(v, func(name, val []byte) {
 			if string(name) == "coding" {
 				codings = val
 			}
@@ -379,18 +530,18 @@ func matchToken(vals []Value, typ string, v []byte) bool {
 			return false
 		}
 		found := false
-		eachElem(codings, func(c []byte) bool {
-			found = matchCoding(vals, c, "code")
+		m.eachElem(codings, func(c []byte) bool {
+			found = m.matchCoding(vals, c, "code")
 			return !found
 		})
 		return found
 	case "Coding":
-		return matchCoding(vals, v, "code")
+		return m.matchCoding(vals, v, "code")
 	case "Identifier":
-		return matchCoding(vals, v, "value")
+		return m.matchCoding(vals, v, "value")
 	case "ContactPoint":
 		var value []byte
-		eachMember(v, func(name, val []byte) {
+		m.eachMember(v, func(name, val []byte) {
 			if string(name) == "value" {
 				value = val
 			}
@@ -402,10 +553,10 @@ func matchToken(vals []Value, typ string, v []byte) bool {
 
 // matchCoding matches a Coding or Identifier object: its system and its
 // member codeName ("code" or "value").
-func matchCoding(vals []Value, v []byte, codeName string) bool {
+func (m *matcher) matchCoding(vals []Value, v []byte, codeName string) bool {
 	var sys, code []byte
 	hasSys, hasCode := false, false
-	if !eachMember(v, func(name, val []byte) {
+	if !m.eachMember(v, func(name, val []byte) {
 		switch string(name) {
 		case "system":
 			sys, hasSys = str(val)
@@ -477,11 +628,11 @@ func matchPrimitiveToken(vals []Value, typ string, v []byte) bool {
 // targetRange returns the range of microseconds a date, dateTime,
 // instant, Period or Timing value v covers (math.MinInt64 and
 // math.MaxInt64 for open ends).
-func targetRange(typ string, v []byte) (lo, hi int64, ok bool) {
+func (m *matcher) targetRange(typ string, v []byte) (lo, hi int64, ok bool) {
 	switch typ {
 	case "Period":
 		var start, end []byte
-		if !eachMember(v, func(name, val []byte) {
+		if !m.eachMember(v, func(name, val []byte) {
 			switch string(name) {
 			case "start":
 				start = val
@@ -508,11 +659,11 @@ func targetRange(typ string, v []byte) (lo, hi int64, ok bool) {
 		return lo, hi, true
 	case "Timing":
 		lo, hi = math.MaxInt64, math.MinInt64
-		eachMember(v, func(name, val []byte) {
+		m.eachMember(v, func(name, val []byte) {
 			if string(name) != "event" {
 				return
 			}
-			eachElem(val, func(e []byte) bool {
+			m.eachElem(val, func(e []byte) bool {
 				if l, h, ok := jsonDateRange(e); ok {
 					lo, hi = min(lo, l), max(hi, h)
 				}
@@ -592,7 +743,7 @@ func satAdd(a, b int64) int64 {
 
 // matchReference matches a Reference object (its literal reference) or a
 // canonical or uri string.
-func matchReference(vals []Value, v []byte) bool {
+func (m *matcher) matchReference(vals []Value, v []byte) bool {
 	if len(v) > 0 && v[0] == '"' { // canonical, uri
 		s, _ := str(v)
 		for i := range vals {
@@ -614,7 +765,7 @@ func matchReference(vals []Value, v []byte) bool {
 	}
 	var ref []byte
 	hasRef := false
-	if !eachMember(v, func(name, val []byte) {
+	if !m.eachMember(v, func(name, val []byte) {
 		if string(name) == "reference" {
 			ref, hasRef = str(val)
 		}
@@ -638,7 +789,7 @@ func matchReference(vals []Value, v []byte) bool {
 }
 
 // matchString matches a string, HumanName or Address value.
-func matchString(vals []Value, modifier, typ string, v []byte) bool {
+func (m *matcher) matchString(vals []Value, modifier, typ string, v []byte) bool {
 	if len(v) == 0 {
 		return false
 	}
@@ -653,11 +804,11 @@ func matchString(vals []Value, modifier, typ string, v []byte) bool {
 		return ok && matchText(vals, modifier, s)
 	}
 	found := false
-	eachMember(v, func(name, val []byte) {
+	m.eachMember(v, func(name, val []byte) {
 		if found || !isOneOf(name, fields) {
 			return
 		}
-		eachElem(val, func(e []byte) bool {
+		m.eachElem(val, func(e []byte) bool {
 			if s, ok := str(e); ok {
 				found = matchText(vals, modifier, s)
 			}
