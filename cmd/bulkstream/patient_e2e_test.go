@@ -134,19 +134,8 @@ func sameIDs(t *testing.T, what string, got, want []string) {
 // declares both operations in its CapabilityStatement.
 func TestPatientGroupExportE2E(t *testing.T) {
 	s := startServerWith(t, serverOpts{binary: true})
-	input := s.publishSample(t)
+	input := s.publishSampleApplied(t)
 	sc := compartmentsOf(t, input)
-	// A Group kick-off waits only briefly for ingest before it answers 404
-	// for a Group it does not hold yet: let ingest apply the sample first.
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := clusterLastSeq(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAppliedSeq(t, s.addr, last, 2*time.Minute)
 
 	const group = "NeighborhoodHealthPlan"
 	members := sc.members[group]
@@ -376,4 +365,22 @@ func TestFetchLevelFlags(t *testing.T) {
 			t.Errorf("fetch %v: err = %v, want %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// publishSampleApplied publishes the whole Synthea sample and waits until
+// ingest has applied all of it: a Group kick-off waits only briefly for
+// ingest before it answers 404 for a Group it does not hold yet.
+func (s *testServer) publishSampleApplied(t *testing.T) map[string][]byte {
+	t.Helper()
+	input := s.publishSample(t)
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := clusterLastSeq(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAppliedSeq(t, s.addr, last, 2*time.Minute)
+	return input
 }

@@ -12,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // sampleFacts are the fields of the Synthea sample that the _typeFilter
@@ -148,20 +146,9 @@ func typeFilterKickoff(t *testing.T, method, u, body, prefer string) (*http.Resp
 // file.
 func TestTypeFilterE2E(t *testing.T) {
 	s := startServerWith(t, serverOpts{binary: true})
-	input := s.publishSample(t)
+	input := s.publishSampleApplied(t)
 	facts := sampleFactsOf(t, input)
 	sc := compartmentsOf(t, input)
-	// The Group kick-off needs the Group applied: let ingest apply the
-	// whole sample first.
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := clusterLastSeq(js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitAppliedSeq(t, s.addr, last, 2*time.Minute)
 	allPatients := idsOfType(input, "Patient")
 
 	// exportIDs runs a kick-off to completion and returns the exported ids
