@@ -30,11 +30,7 @@ func SkipPlain(b []byte, i int) int {
 	}
 	switch b[i] {
 	case '"':
-		j := bytes.IndexByte(b[i+1:], '"')
-		if j < 0 {
-			return -1
-		}
-		return i + j + 2
+		return plainStringEnd(b, i)
 	case '{', '[':
 		return skipPlainContainer(b, i)
 	case ',', '}', ']', ':', ' ', '\t', '\n', '\r':
@@ -47,70 +43,95 @@ func SkipPlain(b []byte, i int) int {
 	return j
 }
 
+// plainStringEnd returns the offset just past the string at b[i] (a
+// '"'), in text without backslashes: past the next '"'; -1 if there is
+// none. Names and most values are short: it looks 8 bytes at a time
+// before it hands a long string to bytes.IndexByte.
+func plainStringEnd(b []byte, i int) int {
+	i++
+	for k := 0; k < 4 && i+8 <= len(b); k++ {
+		if q := zeroBytes(binary.LittleEndian.Uint64(b[i:]) ^ (swarOnes * '"')); q != 0 {
+			return i + bits.TrailingZeros64(q)>>3 + 1
+		}
+		i += 8
+	}
+	if i > len(b) {
+		return -1
+	}
+	j := bytes.IndexByte(b[i:], '"')
+	if j < 0 {
+		return -1
+	}
+	return i + j + 1
+}
+
 // plainEnd marks the bytes that end a number or literal.
 var plainEnd = [256]bool{',': true, '}': true, ']': true, ' ': true, '\t': true, '\n': true, '\r': true}
 
 // skipPlainContainer returns the offset just past the object or array at
-// b[i], or -1. It looks for quotes and brackets 8 bytes at a time (SWAR)
-// and toggles between string and structure at each quote.
+// b[i], or -1. It reads 8 bytes at a time (SWAR): it marks the quotes and
+// the brackets of each word exactly, then visits the marks in order,
+// toggling between string and structure at each quote and counting the
+// brackets outside strings.
 func skipPlainContainer(b []byte, i int) int {
-	const (
-		quotes = swarOnes * '"'
-		opens  = swarOnes * '{' // '[' | 0x20 is '{'
-		closes = swarOnes * '}' // ']' | 0x20 is '}'
-		lower  = swarOnes * 0x20
-	)
 	n := len(b)
 	depth := 1
 	inStr := false
 	i++
-	for i < n {
-		// Find the next quote or bracket from b[i].
-		for i+8 <= n {
-			w := binary.LittleEndian.Uint64(b[i:])
-			q := w ^ quotes
-			var special uint64
-			if inStr {
-				special = (q - swarOnes) & ^q & swarHighs
-			} else {
-				f := w | lower // folds '[' onto '{' and ']' onto '}'
-				o := f ^ opens
-				c := f ^ closes
-				special = ((q - swarOnes) & ^q | (o - swarOnes) & ^o | (c - swarOnes) & ^c) & swarHighs
+	for ; i+8 <= n; i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		f := w | swarOnes*0x20 // folds '[' onto '{' and ']' onto '}'
+		q := zeroBytes(w ^ (swarOnes * '"'))
+		o := zeroBytes(f ^ (swarOnes * '{'))
+		c := zeroBytes(f ^ (swarOnes * '}'))
+		for {
+			m := q
+			if !inStr {
+				m |= o | c
 			}
-			if special != 0 {
-				// The lowest flagged byte is a true one (a borrow only
-				// flags bytes above it).
-				i += bits.TrailingZeros64(special) >> 3
-				goto found
+			if m == 0 {
+				break
 			}
-			i += 8
+			bit := m & -m
+			switch {
+			case q&bit != 0:
+				inStr = !inStr
+			case o&bit != 0:
+				depth++
+			default:
+				if depth--; depth == 0 {
+					return i + bits.TrailingZeros64(bit)>>3 + 1
+				}
+			}
+			// Drop the visited mark and those below it.
+			done := bit | (bit - 1)
+			q, o, c = q&^done, o&^done, c&^done
 		}
-		for i < n {
-			switch c := b[i]; {
-			case c == '"':
-				goto found
-			case inStr:
-			case c == '{', c == '[', c == '}', c == ']':
-				goto found
-			}
-			i++
-		}
-		return -1
-	found:
+	}
+	for ; i < n; i++ {
 		switch b[i] {
 		case '"':
 			inStr = !inStr
 		case '{', '[':
-			depth++
+			if !inStr {
+				depth++
+			}
 		case '}', ']':
-			if depth--; depth == 0 {
-				return i + 1
+			if !inStr {
+				if depth--; depth == 0 {
+					return i + 1
+				}
 			}
 		}
-		i++
 	}
 	return -1
+}
+
+// zeroBytes returns the high bit of each byte of x that is zero, and no
+// other bit.
+func zeroBytes(x uint64) uint64 {
+	const low7 = swarOnes * 0x7f
+	return ^(((x & low7) + low7) | x | low7)
 }
 
 // A PlainIter reads the members of an object, or the elements of an
@@ -186,12 +207,11 @@ func (it *PlainIter) Next() bool {
 			it.state = iterBad
 			return false
 		}
-		j := bytes.IndexByte(b[i+1:], '"')
-		if j < 0 {
+		it.KeyStart, it.KeyEnd = i, plainStringEnd(b, i)
+		if it.KeyEnd < 0 {
 			it.state = iterBad
 			return false
 		}
-		it.KeyStart, it.KeyEnd = i, i+j+2
 		if i = it.KeyEnd; i >= len(b) || b[i] != ':' {
 			it.state = iterBad
 			return false

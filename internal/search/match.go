@@ -142,7 +142,9 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 	}
 	var tops [maxFastPaths]topValue
 	var want [maxFastPaths]bool
-	n, limit := 0, -1
+	var names [maxFastPaths]string
+	var at [maxFastPaths]int
+	n := 0
 	for i := range q.Params {
 		paths := q.Params[i].Def.Paths
 		if n+len(paths) > maxFastPaths {
@@ -150,17 +152,25 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		}
 		for j := range paths {
 			if len(paths[j].Steps) > 0 {
-				if at := lastQuoted(b, paths[j].Steps[0].Name); at >= 0 {
-					want[n+j] = true
-					limit = max(limit, at)
-				}
+				names[n+j] = paths[j].Steps[0].Name
 			}
 		}
 		n += len(paths)
 	}
+	// The walk first goes as far as the first place where the text has
+	// each name (present: want), then as far as the last place after
+	// that, if any.
+	findNames(b, 0, names[:n], at[:n], true)
+	limit := -1
+	for k := range n {
+		if at[k] >= 0 {
+			want[k] = true
+			limit = max(limit, at[k])
+		}
+	}
 	if limit >= 0 {
 		it := jsonobj.PlainObject(b, 0)
-		stopped := false
+		stopped, second := false, false
 		for it.Next() {
 			name := it.Name()
 			k := 0
@@ -173,8 +183,22 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 				}
 			}
 			if it.ValueEnd > limit {
-				stopped = true
-				break
+				if second {
+					stopped = true
+					break
+				}
+				second = true
+				findNames(b, it.ValueEnd, names[:n], at[:n], false)
+				limit = -1
+				for k := range n {
+					if want[k] {
+						limit = max(limit, at[k])
+					}
+				}
+				if limit < 0 {
+					stopped = true
+					break
+				}
 			}
 		}
 		if !stopped && it.End() != len(b) {
@@ -195,6 +219,89 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		k += len(p.Def.Paths)
 	}
 	return true, true
+}
+
+// minShared is the shortest common prefix for which findNames looks for
+// several names at once.
+const minShared = 4
+
+// findNames sets at[k] to the offset of the first (first) or last place
+// in b[from:] where b has names[k] between quotes (the offset of the
+// name, after its quote; -1 when there is none or the name is "").
+// Names that share a prefix (the effective[x] of a date parameter:
+// effectiveDateTime, effectivePeriod, ...) are looked for in one pass for
+// their common prefix.
+func findNames(b []byte, from int, names []string, at []int, first bool) {
+	const todo = -2
+	for k := range at {
+		at[k] = todo
+	}
+	from = max(from, 1) // a name's quote comes before it
+	for k, name := range names {
+		if at[k] != todo {
+			continue
+		}
+		if name == "" {
+			at[k] = -1
+			continue
+		}
+		// The prefix that name shares with the other names not yet
+		// looked for, if at least minShared bytes long.
+		prefix := name
+		for l := k + 1; l < len(names); l++ {
+			if at[l] == todo && names[l] != "" {
+				if c := commonPrefix(prefix, names[l]); c >= minShared {
+					prefix = prefix[:c]
+				}
+			}
+		}
+		group := 0
+		for l := k; l < len(names); l++ {
+			if at[l] == todo && names[l] != "" && hasPrefixStr(names[l], prefix) {
+				at[l], group = -1, group+1
+			}
+		}
+		left := group // names of the group not yet found (first)
+		for i := from; i < len(b) && left > 0; {
+			j := index(b[i:], prefix, false)
+			if j < 0 {
+				break
+			}
+			o := i + j
+			i = o + 1
+			if b[o-1] != '"' {
+				continue
+			}
+			for l := k; l < len(names); l++ {
+				nm := names[l]
+				if nm == "" || !hasPrefixStr(nm, prefix) || first && at[l] >= 0 {
+					continue
+				}
+				if e := o + len(nm); e < len(b) && b[e] == '"' && string(b[o:e]) == nm {
+					if first && at[l] < 0 {
+						left--
+					}
+					at[l] = o
+				}
+			}
+		}
+	}
+}
+
+// commonPrefix returns the length of the common prefix of a and b.
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// hasPrefixStr is strings.HasPrefix.
+func hasPrefixStr(s, prefix string) bool {
+	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
 }
 
 // lastQuoted returns the offset in b of the last s between quotes (the
