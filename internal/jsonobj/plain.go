@@ -151,6 +151,11 @@ type PlainIter struct {
 	// b[ValueStart:ValueEnd].
 	KeyStart, KeyEnd     int
 	ValueStart, ValueEnd int
+	// Lazy, set before the first Next, leaves an object or array value
+	// unskipped until it is needed: Next then sets ValueEnd to -1, and
+	// SkipValue (or the next Next) finds it. A caller that reads the
+	// value itself, and may stop there, saves a walk over it.
+	Lazy bool
 
 	b     []byte
 	i     int // where the next item or the closer is due
@@ -178,6 +183,9 @@ func plainIter(b []byte, i int, open, close byte) PlainIter {
 // Next reads the next item and reports whether there was one. It returns
 // false at the end of the container and where the walk fails.
 func (it *PlainIter) Next() bool {
+	if it.ValueEnd < 0 && it.state == iterMore && it.SkipValue() < 0 {
+		return false
+	}
 	b, i := it.b, it.i
 	switch it.state {
 	case iterStart:
@@ -219,12 +227,30 @@ func (it *PlainIter) Next() bool {
 		i++
 	}
 	it.ValueStart = i
+	if it.Lazy && i < len(b) && (b[i] == '{' || b[i] == '[') {
+		it.ValueEnd, it.state = -1, iterMore
+		return true
+	}
 	if it.ValueEnd = SkipPlain(b, i); it.ValueEnd < 0 {
 		it.state = iterBad
 		return false
 	}
 	it.i, it.state = it.ValueEnd, iterMore
 	return true
+}
+
+// SkipValue returns ValueEnd, finding it first when Lazy left it unknown
+// (-1); -1 when the walk fails.
+func (it *PlainIter) SkipValue() int {
+	if it.ValueEnd >= 0 || it.state != iterMore {
+		return it.ValueEnd
+	}
+	if it.ValueEnd = skipPlainContainer(it.b, it.ValueStart); it.ValueEnd < 0 {
+		it.state = iterBad
+		return -1
+	}
+	it.i = it.ValueEnd
+	return it.ValueEnd
 }
 
 // Name returns the current member's name without its quotes (a slice of

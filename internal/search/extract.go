@@ -60,19 +60,27 @@ func (w *walker) object(b []byte, i, si, depth int) {
 }
 
 // step follows step si from b[vs:ve], the value of its member in an
-// object at nesting depth.
+// object at nesting depth. In the fast walk, a container value may end
+// before ve: the plain walk stops at its closing bracket.
 func (w *walker) step(b []byte, vs, ve, si, depth int) {
 	if b[vs] != '[' {
 		w.value(b, vs, ve, si, depth+1)
 		return
 	}
 	if w.fast {
+		// An element is not skipped before it is read: the walk may
+		// stop in it (its end bounded by the array's).
 		it := jsonobj.PlainArray(b[:ve], vs)
+		it.Lazy = true
 		for it.Next() {
 			if b[it.ValueStart] == '[' {
 				continue // nested arrays are not FHIR JSON
 			}
-			w.value(b, it.ValueStart, it.ValueEnd, si, depth+2)
+			end := it.ValueEnd
+			if end < 0 {
+				end = ve
+			}
+			w.value(b, it.ValueStart, end, si, depth+2)
 			if w.stop || w.bad {
 				return
 			}

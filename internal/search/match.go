@@ -78,17 +78,17 @@ func (q *Query) Match(body []byte) (bool, error) {
 	}
 	m := matcher{body: body, plain: bytes.IndexByte(body, '\\') < 0}
 	if m.plain {
-		// Cheap rejects first: a needle every match needs missing from
-		// the text. Such a body is not read any further.
-		for i := range q.Params {
-			if !m.mayMatch(&q.Params[i]) {
-				return false, nil
-			}
-		}
 		if ok, done := m.matchFast(q); done {
 			return ok, nil
 		}
 		m.fast, m.bad = false, false
+		// Cheap rejects first: a needle every match needs missing from
+		// the text. Such a body is not read any further.
+		for i := range q.Params {
+			if !m.mayMatch(&q.Params[i], nil) {
+				return false, nil
+			}
+		}
 	}
 	for i := range q.Params {
 		ok, err := m.param(&q.Params[i], nil)
@@ -157,10 +157,9 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		}
 		n += len(paths)
 	}
-	// The walk first goes as far as the first place where the text has
-	// each name (present: want), then as far as the last place after
-	// that, if any.
-	findNames(b, 0, names[:n], at[:n], true)
+	// The walk goes as far as the last place where the text has one of
+	// the names.
+	findNames(b, names[:n], at[:n])
 	limit := -1
 	for k := range n {
 		if at[k] >= 0 {
@@ -169,35 +168,39 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		}
 	}
 	if limit >= 0 {
+		// Values are skipped lazily: the member where the walk stops is
+		// read by the paths, not skipped first. Its value is then known
+		// to end by the end of the body, which bounds it (the plain walk
+		// of a container stops at its own closing bracket).
 		it := jsonobj.PlainObject(b, 0)
-		stopped, second := false, false
+		it.Lazy = true
+		stopped := false
 		for it.Next() {
 			name := it.Name()
-			k := 0
-			for i := range q.Params {
-				for _, p := range q.Params[i].Def.Paths {
-					if want[k] && string(name) == p.Steps[0].Name {
-						tops[k] = topValue{it.ValueStart, it.ValueEnd}
-					}
-					k++
+			ve := it.ValueEnd
+			if ve < 0 {
+				ve = len(b)
+			}
+			hit := false
+			for k := range n {
+				if want[k] && string(name) == names[k] {
+					tops[k] = topValue{it.ValueStart, ve}
+					hit = true
 				}
 			}
-			if it.ValueEnd > limit {
-				if second {
-					stopped = true
+			if it.ValueStart > limit {
+				stopped = true
+				break
+			}
+			if hit && it.ValueEnd < 0 {
+				// The walk goes on: the value's end is needed.
+				if ve = it.SkipValue(); ve < 0 {
 					break
 				}
-				second = true
-				findNames(b, it.ValueEnd, names[:n], at[:n], false)
-				limit = -1
 				for k := range n {
-					if want[k] {
-						limit = max(limit, at[k])
+					if tops[k].vs == it.ValueStart && tops[k].ve > 0 {
+						tops[k].ve = ve
 					}
-				}
-				if limit < 0 {
-					stopped = true
-					break
 				}
 			}
 		}
@@ -206,7 +209,17 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		}
 	}
 	m.fast = true
+	// Cheap rejects first: a needle every match needs missing from the
+	// values the parameter's paths start with.
 	k := 0
+	for i := range q.Params {
+		p := &q.Params[i]
+		if !m.mayMatch(p, tops[k:k+len(p.Def.Paths)]) {
+			return false, true
+		}
+		k += len(p.Def.Paths)
+	}
+	k = 0
 	for i := range q.Params {
 		p := &q.Params[i]
 		ok, _ := m.param(p, tops[k:k+len(p.Def.Paths)])
@@ -225,18 +238,17 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 // several names at once.
 const minShared = 4
 
-// findNames sets at[k] to the offset of the first (first) or last place
-// in b[from:] where b has names[k] between quotes (the offset of the
-// name, after its quote; -1 when there is none or the name is "").
+// findNames sets at[k] to the offset of the last place where b has
+// names[k] between quotes (the offset of the name, after its quote; -1
+// when there is none or the name is "").
 // Names that share a prefix (the effective[x] of a date parameter:
 // effectiveDateTime, effectivePeriod, ...) are looked for in one pass for
 // their common prefix.
-func findNames(b []byte, from int, names []string, at []int, first bool) {
+func findNames(b []byte, names []string, at []int) {
 	const todo = -2
 	for k := range at {
 		at[k] = todo
 	}
-	from = max(from, 1) // a name's quote comes before it
 	for k, name := range names {
 		if at[k] != todo {
 			continue
@@ -255,14 +267,12 @@ func findNames(b []byte, from int, names []string, at []int, first bool) {
 				}
 			}
 		}
-		group := 0
 		for l := k; l < len(names); l++ {
 			if at[l] == todo && names[l] != "" && hasPrefixStr(names[l], prefix) {
-				at[l], group = -1, group+1
+				at[l] = -1
 			}
 		}
-		left := group // names of the group not yet found (first)
-		for i := from; i < len(b) && left > 0; {
+		for i := 1; i < len(b); { // a name's quote comes before it
 			j := index(b[i:], prefix, false)
 			if j < 0 {
 				break
@@ -274,13 +284,10 @@ func findNames(b []byte, from int, names []string, at []int, first bool) {
 			}
 			for l := k; l < len(names); l++ {
 				nm := names[l]
-				if nm == "" || !hasPrefixStr(nm, prefix) || first && at[l] >= 0 {
+				if nm == "" || !hasPrefixStr(nm, prefix) {
 					continue
 				}
 				if e := o + len(nm); e < len(b) && b[e] == '"' && string(b[o:e]) == nm {
-					if first && at[l] < 0 {
-						left--
-					}
 					at[l] = o
 				}
 			}
@@ -321,8 +328,10 @@ func lastQuoted(b []byte, s string) int {
 
 // mayMatch reports whether p can match m.body as far as a look for the
 // literal bytes a match needs can tell (only valid when m.plain: then a
-// string's value is its literal bytes).
-func (m *matcher) mayMatch(p *Param) bool {
+// string's value is its literal bytes). With tops (the fast walk), it
+// looks only in the values of the first members of p's paths, which hold
+// every value the paths reach.
+func (m *matcher) mayMatch(p *Param, tops []topValue) bool {
 	if p.Modifier == "not" || p.Modifier == "missing" || len(p.Values) == 0 {
 		return true
 	}
@@ -348,8 +357,19 @@ func (m *matcher) mayMatch(p *Param) bool {
 				needle = v.Text
 			}
 		}
-		if needle == "" || contains(m.body, needle) {
+		if needle == "" {
 			return true
+		}
+		if tops == nil {
+			if contains(m.body, needle) {
+				return true
+			}
+			continue
+		}
+		for _, t := range tops {
+			if t.ve > 0 && contains(m.body[t.vs:t.ve], needle) {
+				return true
+			}
 		}
 	}
 	return false
@@ -603,9 +623,16 @@ func (m *matcher) eachElem(v []byte, fn func(e []byte) bool) {
 		return
 	}
 	if m.fast {
+		// An element is not skipped before fn reads it: fn may stop
+		// there (its end bounded by the array's).
 		it := jsonobj.PlainArray(v, 0)
+		it.Lazy = true
 		for it.Next() {
-			if !fn(v[it.ValueStart:it.ValueEnd]) {
+			end := it.ValueEnd
+			if end < 0 {
+				end = len(v)
+			}
+			if !fn(v[it.ValueStart:end]) {
 				return
 			}
 		}
