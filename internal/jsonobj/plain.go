@@ -228,7 +228,7 @@ func (it *PlainIter) Next() bool {
 	}
 	it.ValueStart = i
 	if it.Lazy && i < len(b) && (b[i] == '{' || b[i] == '[') {
-		it.ValueEnd, it.state = -1, iterMore
+		it.i, it.ValueEnd, it.state = i, -1, iterMore
 		return true
 	}
 	if it.ValueEnd = SkipPlain(b, i); it.ValueEnd < 0 {
