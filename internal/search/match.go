@@ -62,9 +62,14 @@ import (
 // is no error. The error names a parameter Match does not evaluate
 // (number, quantity, composite or special, or Unsupported), or is
 // jsonobj.ErrSyntax when body is not a JSON object: not valid JSON where
-// the walk reads it (a body without a backslash that lacks the literal
-// bytes a match needs, a token's code, a reference's id, is rejected
-// without reading it).
+// the walk reads it. A body without a backslash (every string as written)
+// is read by a fast walk (matchFast) that checks only the structure it
+// walks through, not the values it jumps over (ingest stored the body as
+// validated JSON), stops after the last member a path starts with, and
+// rejects a parameter whose needed literal bytes (a token's code, a
+// reference's id) are not in the members its paths start with; text the
+// fast walk cannot read (whitespace between tokens, broken structure) is
+// read again by the validating walk, whose answers and errors count.
 //
 // Match allocates nothing for a body without escapes in the common cases.
 func (q *Query) Match(body []byte) (bool, error) {
