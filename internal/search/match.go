@@ -277,8 +277,9 @@ func findNames(b []byte, names []string, at []int) {
 				at[l] = -1
 			}
 		}
+		off := rarest(prefix)
 		for i := 1; i < len(b); { // a name's quote comes before it
-			j := index(b[i:], prefix, false)
+			j := indexBy(b[i:], prefix, off, false)
 			if j < 0 {
 				break
 			}
@@ -319,9 +320,12 @@ func hasPrefixStr(s, prefix string) bool {
 // lastQuoted returns the offset in b of the last s between quotes (the
 // offset of s, after the opening quote), or -1.
 func lastQuoted(b []byte, s string) int {
-	last := -1
+	if len(s) == 0 {
+		return -1
+	}
+	last, off := -1, rarest(s)
 	for i := 0; i < len(b); {
-		j := index(b[i:], s, true)
+		j := indexBy(b[i:], s, off, true)
 		if j < 0 {
 			break
 		}
@@ -416,7 +420,12 @@ func index(b []byte, s string, quoted bool) int {
 	if len(s) == 0 {
 		return 0
 	}
-	off := rarest(s)
+	return indexBy(b, s, rarest(s), quoted)
+}
+
+// indexBy is index looking for the byte s[off] (for a caller that
+// searches for s many times).
+func indexBy(b []byte, s string, off int, quoted bool) int {
 	c := s[off]
 	q := 0
 	if quoted {
