@@ -83,10 +83,6 @@ func (q *Query) Match(body []byte) (bool, error) {
 	}
 	m := matcher{body: body, plain: bytes.IndexByte(body, '\\') < 0}
 	if m.plain {
-		if ok, done := m.matchFast(q); done {
-			return ok, nil
-		}
-		m.fast, m.bad = false, false
 		// Cheap rejects first: a needle every match needs missing from
 		// the text. Such a body is not read any further.
 		for i := range q.Params {
@@ -94,6 +90,10 @@ func (q *Query) Match(body []byte) (bool, error) {
 				return false, nil
 			}
 		}
+		if ok, done := m.matchFast(q); done {
+			return ok, nil
+		}
+		m.fast, m.bad = false, false
 	}
 	for i := range q.Params {
 		ok, err := m.param(&q.Params[i], nil)
@@ -214,8 +214,8 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		}
 	}
 	m.fast = true
-	// Cheap rejects first: a needle every match needs missing from the
-	// values the parameter's paths start with.
+	// A needle every match needs (in the text: Match looked) missing
+	// from the values the parameter's paths start with.
 	k := 0
 	for i := range q.Params {
 		p := &q.Params[i]
