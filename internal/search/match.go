@@ -317,24 +317,6 @@ func hasPrefixStr(s, prefix string) bool {
 	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
 }
 
-// lastQuoted returns the offset in b of the last s between quotes (the
-// offset of s, after the opening quote), or -1.
-func lastQuoted(b []byte, s string) int {
-	if len(s) == 0 {
-		return -1
-	}
-	last, off := -1, rarest(s)
-	for i := 0; i < len(b); {
-		j := indexBy(b[i:], s, off, true)
-		if j < 0 {
-			break
-		}
-		last = i + j
-		i = last + len(s)
-	}
-	return last
-}
-
 // mayMatch reports whether p can match m.body as far as a look for the
 // literal bytes a match needs can tell (only valid when m.plain: then a
 // string's value is its literal bytes). With tops (the fast walk), it
