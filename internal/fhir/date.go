@@ -1,9 +1,5 @@
 package fhir
 
-import (
-	"time"
-)
-
 // DateRange reads a FHIR date, dateTime or instant
 // (https://hl7.org/fhir/R4/datatypes.html#dateTime): YYYY, YYYY-MM,
 // YYYY-MM-DD (read as UTC), or YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm).
@@ -38,18 +34,18 @@ func DateRange[T string | []byte](s T) (lo, hi int64, ok bool) {
 	if !ok || year == 0 {
 		return 0, 0, false
 	}
-	var start, next time.Time // next: the first instant after the range
+	const day = 86_400_000_000 // µs
+	var start, next int64 // µs; next: the first instant after the range
 	switch {
 	case len(s) == 4:
-		start = time.Date(year, 1, 1, 0, 0, 0, 0, time.UTC)
-		next = start.AddDate(1, 0, 0)
+		start, next = civilDays(year, 1, 1)*day, civilDays(year+1, 1, 1)*day
 	case len(s) == 7 && s[4] == '-':
 		month, ok := num(s[5:7])
 		if !ok || month < 1 || month > 12 {
 			return 0, 0, false
 		}
-		start = time.Date(year, time.Month(month), 1, 0, 0, 0, 0, time.UTC)
-		next = start.AddDate(0, 1, 0)
+		start = civilDays(year, month, 1) * day
+		next = start + int64(DaysIn(year, month))*day
 	case len(s) == 10 || len(s) >= 20 && s[10] == 'T':
 		if s[4] != '-' || s[7] != '-' {
 			return 0, 0, false
@@ -58,13 +54,13 @@ func DateRange[T string | []byte](s T) (lo, hi int64, ok bool) {
 		if !ok || month < 1 || month > 12 {
 			return 0, 0, false
 		}
-		day, ok := num(s[8:10])
-		if !ok || day < 1 || day > DaysIn(year, month) {
+		d, ok := num(s[8:10])
+		if !ok || d < 1 || d > DaysIn(year, month) {
 			return 0, 0, false
 		}
+		start = civilDays(year, month, d) * day
 		if len(s) == 10 {
-			start = time.Date(year, time.Month(month), day, 0, 0, 0, 0, time.UTC)
-			next = start.AddDate(0, 0, 1)
+			next = start + day
 			break
 		}
 		// hh:mm:ss at s[11:19]
@@ -118,18 +114,46 @@ func DateRange[T string | []byte](s T) (lo, hi int64, ok bool) {
 		if sec == 60 { // a leap second: the last µs of its minute
 			sec, frac, unit = 59, 999_999, 1
 		}
-		start = time.Date(year, time.Month(month), day, h, m, sec, 0, time.UTC)
-		start = start.Add(time.Duration(frac-offset*1_000_000) * time.Microsecond)
-		next = start.Add(time.Duration(unit) * time.Microsecond)
+		start += (int64(h*3600+m*60+sec)-offset)*1_000_000 + frac
+		next = start + unit
 	default:
 		return 0, 0, false
 	}
-	return start.UnixMicro(), next.UnixMicro() - 1, true
+	return start, next - 1, true
+}
+
+// civilDays returns the days from 1970-01-01 to the date (proleptic
+// Gregorian, year ≥ 0, month 1–12) without the time package: the
+// days-from-civil algorithm of
+// https://howardhinnant.github.io/date_algorithms.html#days_from_civil,
+// a year counted from March so that the leap day ends it.
+func civilDays(year, month, day int) int64 {
+	y, m := int64(year), int64(month)
+	if m <= 2 {
+		y--
+	}
+	era := y / 400
+	if y < 0 {
+		era = (y - 399) / 400
+	}
+	yoe := y - era*400 // [0, 399]
+	mp := (m + 9) % 12 // March is 0
+	doy := (153*mp+2)/5 + int64(day) - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return era*146_097 + doe - 719_468
 }
 
 // DaysIn returns the number of days of month (1–12) in year (proleptic
 // Gregorian).
 func DaysIn(year, month int) int {
-	// Day 0 of the next month is the last day of this one.
-	return time.Date(year, time.Month(month)+1, 0, 0, 0, 0, 0, time.UTC).Day()
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
 }
