@@ -69,62 +69,85 @@ func plainStringEnd(b []byte, i int) int {
 var plainEnd = [256]bool{',': true, '}': true, ']': true, ' ': true, '\t': true, '\n': true, '\r': true}
 
 // skipPlainContainer returns the offset just past the object or array at
-// b[i], or -1. It reads 8 bytes at a time (SWAR): it marks the quotes and
-// the brackets of each word exactly, then visits the marks in order,
-// toggling between string and structure at each quote and counting the
-// brackets outside strings.
+// b[i], or -1.
 func skipPlainContainer(b []byte, i int) int {
+	end, _ := plainBrackets(b, i+1, 1)
+	return end
+}
+
+// PlainDepth returns the number of objects and arrays open at b[i] in the
+// JSON text b, which has no backslash: 1 for a member of the outermost
+// object. b[i] must be outside a string (a string's opening quote is). It
+// counts the brackets outside strings on the shorter side, before b[i]
+// from the start or after it to the end, so the text must be JSON (every
+// bracket balanced) for both counts to agree; it does not check it.
+func PlainDepth(b []byte, i int) int {
+	if i < 0 || i > len(b) {
+		return -1
+	}
+	// A depth no closer can bring to zero: the count of the side read.
+	if i <= len(b)-i {
+		_, d := plainBrackets(b[:i], 0, i+1)
+		return d - (i + 1)
+	}
+	_, d := plainBrackets(b[i:], 0, len(b)-i+1)
+	return len(b) - i + 1 - d
+}
+
+// plainBrackets counts the brackets outside strings in b from b[i], which
+// is outside a string, with depth containers open there: it returns the
+// offset just past the closer that brings depth to 0 (or -1) and the
+// depth where it stopped. It reads 8 bytes at a time (SWAR) without a
+// branch per byte: it marks the quotes and the brackets of each word
+// exactly, finds the bytes inside strings as the running parity of the
+// quotes before them (the prefix XOR of the quotes: without a backslash no
+// quote is escaped), counts the brackets outside them, and visits the
+// brackets one by one only in a word where the count says depth may reach
+// 0.
+func plainBrackets(b []byte, i, depth int) (end, d int) {
 	n := len(b)
-	depth := 1
-	inStr := false
-	i++
+	var inStr uint64 // high bits set when the word starts inside a string
 	for ; i+8 <= n; i += 8 {
 		w := binary.LittleEndian.Uint64(b[i:])
-		f := w | swarOnes*0x20 // folds '[' onto '{' and ']' onto '}'
 		q := zeroBytes(w ^ (swarOnes * '"'))
-		o := zeroBytes(f ^ (swarOnes * '{'))
-		c := zeroBytes(f ^ (swarOnes * '}'))
-		for {
-			m := q
-			if !inStr {
-				m |= o | c
-			}
-			if m == 0 {
-				break
-			}
+		s := q ^ q<<8
+		s ^= s << 16
+		s ^= (s << 32) ^ inStr
+		inStr = s >> 63 * (swarOnes * 0x80)
+		f := w | swarOnes*0x20 // folds '[' onto '{' and ']' onto '}'
+		o := zeroBytes(f^(swarOnes*'{')) &^ s
+		c := zeroBytes(f^(swarOnes*'}')) &^ s
+		if nc := bits.OnesCount64(c); nc < depth {
+			depth += bits.OnesCount64(o) - nc
+			continue
+		}
+		for m := o | c; m != 0; m &= m - 1 {
 			bit := m & -m
-			switch {
-			case q&bit != 0:
-				inStr = !inStr
-			case o&bit != 0:
+			if o&bit != 0 {
 				depth++
-			default:
-				if depth--; depth == 0 {
-					return i + bits.TrailingZeros64(bit)>>3 + 1
-				}
+			} else if depth--; depth == 0 {
+				return i + bits.TrailingZeros64(bit)>>3 + 1, 0
 			}
-			// Drop the visited mark and those below it.
-			done := bit | (bit - 1)
-			q, o, c = q&^done, o&^done, c&^done
 		}
 	}
+	str := inStr != 0
 	for ; i < n; i++ {
 		switch b[i] {
 		case '"':
-			inStr = !inStr
+			str = !str
 		case '{', '[':
-			if !inStr {
+			if !str {
 				depth++
 			}
 		case '}', ']':
-			if !inStr {
+			if !str {
 				if depth--; depth == 0 {
-					return i + 1
+					return i + 1, 0
 				}
 			}
 		}
 	}
-	return -1
+	return -1, depth
 }
 
 // zeroBytes returns the high bit of each byte of x that is zero, and no
