@@ -165,14 +165,18 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 	// The walk goes as far as the last place where the text has one of
 	// the names.
 	findNames(b, names[:n], at[:n])
-	limit := -1
+	limit, jumped := -1, true
 	for k := range n {
 		if at[k] >= 0 {
 			want[k] = true
 			limit = max(limit, at[k])
+			if jumped {
+				tops[k].vs, tops[k].ve, jumped = topMember(b, at[k], names[k])
+			}
 		}
 	}
-	if limit >= 0 {
+	if limit >= 0 && !jumped {
+		tops = [maxFastPaths]topValue{}
 		// Values are skipped lazily: the member where the walk stops is
 		// read by the paths, not skipped first. Its value is then known
 		// to end by the end of the body, which bounds it (the plain walk
@@ -237,6 +241,31 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 		k += len(p.Def.Paths)
 	}
 	return true, true
+}
+
+// topMember returns the value of the resource's member at b[at-1] (the
+// last place where the text has name between quotes) when it is one: a
+// name followed by ':' at depth 1. Then no member of that name comes
+// after it, so it is the one that counts, and the walk to it is saved:
+// the depth is counted on the shorter side of the text, in 8-byte words
+// (jsonobj.PlainDepth). ok is false when the text there is not a member
+// of the resource, or not compact: the caller walks the members.
+func topMember(b []byte, at int, name string) (vs, ve int, ok bool) {
+	vs = at + len(name) + 2 // past '":'
+	if vs >= len(b) || b[vs-1] != ':' {
+		return 0, 0, false
+	}
+	switch b[vs] {
+	case ' ', '\t', '\n', '\r', ',', ':', '}', ']':
+		return 0, 0, false
+	}
+	if jsonobj.PlainDepth(b, at-1) != 1 {
+		return 0, 0, false
+	}
+	if ve = jsonobj.SkipPlain(b, vs); ve < 0 {
+		return 0, 0, false
+	}
+	return vs, ve, true
 }
 
 // minShared is the shortest common prefix for which findNames looks for
