@@ -35,8 +35,30 @@ func checkPlain(t *testing.T, b []byte) {
 			}
 		}
 	}
+	for i := -1; i <= len(b)+1; i++ {
+		PlainDepth(b, i) // never panics
+	}
 	if bytes.IndexByte(b, '\\') >= 0 || len(b) == 0 || !json.Valid(b) {
 		return
+	}
+	// PlainDepth agrees with a byte-by-byte count at every offset
+	// outside a string (whitespace or not).
+	depth, inStr := 0, false
+	for i, c := range b {
+		if !inStr {
+			if got := PlainDepth(b, i); got != depth {
+				t.Fatalf("PlainDepth(%q, %d) = %d, want %d", b, i, got, depth)
+			}
+		}
+		switch {
+		case c == '"':
+			inStr = !inStr
+		case inStr:
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		}
 	}
 	var c bytes.Buffer
 	json.Compact(&c, b)
@@ -110,6 +132,9 @@ func TestPlainWalkSample(t *testing.T) {
 			// Every member's value, and each of its members or
 			// elements.
 			v := b[it.ValueStart:it.ValueEnd]
+			if d := PlainDepth(b, it.KeyStart); d != 1 {
+				t.Fatalf("PlainDepth at the member %s of %s = %d, want 1", b[it.KeyStart:it.KeyEnd], b, d)
+			}
 			if got := SkipPlain(b, it.ValueStart); got != it.ValueEnd {
 				t.Fatalf("SkipPlain at %d of %s = %d, want %d", it.ValueStart, b, got, it.ValueEnd)
 			}

@@ -128,12 +128,13 @@ type topValue struct{ vs, ve int }
 // the resource's members for all the paths of all of q's parameters, each
 // member handed to the paths that start with it, and the plain walk
 // (jsonobj.SkipPlain) that jumps over strings and containers without
-// checking them: ingest stored the body as validated JSON. The walk of
-// the resource stops after the last place where the text has the name of
-// a path's first member as a string: with no backslash every name is
-// written as itself, so no member the paths need starts after it, and the
-// last of several members of that name (the one that counts) is at or
-// before it. done is false when the fast walk cannot answer (whitespace
+// checking them: ingest stored the body as validated JSON. With no
+// backslash every name is written as itself, so the last place where the
+// text has the name of a path's first member as a string is the last
+// member of that name (the one that counts) when it is a member of the
+// resource at all: when each is (topMember), the members are read there
+// and not walked. Otherwise the walk stops after the last of those
+// places: no member the paths need starts after it. done is false when the fast walk cannot answer (whitespace
 // between tokens, text that is not compact JSON where it reads, or too
 // many paths): the caller then evaluates q with the validating walk,
 // whose answers and errors are the reference.

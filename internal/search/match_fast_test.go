@@ -122,6 +122,13 @@ func TestMatchFastEdges(t *testing.T) {
 		{`{"category":[{"coding": [ {"code":"laboratory"} ] }]}`, true},
 		{`{"category":[{"coding":[{"code" : "laboratory"}]}] , "x":1}`, true},
 		{"{\n\"id\":\"x\",\n\"category\":" + other + "\n}", false},
+		// The last place the text names a member is a value, or nested:
+		// the members are walked.
+		{`{"category":` + lab + `,"status":"category"}`, true},
+		{`{"category":` + lab + `,"note":[{"text":"category"}]}`, true},
+		{`{"category":` + other + `,"contained":[{"category":` + lab + `}]}`, false},
+		{`{"a":"{[","category":` + lab + `}`, true},
+		{`{"category":` + lab + `,"b":"]]}}"}`, true},
 	} {
 		got, err := q.Match([]byte(tc.body))
 		if err != nil || got != tc.want {
