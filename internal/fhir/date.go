@@ -35,7 +35,7 @@ func DateRange[T string | []byte](s T) (lo, hi int64, ok bool) {
 		return 0, 0, false
 	}
 	const day = 86_400_000_000 // µs
-	var start, next int64 // µs; next: the first instant after the range
+	var start, next int64      // µs; next: the first instant after the range
 	switch {
 	case len(s) == 4:
 		start, next = civilDays(year, 1, 1)*day, civilDays(year+1, 1, 1)*day
