@@ -108,12 +108,12 @@ func plainBrackets(b []byte, i, depth int) (end, d int) {
 	n := len(b)
 	var inStr uint64 // high bits set when the word starts inside a string
 	for ; i+8 <= n; i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
+		w := binary.LittleEndian.Uint64(b[i : i+8])
 		q := zeroBytes(w ^ (swarOnes * '"'))
 		s := q ^ q<<8
 		s ^= s << 16
 		s ^= (s << 32) ^ inStr
-		inStr = s >> 63 * (swarOnes * 0x80)
+		inStr = uint64(int64(s)>>63) & (swarOnes * 0x80)
 		f := w | swarOnes*0x20 // folds '[' onto '{' and ']' onto '}'
 		o := zeroBytes(f^(swarOnes*'{')) &^ s
 		c := zeroBytes(f^(swarOnes*'}')) &^ s
