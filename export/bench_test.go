@@ -16,6 +16,7 @@ import (
 	"github.com/bulkstream/bulkstream/index/indextest"
 	"github.com/bulkstream/bulkstream/internal/search"
 	"github.com/bulkstream/bulkstream/internal/synth"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // benchScales are copies of the Synthea sample (38,483 resources, about
@@ -24,9 +25,12 @@ var benchScales = []int{1, 3}
 
 // benchIndex returns an on-disk index holding scale copies of the sample,
 // with the number of resources and their stored bytes (NDJSON, with '\n').
+// It returns once Pebble's compactions of the load have settled (none
+// finished for 3 s), so that no figure is measured against them.
 func benchIndex(b *testing.B, scale int) (x *index.Index, n, size int64) {
 	b.Helper()
-	x, err := index.Open(b.TempDir(), &index.Options{NoSync: true})
+	reg := prometheus.NewRegistry()
+	x, err := index.Open(b.TempDir(), &index.Options{NoSync: true, Registerer: reg})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,6 +58,25 @@ func benchIndex(b *testing.B, scale int) (x *index.Index, n, size int64) {
 		flush()
 	}
 	n, size = indextest.WriteLiveFile(b, x, filepath.Join(b.TempDir(), "probe.ndjson"))
+	compactions := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "bulkstream_index_pebble_compactions_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		b.Fatal("no bulkstream_index_pebble_compactions_total")
+		return 0
+	}
+	for last, since := compactions(), time.Now(); time.Since(since) < 3*time.Second; {
+		time.Sleep(250 * time.Millisecond)
+		if c := compactions(); c != last {
+			last, since = c, time.Now()
+		}
+	}
 	return x, n, size
 }
 
