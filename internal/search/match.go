@@ -308,16 +308,13 @@ func findNames(b []byte, names []string, at []int) {
 			}
 		}
 		off := rarest(prefix)
-		for i := 1; i < len(b); { // a name's quote comes before it
-			j := indexBy(b[i:], prefix, off, false)
+		for i := 0; i < len(b); {
+			j := indexBy(b[i:], prefix, off, true, false)
 			if j < 0 {
 				break
 			}
 			o := i + j
 			i = o + 1
-			if b[o-1] != '"' {
-				continue
-			}
 			for l := k; l < len(names); l++ {
 				nm := names[l]
 				if nm == "" || !hasPrefixStr(nm, prefix) {
@@ -432,28 +429,33 @@ func index(b []byte, s string, quoted bool) int {
 	if len(s) == 0 {
 		return 0
 	}
-	return indexBy(b, s, rarest(s), quoted)
+	return indexBy(b, s, rarest(s), quoted, quoted)
 }
 
 // indexBy is index looking for the byte s[off] (for a caller that
-// searches for s many times).
-func indexBy(b []byte, s string, off int, quoted bool) int {
+// searches for s many times), with a '"' before s when open and after it
+// when close. The quotes are checked before the bytes of s: most places
+// where the byte is are not in a string of their own.
+func indexBy(b []byte, s string, off int, open, close bool) int {
 	c := s[off]
-	q := 0
-	if quoted {
-		q = 1
+	before, after := 0, 0
+	if open {
+		before = 1
 	}
-	for i := q + off; i < len(b); {
+	if close {
+		after = 1
+	}
+	for i := before + off; i < len(b); {
 		j := bytes.IndexByte(b[i:], c)
 		if j < 0 {
 			return -1
 		}
 		i += j
 		start, end := i-off, i-off+len(s)
-		if end+q > len(b) {
+		if end+after > len(b) {
 			return -1
 		}
-		if string(b[start:end]) == s && (!quoted || b[start-1] == '"' && b[end] == '"') {
+		if (!open || b[start-1] == '"') && (!close || b[end] == '"') && string(b[start:end]) == s {
 			return start
 		}
 		i++
@@ -473,24 +475,19 @@ func rarest(s string) int {
 	return best
 }
 
-// byteRarity ranks bytes by how rare they are in FHIR JSON: upper-case
-// letters and digits above lower-case letters by English letter frequency,
-// and the punctuation of JSON itself lowest. A read-only table.
+// byteRarity ranks bytes by how rare they are in FHIR JSON: printable
+// ASCII by its frequency in the Synthea sample of the repository (which
+// put JSON's punctuation, the letters of the common member names and the
+// digits of ids and codes ahead of, say, 'h' or 'k'), any other byte
+// rarest. A read-only table.
 var byteRarity = func() (r [256]uint8) {
-	const common = "etaoinsrhldcumfpgwybvkxjqz" // most common first
+	// Most common first, as measured on testdata/synthea-r4-100-patients.
+	const common = `"et:rcoaisnd0-,ul/ym1p4bf2{}g93578 6v.h[]TSCP_xDOAEjLUqMRBIHN()GwzQkF#WVK<>Y'J%*\ZX=+@&!$;?^` + "`|~"
 	for c := range r {
-		switch {
-		case 'A' <= c && c <= 'Z':
-			r[c] = 40
-		case '0' <= c && c <= '9':
-			r[c] = 30
-		case 'a' <= c && c <= 'z':
-			r[c] = uint8(strings.IndexByte(common, byte(c)))
-		case c == '"' || c == ':' || c == ',' || c == ' ':
-			r[c] = 0
-		default:
-			r[c] = 28
-		}
+		r[c] = 255
+	}
+	for i := range len(common) {
+		r[common[i]] = uint8(i)
 	}
 	return r
 }()
