@@ -65,6 +65,7 @@ func BenchmarkMatch(b *testing.B) {
 		{"category=imaging", Query{Type: "Observation", Params: []Param{mParam(benchCategory, "", tokV("imaging"))}}},
 		{"date=ge2020-01-01", Query{Type: "Observation", Params: []Param{mParam(benchDate, "", dateV("ge2020-01-01"))}}},
 	} {
+		bc.q.plan = newFastPlan(&bc.q) // as ParseQuery does
 		b.Run(bc.name, func(b *testing.B) {
 			matched := 0
 			b.ReportAllocs()

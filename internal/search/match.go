@@ -71,7 +71,8 @@ import (
 // fast walk cannot read (whitespace between tokens, broken structure) is
 // read again by the validating walk, whose answers and errors count.
 //
-// Match allocates nothing for a body without escapes in the common cases.
+// Match of a query from ParseQuery allocates nothing for a body without
+// escapes in the common cases.
 func (q *Query) Match(body []byte) (bool, error) {
 	if len(body) < 2 || body[0] != '{' {
 		return false, jsonobj.ErrSyntax
@@ -90,7 +91,11 @@ func (q *Query) Match(body []byte) (bool, error) {
 				return false, nil
 			}
 		}
-		if ok, done := m.matchFast(q); done {
+		plan := q.plan
+		if plan == nil {
+			plan = newFastPlan(q)
+		}
+		if ok, done := m.matchFast(q, plan); done {
 			return ok, nil
 		}
 		m.fast, m.bad = false, false
@@ -134,11 +139,12 @@ type topValue struct{ vs, ve int }
 // member of that name (the one that counts) when it is a member of the
 // resource at all: when each is (topMember), the members are read there
 // and not walked. Otherwise the walk stops after the last of those
-// places: no member the paths need starts after it. done is false when the fast walk cannot answer (whitespace
-// between tokens, text that is not compact JSON where it reads, or too
-// many paths): the caller then evaluates q with the validating walk,
-// whose answers and errors are the reference.
-func (m *matcher) matchFast(q *Query) (ok, done bool) {
+// places: no member the paths need starts after it. done is false when
+// the fast walk cannot answer (whitespace between tokens, text that is
+// not compact JSON where it reads, or too many paths): the caller then
+// evaluates q with the validating walk, whose answers and errors are the
+// reference.
+func (m *matcher) matchFast(q *Query, plan *fastPlan) (ok, done bool) {
 	b := m.body
 	// Text that does not end as an object does is left to the
 	// validating walk, which reads it and says why.
@@ -146,26 +152,17 @@ func (m *matcher) matchFast(q *Query) (ok, done bool) {
 	if b[end] != '}' || end > 1 && b[end-1] == ',' {
 		return false, false
 	}
+	if len(plan.names) > maxFastPaths {
+		return false, false
+	}
+	names := plan.names
+	n := len(names)
 	var tops [maxFastPaths]topValue
 	var want [maxFastPaths]bool
-	var names [maxFastPaths]string
 	var at [maxFastPaths]int
-	n := 0
-	for i := range q.Params {
-		paths := q.Params[i].Def.Paths
-		if n+len(paths) > maxFastPaths {
-			return false, false
-		}
-		for j := range paths {
-			if len(paths[j].Steps) > 0 {
-				names[n+j] = paths[j].Steps[0].Name
-			}
-		}
-		n += len(paths)
-	}
 	// The walk goes as far as the last place where the text has one of
 	// the names.
-	findNames(b, names[:n], at[:n])
+	plan.findNames(b, at[:n])
 	limit, jumped := -1, true
 	for k := range n {
 		if at[k] >= 0 {
@@ -273,53 +270,79 @@ func topMember(b []byte, at int, name string) (vs, ve int, ok bool) {
 // several names at once.
 const minShared = 4
 
-// findNames sets at[k] to the offset of the last place where b has
-// names[k] between quotes (the offset of the name, after its quote; -1
-// when there is none or the name is "").
-// Names that share a prefix (the effective[x] of a date parameter:
-// effectiveDateTime, effectivePeriod, ...) are looked for in one pass for
-// their common prefix.
-func findNames(b []byte, names []string, at []int) {
-	const todo = -2
-	for k := range at {
-		at[k] = todo
+// A fastPlan is what matchFast needs of a query beyond its parameters,
+// worked out once (by ParseQuery) rather than for each body: the name of
+// the first member of each path of each parameter, in order, and the
+// groups of names findNames looks for in one pass.
+type fastPlan struct {
+	names  []string // "" for a path without steps
+	groups []nameGroup
+}
+
+// A nameGroup is names that share prefix (at least minShared bytes, or
+// one name): the effective[x] of a date parameter (effectiveDateTime,
+// effectivePeriod, ...) is looked for as "effective".
+type nameGroup struct {
+	prefix  string
+	off     int   // rarest(prefix), the byte looked for
+	members []int // indexes in fastPlan.names
+}
+
+func newFastPlan(q *Query) *fastPlan {
+	p := new(fastPlan)
+	for i := range q.Params {
+		for _, path := range q.Params[i].Def.Paths {
+			name := ""
+			if len(path.Steps) > 0 {
+				name = path.Steps[0].Name
+			}
+			p.names = append(p.names, name)
+		}
 	}
-	for k, name := range names {
-		if at[k] != todo {
+	grouped := make([]bool, len(p.names))
+	for k, name := range p.names {
+		if grouped[k] || name == "" {
 			continue
 		}
-		if name == "" {
-			at[k] = -1
-			continue
-		}
-		// The prefix that name shares with the other names not yet
-		// looked for, if at least minShared bytes long.
+		// The prefix that name shares with the names not yet grouped,
+		// if at least minShared bytes long.
 		prefix := name
-		for l := k + 1; l < len(names); l++ {
-			if at[l] == todo && names[l] != "" {
-				if c := commonPrefix(prefix, names[l]); c >= minShared {
+		for l := k + 1; l < len(p.names); l++ {
+			if !grouped[l] && p.names[l] != "" {
+				if c := commonPrefix(prefix, p.names[l]); c >= minShared {
 					prefix = prefix[:c]
 				}
 			}
 		}
-		for l := k; l < len(names); l++ {
-			if at[l] == todo && names[l] != "" && hasPrefixStr(names[l], prefix) {
-				at[l] = -1
+		g := nameGroup{prefix: prefix, off: rarest(prefix)}
+		for l := k; l < len(p.names); l++ {
+			if !grouped[l] && p.names[l] != "" && hasPrefixStr(p.names[l], prefix) {
+				grouped[l] = true
+				g.members = append(g.members, l)
 			}
 		}
-		off := rarest(prefix)
+		p.groups = append(p.groups, g)
+	}
+	return p
+}
+
+// findNames sets at[k] to the offset of the last place where b has
+// p.names[k] between quotes (the offset of the name, after its quote; -1
+// when there is none or the name is "").
+func (p *fastPlan) findNames(b []byte, at []int) {
+	for k := range at {
+		at[k] = -1
+	}
+	for _, g := range p.groups {
 		for i := 0; i < len(b); {
-			j := indexBy(b[i:], prefix, off, true, false)
+			j := indexBy(b[i:], g.prefix, g.off, true, false)
 			if j < 0 {
 				break
 			}
 			o := i + j
 			i = o + 1
-			for l := k; l < len(names); l++ {
-				nm := names[l]
-				if nm == "" || !hasPrefixStr(nm, prefix) {
-					continue
-				}
+			for _, l := range g.members {
+				nm := p.names[l]
 				if e := o + len(nm); e < len(b) && b[e] == '"' && string(b[o:e]) == nm {
 					at[l] = o
 				}

@@ -195,6 +195,7 @@ func ParseQuery(q string) (Query, error) {
 	if len(query.Params) == 0 {
 		return fail("", "no search parameter after '?'")
 	}
+	query.plan = newFastPlan(&query)
 	return query, nil
 }
 

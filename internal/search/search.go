@@ -14,6 +14,10 @@ type Query struct {
 	// Raw is the query as given (after the outer query string's
 	// decoding), for messages.
 	Raw string
+
+	// plan is Match's fast walk of the query, worked out by ParseQuery;
+	// a Query made otherwise gets one at each Match.
+	plan *fastPlan
 }
 
 // Param is one name=value of a query: a resource matches when one of
