@@ -490,13 +490,17 @@ func TestIndex(t *testing.T) {
 	}
 }
 
-// Match never panics, and errs only on a body that is not a JSON object.
+// Match never panics, errs only on a body that is not a JSON object, and
+// on valid JSON answers with the fast walk as with the validating one.
 func FuzzMatch(f *testing.F) {
 	f.Add([]byte(obsLab))
 	f.Add([]byte(obsTwo))
 	f.Add([]byte(`{"effectivePeriod":{"start":"2020-01-01","end":"2020"},"effectiveTiming":{"event":["2020","x",1]}}`))
 	f.Add([]byte(`{"name":[{"family":"M\u00fcller","given":["a",1,null]}],"address":{"line":"x"},"gender":"f\"","active":true}`))
 	f.Add([]byte(`{"subject":{"reference":"http://x/Patient/p1/_history/2"},"instantiatesCanonical":"a|b","meta":{"profile":["p"],"tag":{"code":"a"}}}`))
+	// Names of the paths nested, written as values, and duplicated.
+	f.Add([]byte(`{"category":[{"coding":[{"code":"x"}]}],"contained":[{"category":[{"coding":[{"code":"laboratory"}]}],"effectiveDateTime":"2020"}],"id":"category"}`))
+	f.Add([]byte(`{"effectiveDateTime":"1990","category":{"text":"effectiveDateTime"},"meta":{"tag":[{"code":"a"}]},"effectiveDateTime":"2020","x":{"effectiveDateTime":"1990"}}`))
 	queries := []Query{
 		{Params: []Param{mParam(defCategory, "", tokV("laboratory"), tokV("s|"), tokV("|x"))}},
 		{Params: []Param{mParam(defCategory, "not", tokV("a")), missingP(defIdentifier, false)}},
@@ -510,12 +514,30 @@ func FuzzMatch(f *testing.F) {
 		{Params: []Param{mParam(defFamily, "exact", textV("Müller", false)), mParam(defProfile, "", textV("p", false))}},
 		{Params: []Param{mParam(defTag, "", tokV("a"))}},
 	}
+	for i := range queries {
+		queries[i].plan = newFastPlan(&queries[i])
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		valid := len(body) > 0 && body[0] == '{' && json.Valid(body)
+		// On valid JSON the fast walk (a body without backslash)
+		// answers as the validating one, which reads the same object
+		// with one more member, whose name is escaped.
+		var escaped []byte
+		if valid && bytes.IndexByte(body, '\\') < 0 {
+			escaped = append([]byte(`{"\u0061":0,`), body[1:]...)
+			if !json.Valid(escaped) { // body is {}
+				escaped = append([]byte(`{"\u0061":0`), body[1:]...)
+			}
+		}
 		for _, q := range queries {
-			_, err := q.Match(body)
+			got, err := q.Match(body)
 			if err != nil && valid {
 				t.Fatalf("%v on the valid %q: %v", q.Params[0].Name, body, err)
+			}
+			if escaped != nil {
+				if want, err := q.Match(escaped); err != nil || got != want {
+					t.Fatalf("%v on %q: fast %v; validating %v, %v", q.Params[0].Name, body, got, want, err)
+				}
 			}
 		}
 	})
