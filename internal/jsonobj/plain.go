@@ -85,38 +85,58 @@ func PlainDepth(b []byte, i int) int {
 	if i < 0 || i > len(b) {
 		return -1
 	}
-	// A depth no closer can bring to zero: the count of the side read.
 	if i <= len(b)-i {
-		_, d := plainBrackets(b[:i], 0, i+1)
-		return d - (i + 1)
+		return plainNet(b[:i])
 	}
-	_, d := plainBrackets(b[i:], 0, len(b)-i+1)
-	return len(b) - i + 1 - d
+	return -plainNet(b[i:])
+}
+
+// plainNet returns the openers less the closers outside strings in b,
+// which starts outside a string and has no backslash: the loop of
+// plainBrackets without its stop, which makes it a third faster.
+func plainNet(b []byte) int {
+	var inStr uint64
+	n := 0
+	for ; len(b) >= 8; b = b[8:] {
+		w := binary.LittleEndian.Uint64(b)
+		var s uint64
+		s, inStr = quoteParity(w, inStr)
+		o, c := bracketMarks(w, s)
+		n += bits.OnesCount64(o) - bits.OnesCount64(c)
+	}
+	str := inStr != 0
+	for _, c := range b {
+		switch c {
+		case '"':
+			str = !str
+		case '{', '[':
+			if !str {
+				n++
+			}
+		case '}', ']':
+			if !str {
+				n--
+			}
+		}
+	}
+	return n
 }
 
 // plainBrackets counts the brackets outside strings in b from b[i], which
 // is outside a string, with depth containers open there: it returns the
 // offset just past the closer that brings depth to 0 (or -1) and the
 // depth where it stopped. It reads 8 bytes at a time (SWAR) without a
-// branch per byte: it marks the quotes and the brackets of each word
-// exactly, finds the bytes inside strings as the running parity of the
-// quotes before them (the prefix XOR of the quotes: without a backslash no
-// quote is escaped), counts the brackets outside them, and visits the
-// brackets one by one only in a word where the count says depth may reach
-// 0.
+// branch per byte (quoteParity, bracketMarks), counts the brackets of each
+// word, and visits them one by one only in a word where the count says
+// depth may reach 0.
 func plainBrackets(b []byte, i, depth int) (end, d int) {
 	n := len(b)
-	var inStr uint64 // high bits set when the word starts inside a string
+	var inStr uint64
 	for ; i+8 <= n; i += 8 {
 		w := binary.LittleEndian.Uint64(b[i : i+8])
-		q := zeroBytes(w ^ (swarOnes * '"'))
-		s := q ^ q<<8
-		s ^= s << 16
-		s ^= (s << 32) ^ inStr
-		inStr = uint64(int64(s)>>63) & (swarOnes * 0x80)
-		f := w | swarOnes*0x20 // folds '[' onto '{' and ']' onto '}'
-		o := zeroBytes(f^(swarOnes*'{')) &^ s
-		c := zeroBytes(f^(swarOnes*'}')) &^ s
+		var s uint64
+		s, inStr = quoteParity(w, inStr)
+		o, c := bracketMarks(w, s)
 		if nc := bits.OnesCount64(c); nc < depth {
 			depth += bits.OnesCount64(o) - nc
 			continue
@@ -148,6 +168,27 @@ func plainBrackets(b []byte, i, depth int) (end, d int) {
 		}
 	}
 	return -1, depth
+}
+
+// quoteParity returns s, the high bit of each byte of the 8 bytes of w
+// (little-endian: the first byte lowest) that comes after an odd number of
+// quotes (inside a string, or its opening quote), given inStr, the high
+// bits all set when w starts inside a string; next is that for the next
+// word. It is the prefix XOR of the quotes: without a backslash no quote
+// is escaped.
+func quoteParity(w, inStr uint64) (s, next uint64) {
+	q := zeroBytes(w ^ (swarOnes * '"'))
+	s = q ^ q<<8
+	s ^= s << 16
+	s ^= (s << 32) ^ inStr
+	return s, uint64(int64(s)>>63) & (swarOnes * 0x80)
+}
+
+// bracketMarks returns the high bit of each byte of w that is an opener
+// ('{', '[') in o and of each closer in c, outside the string bytes s.
+func bracketMarks(w, s uint64) (o, c uint64) {
+	f := w | swarOnes*0x20 // folds '[' onto '{' and ']' onto '}'
+	return zeroBytes(f^(swarOnes*'{')) &^ s, zeroBytes(f^(swarOnes*'}')) &^ s
 }
 
 // zeroBytes returns the high bit of each byte of x that is zero, and no
