@@ -108,24 +108,7 @@ func TestPlainWalk(t *testing.T) {
 // The plain walk agrees with the Scanner on every resource of the
 // Synthea sample.
 func TestPlainWalkSample(t *testing.T) {
-	f, err := os.Open("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		t.Skip("no Synthea sample:", err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 16<<20)
-	n := 0
-	for sc.Scan() && n < 3000 {
-		b := sc.Bytes()
-		if bytes.IndexByte(b, '\\') >= 0 {
-			continue
-		}
-		n++
+	for _, b := range sampleBodies(t) {
 		var s Scanner
 		it := s.Object(b, 0, 1)
 		for it.Next() {
@@ -143,9 +126,33 @@ func TestPlainWalkSample(t *testing.T) {
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+}
+
+// sampleBodies returns the first 5,000 resources of the Synthea sample
+// without a backslash.
+func sampleBodies(tb testing.TB) [][]byte {
+	tb.Helper()
+	f, err := os.Open("../../testdata/synthea-r4-100-patients.ndjson.gz")
+	if err != nil {
+		tb.Skip("no Synthea sample:", err)
 	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var bodies [][]byte
+	sc := bufio.NewScanner(zr)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() && len(bodies) < 5000 {
+		if bytes.IndexByte(sc.Bytes(), '\\') < 0 {
+			bodies = append(bodies, bytes.Clone(sc.Bytes()))
+		}
+	}
+	if err := sc.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return bodies
 }
 
 func checkPlainContainer(t *testing.T, v []byte) {

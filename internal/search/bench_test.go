@@ -12,33 +12,14 @@ import (
 )
 
 // sampleObservations returns the Observations of the repository's
-// Synthea sample (compact NDJSON, gzip).
+// Synthea sample.
 func sampleObservations(tb testing.TB) [][]byte {
 	tb.Helper()
-	f, err := os.Open("../../testdata/synthea-r4-100-patients.ndjson.gz")
-	if err != nil {
-		tb.Skip("no Synthea sample:", err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var out [][]byte
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(nil, 16<<20)
-	for sc.Scan() {
-		if bytes.HasPrefix(sc.Bytes(), []byte(`{"resourceType":"Observation"`)) {
-			out = append(out, bytes.Clone(sc.Bytes()))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
-	}
-	if len(out) == 0 {
+	obs := matchSampleByType(tb)["Observation"]
+	if len(obs) == 0 {
 		tb.Fatal("no Observation in the sample")
 	}
-	return out
+	return obs
 }
 
 // The search parameters of the benchmark, as the R4 definitions have them
