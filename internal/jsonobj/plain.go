@@ -250,28 +250,10 @@ func (it *PlainIter) Next() bool {
 	if it.ValueEnd < 0 && it.state == iterMore && it.SkipValue() < 0 {
 		return false
 	}
-	b, i := it.b, it.i
-	switch it.state {
-	case iterStart:
-		if i < len(b) && b[i] == it.close {
-			it.i, it.state = i+1, iterEnd
-			return false
-		}
-	case iterMore:
-		if i >= len(b) {
-			it.state = iterBad
-			return false
-		}
-		if b[i] == it.close {
-			it.i, it.state = i+1, iterEnd
-			return false
-		}
-		if b[i] != ',' {
-			it.state = iterBad
-			return false
-		}
-		i++
-	default:
+	b := it.b
+	i, state, ok := separator(b, it.i, it.state, it.close)
+	if !ok {
+		it.i, it.state = i, state
 		return false
 	}
 	if it.close == '}' {

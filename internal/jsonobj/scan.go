@@ -326,29 +326,13 @@ func (s *Scanner) iter(b []byte, i, depth int, open, close byte) Iter {
 // false at the end of the container and where the text is not valid.
 func (it *Iter) Next() bool {
 	b, s := it.b, &it.Scanner
-	i := it.i
-	switch it.state {
-	case iterStart:
-		if i < len(b) && b[i] == it.close {
-			it.i, it.state = i+1, iterEnd
-			return false
-		}
-	case iterMore:
-		if i >= len(b) {
-			it.state = iterBad
-			return false
-		}
-		if b[i] == it.close {
-			it.i, it.state = i+1, iterEnd
-			return false
-		}
-		if b[i] != ',' {
-			it.state = iterBad
-			return false
-		}
-		i = s.SkipSpace(b, i+1)
-	default:
+	i, state, ok := separator(b, it.i, it.state, it.close)
+	if !ok {
+		it.i, it.state = i, state
 		return false
+	}
+	if state == iterMore {
+		i = s.SkipSpace(b, i) // after the ','
 	}
 	if it.close == '}' {
 		if i >= len(b) || b[i] != '"' {
@@ -373,6 +357,33 @@ func (it *Iter) Next() bool {
 	}
 	it.i, it.state = s.SkipSpace(b, it.ValueEnd), iterMore
 	return true
+}
+
+// separator reads what comes at b[i] before the next item of a container
+// that closes with close, in state: nothing before the first item
+// (iterStart), a ',' before any other (iterMore), or the closer. It
+// returns the offset of the item and ok, or where the iterator then stands
+// and its state (iterEnd past the closer, iterBad on anything else, state
+// unchanged after the end).
+func separator(b []byte, i int, state, close byte) (int, byte, bool) {
+	switch state {
+	case iterStart:
+		if i < len(b) && b[i] == close {
+			return i + 1, iterEnd, false
+		}
+		return i, state, true
+	case iterMore:
+		switch {
+		case i >= len(b):
+			return i, iterBad, false
+		case b[i] == close:
+			return i + 1, iterEnd, false
+		case b[i] != ',':
+			return i, iterBad, false
+		}
+		return i + 1, state, true
+	}
+	return i, state, false
 }
 
 // End returns the offset just past the container's closing bracket, once
