@@ -516,8 +516,13 @@ func TestClusterSharedJobs(t *testing.T) {
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("cancel on replica %s of a job kicked off on %s: %d %s", canceller.id, kick.id, resp.StatusCode, b)
 		}
+		// A replica whose job watch was served by the NATS node killed
+		// above hears of the cancel only once the NATS client has
+		// recreated the watch's ordered consumer: after two missed 5 s
+		// heartbeats, and one 10 s check later if the cluster was not
+		// ready for the first attempt.
 		for _, r := range sc.live() {
-			checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 				resp, b := sc.get(sc.on(status, r), nil)
 				if resp.StatusCode != http.StatusNotFound {
 					return fmt.Errorf("replica %s: status of a job cancelled on %s: %d %s", r.id, canceller.id, resp.StatusCode, b)
