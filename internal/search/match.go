@@ -33,7 +33,9 @@ import (
 //   - date (https://hl7.org/fhir/R4/search.html#date): the target's range
 //     is a date, dateTime or instant's implicit range (fhir.DateRange), a
 //     Period's start to end (a missing start or end is open), or a
-//     Timing's event dateTimes from the earliest to the latest. With the
+//     Timing's outer limits: from the earliest to the latest of its event
+//     dateTimes and its repeat.boundsPeriod (the schedule itself is
+//     ignored). With the
 //     search value's range [lo, hi]: eq the target lies within it, ne it
 //     does not, gt it reaches after hi, lt it reaches before lo, ge (le)
 //     gt (lt) or eq, sa it starts after hi, eb it ends before lo, and ap
@@ -811,50 +813,69 @@ func matchPrimitiveToken(vals []Value, typ string, v []byte) bool {
 func (m *matcher) targetRange(typ string, v []byte) (lo, hi int64, ok bool) {
 	switch typ {
 	case "Period":
-		var start, end []byte
-		if !m.eachMember(v, func(name, val []byte) {
-			switch string(name) {
-			case "start":
-				start = val
-			case "end":
-				end = val
-			}
-		}) {
-			return 0, 0, false
-		}
-		if start == nil && end == nil {
-			return 0, 0, false
-		}
-		lo, hi = math.MinInt64, math.MaxInt64
-		if start != nil {
-			if lo, _, ok = jsonDateRange(start); !ok {
-				return 0, 0, false
-			}
-		}
-		if end != nil {
-			if _, hi, ok = jsonDateRange(end); !ok {
-				return 0, 0, false
-			}
-		}
-		return lo, hi, true
+		return m.periodRange(v)
 	case "Timing":
+		// Only the outer limits count
+		// (https://hl7.org/fhir/R4/search.html#date): the earliest
+		// and latest of its events and of its repeat.boundsPeriod.
 		lo, hi = math.MaxInt64, math.MinInt64
+		hull := func(l, h int64) { lo, hi = min(lo, l), max(hi, h) }
 		m.eachMember(v, func(name, val []byte) {
-			if string(name) != "event" {
-				return
+			switch string(name) {
+			case "event":
+				m.eachElem(val, func(e []byte) bool {
+					if l, h, ok := jsonDateRange(e); ok {
+						hull(l, h)
+					}
+					return true
+				})
+			case "repeat":
+				m.eachMember(val, func(name, val []byte) {
+					if string(name) == "boundsPeriod" {
+						if l, h, ok := m.periodRange(val); ok {
+							hull(l, h)
+						}
+					}
+				})
 			}
-			m.eachElem(val, func(e []byte) bool {
-				if l, h, ok := jsonDateRange(e); ok {
-					lo, hi = min(lo, l), max(hi, h)
-				}
-				return true
-			})
 		})
 		return lo, hi, lo <= hi
 	case "date", "dateTime", "instant":
 		return jsonDateRange(v)
 	}
 	return 0, 0, false
+}
+
+// periodRange returns the range of the Period v: its start's first µs to
+// its end's last, a missing start or end open (math.MinInt64,
+// math.MaxInt64); ok is false when it has neither or one is not a date.
+func (m *matcher) periodRange(v []byte) (lo, hi int64, ok bool) {
+	var start, end []byte
+	if !m.eachMember(v, func(name, val []byte) {
+		switch string(name) {
+		case "start":
+			start = val
+		case "end":
+			end = val
+		}
+	}) {
+		return 0, 0, false
+	}
+	if start == nil && end == nil {
+		return 0, 0, false
+	}
+	lo, hi = math.MinInt64, math.MaxInt64
+	if start != nil {
+		if lo, _, ok = jsonDateRange(start); !ok {
+			return 0, 0, false
+		}
+	}
+	if end != nil {
+		if _, hi, ok = jsonDateRange(end); !ok {
+			return 0, 0, false
+		}
+	}
+	return lo, hi, true
 }
 
 // jsonDateRange is fhir.DateRange of the JSON string v.

@@ -297,6 +297,12 @@ func TestMatchDate(t *testing.T) {
 		{"timing gt by last event", d("gt2020"), `{"effectiveTiming":{"event":["2019-02-01","2021-01-01"]}}`, true},
 		{"timing lt by first event", d("lt2020"), `{"effectiveTiming":{"event":["2021-02-01","2019-01-01"]}}`, true},
 		{"timing no events", d("ne2020"), `{"effectiveTiming":{"repeat":{"count":1}}}`, false},
+		// and of its repeat.boundsPeriod (the schedule is ignored).
+		{"timing bounds within", d("2020"), `{"effectiveTiming":{"repeat":{"boundsPeriod":{"start":"2020-02-01","end":"2020-06-30"},"frequency":1,"period":2,"periodUnit":"d"}}}`, true},
+		{"timing bounds reach after", d("gt2020"), `{"effectiveTiming":{"repeat":{"boundsPeriod":{"start":"2020-02-01"}}}}`, true},
+		{"timing bounds before", d("ge2021"), `{"effectiveTiming":{"repeat":{"boundsPeriod":{"start":"2019-02-01","end":"2020-06-30"}}}}`, false},
+		{"timing events and bounds", d("lt2019"), `{"effectiveTiming":{"event":["2020-02-01"],"repeat":{"boundsPeriod":{"start":"2018-12-01","end":"2020-06-30"}}}}`, true},
+		{"timing bounds spill the events' year", d("2020"), `{"effectiveTiming":{"event":["2020-02-01"],"repeat":{"boundsPeriod":{"end":"2020-06-30"}}}}`, false},
 		// instant, date, and :missing.
 		{"instant", d("2020-06-01"), `{"effectiveInstant":"2020-06-01T10:00:00.000+02:00"}`, true},
 		{"date", mParam(defBirthdate, "", dateV("1970")), `{"birthDate":"1970-05-06"}`, true},
