@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"regexp"
@@ -279,9 +280,14 @@ func TestRedeliveryNotAppliedTwice(t *testing.T) {
 	if res, _ := countOf(idx, "Patient"); res != n {
 		t.Errorf("count %d, want %d", res, n)
 	}
-	if v := gauge(t, reg, "bulkstream_ingest_applied_sequence"); v != n {
-		t.Errorf("applied_sequence metric %v, want %d", v, n)
-	}
+	// The consumer sets the gauge once Apply has returned, a moment after
+	// the index shows the commit that waitCaughtUp waited for.
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if v := gauge(t, reg, "bulkstream_ingest_applied_sequence"); v != n {
+			return fmt.Errorf("applied_sequence metric %v, want %d", v, n)
+		}
+		return nil
+	})
 }
 
 // checkOneVersionEach checks that each of entries, resources published
