@@ -123,7 +123,7 @@ func DateRange[T string | []byte](s T) (lo, hi int64, ok bool) {
 }
 
 // civilDays returns the days from 1970-01-01 to the date (proleptic
-// Gregorian, year ≥ 0, month 1–12) without the time package: the
+// Gregorian, year ≥ 1, month 1–12) without the time package: the
 // days-from-civil algorithm of
 // https://howardhinnant.github.io/date_algorithms.html#days_from_civil,
 // a year counted from March so that the leap day ends it.
@@ -132,10 +132,7 @@ func civilDays(year, month, day int) int64 {
 	if m <= 2 {
 		y--
 	}
-	era := y / 400
-	if y < 0 {
-		era = (y - 399) / 400
-	}
+	era := y / 400     // y ≥ 0: no floor needed
 	yoe := y - era*400 // [0, 399]
 	mp := (m + 9) % 12 // March is 0
 	doy := (153*mp+2)/5 + int64(day) - 1

@@ -104,22 +104,10 @@ func plainNet(b []byte) int {
 		o, c := bracketMarks(w, s)
 		n += bits.OnesCount64(o) - bits.OnesCount64(c)
 	}
-	str := inStr != 0
-	for _, c := range b {
-		switch c {
-		case '"':
-			str = !str
-		case '{', '[':
-			if !str {
-				n++
-			}
-		case '}', ']':
-			if !str {
-				n--
-			}
-		}
-	}
-	return n
+	// The last bytes one by one, from a depth no closer among them can
+	// bring to 0.
+	_, d := plainTail(b, 0, inStr != 0, len(b)+1)
+	return n + d - (len(b) + 1)
 }
 
 // plainBrackets counts the brackets outside strings in b from b[i], which
@@ -150,8 +138,13 @@ func plainBrackets(b []byte, i, depth int) (end, d int) {
 			}
 		}
 	}
-	str := inStr != 0
-	for ; i < n; i++ {
+	return plainTail(b, i, inStr != 0, depth)
+}
+
+// plainTail is plainBrackets one byte at a time, from b[i] (inside a
+// string when str), for the last bytes that do not fill a word.
+func plainTail(b []byte, i int, str bool, depth int) (end, d int) {
+	for ; i < len(b); i++ {
 		switch b[i] {
 		case '"':
 			str = !str

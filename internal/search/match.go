@@ -160,7 +160,6 @@ func (m *matcher) matchFast(q *Query, plan *fastPlan) (ok, done bool) {
 	names := plan.names
 	n := len(names)
 	var tops [maxFastPaths]topValue
-	var want [maxFastPaths]bool
 	var at [maxFastPaths]int
 	// The walk goes as far as the last place where the text has one of
 	// the names.
@@ -168,7 +167,6 @@ func (m *matcher) matchFast(q *Query, plan *fastPlan) (ok, done bool) {
 	limit, jumped := -1, true
 	for k := range n {
 		if at[k] >= 0 {
-			want[k] = true
 			limit = max(limit, at[k])
 			if jumped {
 				tops[k].vs, tops[k].ve, jumped = topMember(b, at[k], names[k])
@@ -192,7 +190,7 @@ func (m *matcher) matchFast(q *Query, plan *fastPlan) (ok, done bool) {
 			}
 			hit := false
 			for k := range n {
-				if want[k] && string(name) == names[k] {
+				if at[k] >= 0 && string(name) == names[k] {
 					tops[k] = topValue{it.ValueStart, ve}
 					hit = true
 				}
